@@ -1,0 +1,53 @@
+"""Rich renderings shared by the CLI and the demo."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from livemind.world.stats import WorldStats
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _fmt(x: float | None, pct: bool = True) -> str:
+    if x is None:
+        return "n/a"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def _when(t: float) -> str:
+    if t > 1e8:  # a real timestamp
+        return datetime.fromtimestamp(t, UTC).strftime("%a %H:%M")
+    return f"{t:g}"
+
+
+def render_stats(stats: WorldStats, console: Console, title: str = "world") -> None:
+    counts = Table(title=f"{title}: tables", show_header=True)
+    counts.add_column("table")
+    counts.add_column("rows", justify="right")
+    for name, n in stats.tables.items():
+        counts.add_row(name, f"{n:,}")
+    kinds = Table(title="events by kind", show_header=True)
+    kinds.add_column("kind")
+    kinds.add_column("count", justify="right")
+    for k, n in stats.events_by_kind.items():
+        kinds.add_row(k, f"{n:,}")
+    console.print(counts, kinds)
+    summary = Table(title="behaviour and content", show_header=False)
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_row("click-through rate (clicks / impressions)", _fmt(stats.ctr))
+    summary.add_row("repeat consumption (watches of a streamer seen before)", _fmt(stats.repeat_ratio))
+    summary.add_row("content change rate (product/topic differs from previous segment)", _fmt(stats.content_change_rate))
+    summary.add_row("text change rate (segment text differs from previous)", _fmt(stats.text_change_rate))
+    if stats.questions_by_kind:
+        summary.add_row("questions", ", ".join(f"{k} {n}" for k, n in stats.questions_by_kind.items()))
+    console.print(summary)
+    if stats.live_over_time:
+        peak = max(n for _, n in stats.live_over_time) or 1
+        bars = "".join(_BARS[round(n / peak * (len(_BARS) - 1))] for _, n in stats.live_over_time)
+        first, last = stats.live_over_time[0][0], stats.live_over_time[-1][0]
+        console.print(f"rooms live over time ({_when(first)} .. {_when(last)}, peak {peak}): [bold]{bars}[/bold]")

@@ -1,0 +1,1 @@
+"""The live world: typed records, simulator, event store and dataset loaders."""

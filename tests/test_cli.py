@@ -1,0 +1,50 @@
+import json
+
+from typer.testing import CliRunner
+
+from livemind.cli import app
+
+runner = CliRunner()
+
+
+def text(res) -> str:
+    """Output with rich's line wrapping undone."""
+    return " ".join(res.output.split())
+
+
+def test_simulate_then_stats(tmp_path):
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text("seed: 1\nn_viewers: 200\nn_streamers: 20\ndays: 1.0\n")
+    out = tmp_path / "world"
+    res = runner.invoke(app, ["world", "simulate", "--config", str(cfg), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "events.parquet").is_file()
+    assert json.loads((out / "world.json").read_text())["config"]["n_viewers"] == 200
+    res = runner.invoke(app, ["world", "stats", str(out)])
+    assert res.exit_code == 0, res.output
+    for needle in ("impression", "click-through rate", "repeat consumption", "content change rate", "rooms live over time"):
+        assert needle in text(res)
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text("n_viewers: 0\n")
+    res = runner.invoke(app, ["world", "simulate", "--config", str(cfg), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "n_viewers must be at least 1, got 0" in text(res)
+    assert not (tmp_path / "o").exists()
+    res = runner.invoke(app, ["world", "stats", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "does not exist" in text(res)
+    res = runner.invoke(app, ["world", "load", "parquet", str(cfg), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "unknown dataset format 'parquet'" in text(res)
+
+
+def test_load_with_and_without_skip_bad(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("1,5,a,10,12\n2,5,a,ten,12\n")
+    res = runner.invoke(app, ["world", "load", "twitch", str(f), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "t.csv:2: column 'start' = 'ten' is not an integer" in text(res)
+    res = runner.invoke(app, ["world", "load", "twitch", str(f), "--out", str(tmp_path / "o"), "--skip-bad"])
+    assert res.exit_code == 0, res.output
+    assert "wrote 1 events" in text(res) and "skipped 1 bad rows" in text(res)
