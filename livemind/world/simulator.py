@@ -8,7 +8,8 @@ Design choices (see ../shared/DESIGN.md, "The world both halves share"):
   (log-normal). A room is live on [start_time, end_time).
 - Content changes every 30 s segment: the card shows a product for a geometric run of segments
   (mean `mean_product_segments`), then the host switches product, often to another category, or
-  chats. Segment text cycles through templates, so consecutive segments never read the same.
+  chats. Segment text is the product card's title plus a transcript line whose template cycles,
+  so consecutive segments never read the same.
   Because a room's category drifts within a session, a recommender that follows the current
   segment beats one that only knows the room ID.
 - Viewers visit at a daily rhythm (von Mises around a home hour), are shown
@@ -260,13 +261,16 @@ class LiveWorld:
         self._seg_text = self._segment_texts(rng)
 
     def _segment_texts(self, rng: np.random.Generator) -> list[str]:
-        """Title + transcript line; the line template cycles with the segment index."""
-        titles = [f"{self.streamers[s].name} live: {CATEGORY_NAMES[self.streamer_category[s]]} picks"
-                  for s in self.room_streamer]
+        """Card title | transcript line, the line template cycling with the segment index.
+
+        The card title stands for what a viewer (or a multimodal encoder) sees on screen: the
+        product card of the item being sold, absent while the host chats. The room's own title
+        is static metadata and lives on the Room, not in every segment.
+        """
         words = rng.choice(["lucky", "sparkle", "deal", "hello", "yes"], size=len(self.seg_room))
         topics = rng.integers(0, len(_CHAT_TOPICS), size=len(self.seg_room))
         texts = []
-        for i, (room, idx, prod) in enumerate(zip(self.seg_room, self.seg_index, self.seg_product)):
+        for i, (idx, prod) in enumerate(zip(self.seg_index, self.seg_product)):
             if prod < 0:
                 line = _CHAT_LINES[idx % len(_CHAT_LINES)].format(topic=_CHAT_TOPICS[topics[i]], word=words[i])
             else:
@@ -279,7 +283,8 @@ class LiveWorld:
                     threshold=f"{p.coupon_threshold:g}", coupon=f"{p.coupon_amount:g}", ship_days=p.ship_days,
                     returns=f"{p.return_days}-day returns" if p.return_days else "no returns",
                     bundle_qty=p.bundle_qty, bundle_pct=f"{p.bundle_pct:g}")
-            texts.append(f"{titles[room]} | {line}")
+            card = "no product on the card" if prod < 0 else f"on the card: {self.products[prod].name}"
+            texts.append(f"{card} | {line}")
         return texts
 
     # ------------------------------------------------------------------------------------
@@ -519,11 +524,10 @@ class LiveWorld:
                 for i in range(self.config.n_viewers)]
 
     def rooms_table(self) -> pa.Table:
-        names = [self.streamers[s].name for s in self.room_streamer]
+        titles = [f"{self.streamers[s].name} live: {self.streamers[s].category} picks" for s in self.room_streamer]
         return pa.table({
             "id": np.arange(self.n_rooms), "streamer": self.room_streamer,
-            "start_time": self.room_start, "end_time": self.room_end,
-            "title": [f"{n} live" for n in names],
+            "start_time": self.room_start, "end_time": self.room_end, "title": titles,
         })
 
     def segments_table(self) -> pa.Table:

@@ -1,0 +1,1 @@
+"""OneLive: dynamic tokenizer, generator, constrained decoding, alignment."""

@@ -1,0 +1,299 @@
+"""The dynamic tokenizer (OneLive §1): every new 30-second segment gives its room a new semantic ID.
+
+    segment text --encoder--> x30;  xpool = mean of the room's x30 so far
+    (x30, xpool, streamer) --RoomTower--> x_ia --residual k-means--> SID (L codes)
+
+Codebooks and the room tower are trained offline (`fit_tokenizer`, `livemind rec tokenizer fit`)
+and versioned by a hash of their weights; assignments update online: `start_room`, `update`
+(one segment) / `update_many` (a batch, one embedding call), `end_room`. Each call validates
+everything before it changes anything, so a rejected segment leaves the room state and the
+`LiveIndex` as they were.
+
+A tokenizer directory holds `tokenizer.json` (format, versions, configs), `room_tower.safetensors`
+and `codebook.safetensors`. Anything trained on SIDs (the generator, reward models) records the
+tokenizer version and refuses another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from livemind.config import from_dict
+from livemind.errors import DataError
+from livemind.rec.content import DEFAULT_MODEL, ContentEncoder, HashingEncoder, SentenceEncoder, check_text
+from livemind.rec.fusion import FusionConfig, RoomTower
+from livemind.rec.live_index import SID, LiveIndex
+from livemind.rec.rq import ResidualQuantizer
+from livemind.world.schema import Segment
+
+FORMAT = "livemind-tokenizer/1"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    kind: Literal["sentence", "hashing"] = "sentence"  # hashing: fast non-semantic stand-in for tests
+    model: str = DEFAULT_MODEL  # local folder or hub name of a sentence-transformers model
+    quantize_int8: bool = False
+    max_seq_length: int = 64
+    dim: int = 256  # hashing encoder only
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sentence", "hashing"):
+            raise ValueError(f"encoder kind must be 'sentence' or 'hashing', got {self.kind!r}")
+
+
+def make_encoder(cfg: EncoderConfig, cache_dir: str | Path | None = None) -> ContentEncoder:
+    if cfg.kind == "hashing":
+        return HashingEncoder(cfg.dim)
+    return SentenceEncoder(cfg.model, cache_dir=cache_dir, max_seq_length=cfg.max_seq_length,
+                           quantize_int8=cfg.quantize_int8)
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+    return h.hexdigest()[:12]
+
+
+def tower_version(tower: RoomTower, encoder_name: str) -> str:
+    state = tower.state_dict()
+    parts = [encoder_name.encode(), json.dumps(asdict(tower.cfg), sort_keys=True).encode()]
+    parts += [k.encode() + state[k].detach().cpu().numpy().tobytes() for k in sorted(state)]
+    return "tower-" + _digest(*parts)
+
+
+@dataclass
+class _RoomState:
+    streamer: int
+    pool_sum: np.ndarray  # (Dc,) sum of the room's x30 so far
+    n: int = 0  # segments seen
+    last_index: int = -1
+    vector: np.ndarray | None = None  # latest x_ia, kept to re-encode on a codebook swap
+
+
+class DynamicTokenizer:
+    def __init__(self, encoder: ContentEncoder, tower: RoomTower, quantizer: ResidualQuantizer,
+                 encoder_config: EncoderConfig | None = None, sticky: float = 0.0) -> None:
+        if encoder.dim != tower.cfg.content_dim:
+            raise DataError(f"encoder {encoder.name!r} gives {encoder.dim}-d vectors, the room tower expects "
+                            f"{tower.cfg.content_dim}-d")
+        if quantizer.dim != tower.cfg.out_dim:
+            raise DataError(f"codebook dimension {quantizer.dim} does not match the room tower's output {tower.cfg.out_dim}")
+        if sticky < 0:
+            raise DataError(f"sticky must be non-negative, got {sticky}")
+        self.encoder = encoder
+        self.encoder_config = encoder_config
+        self.sticky = sticky  # SID hysteresis, see ResidualQuantizer.encode
+        self.tower = tower.eval()
+        self.quantizer = quantizer
+        self.tower_version = tower_version(tower, encoder.name)
+        self.version = self._version()
+        self.index = LiveIndex(quantizer.config.levels, self.version)
+        self._rooms: dict[int, _RoomState] = {}
+        self._ended: set[int] = set()
+
+    def _version(self) -> str:
+        return "tok-" + _digest(self.tower_version.encode(), self.quantizer.centroids.tobytes())
+
+    @property
+    def levels(self) -> int:
+        return self.quantizer.config.levels
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.config.codebook_size
+
+    # --------------------------------------------------------------------------- room lifecycle
+
+    def start_room(self, room: int, streamer: int) -> None:
+        if room in self._rooms:
+            raise DataError(f"room {room} is already live")
+        if room in self._ended:
+            raise DataError(f"room {room} has ended; room ids are not reused")
+        self._rooms[room] = _RoomState(int(streamer), np.zeros(self.encoder.dim, dtype=np.float64))
+
+    def end_room(self, room: int) -> None:
+        self._state(room)
+        if room in self.index:
+            self.index.remove(room)
+        del self._rooms[room]
+        self._ended.add(room)
+
+    def _state(self, room: int) -> _RoomState:
+        st = self._rooms.get(room)
+        if st is None:
+            if room in self._ended:
+                raise DataError(f"segment for room {room}, which has ended")
+            raise DataError(f"segment for unknown room {room}: start_room it first")
+        return st
+
+    def reset(self) -> None:
+        """Forget every room (live or ended) and empty the live index; trained weights stay."""
+        self._rooms.clear()
+        self._ended.clear()
+        self.index.replace_all({}, self.version)
+
+    def live_rooms(self) -> list[int]:
+        return sorted(self._rooms)
+
+    # ---------------------------------------------------------------------------------- updates
+
+    def update(self, segment: Segment) -> SID:
+        """Tokenise one new segment; returns the room's new SID."""
+        return self.update_many([segment])[0]
+
+    def update_many(self, segments: Sequence[Segment]) -> list[SID]:
+        """Tokenise a batch of segments (one embedding call), in order."""
+        last: dict[int, int] = {}
+        for seg in segments:
+            check_text(seg.text)
+            st = self._state(seg.room)
+            prev = last.get(seg.room, st.last_index)
+            if seg.index <= prev:
+                raise DataError(f"segment {seg.index} of room {seg.room} arrives after segment {prev}; "
+                                "segments must come in order")
+            last[seg.room] = seg.index
+        x30 = self.encoder.encode([s.text for s in segments])  # (N, Dc)
+        return self.update_vectors([s.room for s in segments], [s.index for s in segments], x30)
+
+    def update_vectors(self, rooms: Sequence[int], indices: Sequence[int], x30: np.ndarray) -> list[SID]:
+        """Tokenise segments whose content vectors are already computed (the embedding-free path)."""
+        x30 = np.atleast_2d(np.asarray(x30, dtype=np.float32))
+        if x30.shape != (len(rooms), self.encoder.dim):
+            raise DataError(f"content vectors of shape {x30.shape}, expected ({len(rooms)}, {self.encoder.dim})")
+        states = [self._state(r) for r in rooms]
+        # pooled history including the new segment; the same room may appear several times
+        pool_sum = {r: st.pool_sum.copy() for r, st in zip(rooms, states)}
+        count = {r: st.n for r, st in zip(rooms, states)}
+        pools = np.empty_like(x30)
+        for i, r in enumerate(rooms):
+            pool_sum[r] += x30[i]
+            count[r] += 1
+            pools[i] = pool_sum[r] / count[r]
+        streamers = torch.tensor([st.streamer for st in states], dtype=torch.long)
+        with torch.inference_mode():
+            vec = self.tower(torch.from_numpy(x30), torch.from_numpy(pools), streamers).numpy()  # (N, out)
+        previous = np.array([self.index.sid_of(r) or (-1,) * self.levels for r in rooms], dtype=np.int64)
+        if len(set(rooms)) < len(rooms):  # a room twice in one batch: its later segment follows its earlier one
+            codes = self._sequential(rooms, vec, previous)
+        else:
+            codes = self.quantizer.encode(vec, previous, self.sticky)  # (N, L)
+        sids: list[SID] = []
+        for i, (r, st) in enumerate(zip(rooms, states)):
+            st.pool_sum += x30[i]
+            st.n += 1
+            st.last_index = int(indices[i])
+            st.vector = vec[i]
+            sid = tuple(int(c) for c in codes[i])
+            self.index.upsert(r, sid)
+            sids.append(sid)
+        return sids
+
+    def _sequential(self, rooms: Sequence[int], vec: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        codes = np.empty_like(previous)
+        last: dict[int, np.ndarray] = {}
+        for i, r in enumerate(rooms):
+            prev = last.get(r, previous[i])
+            codes[i] = self.quantizer.encode(vec[i:i + 1], prev[None, :], self.sticky)[0]
+            last[r] = codes[i]
+        return codes
+
+    def encode_vectors(self, x30: np.ndarray, xpool: np.ndarray, streamers: np.ndarray,
+                       batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Offline: (x_ia (N, out), codes (N, L)) for many segments at once; no state change."""
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(x30), batch_size):
+                out.append(self.tower(torch.as_tensor(x30[i:i + batch_size], dtype=torch.float32),
+                                      torch.as_tensor(xpool[i:i + batch_size], dtype=torch.float32),
+                                      torch.as_tensor(streamers[i:i + batch_size], dtype=torch.long)).numpy())
+        vec = np.concatenate(out) if out else np.zeros((0, self.tower.cfg.out_dim), dtype=np.float32)
+        return vec, self.quantizer.encode(vec) if len(vec) else np.zeros((0, self.levels), dtype=np.int64)
+
+    # ----------------------------------------------------------------------------- persistence
+
+    def save(self, directory: str | Path, extra: dict | None = None) -> Path:
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.tower.state_dict().items()}, str(out / "room_tower.safetensors"))
+        self.quantizer.save(out / "codebook.safetensors", {"tower_version": self.tower_version, "version": self.version})
+        meta = {
+            "format": FORMAT, "version": self.version, "tower_version": self.tower_version,
+            "encoder_name": self.encoder.name,
+            "encoder": asdict(self.encoder_config) if self.encoder_config else None,
+            "fusion": asdict(self.tower.cfg), "rq": asdict(self.quantizer.config), **(extra or {}),
+        }
+        (out / "tokenizer.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return out
+
+    @staticmethod
+    def read_meta(directory: str | Path) -> dict:
+        path = Path(directory) / "tokenizer.json"
+        if not path.is_file():
+            raise DataError(f"{directory}: no tokenizer.json; not a tokenizer directory (fit one with "
+                            "`livemind rec tokenizer fit`)")
+        meta = json.loads(path.read_text())
+        if meta.get("format") != FORMAT:
+            raise DataError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        return meta
+
+    @classmethod
+    def load(cls, directory: str | Path, encoder: ContentEncoder | None = None,
+             cache_dir: str | Path | None = None) -> DynamicTokenizer:
+        directory = Path(directory)
+        meta = cls.read_meta(directory)
+        enc_cfg = from_dict(EncoderConfig, meta["encoder"]) if meta.get("encoder") else None
+        if encoder is None:
+            if enc_cfg is None:
+                raise DataError(f"{directory}: the tokenizer was fit with a custom encoder; pass it to load()")
+            encoder = make_encoder(enc_cfg, cache_dir)
+        tower = RoomTower(FusionConfig(**meta["fusion"]))
+        tower.load_state_dict(load_file(str(directory / "room_tower.safetensors")))
+        if tower_version(tower, encoder.name) != meta["tower_version"]:
+            raise DataError(f"{directory}: room tower weights (or encoder {encoder.name!r}) do not match "
+                            f"tower version {meta['tower_version']}")
+        codebook = directory / "codebook.safetensors"
+        cls._check_codebook_meta(ResidualQuantizer.read_meta(codebook), codebook, meta["tower_version"],
+                                 tower.cfg.out_dim)
+        quantizer, _ = ResidualQuantizer.load(codebook)
+        tok = cls(encoder, tower, quantizer, enc_cfg)
+        if tok.version != meta["version"]:
+            raise DataError(f"{directory}: files give version {tok.version}, tokenizer.json says {meta['version']}")
+        return tok
+
+    @staticmethod
+    def _check_codebook_meta(meta: dict, path: Path, tower_version_: str, out_dim: int) -> None:
+        if meta["dim"] != out_dim:
+            raise DataError(f"{path}: codebook dimension {meta['dim']} does not match the room tower's output {out_dim}")
+        if meta.get("tower_version") != tower_version_:
+            raise DataError(f"{path}: codebook was trained for room tower {meta.get('tower_version')}, "
+                            f"this tokenizer's is {tower_version_}")
+
+    def load_codebook(self, path: str | Path) -> str:
+        """Swap in retrained codebooks for the same room tower; live rooms are re-tokenised.
+
+        A file for another room tower or of another dimension is refused and nothing changes.
+        Returns the new tokenizer version.
+        """
+        path = Path(path)
+        self._check_codebook_meta(ResidualQuantizer.read_meta(path), path, self.tower_version, self.tower.cfg.out_dim)
+        quantizer, _ = ResidualQuantizer.load(path)
+        if quantizer.config.levels != self.levels:
+            raise DataError(f"{path}: codebook has {quantizer.config.levels} levels, the live index holds "
+                            f"{self.levels}-level SIDs")
+        live = {r: st.vector for r, st in self._rooms.items() if st.vector is not None}
+        codes = quantizer.encode(np.stack(list(live.values()))) if live else np.zeros((0, quantizer.config.levels))
+        self.quantizer = quantizer
+        self.version = self._version()
+        self.index.replace_all({r: tuple(int(c) for c in row) for r, row in zip(live, codes)}, self.version)
+        return self.version

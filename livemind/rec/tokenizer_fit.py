@@ -1,0 +1,226 @@
+"""Offline training of the dynamic tokenizer from a world's log (OneLive §1).
+
+1. Embed every segment's text (x30) and pool each room's history (xpool).
+2. Train the room tower as one side of a two-tower viewer-room model with in-batch softmax on
+   positive feedback (watch weighted by time watched, comment, gift, follow, purchase), each
+   positive paired with the segment on screen at the time of the feedback.
+3. Fit residual k-means on the room tower's outputs for the training segments.
+
+Only events and segments before `train_until` are used, so evaluation can run on a later window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from livemind.errors import DataError
+from livemind.rec.content import ContentEncoder
+from livemind.rec.fusion import FusionConfig, RoomTower, ViewerTower, in_batch_softmax_loss
+from livemind.rec.rq import ResidualQuantizer, RQConfig
+from livemind.rec.segments import SegmentFrame
+from livemind.rec.tokenizer import DynamicTokenizer, EncoderConfig, make_encoder
+from livemind.world.schema import EVENT_KINDS
+from livemind.world.tables import WorldData
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)  # content_dim is taken from the encoder
+    rq: RQConfig = field(default_factory=RQConfig)
+    epochs: int = 6
+    batch_size: int = 512
+    lr: float = 2e-3
+    w_watch: float = 1.0  # times (0.5 + min(seconds / 600, 1))
+    w_comment: float = 1.0
+    w_gift: float = 1.5
+    w_follow: float = 1.5
+    w_purchase: float = 2.0
+    hard_negatives: bool = True  # add the same room showing other content as a negative
+    content_weight: float = 1.0  # weight of the product-card alignment loss (0 = behaviour only)
+    behaviour_weight: float = 1.0  # weight of the viewer-room two-tower loss (0 = content only)
+    max_fit_vectors: int = 200_000  # segments used to fit the codebooks
+    train_until: float | None = None  # Unix time; later events and segments are held out
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError(f"epochs must be >= 1 and batch_size >= 2, got {self.epochs}, {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        weights = {k: getattr(self, f"w_{k}") for k in ("watch", "comment", "gift", "follow", "purchase")}
+        if any(w < 0 for w in weights.values()) or not any(weights.values()):
+            raise ValueError(f"feedback weights must be non-negative and not all zero, got {weights}")
+        if self.content_weight < 0 or self.behaviour_weight < 0 or self.content_weight + self.behaviour_weight == 0:
+            raise ValueError(f"content_weight and behaviour_weight must be non-negative and not both zero, "
+                             f"got {self.content_weight}, {self.behaviour_weight}")
+
+
+@dataclass
+class FitResult:
+    tokenizer: DynamicTokenizer
+    losses: list[float]  # training loss per step
+    lam: float  # learned ID gate λ (mean over dimensions)
+    n_positives: int
+    n_fit_vectors: int
+
+
+@dataclass
+class Positives:
+    """Positive feedback: viewer [P], room [P], the span [t0, t1) the feedback is about [P], weight [P]."""
+
+    viewer: np.ndarray
+    room: np.ndarray
+    t0: np.ndarray
+    t1: np.ndarray
+    weight: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.viewer)
+
+    def segments(self, frame: SegmentFrame, rng: np.random.Generator | None) -> np.ndarray:
+        """The segment each positive is paired with: for a watch, one drawn uniformly from what was on
+        screen during the watch (`rng`), or the first one (`rng=None`); for other feedback, the
+        segment at that moment."""
+        u = rng.random(len(self)) if rng is not None else np.zeros(len(self))
+        return frame.lookup(self.room, self.t0 + u * (self.t1 - self.t0))
+
+
+def positives(world: WorldData, frame: SegmentFrame, cfg: TokenizerConfig) -> Positives:
+    """Every positive feedback event before train_until whose room has segments."""
+    ev = world.event_batch()
+    kinds = {EVENT_KINDS.index(k): getattr(cfg, f"w_{k}") for k in ("watch", "comment", "gift", "follow", "purchase")}
+    keep = np.isin(ev.kind, [k for k, w in kinds.items() if w > 0])
+    if cfg.train_until is not None:
+        keep &= ev.time < cfg.train_until
+    ev = ev.take(np.flatnonzero(keep))
+    weight = np.zeros(len(ev))
+    for code, w in kinds.items():
+        weight[ev.kind == code] = w
+    is_watch = ev.kind == EVENT_KINDS.index("watch")
+    weight[is_watch] *= 0.5 + np.minimum(ev.value[is_watch] / 600.0, 1.0)
+    t1 = np.where(is_watch, ev.time + np.maximum(ev.value, 0.0), ev.time)
+    ok = frame.lookup(ev.room, ev.time) >= 0
+    return Positives(ev.viewer[ok], ev.room[ok], ev.time[ok], t1[ok], weight[ok])
+
+
+class CardPairs:
+    """Pairs of segments showing the same product card (chat: chat in the same room).
+
+    Live commerce labels its own content: the product card on screen. Two segments with the same
+    card are the same content however the host phrases it, so pulling them together (and pushing
+    other cards away) makes the room vector follow what is shown rather than the wording.
+    """
+
+    def __init__(self, frame: SegmentFrame, rows: np.ndarray) -> None:
+        key = np.where(frame.product >= 0, frame.product, -1 - frame.room)  # (N,) content key
+        self.key = key
+        rows = rows[np.argsort(key[rows], kind="stable")]
+        k = key[rows]
+        starts = np.r_[0, np.flatnonzero(np.diff(k)) + 1]
+        counts = np.diff(np.r_[starts, len(rows)])
+        multi = counts > 1  # a card seen once has no partner
+        self.rows, self.starts, self.counts = rows, starts[multi], counts[multi]
+        self.weights = self.counts / self.counts.sum()
+
+    def pairs(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """n (anchor, partner) segment rows; distinct cards are drawn in proportion to their segments."""
+        g = rng.choice(len(self.starts), size=n, p=self.weights)
+        i = (rng.random(n) * self.counts[g]).astype(np.int64)
+        j = (i + 1 + (rng.random(n) * (self.counts[g] - 1)).astype(np.int64)) % self.counts[g]
+        return self.rows[self.starts[g] + i], self.rows[self.starts[g] + j]
+
+
+def _same_room_other_content(frame: SegmentFrame, seg: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For each segment row, a random segment of the same room and whether it shows other content.
+
+    Temporal hard negatives: "the viewer engaged with this room while it showed X, not while it
+    showed Y" is what makes the room vector follow the content instead of the room's identity.
+    """
+    pos = np.searchsorted(frame.room_ids, frame.room[seg])
+    other = frame.room_offset[pos] + (rng.random(len(seg)) * frame.room_count[pos]).astype(np.int64)
+    ok = (frame.product[other] != frame.product[seg]) | (frame.topic[other] != frame.topic[seg])
+    return other, ok
+
+
+def fit_tokenizer(world: WorldData, cfg: TokenizerConfig, encoder: ContentEncoder | None = None,
+                  cache_dir: str | Path | None = None, progress: Progress | None = None) -> FitResult:
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    frame = SegmentFrame.from_world(world)
+    encoder = encoder or make_encoder(cfg.encoder, cache_dir)
+    train_seg = np.flatnonzero(frame.start_time < cfg.train_until) if cfg.train_until else np.arange(len(frame))
+    if progress:
+        progress("embedding segments", 0, 1)
+    x30 = encoder.encode(frame.text)  # (N, Dc)
+    if hasattr(encoder, "save_cache"):
+        encoder.save_cache()
+    if progress:
+        progress("embedding segments", 1, 1)
+    xpool = frame.pooled(x30)
+    pos = positives(world, frame, cfg)
+    if len(pos) < cfg.batch_size:
+        raise DataError(f"only {len(pos)} positive feedback events to train on; need at least batch_size={cfg.batch_size}")
+
+    fcfg = dataclasses.replace(cfg.fusion, content_dim=encoder.dim)
+    room_tower, viewer_tower = RoomTower(fcfg), ViewerTower(fcfg)
+    params = list(room_tower.parameters()) + list(viewer_tower.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    x30_t, xpool_t = torch.from_numpy(x30), torch.from_numpy(xpool)
+    streamer_t = torch.from_numpy(frame.streamer)
+    cards = CardPairs(frame, train_seg)
+    steps_per_epoch = len(pos) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    losses: list[float] = []
+    room_tower.train()
+    viewer_tower.train()
+    for epoch in range(cfg.epochs):
+        seg = pos.segments(frame, rng)  # a fresh draw from each watched span every epoch
+        seg = np.where(seg >= 0, seg, pos.segments(frame, None))
+        order = rng.permutation(len(pos))
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            s = torch.from_numpy(seg[idx])
+            u = viewer_tower(torch.from_numpy(pos.viewer[idx]))
+            r = room_tower(x30_t[s], xpool_t[s], streamer_t[s])
+            r_hard = hard_ok = None
+            if cfg.hard_negatives:
+                h, ok = _same_room_other_content(frame, seg[idx], rng)
+                ht = torch.from_numpy(h)
+                r_hard, hard_ok = room_tower(x30_t[ht], xpool_t[ht], streamer_t[ht]), torch.from_numpy(ok)
+            loss = cfg.behaviour_weight * in_batch_softmax_loss(
+                u, r, s, torch.from_numpy(pos.weight[idx]).float(), fcfg.temperature, r_hard, hard_ok)
+            if cfg.content_weight > 0:
+                a, b = cards.pairs(cfg.batch_size, rng)
+                at, bt = torch.from_numpy(a), torch.from_numpy(b)
+                ra = room_tower(x30_t[at], xpool_t[at], streamer_t[at])
+                rb = room_tower(x30_t[bt], xpool_t[bt], streamer_t[bt])
+                key = torch.from_numpy(cards.key[a])
+                h, ok = _same_room_other_content(frame, a, rng)
+                ht = torch.from_numpy(h)
+                rh = room_tower(x30_t[ht], xpool_t[ht], streamer_t[ht])
+                loss = loss + cfg.content_weight * in_batch_softmax_loss(
+                    ra, rb, key, torch.ones(len(a)), fcfg.temperature, rh, torch.from_numpy(ok))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if progress:
+                progress("training room tower", epoch * steps_per_epoch + b + 1, total)
+    room_tower.eval()
+
+    fit_rows = train_seg if len(train_seg) <= cfg.max_fit_vectors else rng.choice(train_seg, cfg.max_fit_vectors, replace=False)
+    with torch.inference_mode():
+        vec = torch.cat([room_tower(x30_t[i:i + 8192], xpool_t[i:i + 8192], streamer_t[i:i + 8192])
+                         for i in range(0, len(frame), 8192)]).numpy()
+    rq = ResidualQuantizer(cfg.rq).fit(vec[fit_rows], progress=(lambda d, t: progress("fitting codebooks", d, t)) if progress else None)
+    tok = DynamicTokenizer(encoder, room_tower, rq, cfg.encoder)
+    return FitResult(tok, losses, room_tower.fusion.lam.mean().item(), len(pos), len(fit_rows))
