@@ -21,6 +21,10 @@ app = typer.Typer(help="livemind: real-time AI for live-stream commerce.", no_ar
                   pretty_exceptions_enable=False)
 world_app = typer.Typer(help="The simulated live world and public datasets.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
+rec_app = typer.Typer(help="OneLive: generative recommendation of live rooms.", no_args_is_help=True)
+tokenizer_app = typer.Typer(help="The dynamic tokenizer: segments -> semantic IDs.", no_args_is_help=True)
+rec_app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(rec_app, name="rec")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
@@ -101,6 +105,92 @@ def world_load(
     n_skipped = sum(skipped.values()) if isinstance(skipped, dict) else skipped
     console.print(f"wrote {world.counts()['events']:,} events, {world.counts()['rooms']:,} rooms to {out}"
                   + (f"; skipped {n_skipped:,} bad rows" if skip_bad else ""))
+
+
+class StageProgress:
+    """A rich progress bar with one task per named stage, for `(stage, done, total)` callbacks."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar, self.tasks = bar, {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, total=total)
+
+
+@tokenizer_app.command("fit")
+@friendly
+def tokenizer_fit(
+    world: Annotated[Path, typer.Option(help="a world directory (livemind world simulate)")],
+    out: Annotated[Path, typer.Option(help="directory for the versioned tokenizer")],
+    config: Annotated[Path | None, typer.Option(help="YAML tokenizer config, e.g. configs/rec/tokenizer.yaml")] = None,
+    train_until: Annotated[float | None, typer.Option(help="Unix time; later events and segments are held out")] = None,
+    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+) -> None:
+    """Train the room tower and fit the residual k-means codebooks on a world's log."""
+    import dataclasses
+
+    from livemind.config import load_config
+    from livemind.rec.tokenizer_fit import TokenizerConfig, fit_tokenizer
+    from livemind.world.tables import WorldData
+
+    cfg = load_config(config, TokenizerConfig) if config else TokenizerConfig()
+    if train_until is not None:
+        cfg = dataclasses.replace(cfg, train_until=train_until)
+    data = WorldData.load(world)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        result = fit_tokenizer(data, cfg, cache_dir=cache, progress=StageProgress(bar))
+    result.tokenizer.save(out, {"train": {"world": str(world), "train_until": cfg.train_until,
+                                          "positives": result.n_positives, "fit_vectors": result.n_fit_vectors,
+                                          "final_loss": result.losses[-1], "lambda": result.lam}})
+    (out / "losses.csv").write_text("step,loss\n" + "".join(f"{i},{x:.6f}\n" for i, x in enumerate(result.losses)))
+    console.print(f"tokenizer {result.tokenizer.version} saved to {out} ({result.n_positives:,} positives, "
+                  f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}, lambda {result.lam:.3f})")
+
+
+@tokenizer_app.command("report")
+@friendly
+def tokenizer_report(
+    world: Annotated[Path, typer.Option(help="a world directory to replay")],
+    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory (livemind rec tokenizer fit)")],
+    start: Annotated[float | None, typer.Option(help="replay from this Unix time (default: the tokenizer's train_until)")] = None,
+    out: Annotated[Path | None, typer.Option(help="where to write the PNG report (default: inside the tokenizer directory)")] = None,
+    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+) -> None:
+    """Replay a world through the tokenizer: utilisation, collisions, reconstruction, churn, with a plot."""
+    import json
+
+    from rich.table import Table
+
+    from livemind.rec.tokenizer import DynamicTokenizer
+    from livemind.rec.tokenizer_report import evaluate_tokenizer, plot_report
+    from livemind.world.tables import WorldData
+
+    meta = DynamicTokenizer.read_meta(tokenizer)
+    tok = DynamicTokenizer.load(tokenizer, cache_dir=cache)
+    data = WorldData.load(world)
+    start = start if start is not None else (meta.get("train") or {}).get("train_until")
+    with progress_bar("replaying segments") as bar:
+        task = bar.add_task("replay", total=None)
+        report = evaluate_tokenizer(tok, data, start=start, progress=lambda d, n: bar.update(task, completed=d, total=n))
+    losses_csv = tokenizer / "losses.csv"
+    losses = [float(line.split(",")[1]) for line in losses_csv.read_text().splitlines()[1:]] if losses_csv.is_file() else None
+    png = plot_report(report, out or tokenizer / "report.png", losses)
+    table = Table(title=f"tokenizer {report.version}: {report.n_segments:,} segments replayed")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for level, (u, p) in enumerate(zip(report.utilisation, report.perplexity), start=1):
+        table.add_row(f"level {level}: codes used / perplexity", f"{u:.1%} / {p:.0f}")
+    table.add_row("collision rate among live rooms", f"{report.collision_rate:.2%}")
+    table.add_row("reconstruction error after each level", ", ".join(f"{e:.3f}" for e in report.reconstruction_error))
+    table.add_row("L1 changes when the category changed", f"{report.churn_changed:.1%}")
+    table.add_row("L1 kept when the content did not change", f"{report.stable_unchanged:.1%}")
+    table.add_row("update latency p50 / p99 (no embedding)", f"{report.update_p50_ms:.2f} / {report.update_p99_ms:.2f} ms")
+    console.print(table)
+    (png.with_suffix(".json")).write_text(json.dumps(report.summary(), indent=2))
+    console.print(f"plot: {png}")
 
 
 @app.command()

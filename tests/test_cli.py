@@ -48,3 +48,30 @@ def test_load_with_and_without_skip_bad(tmp_path):
     res = runner.invoke(app, ["world", "load", "twitch", str(f), "--out", str(tmp_path / "o"), "--skip-bad"])
     assert res.exit_code == 0, res.output
     assert "wrote 1 events" in text(res) and "skipped 1 bad rows" in text(res)
+
+
+def test_tokenizer_fit_and_report(tmp_path):
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text("seed: 2\nn_viewers: 300\nn_streamers: 25\ndays: 1.0\n")
+    world = tmp_path / "world"
+    assert runner.invoke(app, ["world", "simulate", "--config", str(cfg), "--out", str(world)]).exit_code == 0
+    tcfg = tmp_path / "t.yaml"
+    tcfg.write_text("encoder: {kind: hashing, dim: 64}\nfusion: {hidden_dim: 16, out_dim: 8}\n"
+                    "rq: {levels: 2, codebook_size: 8, n_iter: 5}\nepochs: 1\nbatch_size: 32\n")
+    tok = tmp_path / "tok"
+    until = 1767571200 + 21 * 3600
+    res = runner.invoke(app, ["rec", "tokenizer", "fit", "--world", str(world), "--out", str(tok), "--config", str(tcfg),
+                              "--train-until", str(until), "--cache", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    assert "saved to" in text(res) and (tok / "tokenizer.json").is_file() and (tok / "losses.csv").is_file()
+    res = runner.invoke(app, ["rec", "tokenizer", "report", "--world", str(world), "--tokenizer", str(tok)])
+    assert res.exit_code == 0, res.output
+    for needle in ("level 1: codes used", "collision rate", "L1 kept when the content did not change"):
+        assert needle in text(res)
+    summary = json.loads((tok / "report.json").read_text())
+    assert summary["window"][0] == until and (tok / "report.png").is_file()
+    tcfg.write_text("rq: {codebook_size: 1}\n")
+    res = runner.invoke(app, ["rec", "tokenizer", "fit", "--world", str(world), "--out", str(tok), "--config", str(tcfg)])
+    assert res.exit_code == 2 and "codebook_size must be at least 2, got 1" in text(res)
+    res = runner.invoke(app, ["rec", "tokenizer", "report", "--world", str(world), "--tokenizer", str(tmp_path)])
+    assert res.exit_code == 2 and "no tokenizer.json" in text(res)

@@ -42,7 +42,7 @@ FORMAT = "livemind-tokenizer/1"
 class EncoderConfig:
     kind: Literal["sentence", "hashing"] = "sentence"  # hashing: fast non-semantic stand-in for tests
     model: str = DEFAULT_MODEL  # local folder or hub name of a sentence-transformers model
-    quantize_int8: bool = False
+    quantize_int8: bool = True  # ~1.4x faster MiniLM on CPU (0.945 cosine to fp32); fit and serve alike
     max_seq_length: int = 64
     dim: int = 256  # hashing encoder only
 

@@ -1,9 +1,18 @@
 """Offline training of the dynamic tokenizer from a world's log (OneLive §1).
 
 1. Embed every segment's text (x30) and pool each room's history (xpool).
-2. Train the room tower as one side of a two-tower viewer-room model with in-batch softmax on
-   positive feedback (watch weighted by time watched, comment, gift, follow, purchase), each
-   positive paired with the segment on screen at the time of the feedback.
+2. Train the room tower on two objectives, both InfoNCE with in-batch negatives:
+   - behaviour (the paper's two-tower post-alignment): viewer vs the room's segment for each
+     positive feedback event (watch weighted by time watched, comment, gift, follow, purchase).
+     A watch is paired with a segment drawn from everything on screen during the watch, not
+     only its first segment, and each positive gets a temporal hard negative: the same room
+     showing other content.
+   - content (our addition, `content_weight`): two segments with the same product card are
+     pulled together and other cards, including the same room's, pushed away.
+   Why the content term: in a world where repeat viewing dominates feedback, behaviour alone
+   teaches the tower *which streamer* rather than *what is on screen*, and level-1 codes stop
+   following the content (50% of category changes moved the level-1 code with weight 1, 85%
+   with weight 8, on the default world; see docs/results.md).
 3. Fit residual k-means on the room tower's outputs for the training segments.
 
 Only events and segments before `train_until` are used, so evaluation can run on a later window.
@@ -45,7 +54,7 @@ class TokenizerConfig:
     w_follow: float = 1.5
     w_purchase: float = 2.0
     hard_negatives: bool = True  # add the same room showing other content as a negative
-    content_weight: float = 1.0  # weight of the product-card alignment loss (0 = behaviour only)
+    content_weight: float = 8.0  # weight of the product-card alignment loss (0 = behaviour only); see docs/results.md
     behaviour_weight: float = 1.0  # weight of the viewer-room two-tower loss (0 = content only)
     max_fit_vectors: int = 200_000  # segments used to fit the codebooks
     train_until: float | None = None  # Unix time; later events and segments are held out
@@ -199,16 +208,16 @@ def fit_tokenizer(world: WorldData, cfg: TokenizerConfig, encoder: ContentEncode
             loss = cfg.behaviour_weight * in_batch_softmax_loss(
                 u, r, s, torch.from_numpy(pos.weight[idx]).float(), fcfg.temperature, r_hard, hard_ok)
             if cfg.content_weight > 0:
-                a, b = cards.pairs(cfg.batch_size, rng)
-                at, bt = torch.from_numpy(a), torch.from_numpy(b)
+                anchor, partner = cards.pairs(cfg.batch_size, rng)
+                at, pt = torch.from_numpy(anchor), torch.from_numpy(partner)
                 ra = room_tower(x30_t[at], xpool_t[at], streamer_t[at])
-                rb = room_tower(x30_t[bt], xpool_t[bt], streamer_t[bt])
-                key = torch.from_numpy(cards.key[a])
-                h, ok = _same_room_other_content(frame, a, rng)
+                rp = room_tower(x30_t[pt], xpool_t[pt], streamer_t[pt])
+                key = torch.from_numpy(cards.key[anchor])
+                h, ok = _same_room_other_content(frame, anchor, rng)
                 ht = torch.from_numpy(h)
                 rh = room_tower(x30_t[ht], xpool_t[ht], streamer_t[ht])
                 loss = loss + cfg.content_weight * in_batch_softmax_loss(
-                    ra, rb, key, torch.ones(len(a)), fcfg.temperature, rh, torch.from_numpy(ok))
+                    ra, rp, key, torch.ones(len(anchor)), fcfg.temperature, rh, torch.from_numpy(ok))
             opt.zero_grad()
             loss.backward()
             opt.step()

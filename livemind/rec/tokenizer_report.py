@@ -147,7 +147,8 @@ def plot_report(report: TokenizerReport, path: str | Path, losses: list[float] |
     ax[0, 0].set(title=f"level-1 code usage, sorted (utilisation {report.utilisation[0]:.0%}, "
                        f"perplexity {report.perplexity[0]:.0f})", xlabel="code rank", ylabel="segments")
     ax[0, 1].plot(range(1, len(report.reconstruction_error) + 1), report.reconstruction_error, marker="o")
-    ax[0, 1].set(title="relative reconstruction error after each level", xlabel="level", ylabel="error", ylim=(0, None))
+    ax[0, 1].set(title="relative reconstruction error after each level", xlabel="level", ylabel="error", ylim=(0, None),
+                 xticks=range(1, len(report.reconstruction_error) + 1))
     bars = {"category changed:\nL1 changed": report.churn_changed, "content unchanged:\nL1 kept": report.stable_unchanged,
             "other product, same\ncategory: L1 changed": report.churn_other_product}
     ax[1, 0].bar(list(bars), list(bars.values()), color=["tab:orange", "tab:green", "tab:gray"])
