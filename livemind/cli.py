@@ -139,8 +139,7 @@ def tokenizer_fit(
     if train_until is not None:
         cfg = dataclasses.replace(cfg, train_until=train_until)
     data = WorldData.load(world)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+    with progress_bar("{task.description}") as bar:
         result = fit_tokenizer(data, cfg, cache_dir=cache, progress=StageProgress(bar))
     result.tokenizer.save(out, {"train": {"world": str(world), "train_until": cfg.train_until,
                                           "positives": result.n_positives, "fit_vectors": result.n_fit_vectors,

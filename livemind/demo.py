@@ -55,7 +55,7 @@ def demo_tokenizer(world: WorldData, out: Path, console: Console) -> None:
         console.print(f"tokenizer: cached {tok.version} at {tok_dir}")
     else:
         start = time.perf_counter()
-        with progress_bar("fitting the tokenizer") as bar:
+        with progress_bar("{task.description}") as bar:
             result = fit_tokenizer(world, TokenizerConfig(train_until=split), cache_dir=cache, progress=StageProgress(bar))
         tok = result.tokenizer
         tok.save(tok_dir, {"train": {"train_until": split, "positives": result.n_positives}})

@@ -72,7 +72,7 @@ def test_concurrent_readers_always_see_a_consistent_index():
     for t in threads:
         t.start()
     live: set[int] = set()
-    for step in range(3000):
+    for _ in range(3000):
         room = int(rng.integers(0, 60))
         if room in live and rng.random() < 0.2:
             idx.remove(room)

@@ -9,6 +9,9 @@ Files (CSV with a header; timestamps in milliseconds):
 - `gift.csv`: user_id, live_id, timestamp, gift_price -> `gift` events with the price as value.
 - `streamer.csv` or `author.csv` (optional): streamer_id (or author_id), live_operation_tag.
 - `user.csv` (optional): user_id.
+
+An interaction with a live_id missing from the room file, or outside the room's live window, is a
+bad row (file, line and value named; skipped and counted with `skip_bad`).
 """
 
 from __future__ import annotations
@@ -36,11 +39,21 @@ def _first(directory: Path, *names: str, required: bool = True) -> Path | None:
     return None
 
 
-def _interactions(path: Path, kind: str, skip_bad: bool, value: Col | None, scale: float) -> tuple[pa.Table, int]:
+def _interactions(path: Path, kind: str, skip_bad: bool, value: Col | None, scale: float,
+                  live: dict[int, tuple[float, float]]) -> tuple[pa.Table, int]:
     cols = [Col("user_id", parse_int), Col("live_id", parse_int), Col("timestamp", parse_int)]
     if value is not None:
         cols.append(value)
-    d, skipped = read_with_header(path, cols, skip_bad)
+
+    def check(row: dict[str, object]) -> str | None:
+        window = live.get(row["live_id"])  # type: ignore[arg-type]
+        if window is None:
+            return f"live_id {row['live_id']} is not in the room file"
+        if not window[0] <= row["timestamp"] < window[1]:  # type: ignore[operator]
+            return f"live_id {row['live_id']} is not live at timestamp {row['timestamp']} (live {window[0]:.0f}..{window[1]:.0f})"
+        return None
+
+    d, skipped = read_with_header(path, cols, skip_bad, check=check)
     n = len(d["user_id"])
     vals = d[value.name].astype(np.float64) * scale if value is not None else np.zeros(n)
     return pa.table({
@@ -77,8 +90,9 @@ def load_kuailive(directory: str | Path, skip_bad: bool = False) -> WorldData:
         "title": ["" if cats[i] is None else str(cats[i]) for i in first],
     })
 
+    live = {int(i): (s * 1000.0, e * 1000.0) for i, s, e in zip(ids, start, end)}  # ms, as in the event files
     events, n_skip = _interactions(_first(directory, "click.csv"), "click", skip_bad,
-                                   Col("watch_live_time", parse_float), 1.0)
+                                   Col("watch_live_time", parse_float), 1.0, live)
     skipped["click.csv"] = n_skip
     watch = events.set_column(events.schema.get_field_index("kind"), "kind", pa.array(["watch"] * events.num_rows))
     clicks = events.set_column(events.schema.get_field_index("value"), "value", pa.array(np.zeros(events.num_rows)))
@@ -89,7 +103,7 @@ def load_kuailive(directory: str | Path, skip_bad: bool = False) -> WorldData:
                               ("gift.csv", "gift", Col("gift_price", parse_float))):
         path = directory / name
         if path.is_file():
-            table, skipped[name] = _interactions(path, kind, skip_bad, value, 1.0)
+            table, skipped[name] = _interactions(path, kind, skip_bad, value, 1.0, live)
             parts.append(table)
     events = pa.concat_tables(parts)
     events = events.take(pc.sort_indices(events, [("time", "ascending")]))

@@ -90,6 +90,13 @@ def test_kuailive_errors(tmp_path):
     (d / "click.csv").write_text("user_id,live_id,timestamp\n1,100,1746374401000\n")
     with pytest.raises(DataError, match=r"click\.csv:1: header lacks column 'watch_live_time'"):
         load_kuailive(d)
+    (d / "click.csv").write_text("user_id,live_id,timestamp,watch_live_time\n1,100,1746374401000,5\n"
+                                 "2,200,1746376200000,5\n3,999,1746374401000,5\n")
+    with pytest.raises(DataError, match=r"click\.csv:3: live_id 200 is not live at timestamp 1746376200000"):
+        load_kuailive(d)
+    w = load_kuailive(d, skip_bad=True)
+    assert w.meta["skipped_rows"]["click.csv"] == 2  # room 200 had ended; room 999 is unknown
+    assert w.events.column("room").to_pylist()[:2] == [100, 100]
     (d / "room.csv").unlink()
     with pytest.raises(DataError, match=r"none of \['room.csv', 'mapped_room.csv'\] found"):
         load_kuailive(d)
