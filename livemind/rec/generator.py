@@ -1,0 +1,232 @@
+"""OneLive's generator (§2–3): a decoder-only model that reads a viewer's history of semantic IDs
+and generates the SID of the next room to show.
+
+Design choices, each switchable for ablation:
+- History tokens: sum of per-level code embeddings of the SID the room had *when the viewer
+  watched it*, an action-kind embedding and a watch-time bucket embedding; the generation anchor
+  [BOS] is a learned token carrying the request time.
+- Time features (`time_features`): x <- x + MLP(hour, day of week, weekend, log gap to now) on
+  every history token and on [BOS].
+- Attention: pre-RMSNorm blocks; QK norm (`qk_norm`): softmax(RMSNorm(Q) RMSNorm(K)^T / sqrt(d)) V;
+  output gate (`time_gate`): O = (MHA(...) ⊙ σ(X W_θ)) W_O, computed from the query side.
+- Sequential MTP (`decode="mtp"`): the main stack predicts level 1 at [BOS]; light one-block
+  modules predict levels 2..L in turn from the previous module's hidden state and the chosen
+  code, attending to the main stack's last-layer keys and values (a shared KV cache).
+  `decode="ar"` instead appends each chosen code as a token and runs the full stack again.
+- No biases in attention projections; GELU MLPs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from livemind.world.schema import EVENT_KINDS
+
+N_TIME_FEATURES = 6  # sin/cos hour, sin/cos day of week, weekend flag, log1p(hours before now)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    levels: int = 3  # SID length
+    codebook_size: int = 256  # codes per level
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 3  # main decoder depth
+    mlp_ratio: int = 4
+    n_kinds: int = len(EVENT_KINDS)  # action kinds of history tokens
+    watch_buckets: int = 12  # log2-spaced watch-time buckets
+    max_history: int = 50
+    decode: Literal["mtp", "ar"] = "mtp"
+    qk_norm: bool = True
+    time_gate: bool = True  # sigmoid output gate on attention
+    time_features: bool = True  # x += MLP(time features)
+    level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # loss weight of each level, w_0..w_{L-1}
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
+        if self.decode not in ("mtp", "ar"):
+            raise ValueError(f"decode must be 'mtp' or 'ar', got {self.decode!r}")
+        if len(self.level_weights) != self.levels:
+            raise ValueError(f"level_weights has {len(self.level_weights)} entries for {self.levels} levels")
+        if any(w < 0 for w in self.level_weights) or not any(self.level_weights):
+            raise ValueError(f"level_weights must be non-negative and not all zero, got {self.level_weights}")
+        for name in ("levels", "codebook_size", "n_layers", "max_history"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def time_features(t: Tensor, now: Tensor) -> Tensor:
+    """(..., 6) calendar features of Unix times `t` relative to request times `now` (broadcast)."""
+    hour = (t % 86400.0) / 3600.0
+    dow = torch.floor(t / 86400.0 + 3.0) % 7.0  # 1970-01-01 was a Thursday: Monday = 0
+    gap = torch.clamp(now - t, min=0.0) / 3600.0
+    return torch.stack([
+        torch.sin(2 * math.pi * hour / 24), torch.cos(2 * math.pi * hour / 24),
+        torch.sin(2 * math.pi * dow / 7), torch.cos(2 * math.pi * dow / 7),
+        (dow >= 5).float(), torch.log1p(gap),
+    ], dim=-1)
+
+
+class GatedAttention(nn.Module):
+    """Multi-head attention with optional QK RMSNorm and a sigmoid output gate."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, self.h = cfg.d_model, cfg.n_heads
+        self.hd = d // self.h
+        self.q = nn.Linear(d, d, bias=False)
+        self.kv = nn.Linear(d, 2 * d, bias=False)
+        self.o = nn.Linear(d, d, bias=False)
+        self.gate = nn.Linear(d, d) if cfg.time_gate else None  # W_θ
+        self.q_norm = nn.RMSNorm(self.hd) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.hd) if cfg.qk_norm else None
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        B, T, _ = x.shape
+        k, v = self.kv(x).view(B, T, 2, self.h, self.hd).unbind(2)  # (B, T, H, hd) each
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        return k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, hd)
+
+    def forward(self, x: Tensor, mask: Tensor, kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x: (B, Tq, d); mask: (B, 1 or H, Tq, Tk) bool, True = may attend; kv: precomputed keys/values."""
+        B, Tq, d = x.shape
+        q = self.q(x).view(B, Tq, self.h, self.hd)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        q = q.transpose(1, 2)  # (B, H, Tq, hd)
+        k, v = self.keys_values(x) if kv is None else kv
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tq, hd)
+        y = y.transpose(1, 2).reshape(B, Tq, d)
+        if self.gate is not None:
+            y = y * torch.sigmoid(self.gate(x))  # O = (MHA ⊙ σ(X W_θ)) W_O
+        return self.o(y), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        self.n1, self.n2 = nn.RMSNorm(cfg.d_model), nn.RMSNorm(cfg.d_model)
+        self.attn = GatedAttention(cfg)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model), nn.GELU(),
+                                 nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor, kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        a, kv_out = self.attn(self.n1(x), mask, kv)
+        x = x + self.drop(a)
+        return x + self.drop(self.mlp(self.n2(x))), kv_out
+
+
+@dataclass
+class History:
+    """A batch of viewer histories, left-padded to T tokens.
+
+    codes: (B, T, L) int64 SIDs at watch time; kind: (B, T) int64; watch: (B, T) float seconds;
+    time: (B, T) float Unix seconds; valid: (B, T) bool (False = padding); now: (B,) request time.
+    """
+
+    codes: Tensor
+    kind: Tensor
+    watch: Tensor
+    time: Tensor
+    valid: Tensor
+    now: Tensor
+
+
+class OneLiveGenerator(nn.Module):
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, K, L = cfg.d_model, cfg.codebook_size, cfg.levels
+        self.code_emb = nn.ModuleList([nn.Embedding(K, d) for _ in range(L)])  # history SIDs, level by level
+        self.kind_emb = nn.Embedding(cfg.n_kinds, d)
+        self.watch_emb = nn.Embedding(cfg.watch_buckets, d)
+        self.bos = nn.Parameter(torch.randn(d) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(N_TIME_FEATURES, d), nn.GELU(), nn.Linear(d, d)) if cfg.time_features else None
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.norm = nn.RMSNorm(d)
+        self.heads = nn.ModuleList([nn.Linear(d, K, bias=False) for _ in range(L)])
+        self.prev_emb = nn.ModuleList([nn.Embedding(K, d) for _ in range(L - 1)])  # chosen code of level l
+        if cfg.decode == "mtp":
+            self.mtp_in = nn.ModuleList([nn.Linear(2 * d, d, bias=False) for _ in range(L - 1)])
+            self.mtp_norm = nn.ModuleList([nn.RMSNorm(d) for _ in range(L - 1)])
+            self.mtp = nn.ModuleList([Block(cfg) for _ in range(L - 1)])
+
+    # ------------------------------------------------------------------------------ encoding
+
+    def _watch_bucket(self, watch: Tensor) -> Tensor:
+        return torch.clamp(torch.floor(torch.log2(1.0 + watch.clamp(min=0))), 0, self.cfg.watch_buckets - 1).long()
+
+    def embed(self, hist: History) -> tuple[Tensor, Tensor]:
+        """Token embeddings [history..., BOS]: (B, T+1, d) and the validity mask (B, T+1)."""
+        x = sum(self.code_emb[lv](hist.codes[..., lv]) for lv in range(self.cfg.levels))  # (B, T, d)
+        x = x + self.kind_emb(hist.kind) + self.watch_emb(self._watch_bucket(hist.watch))
+        B = x.shape[0]
+        bos = self.bos.expand(B, 1, -1)  # (B, 1, d)
+        if self.time_mlp is not None:
+            x = x + self.time_mlp(time_features(hist.time, hist.now[:, None]))
+            bos = bos + self.time_mlp(time_features(hist.now, hist.now))[:, None, :]
+        x = torch.where(hist.valid[..., None], x, torch.zeros_like(x))
+        valid = torch.cat([hist.valid, torch.ones(B, 1, dtype=torch.bool, device=x.device)], dim=1)
+        return torch.cat([x, bos], dim=1), valid
+
+    @staticmethod
+    def causal_mask(valid: Tensor) -> Tensor:
+        """(B, 1, T, T) bool: position i may attend to j <= i when j is not padding (and always to itself)."""
+        T = valid.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
+        m = causal[None] & valid[:, None, :]
+        return (m | torch.eye(T, dtype=torch.bool, device=valid.device)[None])[:, None]
+
+    def main(self, x: Tensor, valid: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Full stack over the tokens; returns the normalised hidden states and the last layer's KV."""
+        mask = self.causal_mask(valid)
+        kv = None
+        for block in self.blocks:
+            x, kv = block(x, mask, None)
+        return self.norm(x), kv
+
+    # --------------------------------------------------------------------------- prediction
+
+    def mtp_step(self, level: int, h_prev: Tensor, code_prev: Tensor, kv: tuple[Tensor, Tensor], valid: Tensor) -> Tensor:
+        """Hidden state for level `level` (1-based >= 2) from the previous level's. h_prev: (N, d); code_prev: (N,)."""
+        i = level - 2
+        u = self.mtp_in[i](torch.cat([self.mtp_norm[i](h_prev), self.prev_emb[i](code_prev)], dim=-1))[:, None, :]
+        mask = valid[:, None, None, :]  # (N, 1, 1, T+1): attend to every real token and BOS
+        u, _ = self.mtp[i](u, mask, kv)
+        return self.norm(u[:, 0])
+
+    def forward(self, hist: History, target: Tensor) -> list[Tensor]:
+        """Teacher-forced logits of each level for the target SIDs: L tensors (B, K). target: (B, L)."""
+        x, valid = self.embed(hist)
+        if self.cfg.decode == "ar":
+            steps = [self.prev_emb[lv](target[:, lv]) for lv in range(self.cfg.levels - 1)]
+            x = torch.cat([x, *(s[:, None, :] for s in steps)], dim=1)
+            valid = torch.cat([valid, torch.ones(x.shape[0], len(steps), dtype=torch.bool)], dim=1)
+            h, _ = self.main(x, valid)
+            T = hist.codes.shape[1]
+            return [self.heads[lv](h[:, T + lv]) for lv in range(self.cfg.levels)]
+        h, kv = self.main(x, valid)
+        h_l = h[:, -1]  # [BOS]
+        logits = [self.heads[0](h_l)]
+        for level in range(2, self.cfg.levels + 1):
+            h_l = self.mtp_step(level, h_l, target[:, level - 2], kv, valid)
+            logits.append(self.heads[level - 1](h_l))
+        return logits
+
+    def loss(self, hist: History, target: Tensor) -> tuple[Tensor, list[float]]:
+        """L = Σ_l w_l CE(level l); returns the loss and each level's CE."""
+        logits = self.forward(hist, target)
+        ces = [F.cross_entropy(lg, target[:, lv]) for lv, lg in enumerate(logits)]
+        w = self.cfg.level_weights
+        return sum(wl * ce for wl, ce in zip(w, ces)) / sum(w), [c.item() for c in ces]

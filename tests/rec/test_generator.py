@@ -1,0 +1,173 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from livemind.rec.beam import GeneratorScorer, constrained_beam_search, recommend
+from livemind.rec.generator import GatedAttention, GeneratorConfig, History, OneLiveGenerator
+from livemind.rec.live_index import LiveIndex
+
+NOW = 1767650000.0
+
+
+def make_history(B: int, T: int, K: int, L: int = 3, seed: int = 0, n_pad: int = 0) -> History:
+    g = torch.Generator().manual_seed(seed)
+    valid = torch.ones(B, T, dtype=torch.bool)
+    valid[:, :n_pad] = False
+    return History(
+        codes=torch.randint(0, K, (B, T, L), generator=g), kind=torch.randint(0, 9, (B, T), generator=g),
+        watch=torch.rand(B, T, generator=g) * 600, time=NOW - torch.rand(B, T, generator=g) * 86400 * 3,
+        valid=valid, now=torch.full((B,), NOW))
+
+
+def test_gated_attention_with_qk_norm_matches_hand_computation():
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(d_model=4, n_heads=1, codebook_size=8)
+    attn = GatedAttention(cfg)
+    x = torch.randn(1, 3, 4)
+    mask = torch.ones(3, 3, dtype=torch.bool).tril()[None, None]
+    out, _ = attn(x, mask)
+    eps = torch.finfo(torch.float32).eps
+    rms = lambda t: t / torch.sqrt((t * t).mean(-1, keepdim=True) + eps)  # noqa: E731 - RMSNorm, weight 1
+    q = rms(x[0] @ attn.q.weight.T)
+    k, v = (x[0] @ attn.kv.weight.T).split(4, dim=-1)
+    k = rms(k)
+    scores = (q @ k.T) / math.sqrt(4)  # (3, 3)
+    scores = scores.masked_fill(~mask[0, 0], float("-inf"))
+    y = torch.softmax(scores, -1) @ v
+    y = y * torch.sigmoid(x[0] @ attn.gate.weight.T + attn.gate.bias)  # output gate from the query side
+    expected = y @ attn.o.weight.T
+    assert torch.allclose(out[0], expected, atol=1e-6)
+
+
+def test_ablations_remove_gate_and_qk_norm():
+    attn = GatedAttention(GeneratorConfig(d_model=8, n_heads=2, qk_norm=False, time_gate=False))
+    assert attn.gate is None and attn.q_norm is None and attn.k_norm is None
+
+
+@pytest.mark.parametrize("decode", ["mtp", "ar"])
+def test_causal_and_padding_masks(decode):
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode)).eval()
+    hist = make_history(2, 6, 8, n_pad=2)
+    x, valid = model.embed(hist)
+    h, _ = model.main(x, valid)
+    x2 = x.clone()
+    x2[:, 4:] = torch.randn_like(x2[:, 4:])  # change the future: positions < 4 must not move
+    h2, _ = model.main(x2, valid)
+    assert torch.allclose(h[:, :4], h2[:, :4], atol=1e-6) and not torch.allclose(h[:, 4:], h2[:, 4:])
+    x3 = x.clone()
+    x3[:, :2] = torch.randn_like(x3[:, :2])  # change padding: real positions must not move
+    h3, _ = model.main(x3, valid)
+    assert torch.allclose(h[:, 2:], h3[:, 2:], atol=1e-6)
+
+
+@pytest.mark.parametrize("decode", ["mtp", "ar"])
+def test_forward_shapes_and_weighted_loss(decode):
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode, level_weights=(1.0, 0.5, 0.25))
+    model = OneLiveGenerator(cfg)
+    hist, target = make_history(4, 5, 8), torch.randint(0, 8, (4, 3))
+    logits = model(hist, target)
+    assert [tuple(lg.shape) for lg in logits] == [(4, 8)] * 3
+    loss, ces = model.loss(hist, target)
+    # L = (1 * CE1 + 0.5 * CE2 + 0.25 * CE3) / 1.75
+    manual = [F.cross_entropy(lg, target[:, i]).item() for i, lg in enumerate(logits)]
+    assert ces == pytest.approx(manual, abs=1e-6)
+    assert loss.item() == pytest.approx((manual[0] + 0.5 * manual[1] + 0.25 * manual[2]) / 1.75, abs=1e-6)
+
+
+@pytest.mark.parametrize("decode", ["mtp", "ar"])
+def test_training_lowers_the_loss(decode):
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=32, n_heads=2, n_layers=2, codebook_size=8, decode=decode))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    hist = make_history(64, 6, 8, seed=1)
+    target = (hist.codes[:, -1] + 1) % 8  # next SID = last SID shifted: learnable
+    first = None
+    for _ in range(60):
+        loss, _ = model.loss(hist, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = loss.item() if first is None else first
+    assert loss.item() < 0.5 * first
+
+
+class TableScorer:
+    """A deterministic scorer: log-probabilities from a random table indexed by the prefix."""
+
+    def __init__(self, K: int, seed: int) -> None:
+        self.K, self.seed = K, seed
+
+    def _lp(self, prefixes: np.ndarray) -> np.ndarray:
+        rows = []
+        for p in prefixes:
+            rng = np.random.default_rng([self.seed, len(p), *p.tolist()])
+            z = rng.normal(size=self.K)
+            rows.append(z - np.log(np.exp(z).sum()))
+        return np.array(rows)
+
+    def start(self) -> np.ndarray:
+        self.prefixes = np.zeros((1, 0), dtype=np.int64)
+        return self._lp(self.prefixes)
+
+    def extend(self, parents: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        self.prefixes = np.concatenate([self.prefixes[parents], codes[:, None]], axis=1)
+        return self._lp(self.prefixes)
+
+
+def _snapshot(sids: list[tuple[int, ...]], levels: int):
+    idx = LiveIndex(levels, "v")
+    for room, sid in enumerate(sids):
+        idx.upsert(room, sid)
+    return idx.snapshot()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=40),
+       st.integers(1, 12), st.integers(0, 10_000))
+def test_fast_beam_search_matches_dense_reference(sids, beam, seed):
+    snap = _snapshot(sids, 3)
+    fast = constrained_beam_search(TableScorer(6, seed), snap, beam)
+    ref = constrained_beam_search(TableScorer(6, seed), snap, beam, dense=True)
+    assert np.array_equal(fast[0], ref[0]) and np.allclose(fast[1], ref[1])
+    live = set(map(tuple, snap.codes.tolist()))
+    assert all(tuple(s) in live for s in fast[0].tolist())
+    if beam >= len(live):  # a wide enough beam is exhaustive: every live SID, ranked by its score
+        table = TableScorer(6, seed)
+        exhaustive = sorted(live, key=lambda s: -sum(table._lp(np.array([s[:i]]))[0, s[i]] for i in range(3)))
+        assert [tuple(s) for s in fast[0].tolist()] == exhaustive
+
+
+@pytest.mark.parametrize("decode", ["mtp", "ar"])
+def test_recommend_returns_only_live_rooms(decode):
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode))
+    rng = np.random.default_rng(0)
+    snap = _snapshot([tuple(int(c) for c in rng.integers(0, 8, 3)) for _ in range(25)], 3)
+    recs = recommend(model, make_history(1, 7, 8), snap, top_k=10, beam=16)
+    assert len(recs) == 10 and {r for r, _ in recs} <= set(snap.rooms.tolist())
+    assert [s for _, s in recs] == sorted((s for _, s in recs), reverse=True)
+    cold = recommend(model, make_history(1, 0, 8), snap, top_k=5)  # no history: still live rooms
+    assert len(cold) == 5 and {r for r, _ in cold} <= set(snap.rooms.tolist())
+    assert recommend(model, make_history(1, 7, 8), _snapshot([], 3), top_k=5) == []  # nothing live
+
+
+@pytest.mark.parametrize("decode", ["mtp", "ar"])
+def test_scorer_agrees_with_teacher_forced_forward(decode):
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode)).eval()
+    hist, target = make_history(1, 5, 8), torch.tensor([[3, 5, 1]])
+    with torch.no_grad():
+        logits = model(hist, target)
+    scorer = GeneratorScorer(model, hist)
+    lp1 = scorer.start()
+    lp2 = scorer.extend(np.array([0]), np.array([3]))
+    lp3 = scorer.extend(np.array([0]), np.array([5]))
+    for lp, lg in zip((lp1, lp2, lp3), logits):
+        assert np.allclose(lp, torch.log_softmax(lg, -1).numpy(), atol=1e-5)
