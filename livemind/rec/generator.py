@@ -64,15 +64,19 @@ class GeneratorConfig:
 
 
 def time_features(t: Tensor, now: Tensor) -> Tensor:
-    """(..., 6) calendar features of Unix times `t` relative to request times `now` (broadcast)."""
+    """(..., 6) float32 calendar features of Unix times `t` relative to request times `now` (broadcast).
+
+    Computed in float64: float32 resolves Unix seconds only to ~128 s.
+    """
+    t, now = t.double(), now.double()
     hour = (t % 86400.0) / 3600.0
     dow = torch.floor(t / 86400.0 + 3.0) % 7.0  # 1970-01-01 was a Thursday: Monday = 0
     gap = torch.clamp(now - t, min=0.0) / 3600.0
     return torch.stack([
         torch.sin(2 * math.pi * hour / 24), torch.cos(2 * math.pi * hour / 24),
         torch.sin(2 * math.pi * dow / 7), torch.cos(2 * math.pi * dow / 7),
-        (dow >= 5).float(), torch.log1p(gap),
-    ], dim=-1)
+        (dow >= 5).double(), torch.log1p(gap),
+    ], dim=-1).float()
 
 
 class GatedAttention(nn.Module):
@@ -132,7 +136,7 @@ class History:
     """A batch of viewer histories, left-padded to T tokens.
 
     codes: (B, T, L) int64 SIDs at watch time; kind: (B, T) int64; watch: (B, T) float seconds;
-    time: (B, T) float Unix seconds; valid: (B, T) bool (False = padding); now: (B,) request time.
+    time: (B, T) float64 Unix seconds; valid: (B, T) bool (False = padding); now: (B,) float64 request time.
     """
 
     codes: Tensor

@@ -20,8 +20,8 @@ def make_history(B: int, T: int, K: int, L: int = 3, seed: int = 0, n_pad: int =
     valid[:, :n_pad] = False
     return History(
         codes=torch.randint(0, K, (B, T, L), generator=g), kind=torch.randint(0, 9, (B, T), generator=g),
-        watch=torch.rand(B, T, generator=g) * 600, time=NOW - torch.rand(B, T, generator=g) * 86400 * 3,
-        valid=valid, now=torch.full((B,), NOW))
+        watch=torch.rand(B, T, generator=g) * 600, time=NOW - torch.rand(B, T, generator=g).double() * 86400 * 3,
+        valid=valid, now=torch.full((B,), NOW, dtype=torch.float64))
 
 
 def test_gated_attention_with_qk_norm_matches_hand_computation():
@@ -42,6 +42,18 @@ def test_gated_attention_with_qk_norm_matches_hand_computation():
     y = y * torch.sigmoid(x[0] @ attn.gate.weight.T + attn.gate.bias)  # output gate from the query side
     expected = y @ attn.o.weight.T
     assert torch.allclose(out[0], expected, atol=1e-6)
+
+
+def test_time_features_are_exact_for_unix_seconds():
+    from livemind.rec.generator import time_features
+
+    t = torch.tensor([1767571200.0 + 20.5 * 3600], dtype=torch.float64)  # Monday 20:30 UTC
+    f = time_features(t, t + 7200)
+    hour = 20.5
+    assert f.dtype == torch.float32
+    assert torch.allclose(f[0, :2], torch.tensor([math.sin(2 * math.pi * hour / 24), math.cos(2 * math.pi * hour / 24)]), atol=1e-6)
+    assert torch.allclose(f[0, 2:4], torch.tensor([0.0, 1.0]), atol=1e-6)  # Monday = day 0
+    assert f[0, 4] == 0.0 and abs(f[0, 5].item() - math.log1p(2.0)) < 1e-6
 
 
 def test_ablations_remove_gate_and_qk_norm():

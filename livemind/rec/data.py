@@ -1,0 +1,104 @@
+"""Training and evaluation data for the generator: viewers' watch sequences as SID tokens.
+
+Every watch event is a token carrying the SID the room had *when the viewer watched it* (the
+segment on screen at that moment, tokenised by the dynamic tokenizer). An example is "the
+viewer's previous watches -> the SID of the room they watched next, at that time". Examples are
+split by the time of their target: the model trains on targets before `split` and is evaluated
+on the later window, where rooms live at the request time are the candidates.
+
+`static=True` gives the TIGER-style ablation: each room keeps the SID of its first segment for
+its whole life.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from livemind.errors import DataError
+from livemind.rec.generator import History
+from livemind.rec.segments import SegmentFrame
+from livemind.rec.tokenizer import DynamicTokenizer
+from livemind.world.schema import EVENT_KINDS
+from livemind.world.tables import WorldData
+
+WATCH = EVENT_KINDS.index("watch")
+
+
+def segment_codes(tok: DynamicTokenizer, frame: SegmentFrame) -> np.ndarray:
+    """SID of every segment, (N, L), from its content and its room's history (offline, no state)."""
+    x30 = tok.encoder.encode(frame.text)
+    _, codes = tok.encode_vectors(x30, frame.pooled(x30), frame.streamer)
+    return codes
+
+
+@dataclass
+class WatchLog:
+    """Watch tokens sorted by (viewer, time). Arrays are (N,) unless noted."""
+
+    viewer: np.ndarray
+    room: np.ndarray
+    streamer: np.ndarray
+    time: np.ndarray
+    watch: np.ndarray  # seconds
+    sid: np.ndarray  # (N, L) SID at watch time
+    first: np.ndarray  # row of the viewer's first token
+    tokenizer_version: str
+
+    @classmethod
+    def from_world(cls, world: WorldData, tok: DynamicTokenizer, static: bool = False,
+                   codes: np.ndarray | None = None) -> WatchLog:
+        frame = SegmentFrame.from_world(world)
+        codes = segment_codes(tok, frame) if codes is None else codes
+        if static:  # every segment of a room gets the room's first SID
+            codes = codes[np.repeat(frame.room_offset, frame.room_count)]
+        ev = world.event_batch()
+        ev = ev.take(np.flatnonzero(ev.kind == WATCH))
+        seg = frame.lookup(ev.room, ev.time)
+        ev = ev.take(np.flatnonzero(seg >= 0))
+        seg = seg[seg >= 0]
+        order = np.lexsort((ev.time, ev.viewer))
+        ev, seg = ev.take(order), seg[order]
+        if not len(ev):
+            raise DataError("the world has no watch events on rooms with segments")
+        starts = np.r_[0, np.flatnonzero(np.diff(ev.viewer)) + 1]
+        first = np.repeat(starts, np.diff(np.r_[starts, len(ev)]))
+        return cls(ev.viewer, ev.room, frame.streamer[seg], ev.time, ev.value, codes[seg], first, tok.version)
+
+    def __len__(self) -> int:
+        return len(self.viewer)
+
+    def examples(self, start: float | None = None, end: float | None = None, min_history: int = 0) -> np.ndarray:
+        """Rows usable as targets: time in [start, end) and at least `min_history` earlier tokens."""
+        keep = (np.arange(len(self)) - self.first) >= min_history
+        if start is not None:
+            keep &= self.time >= start
+        if end is not None:
+            keep &= self.time < end
+        return np.flatnonzero(keep)
+
+    def batch(self, rows: np.ndarray, max_history: int) -> tuple[History, torch.Tensor]:
+        """Histories (left-padded to max_history) and target SIDs (B, L) for target rows."""
+        rows = np.asarray(rows)
+        offsets = np.arange(-max_history, 0)  # (H,)
+        idx = rows[:, None] + offsets[None, :]  # (B, H)
+        valid = idx >= self.first[rows][:, None]
+        idx = np.where(valid, idx, rows[:, None])  # padded slots read the target row, masked out below
+        hist = History(
+            codes=torch.from_numpy(np.where(valid[..., None], self.sid[idx], 0)),
+            kind=torch.full(idx.shape, WATCH, dtype=torch.long),
+            watch=torch.from_numpy(np.where(valid, self.watch[idx], 0.0)).float(),
+            time=torch.from_numpy(np.where(valid, self.time[idx], self.time[rows][:, None])),  # float64
+            valid=torch.from_numpy(valid),
+            now=torch.from_numpy(self.time[rows]),
+        )
+        return hist, torch.from_numpy(self.sid[rows])
+
+    def is_repeat(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each target's streamer appears earlier in the viewer's history (repeat consumption)."""
+        out = np.zeros(len(rows), dtype=bool)
+        for i, r in enumerate(rows):
+            out[i] = bool(np.any(self.streamer[self.first[r]:r] == self.streamer[r]))
+        return out

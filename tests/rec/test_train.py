@@ -1,0 +1,98 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from livemind.errors import DataError
+from livemind.rec.data import WatchLog
+from livemind.rec.evaluate import LiveRooms, PopularityRanker, evaluate
+from livemind.rec.generator import GeneratorConfig
+from livemind.rec.segments import SegmentFrame
+from livemind.rec.train import GeneratorTrainer, TrainConfig, load_generator
+from tests.rec.test_tokenizer import FAST
+
+CFG = TrainConfig(generator=GeneratorConfig(d_model=16, n_heads=2, n_layers=1, levels=2, codebook_size=16,
+                                            level_weights=(1.0, 1.0), max_history=8),
+                  epochs=2, batch_size=32, lr=3e-3, checkpoint_every=1000)
+
+
+@pytest.fixture(scope="module")
+def watch_log(tiny_world):
+    from livemind.rec.tokenizer_fit import fit_tokenizer
+
+    _, data = tiny_world
+    tok = fit_tokenizer(data, dataclasses.replace(FAST, epochs=1)).tokenizer
+    return WatchLog.from_world(data, tok), tok, data
+
+
+def test_watch_log_carries_the_sid_at_watch_time(watch_log):
+    log, tok, data = watch_log
+    frame = SegmentFrame.from_world(data)
+    assert np.all(np.diff(log.viewer) >= 0)
+    same = log.viewer[1:] == log.viewer[:-1]
+    assert np.all(np.diff(log.time)[same] >= 0)
+    from livemind.rec.data import segment_codes
+
+    codes = segment_codes(tok, frame)
+    seg = frame.lookup(log.room, log.time)
+    assert np.array_equal(log.sid, codes[seg])
+    static = WatchLog.from_world(data, tok, static=True, codes=codes)
+    first = frame.room_offset[np.searchsorted(frame.room_ids, static.room)]
+    assert np.array_equal(static.sid, codes[first])
+    row = int(np.flatnonzero(np.arange(len(log)) - log.first == 3)[0])  # a target with three earlier watches
+    hist, target = log.batch(np.array([row]), max_history=8)
+    assert hist.valid[0].tolist() == [False] * 5 + [True] * 3  # left-padded
+    assert torch.equal(hist.codes[0, 5:], torch.from_numpy(log.sid[row - 3:row]))
+    assert torch.equal(target[0], torch.from_numpy(log.sid[row]))
+
+
+def test_training_lowers_loss_and_resume_is_exact(watch_log, tmp_path):
+    log, _, _ = watch_log
+    rows = log.examples(min_history=1)
+    full = GeneratorTrainer(CFG, log, rows, tmp_path / "full")
+    full.setup(resume=False)
+    losses = full.train()
+    steps = len(losses)
+    assert steps >= 8 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    part = GeneratorTrainer(CFG, log, rows, tmp_path / "part")
+    part.setup(resume=False)
+    part.train(max_steps=steps // 2 + 1)
+    part.save_checkpoint()
+    resumed = GeneratorTrainer(CFG, log, rows, tmp_path / "part")
+    resumed.setup(resume=True)
+    assert resumed.global_step == steps // 2 + 1
+    resumed.train()
+    assert resumed.losses == losses
+    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_of_another_tokenizer_is_refused(watch_log, tmp_path):
+    log, tok, _ = watch_log
+    t = GeneratorTrainer(CFG, log, log.examples(min_history=1), tmp_path / "c")
+    t.setup(resume=False)
+    t.train(max_steps=2)
+    t.save_checkpoint()
+    assert load_generator(tmp_path / "c", tok.version).cfg == CFG.generator
+    with pytest.raises(DataError, match="was trained on tokenizer .* the live index uses tok-other"):
+        load_generator(tmp_path / "c", "tok-other")
+    other = dataclasses.replace(log, tokenizer_version="tok-other")
+    with pytest.raises(DataError, match="was trained on tokenizer .* the data is tokenised by tok-other"):
+        GeneratorTrainer(CFG, other, log.examples(min_history=1), tmp_path / "c").setup(resume=True)
+
+
+def test_evaluation_metrics_on_popularity(watch_log):
+    log, tok, data = watch_log
+    frame = SegmentFrame.from_world(data)
+    from livemind.rec.data import segment_codes
+
+    live = LiveRooms(data, frame, segment_codes(tok, frame), tok.version)
+    rows = log.examples(start=float(np.quantile(log.time, 0.7)))[:150]
+    m = evaluate(PopularityRanker(live), log, rows)
+    assert m["all"]["n"] == len(rows) == m["new"]["n"] + m["repeat"]["n"]
+    assert 0 < m["all"]["hr@1"] <= m["all"]["hr@5"] <= m["all"]["hr@10"] <= 1
+    assert m["all"]["mrr"] >= m["all"]["hr@1"]
+    for row in rows[:20]:  # every ranked room is live at the request time
+        ranked = PopularityRanker(live).rank(log, int(row))
+        assert set(ranked) == set(live.rooms(float(log.time[row])).tolist())
