@@ -82,17 +82,18 @@ def time_features(t: Tensor, now: Tensor) -> Tensor:
 class GatedAttention(nn.Module):
     """Multi-head attention with optional QK RMSNorm and a sigmoid output gate."""
 
-    def __init__(self, cfg: GeneratorConfig) -> None:
+    def __init__(self, cfg: GeneratorConfig, shared_kv: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         d, self.h = cfg.d_model, cfg.n_heads
         self.hd = d // self.h
         self.q = nn.Linear(d, d, bias=False)
-        self.kv = nn.Linear(d, 2 * d, bias=False)
+        # an MTP module reads the main stack's keys and values: it has no projection of its own
+        self.kv = None if shared_kv else nn.Linear(d, 2 * d, bias=False)
         self.o = nn.Linear(d, d, bias=False)
         self.gate = nn.Linear(d, d) if cfg.time_gate else None  # W_θ
         self.q_norm = nn.RMSNorm(self.hd) if cfg.qk_norm else None
-        self.k_norm = nn.RMSNorm(self.hd) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.hd) if cfg.qk_norm and not shared_kv else None
 
     def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
         B, T, _ = x.shape
@@ -108,6 +109,8 @@ class GatedAttention(nn.Module):
         if self.q_norm is not None:
             q = self.q_norm(q)
         q = q.transpose(1, 2)  # (B, H, Tq, hd)
+        if kv is None and self.kv is None:
+            raise ValueError("this attention shares another stack's keys and values: pass kv")
         k, v = self.keys_values(x) if kv is None else kv
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tq, hd)
         y = y.transpose(1, 2).reshape(B, Tq, d)
@@ -117,10 +120,10 @@ class GatedAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GeneratorConfig) -> None:
+    def __init__(self, cfg: GeneratorConfig, shared_kv: bool = False) -> None:
         super().__init__()
         self.n1, self.n2 = nn.RMSNorm(cfg.d_model), nn.RMSNorm(cfg.d_model)
-        self.attn = GatedAttention(cfg)
+        self.attn = GatedAttention(cfg, shared_kv)
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model), nn.GELU(),
                                  nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
@@ -164,7 +167,7 @@ class OneLiveGenerator(nn.Module):
         if cfg.decode == "mtp":
             self.mtp_in = nn.ModuleList([nn.Linear(2 * d, d, bias=False) for _ in range(L - 1)])
             self.mtp_norm = nn.ModuleList([nn.RMSNorm(d) for _ in range(L - 1)])
-            self.mtp = nn.ModuleList([Block(cfg) for _ in range(L - 1)])
+            self.mtp = nn.ModuleList([Block(cfg, shared_kv=True) for _ in range(L - 1)])
 
     # ------------------------------------------------------------------------------ encoding
 

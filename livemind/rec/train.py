@@ -82,8 +82,7 @@ class GeneratorTrainer:
         tensors = load_file(str(self.out / "optimizer.safetensors"))
         opt_state = self.opt.state_dict()
         for i in opt_state["param_groups"][0]["params"]:
-            if f"{i}.step" in tensors:  # parameters that never had a gradient have no state
-                opt_state["state"][i] = {k: tensors[f"{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")}
+            opt_state["state"][i] = {k: tensors[f"{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")}
         self.opt.load_state_dict(opt_state)
         torch.set_rng_state(tensors["torch_rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
@@ -150,6 +149,7 @@ class GeneratorTrainer:
 
     def cleanup(self) -> None:
         if dist.is_initialized():
+            dist.barrier()  # let rank 0 finish its checkpoint before the group goes away
             dist.destroy_process_group()
 
 
