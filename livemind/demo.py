@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.rule import Rule
 
@@ -69,7 +70,7 @@ def demo_tokenizer(world: WorldData, out: Path, console: Console) -> None:
                   f"unchanged segments; update p99 {report.update_p99_ms:.2f} ms (plot: {png})")
     frame = SegmentFrame.from_world(world)
     for room in list(report.timelines)[:3]:
-        rows = [i for i in range(len(frame)) if frame.room[i] == room and frame.start_time[i] >= split][:40]
+        rows = np.flatnonzero((frame.room == room) & (frame.start_time >= split))[:40].tolist()
         tok.reset()
         tok.start_room(room, int(frame.streamer[rows[0]]))
         sids = tok.update_many([Segment(room, int(frame.index[i]), float(frame.start_time[i]), frame.text[i]) for i in rows])

@@ -231,9 +231,11 @@ class OneLiveGenerator(nn.Module):
             logits.append(self.heads[level - 1](h_l))
         return logits
 
-    def loss(self, hist: History, target: Tensor) -> tuple[Tensor, list[float]]:
-        """L = Σ_l w_l CE(level l); returns the loss and each level's CE."""
-        logits = self.forward(hist, target)
+    def weighted_loss(self, logits: list[Tensor], target: Tensor) -> tuple[Tensor, list[float]]:
+        """L = Σ_l w_l CE(level l) / Σ_l w_l for logits from `forward`; also each level's CE."""
         ces = [F.cross_entropy(lg, target[:, lv]) for lv, lg in enumerate(logits)]
         w = self.cfg.level_weights
         return sum(wl * ce for wl, ce in zip(w, ces)) / sum(w), [c.item() for c in ces]
+
+    def loss(self, hist: History, target: Tensor) -> tuple[Tensor, list[float]]:
+        return self.weighted_loss(self.forward(hist, target), target)

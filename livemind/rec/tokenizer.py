@@ -143,6 +143,10 @@ class DynamicTokenizer:
         self._ended.clear()
         self.index.replace_all({}, self.version)
 
+    def room_vector(self, room: int) -> np.ndarray | None:
+        """The room's latest quantised-space vector x_ia (None before its first segment)."""
+        return self._state(room).vector
+
     def live_rooms(self) -> list[int]:
         return sorted(self._rooms)
 

@@ -191,9 +191,10 @@ def fit_tokenizer(world: WorldData, cfg: TokenizerConfig, encoder: ContentEncode
     losses: list[float] = []
     room_tower.train()
     viewer_tower.train()
+    first_seg = pos.segments(frame, None)  # the segment at the moment of the feedback
     for epoch in range(cfg.epochs):
         seg = pos.segments(frame, rng)  # a fresh draw from each watched span every epoch
-        seg = np.where(seg >= 0, seg, pos.segments(frame, None))
+        seg = np.where(seg >= 0, seg, first_seg)
         order = rng.permutation(len(pos))
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]

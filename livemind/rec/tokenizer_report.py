@@ -86,7 +86,7 @@ def evaluate_tokenizer(tok: DynamicTokenizer, world: WorldData, start: float | N
         sid = tok.update_vectors([room], [int(frame.index[i])], x[None, :])[0]
         latencies.append((time.perf_counter() - t0) * 1000)
         codes[n] = sid
-        vectors[n] = tok._rooms[room].vector
+        vectors[n] = tok.room_vector(room)
         if progress and n % 500 == 0:
             progress(n, len(rows))
     for room in list(live_end):

@@ -110,10 +110,7 @@ class GeneratorTrainer:
                     return self.losses
                 batch = order[self.step_in_epoch * bs:(self.step_in_epoch + 1) * bs][self.rank::self.world]
                 hist, target = self.log.batch(batch, H)
-                logits = module(hist, target)
-                ces = [torch.nn.functional.cross_entropy(lg, target[:, lv]) for lv, lg in enumerate(logits)]
-                w = self.cfg.generator.level_weights
-                loss = sum(wl * ce for wl, ce in zip(w, ces)) / sum(w)
+                loss, _ = self.model.weighted_loss(module(hist, target), target)  # module: DDP-wrapped when distributed
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()

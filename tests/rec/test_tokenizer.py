@@ -2,7 +2,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from livemind.errors import DataError
 from livemind.rec.fusion import FusionConfig
@@ -163,4 +162,3 @@ def test_config_rejects_bad_values():
         FusionConfig(gate="matrix")
     with pytest.raises(ValueError, match="not both zero"):
         TokenizerConfig(content_weight=0, behaviour_weight=0)
-    assert torch.get_num_threads() >= 1
