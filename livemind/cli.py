@@ -192,6 +192,118 @@ def tokenizer_report(
     console.print(f"plot: {png}")
 
 
+def _rec_data(world: Path, tokenizer: Path, split: float | None, cache: Path, n_eval: int | None):
+    from livemind.errors import ConfigError
+    from livemind.rec.pipeline import prepare
+    from livemind.rec.tokenizer import DynamicTokenizer
+    from livemind.world.tables import WorldData
+
+    meta = DynamicTokenizer.read_meta(tokenizer)
+    split = split if split is not None else (meta.get("train") or {}).get("train_until")
+    if split is None:
+        raise ConfigError(f"{tokenizer} records no train_until: pass --split (a Unix time)")
+    tok = DynamicTokenizer.load(tokenizer, cache_dir=cache)
+    return prepare(WorldData.load(world), tok, float(split), n_eval=n_eval)
+
+
+@rec_app.command("train")
+@friendly
+def rec_train(
+    world: Annotated[Path, typer.Option(help="a world directory (livemind world simulate)")],
+    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory (livemind rec tokenizer fit)")],
+    out: Annotated[Path, typer.Option(help="checkpoint directory; an existing checkpoint is resumed exactly")],
+    config: Annotated[Path | None, typer.Option(help="YAML training config, e.g. configs/rec/generator.yaml")] = None,
+    split: Annotated[float | None, typer.Option(help="Unix time: train on targets before, evaluate after "
+                                                     "(default: the tokenizer's train_until)")] = None,
+    static: Annotated[bool, typer.Option(help="TIGER-style ablation: each room keeps its first SID")] = False,
+    resume: Annotated[bool, typer.Option(help="continue from a checkpoint in --out")] = True,
+    eval_targets: Annotated[int, typer.Option(help="held-out targets to evaluate after training (0: none)")] = 500,
+    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+) -> None:
+    """Train the OneLive generator (CPU, or under torchrun with DDP); writes losses.csv and loss.png."""
+    import os
+
+    from livemind.config import load_config
+    from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
+    from livemind.rec.pipeline import train_generator
+    from livemind.rec.train import TrainConfig
+
+    cfg = load_config(config, TrainConfig) if config else TrainConfig()
+    data = _rec_data(world, tokenizer, split, cache, eval_targets or None)
+    main = int(os.environ.get("RANK", "0")) == 0
+    with progress_bar("training") as bar:
+        task = bar.add_task("train", total=None)
+        res = train_generator(cfg, data.log_for(static), data.train_rows, out, resume=resume,
+                              progress=lambda d, n: bar.update(task, completed=d, total=n) if main else None)
+    if not main:
+        return
+    console.print(f"{len(res.losses):,} steps, loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}; "
+                  f"{res.samples_per_s:,.0f} samples/s this run; checkpoint, losses.csv and loss.png in {out}")
+    if eval_targets:
+        from rich.table import Table
+
+        rankers = [GeneratorRanker(res.model, data.live_for(static), cfg.generator.max_history),
+                   PopularityRanker(data.live_for(static))]
+        table = Table(title=f"{len(data.eval_rows):,} held-out targets after {data.split:.0f}; candidates: live rooms")
+        for col in ("model", "HR@1", "HR@10", "NDCG@10", "MRR", "HR@10 new", "HR@10 repeat"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for r in rankers:
+            m = evaluate(r, data.log_for(static), data.eval_rows)
+            a = m["all"]
+            table.add_row(r.name, *(f"{a[k]:.3f}" for k in ("hr@1", "hr@10", "ndcg@10", "mrr")),
+                          f"{m['new']['hr@10']:.3f}", f"{m['repeat']['hr@10']:.3f}")
+        console.print(table)
+
+
+@rec_app.command("recommend")
+@friendly
+def rec_recommend(
+    world: Annotated[Path, typer.Option(help="a world directory")],
+    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory")],
+    generator: Annotated[Path, typer.Option(help="a generator checkpoint directory (livemind rec train)")],
+    viewer: Annotated[int, typer.Option(help="viewer id")],
+    time: Annotated[float, typer.Option(help="request time, Unix seconds")],
+    top_k: Annotated[int, typer.Option(help="rooms to return")] = 10,
+    beam: Annotated[int, typer.Option(help="beam width")] = 32,
+    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+) -> None:
+    """Top-k live rooms for a viewer at a time, from their watches before that time."""
+    import numpy as np
+
+    from livemind.errors import DataError
+    from livemind.rec.beam import recommend
+    from livemind.rec.train import load_generator
+
+    if top_k < 1 or beam < 1:
+        raise DataError(f"--top-k and --beam must be at least 1, got {top_k} and {beam}")
+    from livemind.rec.data import WatchLog, segment_codes
+    from livemind.rec.evaluate import LiveRooms
+    from livemind.rec.segments import SegmentFrame
+    from livemind.rec.tokenizer import DynamicTokenizer
+    from livemind.world.tables import WorldData
+
+    tok = DynamicTokenizer.load(tokenizer, cache_dir=cache)
+    model = load_generator(generator, tok.version)
+    data = WorldData.load(world)
+    if viewer not in set(data.viewers.column("id").to_numpy().tolist()):
+        raise DataError(f"viewer {viewer} is not in {world}")
+    frame = SegmentFrame.from_world(data)
+    codes = segment_codes(tok, frame)
+    live = LiveRooms(data, frame, codes, tok.version)
+    hist = WatchLog.from_world(data, tok, codes=codes).history_at(viewer, time, model.cfg.max_history)
+    snap = live.snapshot(time)
+    recs = recommend(model, hist, snap, top_k, beam)
+    n_hist = int(hist.valid.sum())
+    if not recs:
+        console.print(f"no room is live at {time:.0f}: nothing to recommend")
+        return
+    streamers = live.streamer_of(np.array([r for r, _ in recs]))
+    console.print(f"viewer {viewer} at {time:.0f}: {n_hist} earlier watches, {len(snap.rooms)} rooms live")
+    for (room, score), s in zip(recs, streamers):
+        console.print(f"  room {room:>6} (streamer {s:>4})  SID {'-'.join(map(str, snap.codes[np.searchsorted(snap.rooms, room)]))}"
+                      f"  log p {score:.2f}")
+
+
 @app.command()
 @friendly
 def demo(

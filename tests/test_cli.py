@@ -75,3 +75,46 @@ def test_tokenizer_fit_and_report(tmp_path):
     assert res.exit_code == 2 and "codebook_size must be at least 2, got 1" in text(res)
     res = runner.invoke(app, ["rec", "tokenizer", "report", "--world", str(world), "--tokenizer", str(tmp_path)])
     assert res.exit_code == 2 and "no tokenizer.json" in text(res)
+
+
+def test_rec_train_resume_and_recommend(tmp_path):
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text("seed: 2\nn_viewers: 300\nn_streamers: 25\ndays: 1.0\n")
+    world = tmp_path / "world"
+    assert runner.invoke(app, ["world", "simulate", "--config", str(cfg), "--out", str(world)]).exit_code == 0
+    tcfg = tmp_path / "t.yaml"
+    tcfg.write_text("encoder: {kind: hashing, dim: 64}\nfusion: {hidden_dim: 16, out_dim: 8}\n"
+                    "rq: {levels: 2, codebook_size: 8, n_iter: 5}\nepochs: 1\nbatch_size: 32\n")
+    tok, cache = tmp_path / "tok", str(tmp_path / "cache")
+    until = 1767571200 + 18 * 3600
+    assert runner.invoke(app, ["rec", "tokenizer", "fit", "--world", str(world), "--out", str(tok), "--config", str(tcfg),
+                               "--train-until", str(until), "--cache", cache]).exit_code == 0
+    gcfg = tmp_path / "g.yaml"
+    gcfg.write_text("generator: {levels: 2, codebook_size: 8, d_model: 16, n_heads: 2, n_layers: 1, max_history: 8, "
+                    "level_weights: [1.0, 1.0]}\nepochs: 1\nbatch_size: 8\ncheckpoint_every: 1000\n")
+    gen = tmp_path / "gen"
+    args = ["rec", "train", "--world", str(world), "--tokenizer", str(tok), "--config", str(gcfg), "--out", str(gen),
+            "--cache", cache, "--eval-targets", "40"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    for needle in ("steps, loss", "40 held-out targets", "OneLive", "popularity"):
+        assert needle in text(res)
+    lines = (gen / "losses.csv").read_text().splitlines()
+    assert lines[0] == "step,loss" and len(lines) > 5 and (gen / "loss.png").is_file()
+    state = json.loads((gen / "state.json").read_text())
+    assert state["epoch"] == 1 and state["global_step"] == len(lines) - 1
+    gcfg.write_text(gcfg.read_text().replace("epochs: 1", "epochs: 2"))  # resume: one more epoch
+    res = runner.invoke(app, args[:-2] + ["--eval-targets", "0"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((gen / "state.json").read_text())["global_step"] == 2 * state["global_step"]
+
+    rec = ["rec", "recommend", "--world", str(world), "--tokenizer", str(tok), "--generator", str(gen), "--cache", cache]
+    res = runner.invoke(app, rec + ["--viewer", "3", "--time", str(until + 3600), "--top-k", "3"])
+    assert res.exit_code == 0, res.output
+    assert "viewer 3 at" in text(res) and text(res).count("room ") == 3
+    res = runner.invoke(app, rec + ["--viewer", "3", "--time", str(1767571200 - 3600)])  # before anything is live
+    assert res.exit_code == 0 and "no room is live" in text(res)
+    res = runner.invoke(app, rec + ["--viewer", "99999", "--time", str(until)])
+    assert res.exit_code == 2 and "viewer 99999 is not in" in text(res)
+    res = runner.invoke(app, args[:-2] + ["--split", "1"])  # a split before any watch
+    assert res.exit_code == 2 and "no watch has an earlier watch before the split time 1" in text(res)

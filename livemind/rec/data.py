@@ -96,6 +96,20 @@ class WatchLog:
         )
         return hist, torch.from_numpy(self.sid[rows])
 
+    def history_at(self, viewer: int, now: float, max_history: int) -> History:
+        """One request: the viewer's last `max_history` watches before `now` (none: cold start, T = 0)."""
+        lo, hi = np.searchsorted(self.viewer, viewer, "left"), np.searchsorted(self.viewer, viewer, "right")
+        rows = np.arange(lo, hi)[self.time[lo:hi] < now][-max_history:]
+        T = len(rows)
+        return History(
+            codes=torch.from_numpy(self.sid[rows].reshape(1, T, -1)) if T else torch.zeros(1, 0, self.sid.shape[1], dtype=torch.long),
+            kind=torch.full((1, T), WATCH, dtype=torch.long),
+            watch=torch.from_numpy(self.watch[rows][None]).float(),
+            time=torch.from_numpy(self.time[rows][None]),
+            valid=torch.ones(1, T, dtype=torch.bool),
+            now=torch.tensor([now], dtype=torch.float64),
+        )
+
     def is_repeat(self, rows: np.ndarray) -> np.ndarray:
         """Whether each target's streamer appears earlier in the viewer's history (repeat consumption)."""
         out = np.zeros(len(rows), dtype=bool)

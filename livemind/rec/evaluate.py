@@ -27,21 +27,34 @@ class LiveRooms:
 
     def __init__(self, world: WorldData, frame: SegmentFrame, codes: np.ndarray, version: str) -> None:
         self.frame, self.codes, self.version = frame, codes, version
-        self.room = world.rooms.column("id").to_numpy()
-        self.start = world.rooms.column("start_time").to_numpy()
-        self.end = world.rooms.column("end_time").to_numpy()
+        rooms = world.rooms.sort_by("id")
+        self.room = rooms.column("id").to_numpy()
+        self.streamer = rooms.column("streamer").to_numpy()
+        self.start = rooms.column("start_time").to_numpy()
+        self.end = rooms.column("end_time").to_numpy()
+        self.streamers_total = int(world.streamers.num_rows)
+        self._snapshots: dict[float, LiveSnapshot] = {}  # evaluation asks for the same times again
+
+    def streamer_of(self, rooms: np.ndarray) -> np.ndarray:
+        """Streamer (the room's persistent channel id) of each room."""
+        return self.streamer[np.searchsorted(self.room, rooms)]
 
     def rooms(self, t: float) -> np.ndarray:
         return np.sort(self.room[(self.start <= t) & (t < self.end)])
 
     def snapshot(self, t: float) -> LiveSnapshot:
+        if t in self._snapshots:
+            return self._snapshots[t]
         rooms = self.rooms(t)
         seg = self.frame.lookup(rooms, np.full(len(rooms), t))
         index = LiveIndex(self.codes.shape[1], self.version)
         for room, s in zip(rooms, seg):
             if s >= 0:
                 index.upsert(int(room), tuple(int(c) for c in self.codes[s]))
-        return index.snapshot()
+        if len(self._snapshots) >= 100_000:
+            self._snapshots.clear()
+        self._snapshots[t] = snap = index.snapshot()
+        return snap
 
 
 class Ranker(Protocol):

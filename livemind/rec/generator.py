@@ -239,3 +239,28 @@ class OneLiveGenerator(nn.Module):
 
     def loss(self, hist: History, target: Tensor) -> tuple[Tensor, list[float]]:
         return self.weighted_loss(self.forward(hist, target), target)
+
+    def sid_log_prob(self, hist: History, cand: Tensor) -> Tensor:
+        """log P(SID) of candidate SIDs cand (B, C, L) after each history: (B, C).
+
+        MTP runs the main stack once per history and only the light modules per candidate;
+        AR runs the full stack per (history, candidate) pair.
+        """
+        B, C, L = cand.shape
+        flat = cand.reshape(B * C, L)
+        if self.cfg.decode == "ar":
+            rep = History(*(t.repeat_interleave(C, dim=0) for t in (hist.codes, hist.kind, hist.watch, hist.time,
+                                                                    hist.valid, hist.now)))
+            logits = self.forward(rep, flat)
+        else:
+            x, valid = self.embed(hist)
+            h, kv = self.main(x, valid)
+            h_l = h[:, -1].repeat_interleave(C, dim=0)  # (B*C, d)
+            kv = tuple(t.repeat_interleave(C, dim=0) for t in kv)
+            valid = valid.repeat_interleave(C, dim=0)
+            logits = [self.heads[0](h_l)]
+            for level in range(2, L + 1):
+                h_l = self.mtp_step(level, h_l, flat[:, level - 2], kv, valid)
+                logits.append(self.heads[level - 1](h_l))
+        lp = sum(torch.log_softmax(lg, -1).gather(1, flat[:, lv:lv + 1])[:, 0] for lv, lg in enumerate(logits))
+        return lp.view(B, C)

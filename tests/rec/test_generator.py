@@ -183,3 +183,20 @@ def test_scorer_agrees_with_teacher_forced_forward(decode):
     lp3 = scorer.extend(np.array([0]), np.array([5]))
     for lp, lg in zip((lp1, lp2, lp3), logits):
         assert np.allclose(lp, torch.log_softmax(lg, -1).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("decode", ["mtp", "ar"])
+def test_sid_log_prob_sums_the_teacher_forced_levels(decode):
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode)).eval()
+    hist = make_history(2, 5, 8, n_pad=1)
+    cand = torch.tensor([[[3, 5, 1], [0, 0, 7], [3, 5, 2]], [[1, 1, 1], [7, 6, 5], [2, 4, 6]]])  # (B=2, C=3, L=3)
+    with torch.no_grad():
+        lp = model.sid_log_prob(hist, cand)
+        for b in range(2):
+            one = History(*(t[b:b + 1] for t in (hist.codes, hist.kind, hist.watch, hist.time, hist.valid, hist.now)))
+            for c in range(3):
+                logits = model(one, cand[b, c][None])
+                want = sum(torch.log_softmax(lg, -1)[0, cand[b, c, lv]] for lv, lg in enumerate(logits))
+                assert lp[b, c].item() == pytest.approx(want.item(), abs=1e-5)
+    assert lp.shape == (2, 3)
