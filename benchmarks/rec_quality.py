@@ -41,7 +41,14 @@ from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
 from livemind.rec.pipeline import RecData, prepare, train_generator
 from livemind.rec.rq import RQConfig
 from livemind.rec.sasrec import SASRecConfig, train_sasrec
-from livemind.rec.sequences import generator_scores, item_sids, sequence_log, split_summary, training_rows
+from livemind.rec.sequences import (
+    generator_full_ranking,
+    generator_scores,
+    item_sids,
+    sequence_log,
+    split_summary,
+    training_rows,
+)
 from livemind.rec.tokenizer import DynamicTokenizer
 from livemind.rec.tokenizer_fit import TokenizerConfig, fit_tokenizer
 from livemind.rec.train import TrainConfig
@@ -121,7 +128,8 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
     results, models, train_rate = {}, {}, {}
     for name, (cfg, static) in variants.items():
         res = train_generator(dataclasses.replace(gcfg, generator=cfg), data.log_for(static), data.train_rows,
-                              out / ("gen-" + name.split(",")[-1].strip().split()[0].lower()), resume=False)
+                              out / ("gen-" + name.split(",")[-1].strip().split()[0].lower()), resume=False,
+                              live=data.live_for(static))
         models[name], train_rate[name] = res.model, res.samples_per_s
         stage(f"trained {name}: {len(res.losses)} steps, {res.samples_per_s:,.0f} samples/s, "
               f"loss {np.mean(res.losses[:20]):.2f} -> {np.mean(res.losses[-20:]):.2f}", t0)
@@ -206,7 +214,7 @@ def games(path: Path, args: argparse.Namespace, t0: float) -> dict:
           f"{collided} items share a SID", t0)
     score = generator_scores(res.model, sids)
     g_sampled = evaluate_sampled(score, split, cfg.max_len)
-    g_full = evaluate_full(score, split, cfg.max_len, limit=args.games_full_users)
+    g_full = generator_full_ranking(res.model, sids, split, cfg.max_len, limit=args.games_full_users)
 
     table = Table(title=f"sasrec-games, leave-one-out ({split_summary(split)})")
     for col in ("model", "HR@10 (100 neg.)", "NDCG@10 (100 neg.)", f"HR@10 full ({full['n']:,} users)", "NDCG@10 full"):
@@ -214,7 +222,7 @@ def games(path: Path, args: argparse.Namespace, t0: float) -> dict:
     table.add_row("SASRec, published (Kang & McAuley 2018)", "0.7410", "0.5360", "", "")
     table.add_row("SASRec, ours", f"{sampled['hr@10']:.4f}", f"{sampled['ndcg@10']:.4f}", f"{full['hr@10']:.4f}",
                   f"{full['ndcg@10']:.4f}")
-    table.add_row("OneLive generator (SIDs from SASRec item embeddings)", f"{g_sampled['hr@10']:.4f}",
+    table.add_row("OneLive generator (SIDs from SASRec item embeddings; full: beam 50)", f"{g_sampled['hr@10']:.4f}",
                   f"{g_sampled['ndcg@10']:.4f}", f"{g_full['hr@10']:.4f}", f"{g_full['ndcg@10']:.4f}")
     console.print(table)
     console.print(f"SASRec HR@10 vs published: {sampled['hr@10'] / 0.7410 - 1:+.2%} (bar: within 3%)")
@@ -228,12 +236,13 @@ def games(path: Path, args: argparse.Namespace, t0: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the simulated world only")
+    parser.add_argument("--games-only", action="store_true", help="sasrec-games only")
     parser.add_argument("--world-config", default="configs/world/rec.yaml")
     parser.add_argument("--tokenizer-config", default="configs/rec/tokenizer.yaml")
     parser.add_argument("--config", default="configs/rec/generator.yaml")
     parser.add_argument("--epochs", type=int, default=0, help="override the generator config's epochs")
     parser.add_argument("--sasrec-epochs", type=int, default=8)
-    parser.add_argument("--targets", type=int, default=1500, help="held-out targets evaluated")
+    parser.add_argument("--targets", type=int, default=None, help="held-out targets evaluated (default: 1,000 with --quick, else 1,500)")
     parser.add_argument("--beam", type=int, default=32)
     parser.add_argument("--speed-requests", type=int, default=300)
     parser.add_argument("--games", default=None, help="sasrec-games Video.txt (default: the shared data)")
@@ -242,9 +251,11 @@ def main() -> None:
     parser.add_argument("--games-full-users", type=int, default=5000, help="users for full ranking (a seeded sample)")
     parser.add_argument("--out", default="runs/bench_rec")
     args = parser.parse_args()
+    if args.targets is None:
+        args.targets = 1000 if args.quick else 1500
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    out = simulated(args, t0)
+    out = {} if args.games_only else simulated(args, t0)
     if not args.quick:
         out |= games(Path(args.games) if args.games else shared_data_dir() / "sasrec-games" / "Video.txt",
                      args, t0)

@@ -18,6 +18,8 @@ from livemind.world.tables import WorldData
 
 # Mirrors configs/world/small.yaml (a test keeps them equal).
 DEMO_WORLD = WorldConfig(seed=7, n_viewers=1500, n_streamers=120, days=2.0)
+DEMO_EPOCHS = 4  # configs/rec/generator.yaml's model (a test keeps them equal), more epochs on this smaller log
+DEMO_TARGETS = 400  # held-out watches evaluated
 
 
 def demo_world(out: Path, console: Console) -> WorldData:
@@ -36,7 +38,7 @@ def demo_world(out: Path, console: Console) -> WorldData:
     return world
 
 
-def demo_tokenizer(world: WorldData, out: Path, console: Console) -> None:
+def demo_tokenizer(world: WorldData, out: Path, console: Console):
     """Fit (or load) the dynamic tokenizer, report on the held-out last third, show SIDs changing."""
     from datetime import UTC, datetime
 
@@ -85,6 +87,78 @@ def demo_tokenizer(world: WorldData, out: Path, console: Console) -> None:
                 last = sid[0]
         console.print(table)
     tok.reset()
+    return tok
+
+
+def demo_generator(world: WorldData, tok, out: Path, console: Console) -> None:
+    """Train (or resume) the generator, compare it with the baselines, show a few viewers' lists."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from livemind.cli import progress_bar
+    from livemind.rec.baselines import SASRecRanker, train_live_sasrec
+    from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
+    from livemind.rec.pipeline import prepare, train_generator
+    from livemind.rec.sasrec import SASRecConfig
+
+    split = DEMO_WORLD.start_time + DEMO_WORLD.days * 86400 * 2 / 3
+    data = prepare(world, tok, split, n_eval=DEMO_TARGETS, seed=0)
+    cfg = dataclasses.replace(demo_train_config(), epochs=DEMO_EPOCHS)
+    with progress_bar("training the generator") as bar:
+        task = bar.add_task("train", total=None)
+        res = train_generator(cfg, data.log, data.train_rows, out / "generator",
+                              progress=lambda d, n: bar.update(task, completed=d, total=n), live=data.live)
+    ran = "resumed from cache, nothing left to train" if res.samples == 0 else f"{res.samples_per_s:,.0f} samples/s"
+    console.print(f"generator: {len(res.losses):,} steps on {len(data.train_rows):,} watches before the split "
+                  f"({ran}); loss {np.mean(res.losses[:20]):.2f} -> {np.mean(res.losses[-20:]):.2f}, "
+                  f"curve in {out / 'generator' / 'loss.png'}")
+    g = cfg.generator
+    sas, _ = train_live_sasrec(data.log, data.live, split, SASRecConfig(
+        n_items=world.streamers.num_rows, d_model=64, max_len=g.max_history, dropout=0.2, epochs=8,
+        repeat_aware=True), availability_aware=True)
+    rankers = [GeneratorRanker(res.model, data.live, g.max_history),
+               SASRecRanker(sas, data.live, name="SASRec, live + repeat-aware"), PopularityRanker(data.live)]
+    table = Table(title=f"next room, {len(data.eval_rows)} held-out watches (day 2, after the split); "
+                        "candidates: the rooms live at that moment")
+    for col in ("model", "HR@1", "HR@10", "NDCG@10", "HR@10 new", "HR@10 repeat"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rankers:
+        m = evaluate(r, data.log, data.eval_rows)
+        table.add_row(r.name, f"{m['all']['hr@1']:.3f}", f"{m['all']['hr@10']:.3f}", f"{m['all']['ndcg@10']:.3f}",
+                      f"{m['new']['hr@10']:.3f}", f"{m['repeat']['hr@10']:.3f}")
+    console.print(table)
+    console.print("(small world: ~25 rooms live at once; benchmarks/rec_quality.py measures on a larger one)")
+
+    def card(room: int, t: float) -> str:
+        seg = data.frame.lookup(np.array([room]), np.array([t]))[0]
+        return data.frame.text[seg].split(" | ")[0].replace("on the card: ", "")[:34] if seg >= 0 else "?"
+
+    for row in data.eval_rows[:: max(1, len(data.eval_rows) // 3)][:3]:
+        t, target = float(data.log.time[row]), int(data.log.room[row])
+        when = datetime.fromtimestamp(t, UTC).strftime("%a %H:%M")
+        past = data.log.room[data.log.first[row]:row][-3:]
+        console.print(f"viewer {int(data.log.viewer[row])} at {when}, {len(data.live.rooms(t))} rooms live; last watched: "
+                      + "; ".join(card(int(r), float(data.log.time[data.log.first[row]:row][-3:][i]))
+                                  for i, r in enumerate(past)))
+        table = Table(show_header=True, box=None)
+        table.add_column("#", justify="right")
+        for r in (rankers[0], rankers[2]):
+            table.add_column(f"{r.name}: room, on the card now")
+        lists = [r.rank(data.log, int(row))[:5] for r in (rankers[0], rankers[2])]
+        for i in range(5):
+            table.add_row(str(i + 1), *(f"{'* ' if len(x) > i and x[i] == target else ''}{x[i]} {card(x[i], t)}"
+                                        if len(x) > i else "" for x in lists))
+        console.print(table)
+    console.print("* = the room the viewer actually watched next")
+
+
+def demo_train_config():
+    from livemind.rec.generator import GeneratorConfig
+    from livemind.rec.train import TrainConfig
+
+    return TrainConfig(generator=GeneratorConfig(d_model=64, n_heads=4, n_layers=3, max_history=30))
 
 
 def run_demo(out: Path, console: Console) -> None:
@@ -99,4 +173,6 @@ def run_demo(out: Path, console: Console) -> None:
         console.print(f"  viewer {row['viewer']} asks in room {row['room']}: [italic]{row['text']}[/italic] "
                       f"-> gold {row['gold']}")
     console.print(Rule("2. OneLive dynamic tokenizer: content -> semantic IDs"))
-    demo_tokenizer(world, out, console)
+    tok = demo_tokenizer(world, out, console)
+    console.print(Rule("3. OneLive generator: next live room, constrained to rooms live now"))
+    demo_generator(world, tok, out, console)

@@ -42,6 +42,24 @@ class LiveRooms:
     def rooms(self, t: float) -> np.ndarray:
         return np.sort(self.room[(self.start <= t) & (t < self.end)])
 
+    def live_codes(self, t: float) -> np.ndarray:
+        """SIDs (n, L) of the rooms live at t (rooms without a segment at t left out)."""
+        rooms = self.rooms(t)
+        seg = self.frame.lookup(rooms, np.full(len(rooms), t))
+        return self.codes[seg[seg >= 0]]
+
+    def allowed(self, times: np.ndarray, target: np.ndarray, codebook_size: int) -> np.ndarray:
+        """(B, L, K) bool: at each level, the codes that continue target[:l] among the rooms live at times[b]."""
+        B, L = target.shape
+        out = np.zeros((B, L, codebook_size), dtype=bool)
+        for b in range(B):
+            codes = self.live_codes(float(times[b]))
+            keep = np.ones(len(codes), dtype=bool)
+            for lv in range(L):
+                out[b, lv, codes[keep, lv]] = True
+                keep &= codes[:, lv] == target[b, lv]
+        return out
+
     def snapshot(self, t: float) -> LiveSnapshot:
         if t in self._snapshots:
             return self._snapshots[t]

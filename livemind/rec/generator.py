@@ -231,8 +231,15 @@ class OneLiveGenerator(nn.Module):
             logits.append(self.heads[level - 1](h_l))
         return logits
 
-    def weighted_loss(self, logits: list[Tensor], target: Tensor) -> tuple[Tensor, list[float]]:
-        """L = Σ_l w_l CE(level l) / Σ_l w_l for logits from `forward`; also each level's CE."""
+    def weighted_loss(self, logits: list[Tensor], target: Tensor, allowed: Tensor | None = None) -> tuple[Tensor, list[float]]:
+        """L = Σ_l w_l CE(level l) / Σ_l w_l for logits from `forward`; also each level's CE.
+
+        `allowed` (B, L, K) bool restricts each level's softmax to the codes that continue the
+        target's prefix among the rooms live at the target's time (the constrained decoder's
+        choice set); it must allow every target code.
+        """
+        if allowed is not None:
+            logits = [lg.masked_fill(~allowed[:, lv], float("-inf")) for lv, lg in enumerate(logits)]
         ces = [F.cross_entropy(lg, target[:, lv]) for lv, lg in enumerate(logits)]
         w = self.cfg.level_weights
         return sum(wl * ce for wl, ce in zip(w, ces)) / sum(w), [c.item() for c in ces]

@@ -78,9 +78,9 @@ class TrainResult:
 
 
 def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str | Path, resume: bool = True,
-                    progress: Callable[[int, int], None] | None = None) -> TrainResult:
+                    progress: Callable[[int, int], None] | None = None, live: LiveRooms | None = None) -> TrainResult:
     """Train (or resume) into `out`; writes the checkpoint, `losses.csv` and `loss.png` there."""
-    trainer = GeneratorTrainer(cfg, log, rows, out)
+    trainer = GeneratorTrainer(cfg, log, rows, out, live)
     trainer.setup(resume=resume)
     before = trainer.global_step
     t0 = time.perf_counter()

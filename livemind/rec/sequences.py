@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from livemind.rec.baselines import LeaveOneOut, ScoreFn
+from livemind.rec.beam import recommend
 from livemind.rec.data import WATCH, WatchLog
 from livemind.rec.generator import History, OneLiveGenerator
+from livemind.rec.live_index import LiveIndex
 from livemind.rec.rq import ResidualQuantizer, RQConfig
 
 
@@ -63,3 +65,29 @@ def training_rows(log: WatchLog) -> np.ndarray:
 
 def split_summary(split: LeaveOneOut) -> str:
     return f"{len(split.train):,} users, {len(split.target):,} test users, {split.n_items:,} items"
+
+
+def generator_full_ranking(model: OneLiveGenerator, sids: np.ndarray, split: LeaveOneOut, max_len: int,
+                           limit: int | None = None, beam: int = 50, seed: int = 0) -> dict[str, float]:
+    """Full ranking the generative way: beam search constrained to the catalogue's SIDs, items the
+    user already has removed, HR@10 / NDCG@10 of the target in what remains."""
+    index = LiveIndex(sids.shape[1], "catalogue")
+    for item in range(1, len(sids)):
+        index.upsert(item, tuple(int(c) for c in sids[item]))
+    snap = index.snapshot()
+    rng = np.random.default_rng(seed)
+    idx = np.arange(len(split.target)) if limit is None else rng.permutation(len(split.target))[:limit]
+    ranks = np.zeros(len(idx))
+    for i, r in enumerate(idx):
+        hist_items = split.history[r][-min(max_len, model.cfg.max_history):]
+        T = len(hist_items)
+        hist = History(codes=torch.from_numpy(sids[hist_items][None]), kind=torch.full((1, T), WATCH, dtype=torch.long),
+                       watch=torch.zeros(1, T), time=torch.zeros(1, T, dtype=torch.float64),
+                       valid=torch.ones(1, T, dtype=torch.bool), now=torch.zeros(1, dtype=torch.float64))
+        seen = set(split.history[r].tolist())
+        ranked = [item for item, _ in recommend(model, hist, snap, top_k=beam, beam=beam) if item not in seen]
+        t = int(split.target[r])
+        ranks[i] = ranked.index(t) + 1 if t in ranked[:10] else np.inf
+    hit = ranks <= 10
+    return {"hr@10": float(hit.mean()), "ndcg@10": float(np.where(hit, 1.0 / np.log2(np.minimum(ranks, 1e9) + 1), 0.0).mean()),
+            "n": int(len(idx))}

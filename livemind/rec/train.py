@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from livemind.config import from_dict
 from livemind.errors import DataError
 from livemind.rec.data import WatchLog
+from livemind.rec.evaluate import LiveRooms
 from livemind.rec.generator import GeneratorConfig, OneLiveGenerator
 
 FORMAT = "livemind-generator-ckpt/1"
@@ -40,6 +41,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     seed: int = 0
     checkpoint_every: int = 200  # steps; a checkpoint is also written at the end
+    live_softmax: bool = False  # each level's softmax over the codes of rooms live at the target's time
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
@@ -50,8 +52,11 @@ class TrainConfig:
 
 
 class GeneratorTrainer:
-    def __init__(self, cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out_dir: str | Path) -> None:
-        self.cfg, self.log, self.rows, self.out = cfg, log, np.asarray(rows), Path(out_dir)
+    def __init__(self, cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out_dir: str | Path,
+                 live: LiveRooms | None = None) -> None:
+        if cfg.live_softmax and live is None:
+            raise ValueError("live_softmax needs the live rooms (live=LiveRooms(...)) of the log's world")
+        self.cfg, self.log, self.rows, self.out, self.live = cfg, log, np.asarray(rows), Path(out_dir), live
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.epoch = self.step_in_epoch = self.global_step = 0
@@ -110,7 +115,11 @@ class GeneratorTrainer:
                     return self.losses
                 batch = order[self.step_in_epoch * bs:(self.step_in_epoch + 1) * bs][self.rank::self.world]
                 hist, target = self.log.batch(batch, H)
-                loss, _ = self.model.weighted_loss(module(hist, target), target)  # module: DDP-wrapped when distributed
+                allowed = None
+                if self.cfg.live_softmax:
+                    allowed = torch.from_numpy(self.live.allowed(self.log.time[batch], target.numpy(),
+                                                                 self.cfg.generator.codebook_size))
+                loss, _ = self.model.weighted_loss(module(hist, target), target, allowed)  # module: DDP-wrapped when distributed
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()

@@ -81,3 +81,16 @@ def test_sasrec_rankers_rank_only_live_rooms_and_train(rec_data):
     pop = evaluate(PopularityRanker(d.live), d.log, d.eval_rows)
     assert res["all"]["n"] == pop["all"]["n"] == 150
     assert res["new"]["n"] + res["repeat"]["n"] == 150
+
+
+def test_allowed_codes_follow_the_target_prefix_among_live_rooms(rec_data):
+    d = rec_data
+    rows = d.train_rows[:40]
+    target = d.log.sid[rows]
+    allowed = d.live.allowed(d.log.time[rows], target, 16)
+    assert allowed.shape == (40, 2, 16)
+    for b, row in enumerate(rows):
+        codes = d.live.live_codes(float(d.log.time[row]))
+        assert set(np.flatnonzero(allowed[b, 0])) == set(codes[:, 0].tolist())
+        assert set(np.flatnonzero(allowed[b, 1])) == set(codes[codes[:, 0] == target[b, 0], 1].tolist())
+        assert allowed[b, 0, target[b, 0]] and allowed[b, 1, target[b, 1]]  # the watched room was live

@@ -200,3 +200,16 @@ def test_sid_log_prob_sums_the_teacher_forced_levels(decode):
                 want = sum(torch.log_softmax(lg, -1)[0, cand[b, c, lv]] for lv, lg in enumerate(logits))
                 assert lp[b, c].item() == pytest.approx(want.item(), abs=1e-5)
     assert lp.shape == (2, 3)
+
+
+def test_live_softmax_restricts_each_level_to_allowed_codes():
+    model = OneLiveGenerator(GeneratorConfig(levels=2, codebook_size=4, level_weights=(1.0, 3.0), d_model=8, n_heads=2))
+    logits = [torch.zeros(1, 4), torch.tensor([[0.0, math.log(3.0), 5.0, 5.0]])]
+    target = torch.tensor([[1, 1]])
+    allowed = torch.tensor([[[True, True, False, False], [True, True, False, False]]])
+    loss, ces = model.weighted_loss(logits, target, allowed)
+    # level 1: uniform over 2 allowed codes -> log 2; level 2: softmax over (0, log 3) -> -log(3/4)
+    assert ces == pytest.approx([math.log(2), math.log(4 / 3)], abs=1e-6)
+    assert loss.item() == pytest.approx((math.log(2) + 3 * math.log(4 / 3)) / 4, abs=1e-6)
+    unmasked, _ = model.weighted_loss(logits, target)
+    assert unmasked.item() > loss.item()

@@ -96,3 +96,11 @@ def test_evaluation_metrics_on_popularity(watch_log):
     for row in rows[:20]:  # every ranked room is live at the request time
         ranked = PopularityRanker(live).rank(log, int(row))
         assert set(ranked) == set(live.rooms(float(log.time[row])).tolist())
+
+
+def test_demo_trains_the_configured_generator():
+    from livemind.config import load_config
+    from livemind.demo import demo_train_config
+    from livemind.paths import REPO_ROOT
+
+    assert load_config(REPO_ROOT / "configs/rec/generator.yaml", TrainConfig).generator == demo_train_config().generator
