@@ -78,17 +78,8 @@ def train_live_sasrec(log: WatchLog, live: LiveRooms, split: float, cfg: SASRecC
     items, times = viewer_sequences(log, split)
     sampler = None
     if availability_aware:
-        sampler = live_negatives(live, _pad_times(times, cfg.max_len + 1))
+        sampler = live_negatives(live, pad_left(times, cfg.max_len + 1, np.float64))
     return train_sasrec(cfg, items, sampler, progress)
-
-
-def _pad_times(times: list[np.ndarray], length: int) -> np.ndarray:
-    out = np.zeros((len(times), length))
-    for i, t in enumerate(times):
-        t = t[-length:]
-        if len(t):
-            out[i, length - len(t):] = t
-    return out
 
 
 @dataclass

@@ -161,9 +161,9 @@ def uniform_negatives(n_items: int) -> NegativeSampler:
     return sample
 
 
-def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
-    """The last `length` items of each sequence, left-padded with 0: (N, length) int64."""
-    out = np.zeros((len(seqs), length), dtype=np.int64)
+def pad_left(seqs: list[np.ndarray], length: int, dtype: type = np.int64) -> np.ndarray:
+    """The last `length` entries of each sequence, left-padded with 0: (N, length)."""
+    out = np.zeros((len(seqs), length), dtype=dtype)
     for i, s in enumerate(seqs):
         s = s[-length:]
         if len(s):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from livemind.errors import DataError
-from livemind.rec.baselines import SASRecRanker, _pad_times, live_negatives, train_live_sasrec, viewer_sequences
+from livemind.rec.baselines import SASRecRanker, live_negatives, train_live_sasrec, viewer_sequences
 from livemind.rec.evaluate import PopularityRanker, evaluate
 from livemind.rec.pipeline import prepare
-from livemind.rec.sasrec import SASRecConfig
+from livemind.rec.sasrec import SASRecConfig, pad_left
 from tests.conftest import TINY
 from tests.rec.test_tokenizer import FAST
 
@@ -46,11 +46,9 @@ def test_viewer_sequences_follow_the_log(rec_data):
 def test_live_negatives_are_live_at_the_target_time(rec_data):
     d = rec_data
     items, times = viewer_sequences(d.log, SPLIT)
-    padded = _pad_times(times, 9)
+    padded = pad_left(times, 9, np.float64)
     sampler = live_negatives(d.live, padded, step=300.0)
     rows = np.arange(len(items))
-    from livemind.rec.sasrec import pad_left
-
     pos = pad_left(items, 9)[:, 1:]
     rng = np.random.default_rng(0)
     neg = sampler(rng, pos, rows)

@@ -104,3 +104,16 @@ def test_demo_trains_the_configured_generator():
     from livemind.paths import REPO_ROOT
 
     assert load_config(REPO_ROOT / "configs/rec/generator.yaml", TrainConfig).generator == demo_train_config().generator
+
+
+def test_history_at_takes_watches_before_the_request(watch_log):
+    log, _, _ = watch_log
+    later = np.r_[False, log.time[1:] > log.time[:-1]]  # strictly after the watch before it
+    row = int(np.flatnonzero((np.arange(len(log)) - log.first >= 5) & later)[0])
+    v, t = int(log.viewer[row]), float(log.time[row])
+    hist = log.history_at(v, t, max_history=3)
+    assert hist.codes.shape == (1, 3, log.sid.shape[1]) and bool(hist.valid.all())
+    assert torch.equal(hist.codes[0], torch.from_numpy(log.sid[row - 3:row]))
+    assert hist.now.item() == t
+    cold = log.history_at(v, float(log.time[log.first[row]]), max_history=3)  # at the first watch: nothing before
+    assert cold.codes.shape == (1, 0, log.sid.shape[1]) and cold.valid.shape == (1, 0)
