@@ -35,7 +35,14 @@ from rich.table import Table
 from livemind.config import load_config
 from livemind.errors import LivemindError
 from livemind.paths import shared_data_dir
-from livemind.rec.baselines import SASRecRanker, evaluate_full, evaluate_sampled, leave_one_out, train_live_sasrec
+from livemind.rec.baselines import (
+    SASRecRanker,
+    evaluate_full,
+    evaluate_sampled,
+    leave_one_out,
+    live_sasrec_config,
+    train_live_sasrec,
+)
 from livemind.rec.beam import recommend
 from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
 from livemind.rec.pipeline import RecData, prepare, train_generator
@@ -47,11 +54,11 @@ from livemind.rec.sequences import (
     item_sids,
     sequence_log,
     split_summary,
-    training_rows,
 )
 from livemind.rec.tokenizer import DynamicTokenizer
 from livemind.rec.tokenizer_fit import TokenizerConfig, fit_tokenizer
 from livemind.rec.train import TrainConfig
+from livemind.report import rec_metrics_table
 from livemind.world.datasets.sequences import read_sequences
 from livemind.world.simulator import WorldConfig, simulate_world
 
@@ -137,8 +144,7 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
         results[name] = evaluate(ranker, data.log_for(static), data.eval_rows)
         stage(f"evaluated {name}: HR@10 {results[name]['all']['hr@10']:.3f}", t0)
 
-    scfg = SASRecConfig(n_items=world.streamers.num_rows, d_model=64, max_len=g.max_history, dropout=0.2,
-                        epochs=args.sasrec_epochs, batch_size=128)
+    scfg = live_sasrec_config(world.streamers.num_rows, g.max_history, epochs=args.sasrec_epochs)
     baselines = [PopularityRanker(data.live)]
     for aware in (False, True):
         model, _ = train_live_sasrec(data.log, data.live, split, dataclasses.replace(scfg, repeat_aware=aware), aware)
@@ -154,15 +160,9 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
                                   g.max_history, args.beam)
     stage("MTP vs AR timed", t0)
 
-    table = Table(title=f"Next-room prediction, {len(data.eval_rows):,} targets in the held-out day "
-                        f"({args.world_config}); candidates: rooms live at the request time (~{np.mean(n_live):.0f})")
-    for col in ("model", "HR@1", "HR@5", "HR@10", "NDCG@10", "MRR", "HR@10 new", "HR@10 repeat"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for name, r in results.items():
-        a = r["all"]
-        table.add_row(name, f"{a['hr@1']:.3f}", f"{a['hr@5']:.3f}", f"{a['hr@10']:.3f}", f"{a['ndcg@10']:.3f}",
-                      f"{a['mrr']:.3f}", f"{r['new']['hr@10']:.3f}", f"{r['repeat']['hr@10']:.3f}")
-    console.print(table)
+    console.print(rec_metrics_table(results, f"Next-room prediction, {len(data.eval_rows):,} targets in the held-out "
+                                             f"day ({args.world_config}); candidates: rooms live at the request time "
+                                             f"(~{np.mean(n_live):.0f})"))
     one, base = results["OneLive"], results[best]
     ar = results["OneLive, full-stack AR decoding"]
     t2 = Table(title="Bars")
@@ -208,7 +208,7 @@ def games(path: Path, args: argparse.Namespace, t0: float) -> dict:
     gcfg = load_config(args.config, TrainConfig)
     gcfg = dataclasses.replace(gcfg, epochs=args.games_generator_epochs, generator=dataclasses.replace(
         gcfg.generator, time_features=False, max_history=cfg.max_len))  # no timestamps in this data
-    res = train_generator(gcfg, log, training_rows(log), Path(args.out) / "gen-games", resume=False,
+    res = train_generator(gcfg, log, log.examples(min_history=1), Path(args.out) / "gen-games", resume=False,
                           progress=None)
     stage(f"OneLive generator on games: {len(res.losses)} steps, {res.samples_per_s:,.0f} samples/s, "
           f"{collided} items share a SID", t0)

@@ -241,19 +241,13 @@ def rec_train(
     console.print(f"{len(res.losses):,} steps, loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}; "
                   f"{res.samples_per_s:,.0f} samples/s this run; checkpoint, losses.csv and loss.png in {out}")
     if eval_targets:
-        from rich.table import Table
+        from livemind.report import rec_metrics_table
 
-        rankers = [GeneratorRanker(res.model, data.live_for(static), cfg.generator.max_history),
-                   PopularityRanker(data.live_for(static))]
-        table = Table(title=f"{len(data.eval_rows):,} held-out targets after {data.split:.0f}; candidates: live rooms")
-        for col in ("model", "HR@1", "HR@10", "NDCG@10", "MRR", "HR@10 new", "HR@10 repeat"):
-            table.add_column(col, justify="left" if col == "model" else "right")
-        for r in rankers:
-            m = evaluate(r, data.log_for(static), data.eval_rows)
-            a = m["all"]
-            table.add_row(r.name, *(f"{a[k]:.3f}" for k in ("hr@1", "hr@10", "ndcg@10", "mrr")),
-                          f"{m['new']['hr@10']:.3f}", f"{m['repeat']['hr@10']:.3f}")
-        console.print(table)
+        results = {r.name: evaluate(r, data.log_for(static), data.eval_rows)
+                   for r in (GeneratorRanker(res.model, data.live_for(static), cfg.generator.max_history),
+                             PopularityRanker(data.live_for(static)))}
+        console.print(rec_metrics_table(results, f"{len(data.eval_rows):,} held-out targets after {data.split:.0f}; "
+                                                 "candidates: live rooms"))
 
 
 @rec_app.command("recommend")
@@ -273,25 +267,20 @@ def rec_recommend(
 
     from livemind.errors import DataError
     from livemind.rec.beam import recommend
+    from livemind.rec.pipeline import tokenise
+    from livemind.rec.tokenizer import DynamicTokenizer
     from livemind.rec.train import load_generator
+    from livemind.world.tables import WorldData
 
     if top_k < 1 or beam < 1:
         raise DataError(f"--top-k and --beam must be at least 1, got {top_k} and {beam}")
-    from livemind.rec.data import WatchLog, segment_codes
-    from livemind.rec.evaluate import LiveRooms
-    from livemind.rec.segments import SegmentFrame
-    from livemind.rec.tokenizer import DynamicTokenizer
-    from livemind.world.tables import WorldData
-
     tok = DynamicTokenizer.load(tokenizer, cache_dir=cache)
     model = load_generator(generator, tok.version)
     data = WorldData.load(world)
     if viewer not in set(data.viewers.column("id").to_numpy().tolist()):
         raise DataError(f"viewer {viewer} is not in {world}")
-    frame = SegmentFrame.from_world(data)
-    codes = segment_codes(tok, frame)
-    live = LiveRooms(data, frame, codes, tok.version)
-    hist = WatchLog.from_world(data, tok, codes=codes).history_at(viewer, time, model.cfg.max_history)
+    _, _, log, live = tokenise(data, tok)
+    hist = log.history_at(viewer, time, model.cfg.max_history)
     snap = live.snapshot(time)
     recs = recommend(model, hist, snap, top_k, beam)
     n_hist = int(hist.valid.sum())

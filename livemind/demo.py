@@ -98,10 +98,10 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console) -> None:
     from rich.table import Table
 
     from livemind.cli import progress_bar
-    from livemind.rec.baselines import SASRecRanker, train_live_sasrec
+    from livemind.rec.baselines import SASRecRanker, live_sasrec_config, train_live_sasrec
     from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
     from livemind.rec.pipeline import prepare, train_generator
-    from livemind.rec.sasrec import SASRecConfig
+    from livemind.report import rec_metrics_table
 
     split = DEMO_WORLD.start_time + DEMO_WORLD.days * 86400 * 2 / 3
     data = prepare(world, tok, split, n_eval=DEMO_TARGETS, seed=0)
@@ -115,21 +115,14 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console) -> None:
                   f"({ran}); loss {np.mean(res.losses[:20]):.2f} -> {np.mean(res.losses[-20:]):.2f}, "
                   f"curve in {out / 'generator' / 'loss.png'}")
     g = cfg.generator
-    sas, _ = train_live_sasrec(data.log, data.live, split, SASRecConfig(
-        n_items=world.streamers.num_rows, d_model=64, max_len=g.max_history, dropout=0.2, epochs=8,
-        repeat_aware=True), availability_aware=True)
+    sas, _ = train_live_sasrec(data.log, data.live, split, live_sasrec_config(
+        world.streamers.num_rows, g.max_history, repeat_aware=True), availability_aware=True)
     rankers = [GeneratorRanker(res.model, data.live, g.max_history),
                SASRecRanker(sas, data.live, name="SASRec, live + repeat-aware"), PopularityRanker(data.live)]
-    table = Table(title=f"next room, {len(data.eval_rows)} held-out watches (day 2, after the split); "
-                        "candidates: the rooms live at that moment")
-    for col in ("model", "HR@1", "HR@10", "NDCG@10", "HR@10 new", "HR@10 repeat"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in rankers:
-        m = evaluate(r, data.log, data.eval_rows)
-        table.add_row(r.name, f"{m['all']['hr@1']:.3f}", f"{m['all']['hr@10']:.3f}", f"{m['all']['ndcg@10']:.3f}",
-                      f"{m['new']['hr@10']:.3f}", f"{m['repeat']['hr@10']:.3f}")
-    console.print(table)
-    console.print("(small world: ~25 rooms live at once; benchmarks/rec_quality.py measures on a larger one)")
+    results = {r.name: evaluate(r, data.log, data.eval_rows) for r in rankers}
+    live_now = np.mean([len(data.live.rooms(float(t))) for t in data.log.time[data.eval_rows]])
+    console.print(rec_metrics_table(results, f"next room, {len(data.eval_rows)} held-out watches after the split; "
+                                             f"candidates: the rooms live at that moment ({live_now:.0f} on average)"))
 
     def card(room: int, t: float) -> str:
         seg = data.frame.lookup(np.array([room]), np.array([t]))[0]
@@ -138,10 +131,9 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console) -> None:
     for row in data.eval_rows[:: max(1, len(data.eval_rows) // 3)][:3]:
         t, target = float(data.log.time[row]), int(data.log.room[row])
         when = datetime.fromtimestamp(t, UTC).strftime("%a %H:%M")
-        past = data.log.room[data.log.first[row]:row][-3:]
+        past = np.arange(data.log.first[row], row)[-3:]
         console.print(f"viewer {int(data.log.viewer[row])} at {when}, {len(data.live.rooms(t))} rooms live; last watched: "
-                      + "; ".join(card(int(r), float(data.log.time[data.log.first[row]:row][-3:][i]))
-                                  for i, r in enumerate(past)))
+                      + "; ".join(card(int(data.log.room[i]), float(data.log.time[i])) for i in past))
         table = Table(show_header=True, box=None)
         table.add_column("#", justify="right")
         for r in (rankers[0], rankers[2]):

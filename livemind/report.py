@@ -51,3 +51,17 @@ def render_stats(stats: WorldStats, console: Console, title: str = "world") -> N
         bars = "".join(_BARS[round(n / peak * (len(_BARS) - 1))] for _, n in stats.live_over_time)
         first, last = stats.live_over_time[0][0], stats.live_over_time[-1][0]
         console.print(f"rooms live over time ({_when(first)} .. {_when(last)}, peak {peak}): [bold]{bars}[/bold]")
+
+
+def rec_metrics_table(results: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
+    """One row per ranker from `livemind.rec.evaluate.evaluate` results ({name: {split: {metric: v}}})."""
+    table = Table(title=title)
+    cols = ("HR@1", "HR@5", "HR@10", "NDCG@10", "MRR", "HR@10 new", "HR@10 repeat")
+    table.add_column("model")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for name, r in results.items():
+        a = r["all"]
+        table.add_row(name, *(f"{a[k]:.3f}" for k in ("hr@1", "hr@5", "hr@10", "ndcg@10", "mrr")),
+                      f"{r['new']['hr@10']:.3f}", f"{r['repeat']['hr@10']:.3f}")
+    return table

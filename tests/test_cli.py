@@ -50,7 +50,8 @@ def test_load_with_and_without_skip_bad(tmp_path):
     assert "wrote 1 events" in text(res) and "skipped 1 bad rows" in text(res)
 
 
-def test_tokenizer_fit_and_report(tmp_path):
+def tiny_world_and_tokenizer_config(tmp_path):
+    """A one-day world simulated through the CLI, and a fast hashing-encoder tokenizer config."""
     cfg = tmp_path / "w.yaml"
     cfg.write_text("seed: 2\nn_viewers: 300\nn_streamers: 25\ndays: 1.0\n")
     world = tmp_path / "world"
@@ -58,6 +59,11 @@ def test_tokenizer_fit_and_report(tmp_path):
     tcfg = tmp_path / "t.yaml"
     tcfg.write_text("encoder: {kind: hashing, dim: 64}\nfusion: {hidden_dim: 16, out_dim: 8}\n"
                     "rq: {levels: 2, codebook_size: 8, n_iter: 5}\nepochs: 1\nbatch_size: 32\n")
+    return world, tcfg
+
+
+def test_tokenizer_fit_and_report(tmp_path):
+    world, tcfg = tiny_world_and_tokenizer_config(tmp_path)
     tok = tmp_path / "tok"
     until = 1767571200 + 21 * 3600
     res = runner.invoke(app, ["rec", "tokenizer", "fit", "--world", str(world), "--out", str(tok), "--config", str(tcfg),
@@ -78,13 +84,7 @@ def test_tokenizer_fit_and_report(tmp_path):
 
 
 def test_rec_train_resume_and_recommend(tmp_path):
-    cfg = tmp_path / "w.yaml"
-    cfg.write_text("seed: 2\nn_viewers: 300\nn_streamers: 25\ndays: 1.0\n")
-    world = tmp_path / "world"
-    assert runner.invoke(app, ["world", "simulate", "--config", str(cfg), "--out", str(world)]).exit_code == 0
-    tcfg = tmp_path / "t.yaml"
-    tcfg.write_text("encoder: {kind: hashing, dim: 64}\nfusion: {hidden_dim: 16, out_dim: 8}\n"
-                    "rq: {levels: 2, codebook_size: 8, n_iter: 5}\nepochs: 1\nbatch_size: 32\n")
+    world, tcfg = tiny_world_and_tokenizer_config(tmp_path)
     tok, cache = tmp_path / "tok", str(tmp_path / "cache")
     until = 1767571200 + 18 * 3600
     assert runner.invoke(app, ["rec", "tokenizer", "fit", "--world", str(world), "--out", str(tok), "--config", str(tcfg),

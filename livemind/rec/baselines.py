@@ -24,7 +24,7 @@ import torch
 
 from livemind.rec.data import WatchLog
 from livemind.rec.evaluate import LiveRooms
-from livemind.rec.sasrec import NegativeSampler, SASRec, SASRecConfig, pad_left, train_sasrec
+from livemind.rec.sasrec import NegativeSampler, SASRec, SASRecConfig, pad_left, train_sasrec, uniform_negatives
 
 # (histories (B, T) item ids left-padded with 0, candidates (B, C)) -> scores (B, C)
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,7 +52,7 @@ def live_negatives(live: LiveRooms, times: np.ndarray, step: float = 300.0) -> N
     lists = [live.streamer_of(live.rooms(t)) + 1 for t in grid]
     offsets = np.r_[0, np.cumsum([len(x) for x in lists])]
     flat = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
-    n_items = int(live.streamers_total)
+    uniform = uniform_negatives(int(live.streamers_total))
 
     def sample(rng: np.random.Generator, pos: np.ndarray, rows: np.ndarray) -> np.ndarray:
         t = times[rows][:, 1:]  # (B, T) target times
@@ -62,13 +62,17 @@ def live_negatives(live: LiveRooms, times: np.ndarray, step: float = 300.0) -> N
         neg = np.where(n > 0, flat[np.minimum(lo + k, len(flat) - 1)], 0)
         clash = (neg == pos) & (n > 1)  # the positive itself: take the next live room of the slot
         neg[clash] = flat[lo[clash] + (k[clash] + 1) % n[clash]]
-        empty = (neg == 0) | (neg == pos)  # nothing else live: a uniform draw, never the positive
-        neg[empty] = rng.integers(1, n_items + 1, int(empty.sum()))
-        clash = neg == pos
-        neg[clash] = neg[clash] % n_items + 1
+        empty = (neg == 0) | (neg == pos)  # nothing else live: the paper's uniform draw
+        neg[empty] = uniform(rng, pos[empty], rows)
         return neg
 
     return sample
+
+
+def live_sasrec_config(n_items: int, max_len: int, epochs: int = 8, repeat_aware: bool = False) -> SASRecConfig:
+    """SASRec on the live world: wider (64) and lighter dropout (0.2) than the paper's sparse Amazon settings."""
+    return SASRecConfig(n_items=n_items, d_model=64, max_len=max_len, dropout=0.2, epochs=epochs,
+                        repeat_aware=repeat_aware)
 
 
 def train_live_sasrec(log: WatchLog, live: LiveRooms, split: float, cfg: SASRecConfig,
@@ -97,9 +101,7 @@ class SASRecRanker:
             return []
         first = int(log.first[row])
         hist = log.streamer[max(first, row - self.model.cfg.max_len):row] + 1
-        seq = torch.from_numpy(pad_left([hist], self.model.cfg.max_len))
-        if not len(hist):  # cold start: the model has nothing to attend to; rank by item norm
-            seq = seq[:, -1:]
+        seq = torch.from_numpy(pad_left([hist], self.model.cfg.max_len))  # cold start: all padding
         cand = torch.from_numpy(self.live.streamer_of(rooms) + 1)[None]
         with torch.inference_mode():
             scores = self.model.score(seq, cand)[0].numpy()
@@ -132,11 +134,17 @@ def leave_one_out(seqs: dict[int, np.ndarray]) -> LeaveOneOut:
     return LeaveOneOut(train, np.array(users), history, np.array(target), n_items)
 
 
-def _metrics(rank: np.ndarray) -> dict[str, float]:
-    """rank: 1-based (ties counted half, so possibly x.5)."""
+def ranking_metrics(rank: np.ndarray) -> dict[str, float]:
+    """HR@10 / NDCG@10 of 1-based ranks (ties counted half, so possibly x.5; np.inf = not ranked)."""
     hit = rank <= 10
-    return {"hr@10": float(hit.mean()), "ndcg@10": float(np.where(hit, 1.0 / np.log2(rank + 1), 0.0).mean()),
+    return {"hr@10": float(hit.mean()), "ndcg@10": float(np.where(hit, 1.0 / np.log2(np.where(hit, rank, 1.0) + 1), 0.0).mean()),
             "n": int(len(rank))}
+
+
+def eval_users(split: LeaveOneOut, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of the test users to evaluate: all, or a seeded sample of `limit`."""
+    n = len(split.target)
+    return np.arange(n) if limit is None else np.random.default_rng(seed).permutation(n)[:limit]
 
 
 def evaluate_sampled(score: ScoreFn, split: LeaveOneOut, max_len: int, n_neg: int = 100, seed: int = 0,
@@ -144,7 +152,7 @@ def evaluate_sampled(score: ScoreFn, split: LeaveOneOut, max_len: int, n_neg: in
                      progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """HR@10 / NDCG@10 of the target among `n_neg` uniform negatives the user never interacted with."""
     rng = np.random.default_rng(seed)
-    idx = np.arange(len(split.target)) if limit is None else rng.permutation(len(split.target))[:limit]
+    idx = eval_users(split, limit, seed)
     ranks = np.zeros(len(idx))
     for b in range(0, len(idx), batch):
         rows = idx[b:b + batch]
@@ -162,14 +170,13 @@ def evaluate_sampled(score: ScoreFn, split: LeaveOneOut, max_len: int, n_neg: in
         ranks[b:b + len(rows)] = 1 + (s[:, 1:] > s[:, :1]).sum(1) + 0.5 * (s[:, 1:] == s[:, :1]).sum(1)
         if progress:
             progress(min(b + batch, len(idx)), len(idx))
-    return _metrics(ranks)
+    return ranking_metrics(ranks)
 
 
 def evaluate_full(score: ScoreFn, split: LeaveOneOut, max_len: int, batch: int = 256, limit: int | None = None,
                   seed: int = 0) -> dict[str, float]:
     """HR@10 / NDCG@10 of the target against every item the user has not interacted with."""
-    rng = np.random.default_rng(seed)
-    idx = np.arange(len(split.target)) if limit is None else rng.permutation(len(split.target))[:limit]
+    idx = eval_users(split, limit, seed)
     all_items = torch.arange(1, split.n_items + 1)
     ranks = np.zeros(len(idx))
     for b in range(0, len(idx), batch):
@@ -184,4 +191,4 @@ def evaluate_full(score: ScoreFn, split: LeaveOneOut, max_len: int, batch: int =
             mask[t] = False
             row = np.where(mask, -np.inf, s[j])
             ranks[b + j] = 1 + (row > row[t]).sum() + 0.5 * ((row == row[t]).sum() - 1)
-    return _metrics(ranks)
+    return ranking_metrics(ranks)

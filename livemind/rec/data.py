@@ -34,6 +34,11 @@ def segment_codes(tok: DynamicTokenizer, frame: SegmentFrame) -> np.ndarray:
     return codes
 
 
+def static_codes(frame: SegmentFrame, codes: np.ndarray) -> np.ndarray:
+    """TIGER-style: every segment of a room gets the SID of the room's first segment."""
+    return codes[np.repeat(frame.room_offset, frame.room_count)]
+
+
 @dataclass
 class WatchLog:
     """Watch tokens sorted by (viewer, time). Arrays are (N,) unless noted."""
@@ -49,11 +54,12 @@ class WatchLog:
 
     @classmethod
     def from_world(cls, world: WorldData, tok: DynamicTokenizer, static: bool = False,
-                   codes: np.ndarray | None = None) -> WatchLog:
-        frame = SegmentFrame.from_world(world)
+                   codes: np.ndarray | None = None, frame: SegmentFrame | None = None) -> WatchLog:
+        """`codes` and `frame`, when the caller has them already, spare re-tokenising the world."""
+        frame = SegmentFrame.from_world(world) if frame is None else frame
         codes = segment_codes(tok, frame) if codes is None else codes
-        if static:  # every segment of a room gets the room's first SID
-            codes = codes[np.repeat(frame.room_offset, frame.room_count)]
+        if static:
+            codes = static_codes(frame, codes)
         ev = world.event_batch()
         ev = ev.take(np.flatnonzero(ev.kind == WATCH))
         seg = frame.lookup(ev.room, ev.time)

@@ -40,13 +40,18 @@ class LiveRooms:
         return self.streamer[np.searchsorted(self.room, rooms)]
 
     def rooms(self, t: float) -> np.ndarray:
-        return np.sort(self.room[(self.start <= t) & (t < self.end)])
+        """Ids of the rooms live at t, ascending (self.room is sorted)."""
+        return self.room[(self.start <= t) & (t < self.end)]
+
+    def _live_segments(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Rooms live at t that have a segment at t, and that segment's row."""
+        rooms = self.rooms(t)
+        seg = self.frame.lookup(rooms, np.full(len(rooms), t))
+        return rooms[seg >= 0], seg[seg >= 0]
 
     def live_codes(self, t: float) -> np.ndarray:
         """SIDs (n, L) of the rooms live at t (rooms without a segment at t left out)."""
-        rooms = self.rooms(t)
-        seg = self.frame.lookup(rooms, np.full(len(rooms), t))
-        return self.codes[seg[seg >= 0]]
+        return self.codes[self._live_segments(t)[1]]
 
     def allowed(self, times: np.ndarray, target: np.ndarray, codebook_size: int) -> np.ndarray:
         """(B, L, K) bool: at each level, the codes that continue target[:l] among the rooms live at times[b]."""
@@ -63,12 +68,9 @@ class LiveRooms:
     def snapshot(self, t: float) -> LiveSnapshot:
         if t in self._snapshots:
             return self._snapshots[t]
-        rooms = self.rooms(t)
-        seg = self.frame.lookup(rooms, np.full(len(rooms), t))
         index = LiveIndex(self.codes.shape[1], self.version)
-        for room, s in zip(rooms, seg):
-            if s >= 0:
-                index.upsert(int(room), tuple(int(c) for c in self.codes[s]))
+        for room, s in zip(*self._live_segments(t)):
+            index.upsert(int(room), tuple(int(c) for c in self.codes[s]))
         if len(self._snapshots) >= 100_000:
             self._snapshots.clear()
         self._snapshots[t] = snap = index.snapshot()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from livemind.errors import DataError
-from livemind.rec.data import WatchLog, segment_codes
+from livemind.rec.data import WatchLog, segment_codes, static_codes
 from livemind.rec.evaluate import LiveRooms
 from livemind.rec.generator import OneLiveGenerator
 from livemind.rec.segments import SegmentFrame
@@ -45,14 +45,19 @@ class RecData:
         return self.static_live if static else self.live
 
 
+def tokenise(world: WorldData, tok: DynamicTokenizer) -> tuple[SegmentFrame, np.ndarray, WatchLog, LiveRooms]:
+    """Every segment's dynamic SID (segments, L), the watch log carrying them, and the live rooms."""
+    frame = SegmentFrame.from_world(world)
+    codes = segment_codes(tok, frame)
+    return (frame, codes, WatchLog.from_world(world, tok, codes=codes, frame=frame),
+            LiveRooms(world, frame, codes, tok.version))
+
+
 def prepare(world: WorldData, tok: DynamicTokenizer, split: float, n_eval: int | None = None,
             seed: int = 0) -> RecData:
     """Tokenise every segment, build the watch logs and pick the targets (a seeded sample of n_eval)."""
-    frame = SegmentFrame.from_world(world)
-    codes = segment_codes(tok, frame)
-    log = WatchLog.from_world(world, tok, codes=codes)
-    static_log = WatchLog.from_world(world, tok, static=True, codes=codes)
-    static_codes = codes[np.repeat(frame.room_offset, frame.room_count)]
+    frame, codes, log, live = tokenise(world, tok)
+    static_log = WatchLog.from_world(world, tok, static=True, codes=codes, frame=frame)
     train_rows = log.examples(end=split, min_history=1)
     eval_rows = log.examples(start=split)
     if not len(train_rows):
@@ -61,8 +66,8 @@ def prepare(world: WorldData, tok: DynamicTokenizer, split: float, n_eval: int |
         raise DataError(f"no watch after the split time {split:.0f} to evaluate on")
     if n_eval is not None and n_eval < len(eval_rows):
         eval_rows = np.sort(np.random.default_rng(seed).choice(eval_rows, n_eval, replace=False))
-    return RecData(world, frame, codes, log, static_log, LiveRooms(world, frame, codes, tok.version),
-                   LiveRooms(world, frame, static_codes, tok.version), split, train_rows, eval_rows)
+    return RecData(world, frame, codes, log, static_log, live,
+                   LiveRooms(world, frame, static_codes(frame, codes), tok.version), split, train_rows, eval_rows)
 
 
 @dataclass

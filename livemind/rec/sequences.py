@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from livemind.rec.baselines import LeaveOneOut, ScoreFn
+from livemind.rec.baselines import LeaveOneOut, ScoreFn, eval_users, ranking_metrics
 from livemind.rec.beam import recommend
 from livemind.rec.data import WATCH, WatchLog
 from livemind.rec.generator import History, OneLiveGenerator
 from livemind.rec.live_index import LiveIndex
 from livemind.rec.rq import ResidualQuantizer, RQConfig
+from livemind.rec.sasrec import pad_left
 
 
 def item_sids(item_vectors: np.ndarray, cfg: RQConfig) -> np.ndarray:
@@ -39,28 +40,26 @@ def sequence_log(seqs: list[np.ndarray], sids: np.ndarray, version: str) -> Watc
     return WatchLog(viewer, items, items, time, np.zeros(len(items)), sids[items], first, version)
 
 
+def item_history(seq: torch.Tensor, sids: torch.Tensor) -> History:
+    """Histories of item ids seq (B, T), left-padded with 0, as generator input: no time, no watch time."""
+    B, T = seq.shape
+    return History(codes=sids[seq], kind=torch.full((B, T), WATCH, dtype=torch.long), watch=torch.zeros(B, T),
+                   time=torch.zeros(B, T, dtype=torch.float64), valid=seq > 0, now=torch.zeros(B, dtype=torch.float64))
+
+
 def generator_scores(model: OneLiveGenerator, sids: np.ndarray) -> ScoreFn:
     """A ScoreFn: log P(SID of each candidate) after each history (item ids, left-padded with 0)."""
     sid_t = torch.from_numpy(sids)
     H = model.cfg.max_history
 
     def score(seq: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        seq = seq[:, -H:]
-        B, T = seq.shape
-        valid = seq > 0
-        hist = History(codes=sid_t[seq], kind=torch.full((B, T), WATCH, dtype=torch.long), watch=torch.zeros(B, T),
-                       time=torch.zeros(B, T, dtype=torch.float64), valid=valid, now=torch.zeros(B, dtype=torch.float64))
+        hist = item_history(seq[:, -H:], sid_t)
         out = []
         for i in range(0, cand.shape[1], 128):  # bounded memory for full ranking
             out.append(model.sid_log_prob(hist, sid_t[cand[:, i:i + 128]]))
         return torch.cat(out, dim=1)
 
     return score
-
-
-def training_rows(log: WatchLog) -> np.ndarray:
-    """Every position with at least one earlier item in its sequence."""
-    return log.examples(min_history=1)
 
 
 def split_summary(split: LeaveOneOut) -> str:
@@ -75,19 +74,15 @@ def generator_full_ranking(model: OneLiveGenerator, sids: np.ndarray, split: Lea
     for item in range(1, len(sids)):
         index.upsert(item, tuple(int(c) for c in sids[item]))
     snap = index.snapshot()
-    rng = np.random.default_rng(seed)
-    idx = np.arange(len(split.target)) if limit is None else rng.permutation(len(split.target))[:limit]
-    ranks = np.zeros(len(idx))
+    sid_t = torch.from_numpy(sids)
+    H = min(max_len, model.cfg.max_history)
+    idx = eval_users(split, limit, seed)
+    ranks = np.full(len(idx), np.inf)  # inf: not in the top 10
     for i, r in enumerate(idx):
-        hist_items = split.history[r][-min(max_len, model.cfg.max_history):]
-        T = len(hist_items)
-        hist = History(codes=torch.from_numpy(sids[hist_items][None]), kind=torch.full((1, T), WATCH, dtype=torch.long),
-                       watch=torch.zeros(1, T), time=torch.zeros(1, T, dtype=torch.float64),
-                       valid=torch.ones(1, T, dtype=torch.bool), now=torch.zeros(1, dtype=torch.float64))
+        hist = item_history(torch.from_numpy(pad_left([split.history[r]], H)), sid_t)
         seen = set(split.history[r].tolist())
         ranked = [item for item, _ in recommend(model, hist, snap, top_k=beam, beam=beam) if item not in seen]
         t = int(split.target[r])
-        ranks[i] = ranked.index(t) + 1 if t in ranked[:10] else np.inf
-    hit = ranks <= 10
-    return {"hr@10": float(hit.mean()), "ndcg@10": float(np.where(hit, 1.0 / np.log2(np.minimum(ranks, 1e9) + 1), 0.0).mean()),
-            "n": int(len(idx))}
+        if t in ranked[:10]:
+            ranks[i] = ranked.index(t) + 1
+    return ranking_metrics(ranks)

@@ -5,7 +5,7 @@ from livemind.rec.baselines import evaluate_sampled, leave_one_out
 from livemind.rec.generator import GeneratorConfig
 from livemind.rec.pipeline import train_generator
 from livemind.rec.rq import RQConfig
-from livemind.rec.sequences import generator_full_ranking, generator_scores, item_sids, sequence_log, training_rows
+from livemind.rec.sequences import generator_full_ranking, generator_scores, item_sids, sequence_log
 from livemind.rec.train import TrainConfig
 from tests.rec.test_sasrec import cyclic_sequences
 
@@ -17,7 +17,7 @@ def test_sequence_log_positions_and_sids():
     assert log.time.tolist() == [0, 1, 0, 1, 2]
     assert log.first.tolist() == [0, 0, 2, 2, 2]
     assert log.sid.tolist() == [[6, 7], [2, 3], [10, 11], [4, 5], [8, 9]]
-    assert training_rows(log).tolist() == [1, 3, 4]
+    assert log.examples(min_history=1).tolist() == [1, 3, 4]
 
 
 def test_item_sids_are_nearly_unique_and_pad_is_zero():
@@ -34,7 +34,7 @@ def test_generator_learns_item_sequences(tmp_path):
     cfg = TrainConfig(generator=GeneratorConfig(levels=2, codebook_size=6, d_model=32, n_heads=2, n_layers=1,
                                                 max_history=10, time_features=False, level_weights=(1.0, 1.0)),
                       epochs=4, batch_size=64, lr=1e-2, checkpoint_every=10_000)
-    res = train_generator(cfg, log, training_rows(log), tmp_path, resume=False)
+    res = train_generator(cfg, log, log.examples(min_history=1), tmp_path, resume=False)
     assert np.mean(res.losses[-5:]) < 0.5 * np.mean(res.losses[:5])
     assert (tmp_path / "losses.csv").read_text().startswith("step,loss\n1,")
     assert (tmp_path / "loss.png").stat().st_size > 1000
