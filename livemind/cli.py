@@ -294,6 +294,119 @@ def rec_recommend(
                       f"  log p {score:.2f}")
 
 
+def _progress_with_stats(bar, task):
+    def update(done: int, total: int, stats: dict) -> None:
+        bar.update(task, completed=done, total=total,
+                   description=f"aligning (value {stats['value']:.3f} vs {stats['value_ref']:.3f}, KL {stats['kl']:.2f})")
+    return update
+
+
+@rec_app.command("align")
+@friendly
+def rec_align(
+    world: Annotated[Path, typer.Option(help="a world directory")],
+    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory")],
+    generator: Annotated[Path, typer.Option(help="the pretrained generator checkpoint (livemind rec train)")],
+    out: Annotated[Path, typer.Option(help="directory for the aligned generator (a generator checkpoint)")],
+    config: Annotated[Path | None, typer.Option(help="YAML alignment config, e.g. configs/rec/align.yaml")] = None,
+    reward_model: Annotated[Path | None, typer.Option(help="reward-model directory: loaded when it holds one of this "
+                                                           "config, else trained there (default: OUT/reward_model)")] = None,
+    split: Annotated[float | None, typer.Option(help="Unix time: learn before, evaluate after (default: the tokenizer's "
+                                                     "train_until)")] = None,
+    eval_targets: Annotated[int, typer.Option(help="held-out targets for HR@10 before/after (0: none)")] = 1000,
+    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+) -> None:
+    """Align the generator to multiple objectives (GRPO or DPO) with a learned reward model."""
+    from livemind.config import load_config
+    from livemind.rec.align_pipeline import aligned_for, reward_model_for
+    from livemind.rec.alignment import AlignConfig
+    from livemind.rec.evaluate import GeneratorRanker, evaluate
+    from livemind.rec.feedback import ViewerState
+    from livemind.rec.train import load_generator
+    from livemind.report import calibration_table, rec_metrics_table
+
+    cfg = load_config(config, AlignConfig) if config else AlignConfig()  # bad weights fail here, before any work
+    data = _rec_data(world, tokenizer, split, cache, eval_targets or None)
+    pretrained = load_generator(generator, data.log.tokenizer_version)
+    state = ViewerState.from_world(data.world)
+    rm_dir = reward_model or out / "reward_model"
+    with progress_bar("reward model") as bar:
+        task = bar.add_task("reward", total=None)
+        reward, cal, trained = reward_model_for(data, state, cfg.reward_model, rm_dir,
+                                                lambda d, n: bar.update(task, completed=d, total=n))
+    console.print(f"reward model {'trained' if trained else 'loaded'}: {rm_dir}")
+    console.print(calibration_table(cal.rows, "reward-model calibration on impressions after the split"))
+    with progress_bar("{task.description}") as bar:
+        task = bar.add_task("aligning", total=cfg.steps)
+        model, history, ran = aligned_for(data, pretrained, reward, state, cfg, out, _progress_with_stats(bar, task))
+    last = history[-1]
+    console.print(f"{'aligned' if ran else 'loaded the aligned generator from'} {out}: expected weighted reward "
+                  f"(reward model) {last['value_ref']:.3f} -> {last['value']:.3f}, KL {last['kl']:.2f}; "
+                  f"curve in {out / 'align.png'}")
+    if eval_targets:
+        gh = pretrained.cfg.max_history
+        results = {name: evaluate(GeneratorRanker(m, data.live, gh, name=name), data.log, data.eval_rows)
+                   for name, m in (("OneLive pretrained", pretrained), ("OneLive aligned", model))}
+        console.print(rec_metrics_table(results, f"{len(data.eval_rows):,} held-out targets after {data.split:.0f}"))
+
+
+@rec_app.command("abtest")
+@friendly
+def rec_abtest(
+    world: Annotated[Path, typer.Option(help="a simulated world directory (the A/B needs its ground truth)")],
+    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory")],
+    generator: Annotated[Path, typer.Option(help="the pretrained generator checkpoint")],
+    aligned: Annotated[Path, typer.Option(help="the aligned generator (livemind rec align --out)")],
+    out: Annotated[Path, typer.Option(help="directory for abtest.json and abtest.png")],
+    reward_model: Annotated[Path | None, typer.Option(help="reward-model directory (default: ALIGNED/reward_model)")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML A/B config, e.g. configs/rec/abtest.yaml")] = None,
+    split: Annotated[float | None, typer.Option(help="the A/B window starts here (default: the tokenizer's "
+                                                     "train_until) and runs to the end of the log")] = None,
+    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+) -> None:
+    """Simulated online A/B: popularity, cascade, OneLive pretrained and aligned on the same visits."""
+    import json
+
+    from livemind.config import load_config
+    from livemind.rec.abtest import METRICS, ABConfig, ground_truth, plot_abtest, run_abtest, sample_visits
+    from livemind.rec.align_pipeline import standard_policies
+    from livemind.rec.feedback import ViewerState
+    from livemind.rec.reward_model import load_reward_model
+    from livemind.rec.train import load_generator
+    from livemind.report import abtest_table
+
+    cfg = load_config(config, ABConfig) if config else ABConfig()
+    data = _rec_data(world, tokenizer, split, cache, 1)
+    sim = ground_truth(data.world)
+    version = data.log.tokenizer_version
+    reward = load_reward_model(reward_model or aligned / "reward_model", version)
+    gens = {"OneLive pretrained": load_generator(generator, version), "OneLive aligned": load_generator(aligned, version)}
+    state = ViewerState.from_world(data.world)
+    policies = standard_policies(data, state, reward, cfg, gens)
+    viewers, times = sample_visits(data.world, data.split, float(data.log.time.max()) + 1, cfg.visits, cfg.seed)
+    with progress_bar("{task.description}") as bar:
+        task = bar.add_task("serving", total=len(viewers) * len(policies))
+        done = {p.name: 0 for p in policies}
+
+        def tick(name: str, i: int, n: int) -> None:
+            done[name] = i
+            bar.update(task, completed=sum(done.values()), description=f"serving visits ({name})")
+
+        res = run_abtest(sim, state, policies, viewers, times, cfg, tick)
+    console.print(abtest_table(res, "cascade", f"simulated A/B, {len(viewers):,} visits x {cfg.slate} room(s) after "
+                                               f"{data.split:.0f}: per 1,000 impressions [95% CI]"))
+    lift = res.lift("OneLive aligned", "OneLive pretrained", "weighted")
+    console.print(f"aligned vs pretrained, weighted objective: {lift[0]:+.1%} [{lift[1]:+.1%}, {lift[2]:+.1%}]")
+    out.mkdir(parents=True, exist_ok=True)
+    plot_abtest(res, "cascade", out / "abtest.png")
+    (out / "abtest.json").write_text(json.dumps({
+        "per_1000": {p: res.per_1000(p) for p in res.policies},
+        "lift_vs_cascade": {p: {m: res.lift(p, "cascade", m) for m in METRICS} for p in res.policies if p != "cascade"},
+        "lift_aligned_vs_pretrained": {m: res.lift("OneLive aligned", "OneLive pretrained", m) for m in METRICS},
+        "visits": len(viewers), "slate": cfg.slate}, indent=2))
+    console.print(f"table in {out / 'abtest.json'}, plot in {out / 'abtest.png'}")
+
+
 @app.command()
 @friendly
 def demo(

@@ -65,3 +65,29 @@ def rec_metrics_table(results: dict[str, dict[str, dict[str, float]]], title: st
         table.add_row(name, *(f"{a[k]:.3f}" for k in ("hr@1", "hr@5", "hr@10", "ndcg@10", "mrr")),
                       f"{r['new']['hr@10']:.3f}", f"{r['repeat']['hr@10']:.3f}")
     return table
+
+
+def calibration_table(rows: dict[str, dict[str, float]], title: str) -> Table:
+    """Reward-model calibration per head (`livemind.rec.reward_model.calibration(...).rows`)."""
+    table = Table(title=title)
+    for col in ("head", "n", "mean predicted", "mean observed", "ECE"):
+        table.add_column(col, justify="left" if col == "head" else "right")
+    for name, r in rows.items():
+        table.add_row(name, f"{r['n']:,}", f"{r['predicted']:.4f}", f"{r['observed']:.4f}",
+                      "" if r["ece"] != r["ece"] else f"{r['ece']:.4f}")
+    return table
+
+
+def abtest_table(res, baseline: str, title: str) -> Table:
+    """Per 1,000 impressions with 95% intervals, and each policy's lift over `baseline`
+    (`livemind.rec.abtest.ABResult`)."""
+    from livemind.rec.abtest import METRICS, ab_table_rows
+
+    table = Table(title=title)
+    table.add_column("policy")
+    table.add_column("impressions", justify="right")
+    for m in METRICS:
+        table.add_column("CTR" if m == "click" else m.replace("_", " "), justify="right")
+    for row in ab_table_rows(res, baseline):
+        table.add_row(*row, style="dim" if row[0].startswith("  lift") else None)
+    return table

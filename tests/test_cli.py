@@ -83,7 +83,8 @@ def test_tokenizer_fit_and_report(tmp_path):
     assert res.exit_code == 2 and "no tokenizer.json" in text(res)
 
 
-def test_rec_train_resume_and_recommend(tmp_path):
+def tiny_tokenizer_and_generator(tmp_path):
+    """The tiny CLI world, a tokenizer fit on its first 18 hours and a generator trained for one epoch."""
     world, tcfg = tiny_world_and_tokenizer_config(tmp_path)
     tok, cache = tmp_path / "tok", str(tmp_path / "cache")
     until = 1767571200 + 18 * 3600
@@ -97,6 +98,11 @@ def test_rec_train_resume_and_recommend(tmp_path):
             "--cache", cache, "--eval-targets", "40"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
+    return world, tok, cache, gcfg, gen, until, args, res
+
+
+def test_rec_train_resume_and_recommend(tmp_path):
+    world, tok, cache, gcfg, gen, until, args, res = tiny_tokenizer_and_generator(tmp_path)
     for needle in ("steps, loss", "40 held-out targets", "OneLive", "popularity"):
         assert needle in text(res)
     lines = (gen / "losses.csv").read_text().splitlines()
@@ -118,3 +124,45 @@ def test_rec_train_resume_and_recommend(tmp_path):
     assert res.exit_code == 2 and "viewer 99999 is not in" in text(res)
     res = runner.invoke(app, args[:-2] + ["--split", "1"])  # a split before any watch
     assert res.exit_code == 2 and "no watch has an earlier watch before the split time 1" in text(res)
+
+
+def test_rec_align_and_abtest(tmp_path):
+    world, tok, cache, _, gen, until, _, _ = tiny_tokenizer_and_generator(tmp_path)
+    acfg = tmp_path / "a.yaml"
+    acfg.write_text("objectives: {click: 1.0, purchase: -2.0}\n")
+    common = ["--world", str(world), "--tokenizer", str(tok), "--cache", cache]
+    align = ["rec", "align", *common, "--generator", str(gen), "--out", str(tmp_path / "aligned"), "--config", str(acfg)]
+    res = runner.invoke(app, align)
+    assert res.exit_code == 2 and "weight of 'purchase' must be finite and non-negative, got -2.0" in text(res)
+    assert not (tmp_path / "aligned").exists()  # rejected before any work
+    acfg.write_text("objectives: {click: 1.0, watch_minutes: 0.1, purchase: 2.0}\nsteps: 4\nbatch_size: 8\n"
+                    "reward_model: {epochs: 1, batch_size: 256, history: 5}\n")
+    res = runner.invoke(app, align + ["--eval-targets", "30"])
+    assert res.exit_code == 0, res.output
+    for needle in ("reward model trained", "calibration", "purchase", "expected weighted reward", "HR@10",
+                   "30 held-out targets"):
+        assert needle in text(res)
+    aligned = tmp_path / "aligned"
+    assert len((aligned / "align.csv").read_text().splitlines()) == 5 and (aligned / "align.png").is_file()
+    assert (aligned / "reward_model" / "calibration.png").is_file()
+    res = runner.invoke(app, align + ["--eval-targets", "0"])  # same config: both artefacts are reused
+    assert res.exit_code == 0 and "reward model loaded" in text(res) and "loaded the aligned generator" in text(res)
+
+    bcfg = tmp_path / "b.yaml"
+    bcfg.write_text("visits: 25\nslate: 2\nbootstrap: 50\nobjectives: {click: 1.0, watch_minutes: 0.1, purchase: 2.0}\n")
+    ab = ["rec", "abtest", *common, "--generator", str(gen), "--aligned", str(aligned), "--out", str(tmp_path / "ab"),
+          "--config", str(bcfg)]
+    res = runner.invoke(app, ab)
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "ab" / "abtest.json").read_text())
+    assert set(out["per_1000"]) == {"popularity", "cascade", "OneLive pretrained", "OneLive aligned"}
+    assert out["visits"] == 25 and (tmp_path / "ab" / "abtest.png").is_file()
+    assert "aligned vs pretrained, weighted objective" in text(res)
+    assert runner.invoke(app, ab).exit_code == 0
+    assert json.loads((tmp_path / "ab" / "abtest.json").read_text()) == out  # identical seeds, identical numbers
+
+    meta = json.loads((aligned / "reward_model" / "reward_model.json").read_text())
+    meta["tokenizer_version"] = "tok-other"
+    (aligned / "reward_model" / "reward_model.json").write_text(json.dumps(meta))
+    res = runner.invoke(app, ab)
+    assert res.exit_code == 2 and "was trained on tokenizer tok-other's SIDs" in text(res)

@@ -107,7 +107,10 @@ class PopularityRanker:
     name: str = "popularity (live)"
 
     def rank(self, log: WatchLog, row: int) -> list[int]:
-        t = float(log.time[row])
+        return self.rank_at(log, float(log.time[row]))
+
+    def rank_at(self, log: WatchLog, t: float) -> list[int]:
+        """The rooms live at t, by watches in the `window` seconds before t."""
         rooms = self.live.rooms(t)
         recent = (log.time >= t - self.window) & (log.time < t)
         counts = np.bincount(np.searchsorted(rooms, log.room[recent][np.isin(log.room[recent], rooms)]),

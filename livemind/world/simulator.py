@@ -326,15 +326,20 @@ class LiveWorld:
     # ------------------------------------------------------------------------------------
     # feedback model: the ground truth
 
-    def _feedback(self, v: np.ndarray, r: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-impression probabilities and means, each [N]. Conditional on a click except `click`."""
+    def _feedback(self, v: np.ndarray, r: np.ndarray, t: np.ndarray, watches: np.ndarray | None = None,
+                  follows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per-impression probabilities and means, each [N]. Conditional on a click except `click`.
+
+        `watches`/`follows` ([N]) replace the world's own state (past watches of the room's streamer
+        by the viewer, follow flag) when given: an A/B test replays a logged moment.
+        """
         c = self.config
         s = self.room_streamer[r]
         seg = self.segment_index(r, t)
         prod = self.seg_product[seg]
         match = np.einsum("nd,nd->n", self.taste[v], self.seg_vectors[seg])  # [N]
-        fam = np.log1p(self.familiarity[v, s])
-        fol = self.follows[v, s]
+        fam = np.log1p(self.familiarity[v, s] if watches is None else np.asarray(watches, dtype=np.float64))
+        fol = self.follows[v, s] if follows is None else np.asarray(follows, dtype=bool)
         p_click = _sigmoid(c.click_bias + c.click_match * match + c.click_popularity * self.log_popularity[s]
                            + c.click_familiarity * fam + c.click_follow * fol)
         remaining = np.maximum(self.room_end[r] - t - 1.0, 0.0)
@@ -358,15 +363,17 @@ class LiveWorld:
             "streamer": s,
         }
 
-    def expected(self, viewers: np.ndarray, rooms: np.ndarray, t: np.ndarray | float) -> dict[str, np.ndarray]:
+    def expected(self, viewers: np.ndarray, rooms: np.ndarray, t: np.ndarray | float,
+                 watches: np.ndarray | None = None, follows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Expected feedback of showing room r to viewer v at time t (one impression), each [N].
 
         Keys: click, watch_minutes, like, comment, share, follow, gift, gift_value, purchase, gmv.
+        `watches`/`follows` ([N]) stand in for the world's state, as in `_feedback`.
         """
         v, r = np.asarray(viewers, dtype=np.int64), np.asarray(rooms, dtype=np.int64)
         t = np.broadcast_to(np.asarray(t, dtype=np.float64), v.shape)
         self._check_live(v, r, t)
-        f = self._feedback(v, r, t)
+        f = self._feedback(v, r, t, watches, follows)
         pc = f["click"]
         return {
             "click": pc,
