@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -33,7 +32,6 @@ from rich.console import Console
 from rich.table import Table
 
 from livemind.config import load_config
-from livemind.errors import LivemindError
 from livemind.paths import shared_data_dir
 from livemind.rec.baselines import (
     SASRecRanker,
@@ -55,8 +53,7 @@ from livemind.rec.sequences import (
     sequence_log,
     split_summary,
 )
-from livemind.rec.tokenizer import DynamicTokenizer
-from livemind.rec.tokenizer_fit import TokenizerConfig, fit_tokenizer
+from livemind.rec.tokenizer_fit import TokenizerConfig, fit_or_load
 from livemind.rec.train import TrainConfig
 from livemind.report import rec_metrics_table
 from livemind.world.datasets.sequences import read_sequences
@@ -84,29 +81,6 @@ def mtp_vs_ar(data: RecData, mtp, ar, rows: np.ndarray, max_history: int, beam: 
     return rates[0], rates[1]
 
 
-def cached_tokenizer(world, tcfg: TokenizerConfig, wcfg: WorldConfig, out: Path, t0: float) -> DynamicTokenizer:
-    """The tokenizer fit on this world's first two days: loaded when an earlier run fit the same one.
-
-    The tokenizer is issue 3's artefact and is measured by benchmarks/rec_tokenizer.py; refitting
-    it on every run would spend most of the budget on a number this benchmark does not report.
-    """
-    key = hashlib.sha256(json.dumps([dataclasses.asdict(wcfg), dataclasses.asdict(tcfg)], sort_keys=True,
-                                    default=str).encode()).hexdigest()[:12]
-    path = out / f"tokenizer-{key}"
-    if (path / "tokenizer.json").is_file():  # written last by save()
-        try:
-            tok = DynamicTokenizer.load(path, cache_dir=out / "embeddings")
-            stage(f"tokenizer loaded from {path} ({tok.version}), fit by an earlier run", t0)
-            return tok
-        except LivemindError as exc:
-            stage(f"refitting the tokenizer: {exc}", t0)
-    t = time.perf_counter()
-    fit = fit_tokenizer(world, tcfg, cache_dir=out / "embeddings")
-    fit.tokenizer.save(path)
-    stage(f"tokenizer fit ({fit.tokenizer.version}) in {time.perf_counter() - t:.0f} s, saved to {path}", t0)
-    return fit.tokenizer
-
-
 def simulated(args: argparse.Namespace, t0: float) -> dict:
     wcfg = load_config(args.world_config, WorldConfig)
     world = simulate_world(wcfg)
@@ -115,7 +89,7 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
     tcfg = load_config(args.tokenizer_config, TokenizerConfig)
     tcfg = dataclasses.replace(tcfg, train_until=split)
     out = Path(args.out)
-    tok = cached_tokenizer(world, tcfg, wcfg, out, t0)
+    tok = fit_or_load(world, tcfg, wcfg, out, lambda msg: stage(msg, t0))
     data = prepare(world, tok, split, n_eval=args.targets, seed=0)
     n_live = [len(data.live.rooms(float(t))) for t in data.log.time[data.eval_rows]]
     stage(f"data: {len(data.train_rows):,} training targets, {len(data.eval_rows):,} evaluation targets, "

@@ -20,6 +20,8 @@ from livemind.world.tables import WorldData
 DEMO_WORLD = WorldConfig(seed=7, n_viewers=1500, n_streamers=120, days=2.0)
 DEMO_EPOCHS = 4  # configs/rec/generator.yaml's model (a test keeps them equal), more epochs on this smaller log
 DEMO_TARGETS = 400  # held-out watches evaluated
+DEMO_ALIGN_STEPS = 60  # GRPO steps of 32 viewer states (the benchmark: 150 of 64)
+DEMO_AB_VISITS = 800
 
 
 def demo_world(out: Path, console: Console) -> WorldData:
@@ -90,8 +92,9 @@ def demo_tokenizer(world: WorldData, out: Path, console: Console):
     return tok
 
 
-def demo_generator(world: WorldData, tok, out: Path, console: Console) -> None:
-    """Train (or resume) the generator, compare it with the baselines, show a few viewers' lists."""
+def demo_generator(world: WorldData, tok, out: Path, console: Console):
+    """Train (or resume) the generator, compare it with the baselines, show a few viewers' lists.
+    Returns the data and the trained generator for the alignment section."""
     import dataclasses
     from datetime import UTC, datetime
 
@@ -144,6 +147,60 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console) -> None:
                                         if len(x) > i else "" for x in lists))
         console.print(table)
     console.print("* = the room the viewer actually watched next")
+    return data, res.model
+
+
+def demo_alignment(data, pretrained, out: Path, console: Console) -> None:
+    """Reward model, GRPO alignment and a short simulated A/B (each cached under `out`)."""
+    from rich.table import Table
+
+    from livemind.cli import progress_bar
+    from livemind.rec.abtest import ABConfig, ground_truth, run_abtest, sample_visits
+    from livemind.rec.align_pipeline import aligned_for, reward_model_for, standard_policies
+    from livemind.rec.evaluate import GeneratorRanker, evaluate
+    from livemind.rec.feedback import ViewerState
+
+    cfg = demo_align_config()
+    state = ViewerState.from_world(data.world)
+    reward, cal, trained = reward_model_for(data, state, cfg.reward_model, out / "reward_model")
+    c = cal.rows
+    console.print(f"reward model {'trained' if trained else 'cached'}: on held-out impressions, P(click) "
+                  f"{c['click']['predicted']:.3f} predicted vs {c['click']['observed']:.3f} observed (ECE "
+                  f"{c['click']['ece']:.3f}); P(purchase | click) {c['purchase']['predicted']:.3f} vs "
+                  f"{c['purchase']['observed']:.3f}; reliability plot {out / 'reward_model' / 'calibration.png'}")
+    with progress_bar("aligning the generator (GRPO)") as bar:
+        task = bar.add_task("align", total=cfg.steps)
+        aligned, history, ran = aligned_for(data, pretrained, reward, state, cfg, out / "aligned",
+                                            lambda i, n, s: bar.update(task, completed=i, total=n))
+    tail = history[-10:]
+    console.print(f"alignment {'ran' if ran else 'cached'}: {len(history)} steps; the reward model values the "
+                  f"policy's choices at {np.mean([h['value'] for h in tail]):.3f} vs {np.mean([h['value_ref'] for h in tail]):.3f} "
+                  f"for the pretrained generator (KL {tail[-1]['kl']:.2f}); curve {out / 'aligned' / 'align.png'}")
+    H = pretrained.cfg.max_history
+    hr = [evaluate(GeneratorRanker(m, data.live, H), data.log, data.eval_rows)["all"]["hr@10"] for m in (pretrained, aligned)]
+    console.print(f"offline HR@10 on the held-out watches: pretrained {hr[0]:.3f}, aligned {hr[1]:.3f}")
+    ab = ABConfig(visits=DEMO_AB_VISITS, bootstrap=500, objectives=cfg.objectives)
+    policies = standard_policies(data, state, reward, ab, {"OneLive pretrained": pretrained, "OneLive aligned": aligned})
+    viewers, times = sample_visits(data.world, data.split, float(data.log.time.max()) + 1, ab.visits, ab.seed)
+    res = run_abtest(ground_truth(data.world), state, policies, viewers, times, ab)
+    table = Table(title=f"simulated A/B: {len(viewers):,} visits after the split, one room each; per 1,000 impressions")
+    for col in ("policy", "CTR", "watch min", "purchases", "GMV", "weighted", "vs cascade"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for p in res.policies:
+        v = res.per_1000(p)
+        lift = "" if p == "cascade" else f"{res.lift(p, 'cascade', 'weighted')[0]:+.1%}"
+        table.add_row(p, f"{v['click'] / 10:.1f}%", f"{v['watch_minutes']:,.0f}", f"{v['purchase']:.1f}",
+                      f"{v['gmv']:,.0f}", f"{v['weighted']:.1f}", lift)
+    console.print(table)
+    x, lo, hi = res.lift("OneLive aligned", "OneLive pretrained", "weighted")
+    console.print(f"aligned vs pretrained OneLive, weighted objective: {x:+.1%} (95% interval {lo:+.1%} .. {hi:+.1%})")
+
+
+def demo_align_config():
+    """configs/rec/align.yaml with fewer, smaller steps: the demo's generator and world are small."""
+    from livemind.rec.alignment import AlignConfig
+
+    return AlignConfig(steps=DEMO_ALIGN_STEPS, batch_size=32)
 
 
 def demo_train_config():
@@ -167,4 +224,6 @@ def run_demo(out: Path, console: Console) -> None:
     console.print(Rule("2. OneLive dynamic tokenizer: content -> semantic IDs"))
     tok = demo_tokenizer(world, out, console)
     console.print(Rule("3. OneLive generator: next live room, constrained to rooms live now"))
-    demo_generator(world, tok, out, console)
+    data, generator = demo_generator(world, tok, out, console)
+    console.print(Rule("4. OneLive alignment: reward model, GRPO, simulated A/B"))
+    demo_alignment(data, generator, out, console)

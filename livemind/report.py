@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from livemind.world.stats import WorldStats
@@ -78,16 +78,23 @@ def calibration_table(rows: dict[str, dict[str, float]], title: str) -> Table:
     return table
 
 
-def abtest_table(res, baseline: str, title: str) -> Table:
-    """Per 1,000 impressions with 95% intervals, and each policy's lift over `baseline`
-    (`livemind.rec.abtest.ABResult`)."""
-    from livemind.rec.abtest import METRICS, ab_table_rows
+def abtest_table(res, baseline: str, title: str) -> Group:
+    """Per 1,000 impressions with 95% intervals, then each policy's lift over `baseline`
+    (`livemind.rec.abtest.ABResult`); metrics down, policies across."""
+    from livemind.rec.abtest import ab_table_rows
 
-    table = Table(title=title)
-    table.add_column("policy")
-    table.add_column("impressions", justify="right")
-    for m in METRICS:
-        table.add_column("CTR" if m == "click" else m.replace("_", " "), justify="right")
-    for row in ab_table_rows(res, baseline):
-        table.add_row(*row, style="dim" if row[0].startswith("  lift") else None)
-    return table
+    values, lifts = ab_table_rows(res, baseline)
+    t1 = Table(title=title)
+    t1.add_column("per 1,000 impressions")
+    for p in res.policies:
+        t1.add_column(f"{p}\n({res.impressions[p]:,} imp.)", justify="right")
+    for row in values:
+        t1.add_row(*row)
+    t2 = Table(title=f"lift over the {baseline} [paired 95% interval]")
+    t2.add_column("metric")
+    for p in res.policies:
+        if p != baseline:
+            t2.add_column(p, justify="right")
+    for row in lifts:
+        t2.add_row(*row)
+    return Group(t1, t2)

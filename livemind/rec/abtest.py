@@ -194,21 +194,24 @@ def run_abtest(sim: LiveWorld, state: ViewerState, policies: Sequence[Policy], v
     return ABResult([p.name for p in policies], {k: int(v.sum()) for k, v in n_imp.items()}, per_visit, n_imp, boot)
 
 
-def ab_table_rows(res: ABResult, baseline: str) -> list[list[str]]:
-    """Rows for a readable table: per 1,000 impressions with 95% intervals, and the lift over `baseline`."""
-    rows = []
-    for p in res.policies:
-        v = res.per_1000(p)
-        cells = [p, f"{res.impressions[p]:,}"]
-        for m in METRICS:
+def ab_table_rows(res: ABResult, baseline: str) -> tuple[list[list[str]], list[list[str]]]:
+    """Two tables, one row per metric and one column per policy: per 1,000 impressions with 95%
+    intervals, and each other policy's lift over `baseline` with its paired 95% interval."""
+    values, lifts = [], []
+    others = [p for p in res.policies if p != baseline]
+    for m in METRICS:
+        scale, unit = (0.1, "%") if m == "click" else (1.0, "")  # CTR in percent
+        row = ["CTR" if m == "click" else m.replace("_", " ")]
+        for p in res.policies:
             lo, hi = res.interval(p, m)
-            cells.append(f"{v[m]:,.1f} [{lo:,.1f}, {hi:,.1f}]" if m != "click" else f"{v[m] / 10:.2f}% [{lo / 10:.2f}, {hi / 10:.2f}]")
-        rows.append(cells)
-        if p != baseline:
-            lifts = [res.lift(p, baseline, m) for m in METRICS]
-            rows.append([f"  lift vs {baseline}", ""] + [f"{x:+.1%} [{lo:+.1%}, {hi:+.1%}]" if math.isfinite(x) else "n/a"
-                                                         for x, lo, hi in lifts])
-    return rows
+            row.append(f"{res.per_1000(p)[m] * scale:,.1f}{unit} [{lo * scale:,.1f}, {hi * scale:,.1f}]")
+        values.append(row)
+        row = [row[0]]
+        for p in others:
+            x, lo, hi = res.lift(p, baseline, m)
+            row.append(f"{x:+.1%} [{lo:+.1%}, {hi:+.1%}]" if math.isfinite(x) else "n/a")
+        lifts.append(row)
+    return values, lifts
 
 
 def plot_abtest(res: ABResult, baseline: str, path) -> None:

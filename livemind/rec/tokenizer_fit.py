@@ -234,3 +234,32 @@ def fit_tokenizer(world: WorldData, cfg: TokenizerConfig, encoder: ContentEncode
     rq = ResidualQuantizer(cfg.rq).fit(vec[fit_rows], progress=(lambda d, t: progress("fitting codebooks", d, t)) if progress else None)
     tok = DynamicTokenizer(encoder, room_tower, rq, cfg.encoder)
     return FitResult(tok, losses, room_tower.fusion.lam.mean().item(), len(pos), len(fit_rows))
+
+
+def fit_or_load(world: WorldData, cfg: TokenizerConfig, world_config: object, out: str | Path,
+                log: Callable[[str], None] = print) -> DynamicTokenizer:
+    """The tokenizer fit on `world` with `cfg`, cached under `out/tokenizer-<hash of both configs>`.
+
+    Benchmarks that build on issue 3's tokenizer reuse one fit (about 10 minutes on the benchmark
+    world) instead of paying for it on every run; a cache that fails to load is refit.
+    """
+    import hashlib
+    import json
+
+    from livemind.errors import LivemindError
+
+    out = Path(out)
+    key = hashlib.sha256(json.dumps([dataclasses.asdict(world_config), dataclasses.asdict(cfg)], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
+    path = out / f"tokenizer-{key}"
+    if (path / "tokenizer.json").is_file():  # written last by save()
+        try:
+            tok = DynamicTokenizer.load(path, cache_dir=out / "embeddings")
+            log(f"tokenizer loaded from {path} ({tok.version}), fit by an earlier run")
+            return tok
+        except LivemindError as exc:
+            log(f"refitting the tokenizer: {exc}")
+    fit = fit_tokenizer(world, cfg, cache_dir=out / "embeddings")
+    fit.tokenizer.save(path)
+    log(f"tokenizer fit ({fit.tokenizer.version}), saved to {path}")
+    return fit.tokenizer
