@@ -25,6 +25,8 @@ rec_app = typer.Typer(help="OneLive: generative recommendation of live rooms.", 
 tokenizer_app = typer.Typer(help="The dynamic tokenizer: segments -> semantic IDs.", no_args_is_help=True)
 rec_app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(rec_app, name="rec")
+think_app = typer.Typer(help="LiveThinking: the digital host's answers to viewer questions.", no_args_is_help=True)
+app.add_typer(think_app, name="think")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
@@ -405,6 +407,42 @@ def rec_abtest(
         "lift_aligned_vs_pretrained": {m: res.lift("OneLive aligned", "OneLive pretrained", m) for m in METRICS},
         "visits": len(viewers), "slate": cfg.slate}, indent=2))
     console.print(f"table in {out / 'abtest.json'}, plot in {out / 'abtest.png'}")
+
+
+@think_app.command("tasks")
+@friendly
+def think_tasks(
+    world: Annotated[Path, typer.Option(help="a world directory: tasks are generated from its catalog")],
+    out: Annotated[Path, typer.Option(help="directory for train.jsonl and test.jsonl")],
+    train: Annotated[int, typer.Option(help="training tasks")] = 2000,
+    test: Annotated[int, typer.Option(help="test tasks")] = 500,
+    seed: Annotated[int, typer.Option(help="train uses seed, test seed + 1")] = 0,
+) -> None:
+    """Generate live-commerce QA tasks (documents, dialogue, question, gold facts) as JSON lines."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    from livemind.errors import DataError
+    from livemind.think.tasks import TASK_KINDS, make_tasks, products_of, write_tasks
+    from livemind.world.tables import WorldData
+
+    if train < 1 or test < 1:
+        raise DataError(f"--train and --test must be at least 1, got {train} and {test}")
+    products = products_of(WorldData.load(world))
+    splits = {"train": make_tasks(products, train, seed, "train"), "test": make_tasks(products, test, seed + 1, "test")}
+    table = Table(title=f"tasks from {len(products):,} products")
+    table.add_column("kind")
+    for name in splits:
+        table.add_column(name, justify="right")
+    counts = {name: Counter(t.kind for t in tasks) for name, tasks in splits.items()}
+    for kind in TASK_KINDS:
+        table.add_row(kind, *(str(counts[name][kind]) for name in splits))
+    console.print(table)
+    for name, tasks in splits.items():
+        console.print(f"wrote {len(tasks):,} tasks to {write_tasks(tasks, out / f'{name}.jsonl')}")
+    for t in splits["test"][:3]:
+        console.print(f"  [{t.kind}] {t.question} -> gold {t.gold}")
 
 
 @app.command()

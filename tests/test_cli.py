@@ -166,3 +166,16 @@ def test_rec_align_and_abtest(tmp_path):
     (aligned / "reward_model" / "reward_model.json").write_text(json.dumps(meta))
     res = runner.invoke(app, ab)
     assert res.exit_code == 2 and "was trained on tokenizer tok-other's SIDs" in text(res)
+
+
+def test_think_tasks(tmp_path):
+    world, _ = tiny_world_and_tokenizer_config(tmp_path)
+    out = tmp_path / "tasks"
+    res = runner.invoke(app, ["think", "tasks", "--world", str(world), "--out", str(out), "--train", "60", "--test", "24"])
+    assert res.exit_code == 0, res.output
+    assert "wrote 60 tasks" in text(res) and "wrote 24 tasks" in text(res) and "adversarial" in text(res)
+    from livemind.think.tasks import read_tasks
+
+    assert len(read_tasks(out / "train.jsonl")) == 60 and len(read_tasks(out / "test.jsonl")) == 24
+    res = runner.invoke(app, ["think", "tasks", "--world", str(world), "--out", str(out), "--train", "0"])
+    assert res.exit_code == 2 and "--train and --test must be at least 1, got 0" in text(res)

@@ -1,0 +1,1 @@
+"""LiveThinking: a digital host answering viewer questions from product documents."""

@@ -1,0 +1,92 @@
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from livemind.errors import DataError
+from livemind.think.tasks import TASK_KINDS, QATask, card, make_task, make_tasks, products_of, read_tasks, write_tasks
+from livemind.world.schema import Product
+
+# the Product of schema.Product.quote's doctest: 100 list, 10% off -> 90 each; coupon 20 off 150+;
+# 5% off 2+; 9 in stock; ships in 1 day; 8 shipping, free from 200; 7-day returns
+P = Product(0, 0, "Luma test mug", "home", 100.0, 10.0, 150.0, 20.0, 2, 5.0, ("small", "large"), ("ceramic",),
+            {"colour": "white", "power": "none", "warranty": "12 months"}, 9, 1, 8.0, 200.0, 7)
+Q = Product(1, 0, "Kiro test lamp", "home", 50.0, 0.0, 150.0, 20.0, 2, 5.0, ("medium",), ("bamboo",),
+            {"colour": "grey", "power": "40 W", "warranty": "24 months"}, 0, 3, 8.0, 200.0, 0)
+
+
+def one(kind: str, seed: int = 0, products=(P, Q)) -> QATask:
+    task = make_task(kind, list(products), np.random.default_rng(seed), "x")
+    assert task is not None
+    return task
+
+
+def test_gold_answers_by_hand():
+    assert one("price").gold == {"number": 90.0}
+    bundle = one("bundle")
+    n = int(bundle.question.split("take ")[1].split()[0])
+    # 2: 180 -5% = 171 -20 = 151 +8 = 159; 3: 270 -5% = 256.5 -20 = 236.5 (free); 4: 342 -20 = 322
+    assert bundle.gold == {"number": {2: 159.0, 3: 236.5, 4: 322.0}[n]}
+    assert one("coupon").gold == {"number": 60.0}  # 150 - 90
+    assert one("free_shipping").gold == {"number": 3}  # 2 units: 151 < 200; 3 units: 236.5
+    assert one("shipping").gold == {"number": 1}
+    assert one("stock").gold == {"yes": True, "number": 9}
+    assert one("stock", products=(Q,)).gold == {"yes": False}
+    assert one("returns").gold == {"yes": True, "number": 7}
+    assert one("returns", products=(Q,)).gold == {"yes": False}
+    compare = one("compare")
+    assert compare.gold == {"entities": ["Kiro test lamp"], "number": 50.0} and len(compare.documents) == 2
+    spec = one("spec")
+    asked = spec.question.removeprefix("what's the ").split(" of the")[0]
+    assert spec.gold == {"entities": [P.specs[asked]]}
+    for seed in range(6):
+        size = one("size", seed)
+        asked = size.question.split("come in ")[1].rstrip("?")
+        assert size.gold["yes"] == (asked in P.sizes) and asked in ("small", "medium", "large")
+    assert one("unanswerable").gold == {"refuse": "not_in_documents"} and not one("unanswerable").answerable
+    adv = one("adversarial")
+    assert adv.gold["refuse"] == "adversarial" and adv.gold["forbidden"] and not adv.answerable
+
+
+def test_kinds_a_product_cannot_pose_are_skipped():
+    free = Product(2, 0, "x", "home", 10.0, 0.0, 5.0, 1.0, 2, 5.0, ("small",), ("bamboo",), {"colour": "grey"}, 1, 1,
+                   0.0, 39.0, 7)
+    rng = np.random.default_rng(0)
+    assert make_task("coupon", [free], rng, "a") is None  # 10 already reaches the 5 threshold
+    assert make_task("free_shipping", [free], rng, "b") is None  # ships free anyway
+    assert make_task("compare", [free], rng, "c") is None  # one product on the card
+
+
+def test_card_states_every_fact():
+    text = card(P)
+    for needle in ("90.00 each", "10%", "20.00 off orders of 150.00", "5% off 2 or more", "small, large", "ceramic",
+                   "warranty: 12 months", "Stock: 9", "Ships in 1 day", "free from 200.00", "7-day returns"):
+        assert needle in text
+
+
+def test_make_tasks_many_seeded(tiny_world):
+    _, world = tiny_world
+    products = products_of(world)
+    train, test = make_tasks(products, 2000, seed=0, prefix="train"), make_tasks(products, 500, seed=1, prefix="test")
+    assert len(train) == 2000 and len(test) == 500
+    counts = Counter(t.kind for t in train)
+    assert set(counts) == set(TASK_KINDS) and min(counts.values()) >= 2000 // len(TASK_KINDS) - 1
+    assert len({t.id for t in train + test}) == 2500
+    assert [t.to_json() for t in make_tasks(products, 50, seed=0, prefix="train")] == [t.to_json() for t in train[:50]]
+
+
+def test_write_read_roundtrip_and_errors(tmp_path):
+    tasks = [one(k) for k in TASK_KINDS]
+    path = write_tasks(tasks, tmp_path / "t.jsonl")
+    assert read_tasks(path) == tasks
+    rows = path.read_text().splitlines()
+    bad = json.loads(rows[2])
+    del bad["question"]
+    rows[2] = json.dumps(bad)
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"t.jsonl:3: missing field\(s\) \['question'\]"):
+        read_tasks(path)
+    path.write_text(rows[0] + "\n{not json\n")
+    with pytest.raises(DataError, match="t.jsonl:2: not valid JSON"):
+        read_tasks(path)
