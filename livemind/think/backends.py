@@ -1,0 +1,209 @@
+"""Generation backends behind one interface: any OpenAI-compatible server, or a local Hugging Face
+model. Both answer `generate(prompts, sampling)` with `n` completions per prompt.
+
+- `OpenAIBackend` (vLLM, SGLang, hosted APIs) uses the `openai` client: requests run concurrently
+  (asyncio, `concurrency` at a time), each with a timeout; timeouts, connection errors, rate
+  limits, 5xx and malformed replies are retried with exponential backoff and then recorded as a
+  failed completion (`text=None`, `error` says why) — the run goes on.
+- `HFBackend` loads a hub name or a local folder (a GGUF file through `gguf_file=`) and decodes in
+  batches with the tokenizer's chat template.
+- `ResponseCache`: an SQLite file keyed by (model, messages, sampling, sample index). Successful
+  completions are stored as they arrive, so a rerun issues no new requests and an interrupted
+  run resumes where it stopped. Failures are not cached: a rerun retries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from livemind.errors import ConfigError
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+    n: int = 1  # completions per prompt
+    seed: int | None = 0  # sample i uses seed + i (None: unseeded)
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.max_tokens < 1:
+            raise ConfigError(f"n and max_tokens must be at least 1, got {self.n} and {self.max_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature} and {self.top_p}")
+
+
+@dataclass
+class Completion:
+    text: str | None  # None: failed after retries
+    tokens: int = 0  # completion tokens
+    seconds: float = 0.0
+    error: str | None = None
+    cached: bool = False
+
+
+class Backend(Protocol):
+    model: str
+
+    def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[list[Completion]]:  # [prompt][sample]
+        ...
+
+
+class ResponseCache:
+    """Completions on disk, keyed by everything that determines them. Thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.commit()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(model: str, messages: Messages, sampling: Sampling, index: int) -> str:
+        s = asdict(sampling) | {"n": None}  # one entry per sample: n itself does not change sample i
+        blob = json.dumps([model, messages, s, index], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> Completion | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM completions WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return Completion(**json.loads(row[0]) | {"cached": True})
+
+    def put(self, key: str, c: Completion) -> None:
+        if c.text is None:
+            return
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?)", (key, json.dumps(asdict(c) | {"cached": False})))
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
+
+
+class OpenAIBackend:
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, concurrency: int = 8,
+                 timeout: float = 60.0, retries: int = 3, backoff: float = 0.5, cache: ResponseCache | None = None) -> None:
+        if concurrency < 1 or retries < 0 or timeout <= 0:
+            raise ConfigError(f"concurrency >= 1, retries >= 0 and timeout > 0 expected, got {concurrency}, {retries}, {timeout}")
+        self.model, self.base_url, self.api_key = model, base_url, api_key or "EMPTY"
+        self.concurrency, self.timeout, self.retries, self.backoff, self.cache = concurrency, timeout, retries, backoff, cache
+        self.requests = 0  # HTTP requests actually sent (cache hits send none)
+
+    async def _one(self, client: Any, sem: asyncio.Semaphore, messages: Messages, sampling: Sampling, i: int) -> Completion:
+        import openai
+
+        key = ResponseCache.key(self.model, messages, sampling, i) if self.cache is not None else ""
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return hit
+        error = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            async with sem:
+                t0 = time.perf_counter()
+                self.requests += 1
+                try:
+                    r = await client.chat.completions.create(
+                        model=self.model, messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
+                        max_tokens=sampling.max_tokens, seed=None if sampling.seed is None else sampling.seed + i)
+                    text = r.choices[0].message.content
+                    if not isinstance(text, str):
+                        raise ValueError("the reply has no message content")
+                    tokens = r.usage.completion_tokens if r.usage else 0
+                except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
+                        openai.InternalServerError) as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    continue
+                except (ValueError, TypeError, AttributeError, IndexError, json.JSONDecodeError,
+                        openai.APIResponseValidationError) as exc:  # malformed reply
+                    error = f"malformed reply: {exc}"
+                    continue
+            c = Completion(text, int(tokens or 0), time.perf_counter() - t0)
+            if self.cache is not None:
+                self.cache.put(key, c)
+            return c
+        return Completion(None, error=f"failed after {self.retries + 1} attempts: {error}")
+
+    async def _run(self, prompts: Sequence[Messages], sampling: Sampling) -> list[list[Completion]]:
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0)
+        sem = asyncio.Semaphore(self.concurrency)
+        try:
+            jobs = [self._one(client, sem, m, sampling, i) for m in prompts for i in range(sampling.n)]
+            flat = await asyncio.gather(*jobs)
+        finally:
+            await client.close()
+        return [list(flat[j * sampling.n:(j + 1) * sampling.n]) for j in range(len(prompts))]
+
+    def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[list[Completion]]:
+        return asyncio.run(self._run(prompts, sampling))
+
+
+class HFBackend:
+    """A local causal LM: hub name or folder (`gguf_file` for a GGUF inside it), chat template,
+    left-padded batches. CPU by default; pass `device="cuda"` on a GPU."""
+
+    def __init__(self, model: str, gguf_file: str | None = None, device: str = "cpu", batch_size: int = 8,
+                 cache: ResponseCache | None = None, tokenizer: Any = None, module: Any = None) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model = model if gguf_file is None else f"{model}/{gguf_file}"
+        kw = {"gguf_file": gguf_file} if gguf_file else {}
+        self.tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model, **kw)
+        self.lm = (module if module is not None else AutoModelForCausalLM.from_pretrained(model, **kw)).to(device).eval()
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.device, self.batch_size, self.cache = device, batch_size, cache
+
+    def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[list[Completion]]:
+        import torch
+
+        out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        todo = []  # (prompt index, sample index, cache key)
+        for j, m in enumerate(prompts):
+            for i in range(sampling.n):
+                key = ResponseCache.key(self.model, m, sampling, i) if self.cache is not None else ""
+                hit = self.cache.get(key) if self.cache is not None else None
+                if hit is not None:
+                    out[j][i] = hit
+                else:
+                    todo.append((j, i, key))
+        for b in range(0, len(todo), self.batch_size):
+            chunk = todo[b:b + self.batch_size]
+            texts = [self.tok.apply_chat_template(prompts[j], tokenize=False, add_generation_prompt=True) for j, _, _ in chunk]
+            enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed + chunk[0][1] + b)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                gen = self.lm.generate(**enc, max_new_tokens=sampling.max_tokens, do_sample=sampling.temperature > 0,
+                                       temperature=sampling.temperature or None, top_p=sampling.top_p if sampling.temperature > 0 else None,
+                                       pad_token_id=self.tok.pad_token_id)
+            seconds = (time.perf_counter() - t0) / len(chunk)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            for (j, i, key), ids in zip(chunk, new):
+                ids = ids[ids != self.tok.pad_token_id]
+                c = Completion(self.tok.decode(ids, skip_special_tokens=True), int(len(ids)), seconds)
+                if self.cache is not None:
+                    self.cache.put(key, c)
+                out[j][i] = c
+        return out  # type: ignore[return-value]

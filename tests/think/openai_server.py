@@ -1,0 +1,66 @@
+"""A local OpenAI-compatible chat-completions server for tests (FastAPI + uvicorn in a thread).
+
+It answers deterministically from the last user message and counts requests. Special prompts:
+"slow <k>" sleeps 1 s on the first k requests for that prompt; "malformed" returns a reply with
+no choices; "broken json" returns a body that is not JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+
+def make_app(state: dict) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        state["requests"] += 1
+        text = body["messages"][-1]["content"]
+        state["per_prompt"][text] += 1
+        if text.startswith("slow") and state["per_prompt"][text] <= int(text.split()[1]):
+            await asyncio.sleep(1.0)
+        if text == "malformed":
+            return JSONResponse({"id": "x", "object": "chat.completion", "choices": []})
+        if text == "broken json":
+            return PlainTextResponse("{not json", media_type="application/json")
+        answer = f"echo: {text} (seed {body.get('seed')})"
+        return JSONResponse({
+            "id": "x", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": len(answer.split()), "total_tokens": 3 + len(answer.split())},
+        })
+
+    return app
+
+
+@contextmanager
+def openai_server():
+    """Yields (base_url, state); state["requests"] counts requests received."""
+    state = {"requests": 0, "per_prompt": Counter()}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(make_app(state), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1", state
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)

@@ -1,0 +1,36 @@
+"""A tiny tokenizer (byte-level BPE trained on a few sentences, ChatML template) and tiny random
+causal LMs built from a config: dense (Llama) and MoE (Qwen3-MoE, 4 experts, 2 active)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@lru_cache(maxsize=1)
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["the mug is 90.00 today, ships in 1 day", "<think>price less discount</think> it is in stock",
+              "sorry, the card does not say", "how much is the lamp? which is cheaper?"] * 20
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>", "<pad>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<pad>", chat_template=CHATML)
+
+
+def tiny_llama(seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    t = tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(t), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, max_position_embeddings=256, eos_token_id=t.eos_token_id,
+                      pad_token_id=t.pad_token_id)
+    return LlamaForCausalLM(cfg)
