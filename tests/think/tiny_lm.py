@@ -17,9 +17,13 @@ def tiny_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    from livemind.think.prompts import SYSTEM
+    from livemind.think.tasks import card
+    from tests.think.test_tasks import P, Q
+
     corpus = ["the mug is 90.00 today, ships in 1 day", "<think>price less discount</think> it is in stock",
-              "sorry, the card does not say", "how much is the lamp? which is cheaper?"] * 20
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>", "<pad>"],
+              "sorry, the card does not say", "how much is the lamp? which is cheaper?", SYSTEM, card(P), card(Q)] * 20
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=1000, special_tokens=["<|im_start|>", "<|im_end|>", "<pad>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<pad>", chat_template=CHATML)
 
