@@ -445,6 +445,30 @@ def think_tasks(
         console.print(f"  [{t.kind}] {t.question} -> gold {t.gold}")
 
 
+@think_app.command("distill")
+@friendly
+def think_distill(
+    config: Annotated[Path, typer.Option(help="YAML distillation config, e.g. configs/think/distill.yaml")],
+    out: Annotated[Path, typer.Option(help="run directory: cache, traces, SFT set, fine-tuned student")],
+    max_steps: Annotated[int, typer.Option(help="cap on SFT steps (-1: the config's epochs)")] = -1,
+) -> None:
+    """Rejection-sampling fine-tuning: teacher samples -> judge -> select -> SFT of the student."""
+    from rich.table import Table
+
+    from livemind.config import load_config
+    from livemind.think.distill import DistillConfig, run_distill
+
+    cfg = load_config(config, DistillConfig)
+    res = run_distill(cfg, out, lambda m: console.print(m), max_steps=max_steps)
+    table = Table(title="teacher traces accepted by the judge")
+    for col in ("kind", "traces", "accept rate", "failed", "tokens (accepted)"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for kind, r in res["report"].items():
+        table.add_row(kind, str(r["traces"]), f"{r['accept_rate']:.1%}", str(r["failed"]),
+                      "" if r["tokens_accepted"] != r["tokens_accepted"] else f"{r['tokens_accepted']:.0f}")
+    console.print(table)
+
+
 @app.command()
 @friendly
 def demo(

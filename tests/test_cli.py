@@ -179,3 +179,39 @@ def test_think_tasks(tmp_path):
     assert len(read_tasks(out / "train.jsonl")) == 60 and len(read_tasks(out / "test.jsonl")) == 24
     res = runner.invoke(app, ["think", "tasks", "--world", str(world), "--out", str(out), "--train", "0"])
     assert res.exit_code == 2 and "--train and --test must be at least 1, got 0" in text(res)
+
+
+def test_think_distill_with_a_local_teacher_server(tmp_path):
+    import dataclasses
+
+    import yaml
+
+    from livemind.think.tasks import write_tasks
+    from tests.think.openai_server import openai_server
+    from tests.think.test_tasks import one
+    from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
+
+    tasks = [dataclasses.replace(one(k), id=f"q{i}") for i, k in enumerate(("price", "stock", "unanswerable"))]
+    write_tasks(tasks, tmp_path / "tasks.jsonl")
+    student = tmp_path / "student0"
+    tiny_llama().save_pretrained(student)
+    tiny_tokenizer().save_pretrained(student)
+    answers = {tasks[0].question: "<think>100 less 10%</think>It's 90.00 right now.",
+               tasks[1].question: "<think>stock 9</think>Yes, 9 left!",
+               tasks[2].question: "Yes, it's waterproof."}  # wrong: the card does not say
+    with openai_server(answers) as (url, state):
+        cfg = tmp_path / "d.yaml"
+        cfg.write_text(yaml.safe_dump({"tasks": str(tmp_path / "tasks.jsonl"),
+                                       "teacher": {"backend": "openai", "model": "teacher", "base_url": url},
+                                       "student": {"model": str(student)}, "samples": 2,
+                                       "sft": {"lora": False, "batch_size": 2, "max_length": 2048}}))
+        args = ["think", "distill", "--config", str(cfg), "--out", str(tmp_path / "run"), "--max-steps", "2"]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        assert state["requests"] == 6 and "accept rate 66.7%" in text(res) and "kept 2 traces" in text(res)
+        assert len((tmp_path / "run" / "sft.jsonl").read_text().splitlines()) == 2
+        assert (tmp_path / "run" / "student" / "config.json").is_file()
+        assert runner.invoke(app, args).exit_code == 0 and state["requests"] == 6  # resumed from the cache: no new requests
+    (tmp_path / "tasks.jsonl").write_text('{"id": "1", "kind": "price", "documents": []}' + chr(10))
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "tasks.jsonl:1: missing field(s) ['question', 'gold']" in text(res)

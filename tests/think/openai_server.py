@@ -1,7 +1,7 @@
 """A local OpenAI-compatible chat-completions server for tests (FastAPI + uvicorn in a thread).
 
 It answers deterministically from the last user message and counts requests. Special prompts:
-"slow <k>" sleeps 1 s on the first k requests for that prompt; "malformed" returns a reply with
+"slow <k>" sleeps 1 s on the first k requests for that prompt; questions in `answers` get that reply; "malformed" returns a reply with
 no choices; "broken json" returns a body that is not JSON.
 """
 
@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 
-def make_app(state: dict) -> FastAPI:
+def make_app(state: dict, answers: dict[str, str]) -> FastAPI:
     app = FastAPI()
 
     @app.post("/v1/chat/completions")
@@ -34,7 +34,7 @@ def make_app(state: dict) -> FastAPI:
             return JSONResponse({"id": "x", "object": "chat.completion", "choices": []})
         if text == "broken json":
             return PlainTextResponse("{not json", media_type="application/json")
-        answer = f"echo: {text} (seed {body.get('seed')})"
+        answer = answers.get(text.removeprefix("Viewer: "), f"echo: {text} (seed {body.get('seed')})")
         return JSONResponse({
             "id": "x", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
@@ -45,13 +45,14 @@ def make_app(state: dict) -> FastAPI:
 
 
 @contextmanager
-def openai_server():
-    """Yields (base_url, state); state["requests"] counts requests received."""
+def openai_server(answers: dict[str, str] | None = None):
+    """Yields (base_url, state); state["requests"] counts requests received. `answers` maps a
+    viewer question (the last user message without "Viewer: ") to the reply to give."""
     state = {"requests": 0, "per_prompt": Counter()}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(make_app(state), host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(make_app(state, answers or {}), host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 10
