@@ -60,8 +60,7 @@ class OraclePolicy:
     def slate(self, viewer: int, t: float, k: int) -> list[int]:
         rooms = self.sim.live_rooms(t)
         v, tt, s = np.full(len(rooms), viewer), np.full(len(rooms), t), self.sim.room_streamer[rooms]
-        exp = self.sim.expected(v, rooms, tt, watches=self.state.watches(v, s, tt), follows=self.state.follows(v, s, tt))
-        value = sum(w * exp[m] for m, w in self.weights.items())
+        value = self.sim.utility(v, rooms, tt, self.weights, self.state.watches(v, s, tt), self.state.follows(v, s, tt))
         return rooms[np.lexsort((rooms, -value))][:k].tolist()
 
 

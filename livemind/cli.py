@@ -28,6 +28,11 @@ app.add_typer(rec_app, name="rec")
 think_app = typer.Typer(help="LiveThinking: the digital host's answers to viewer questions.", no_args_is_help=True)
 app.add_typer(think_app, name="think")
 console = Console(soft_wrap=True)
+# Options shared by the rec commands
+WorldDir = Annotated[Path, typer.Option("--world", help="a world directory (livemind world simulate)")]
+TokenizerDir = Annotated[Path, typer.Option("--tokenizer", help="a tokenizer directory (livemind rec tokenizer fit)")]
+EmbeddingCache = Annotated[Path, typer.Option("--cache", help="embedding cache directory")]
+DEFAULT_CACHE = Path("runs/cache/embeddings")
 err_console = Console(stderr=True)
 
 
@@ -124,11 +129,11 @@ class StageProgress:
 @tokenizer_app.command("fit")
 @friendly
 def tokenizer_fit(
-    world: Annotated[Path, typer.Option(help="a world directory (livemind world simulate)")],
+    world: WorldDir,
     out: Annotated[Path, typer.Option(help="directory for the versioned tokenizer")],
     config: Annotated[Path | None, typer.Option(help="YAML tokenizer config, e.g. configs/rec/tokenizer.yaml")] = None,
     train_until: Annotated[float | None, typer.Option(help="Unix time; later events and segments are held out")] = None,
-    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+    cache: EmbeddingCache = DEFAULT_CACHE,
 ) -> None:
     """Train the room tower and fit the residual k-means codebooks on a world's log."""
     import dataclasses
@@ -155,10 +160,10 @@ def tokenizer_fit(
 @friendly
 def tokenizer_report(
     world: Annotated[Path, typer.Option(help="a world directory to replay")],
-    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory (livemind rec tokenizer fit)")],
+    tokenizer: TokenizerDir,
     start: Annotated[float | None, typer.Option(help="replay from this Unix time (default: the tokenizer's train_until)")] = None,
     out: Annotated[Path | None, typer.Option(help="where to write the PNG report (default: inside the tokenizer directory)")] = None,
-    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+    cache: EmbeddingCache = DEFAULT_CACHE,
 ) -> None:
     """Replay a world through the tokenizer: utilisation, collisions, reconstruction, churn, with a plot."""
     import json
@@ -211,8 +216,8 @@ def _rec_data(world: Path, tokenizer: Path, split: float | None, cache: Path, n_
 @rec_app.command("train")
 @friendly
 def rec_train(
-    world: Annotated[Path, typer.Option(help="a world directory (livemind world simulate)")],
-    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory (livemind rec tokenizer fit)")],
+    world: WorldDir,
+    tokenizer: TokenizerDir,
     out: Annotated[Path, typer.Option(help="checkpoint directory; an existing checkpoint is resumed exactly")],
     config: Annotated[Path | None, typer.Option(help="YAML training config, e.g. configs/rec/generator.yaml")] = None,
     split: Annotated[float | None, typer.Option(help="Unix time: train on targets before, evaluate after "
@@ -220,7 +225,7 @@ def rec_train(
     static: Annotated[bool, typer.Option(help="TIGER-style ablation: each room keeps its first SID")] = False,
     resume: Annotated[bool, typer.Option(help="continue from a checkpoint in --out")] = True,
     eval_targets: Annotated[int, typer.Option(help="held-out targets to evaluate after training (0: none)")] = 500,
-    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+    cache: EmbeddingCache = DEFAULT_CACHE,
 ) -> None:
     """Train the OneLive generator (CPU, or under torchrun with DDP); writes losses.csv and loss.png."""
     import os
@@ -255,14 +260,14 @@ def rec_train(
 @rec_app.command("recommend")
 @friendly
 def rec_recommend(
-    world: Annotated[Path, typer.Option(help="a world directory")],
-    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory")],
+    world: WorldDir,
+    tokenizer: TokenizerDir,
     generator: Annotated[Path, typer.Option(help="a generator checkpoint directory (livemind rec train)")],
     viewer: Annotated[int, typer.Option(help="viewer id")],
     time: Annotated[float, typer.Option(help="request time, Unix seconds")],
     top_k: Annotated[int, typer.Option(help="rooms to return")] = 10,
     beam: Annotated[int, typer.Option(help="beam width")] = 32,
-    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+    cache: EmbeddingCache = DEFAULT_CACHE,
 ) -> None:
     """Top-k live rooms for a viewer at a time, from their watches before that time."""
     import numpy as np
@@ -306,8 +311,8 @@ def _progress_with_stats(bar, task):
 @rec_app.command("align")
 @friendly
 def rec_align(
-    world: Annotated[Path, typer.Option(help="a world directory")],
-    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory")],
+    world: WorldDir,
+    tokenizer: TokenizerDir,
     generator: Annotated[Path, typer.Option(help="the pretrained generator checkpoint (livemind rec train)")],
     out: Annotated[Path, typer.Option(help="directory for the aligned generator (a generator checkpoint)")],
     config: Annotated[Path | None, typer.Option(help="YAML alignment config, e.g. configs/rec/align.yaml")] = None,
@@ -316,7 +321,7 @@ def rec_align(
     split: Annotated[float | None, typer.Option(help="Unix time: learn before, evaluate after (default: the tokenizer's "
                                                      "train_until)")] = None,
     eval_targets: Annotated[int, typer.Option(help="held-out targets for HR@10 before/after (0: none)")] = 1000,
-    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+    cache: EmbeddingCache = DEFAULT_CACHE,
 ) -> None:
     """Align the generator to multiple objectives (GRPO or DPO) with a learned reward model."""
     from livemind.config import load_config
@@ -356,7 +361,7 @@ def rec_align(
 @friendly
 def rec_abtest(
     world: Annotated[Path, typer.Option(help="a simulated world directory (the A/B needs its ground truth)")],
-    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory")],
+    tokenizer: TokenizerDir,
     generator: Annotated[Path, typer.Option(help="the pretrained generator checkpoint")],
     aligned: Annotated[Path, typer.Option(help="the aligned generator (livemind rec align --out)")],
     out: Annotated[Path, typer.Option(help="directory for abtest.json and abtest.png")],
@@ -364,7 +369,7 @@ def rec_abtest(
     config: Annotated[Path | None, typer.Option(help="YAML A/B config, e.g. configs/rec/abtest.yaml")] = None,
     split: Annotated[float | None, typer.Option(help="the A/B window starts here (default: the tokenizer's "
                                                      "train_until) and runs to the end of the log")] = None,
-    cache: Annotated[Path, typer.Option(help="embedding cache directory")] = Path("runs/cache/embeddings"),
+    cache: EmbeddingCache = DEFAULT_CACHE,
 ) -> None:
     """Simulated online A/B: popularity, cascade, OneLive pretrained and aligned on the same visits."""
     import json

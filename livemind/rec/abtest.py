@@ -36,7 +36,7 @@ from livemind.rec.evaluate import LiveRooms, PopularityRanker
 from livemind.rec.feedback import OBJECTIVES, ViewerState
 from livemind.rec.generator import OneLiveGenerator
 from livemind.world.schema import EVENT_KINDS
-from livemind.world.simulator import LiveWorld, WorldConfig
+from livemind.world.simulator import LiveWorld, WorldConfig, weighted_sum
 from livemind.world.tables import WorldData
 
 METRICS: tuple[str, ...] = ("click", "watch_minutes", "like", "comment", "follow", "gift", "purchase", "gmv", "weighted")
@@ -88,7 +88,7 @@ class CascadePolicy:
     name: str = "cascade"
 
     def slate(self, viewer: int, t: float, k: int) -> list[int]:
-        rooms, seg = self.ranker.live._live_segments(t)
+        rooms, seg = self.ranker.live.live_segments(t)
         top = np.array(self.ranker.rank_at(self.log, t)[:self.retrieve], dtype=np.int64)
         keep = np.isin(rooms, top)
         rooms, seg = rooms[keep], seg[keep]
@@ -185,7 +185,7 @@ def run_abtest(sim: LiveWorld, state: ViewerState, policies: Sequence[Policy], v
             v, t = viewers[vi], times[vi]
             s = sim.room_streamer[r]
             exp = sim.expected(v, r, t, watches=state.watches(v, s, t), follows=state.follows(v, s, t))
-            exp["weighted"] = sum(wt * exp[k] for k, wt in w.items())
+            exp["weighted"] = weighted_sum(exp, w)
             cols = np.stack([exp[m] for m in METRICS], axis=1)  # (N, M)
             sums = np.zeros((len(viewers), len(METRICS)))
             np.add.at(sums, vi, cols)

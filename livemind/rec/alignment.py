@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -114,7 +113,7 @@ class States:
 
 def live_states(log: WatchLog, live: LiveRooms, rows: np.ndarray, max_history: int) -> States:
     hist, target = log.batch(rows, max_history)
-    per = [live._live_segments(float(log.time[r])) for r in rows]
+    per = [live.live_segments(float(log.time[r])) for r in rows]
     C = max(len(rooms) for rooms, _ in per)
     B, L = len(rows), live.codes.shape[1]
     room = np.full((B, C), -1, dtype=np.int64)
@@ -281,7 +280,3 @@ def plot_alignment(history: list[dict[str, float]], path: Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-def hr_change(before: float, after: float) -> float:
-    """Relative change after/before - 1 (NaN when before is 0)."""
-    return after / before - 1 if before else math.nan

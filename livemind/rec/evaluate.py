@@ -43,7 +43,7 @@ class LiveRooms:
         """Ids of the rooms live at t, ascending (self.room is sorted)."""
         return self.room[(self.start <= t) & (t < self.end)]
 
-    def _live_segments(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+    def live_segments(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Rooms live at t that have a segment at t, and that segment's row."""
         rooms = self.rooms(t)
         seg = self.frame.lookup(rooms, np.full(len(rooms), t))
@@ -51,7 +51,7 @@ class LiveRooms:
 
     def live_codes(self, t: float) -> np.ndarray:
         """SIDs (n, L) of the rooms live at t (rooms without a segment at t left out)."""
-        return self.codes[self._live_segments(t)[1]]
+        return self.codes[self.live_segments(t)[1]]
 
     def allowed(self, times: np.ndarray, target: np.ndarray, codebook_size: int) -> np.ndarray:
         """(B, L, K) bool: at each level, the codes that continue target[:l] among the rooms live at times[b]."""
@@ -69,7 +69,7 @@ class LiveRooms:
         if t in self._snapshots:
             return self._snapshots[t]
         index = LiveIndex(self.codes.shape[1], self.version)
-        for room, s in zip(*self._live_segments(t)):
+        for room, s in zip(*self.live_segments(t)):
             index.upsert(int(room), tuple(int(c) for c in self.codes[s]))
         if len(self._snapshots) >= 100_000:
             self._snapshots.clear()

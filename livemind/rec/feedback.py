@@ -23,7 +23,7 @@ from livemind.world.tables import WorldData
 
 # What the reward model predicts per impression; names as in LiveWorld.expected.
 OBJECTIVES: tuple[str, ...] = ("click", "watch_minutes", "like", "comment", "follow", "gift", "purchase")
-_AFTER_CLICK = ("like", "comment", "follow", "gift", "purchase")  # engagement events during the watch
+AFTER_CLICK = ("like", "comment", "follow", "gift", "purchase")  # engagement events during the watch
 _CODE = {k: EVENT_KINDS.index(k) for k in EVENT_KINDS}
 
 
@@ -119,14 +119,14 @@ class Impressions:
         seg = frame.lookup(imp.room, imp.time)
         imp = imp.take(np.flatnonzero(seg >= 0))
         seg = seg[seg >= 0]
-        n_rooms = int(max(imp.room.max(), ev.room.max())) + 1
+        n_rooms = int(ev.room.max()) + 1
         t0, span = float(ev.time.min()), float(ev.time.max() - ev.time.min() + 2.0)
         key = _keyed(imp.viewer * n_rooms + imp.room, imp.time, t0, span)
         order = np.argsort(key, kind="stable")
         imp, seg, key = imp.take(order), seg[order], key[order]
-        labels = {k: np.zeros(len(imp)) for k in ("click", "watch", *_AFTER_CLICK)}
+        labels = {k: np.zeros(len(imp)) for k in ("click", "watch", *AFTER_CLICK)}
         clicked = np.arange(len(imp))
-        for name in ("click", "watch", *_AFTER_CLICK):
+        for name in ("click", "watch", *AFTER_CLICK):
             # click and watch share the impression's time; the rest go to the latest *clicked*
             # impression of the same (viewer, room) at or before them (a later impression of the
             # same room may have gone unclicked while the viewer was still watching)
@@ -139,7 +139,7 @@ class Impressions:
             if name == "click":
                 labels["click"] = np.minimum(labels["click"], 1.0)
                 clicked = np.flatnonzero(labels["click"] > 0)
-        for name in _AFTER_CLICK:
+        for name in AFTER_CLICK:
             labels[name] = np.minimum(labels[name], 1.0)
         state = ViewerState.from_world(world) if state is None else state
         streamer = frame.streamer[seg]

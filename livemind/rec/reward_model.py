@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from livemind.config import from_dict
 from livemind.errors import DataError
 from livemind.rec.data import WatchLog
-from livemind.rec.feedback import _AFTER_CLICK, OBJECTIVES, Impressions, history_codes
+from livemind.rec.feedback import AFTER_CLICK, OBJECTIVES, Impressions, history_codes
 
 FORMAT = "livemind-reward-model/1"
 
@@ -112,7 +112,7 @@ class RewardModel(nn.Module):
         logit = lambda p: math.log(min(max(p, 1e-4), 1 - 1e-4) / (1 - min(max(p, 1e-4), 1 - 1e-4)))  # noqa: E731
         minutes = float(imp.labels["watch"][clicked].mean() / 60.0) if clicked.any() else 1.0
         bias = [logit(float(imp.labels["click"].mean())), math.log(max(minutes, 1e-3))]
-        bias += [logit(float(imp.labels[n][clicked].mean()) if clicked.any() else 1e-4) for n in _AFTER_CLICK]
+        bias += [logit(float(imp.labels[n][clicked].mean()) if clicked.any() else 1e-4) for n in AFTER_CLICK]
         self.heads.bias.copy_(torch.tensor(bias))
         self.heads.weight.mul_(0.1)
 
@@ -143,7 +143,7 @@ class RewardModel(nn.Module):
         p_click = torch.sigmoid(out[:, 0])
         watch = torch.exp(out[:, 1].clamp(max=8.0))
         res = {"click": p_click, "watch_minutes": p_click * watch, "p_click": p_click, "watch_given_click": watch}
-        for i, name in enumerate(_AFTER_CLICK):
+        for i, name in enumerate(AFTER_CLICK):
             p = torch.sigmoid(out[:, 2 + i])
             res[name], res[f"{name}_given_click"] = p_click * p, p
         return res
@@ -164,7 +164,7 @@ class RewardModel(nn.Module):
         if clicked.any():
             log_mu, minutes = out[clicked, 1], labels["watch"][clicked] / 60.0
             parts["watch"] = (log_mu + minutes * torch.exp(-log_mu)).mean()  # exponential NLL, mean μ = exp(log_mu)
-            for i, name in enumerate(_AFTER_CLICK):
+            for i, name in enumerate(AFTER_CLICK):
                 parts[name] = F.binary_cross_entropy_with_logits(out[clicked, 2 + i], labels[name][clicked])
         return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
 
@@ -252,7 +252,7 @@ def calibration(model: RewardModel, imp: Impressions, log: WatchLog, bins: int =
     rows, rel = {}, {}
     clicked = imp.labels["click"] > 0
     heads = [("click", pred["p_click"], imp.labels["click"], np.ones(len(imp), dtype=bool))]
-    heads += [(n, pred[f"{n}_given_click"], imp.labels[n], clicked) for n in _AFTER_CLICK]
+    heads += [(n, pred[f"{n}_given_click"], imp.labels[n], clicked) for n in AFTER_CLICK]
     for name, p, y, sel in heads:
         p, y = p[sel], y[sel]
         rows[name] = {"ece": ece(p, y, bins), "predicted": float(p.mean()) if len(p) else float("nan"),

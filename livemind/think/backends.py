@@ -104,7 +104,6 @@ class OpenAIBackend:
             raise ConfigError(f"concurrency >= 1, retries >= 0 and timeout > 0 expected, got {concurrency}, {retries}, {timeout}")
         self.model, self.base_url, self.api_key = model, base_url, api_key or "EMPTY"
         self.concurrency, self.timeout, self.retries, self.backoff, self.cache = concurrency, timeout, retries, backoff, cache
-        self.requests = 0  # HTTP requests actually sent (cache hits send none)
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, messages: Messages, sampling: Sampling, i: int) -> Completion:
         import openai
@@ -118,7 +117,6 @@ class OpenAIBackend:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             async with sem:
                 t0 = time.perf_counter()
-                self.requests += 1
                 try:
                     r = await client.chat.completions.create(
                         model=self.model, messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,

@@ -13,34 +13,23 @@ A row with a missing field is an error naming the file and line.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from livemind.errors import DataError
-from livemind.think.tasks import QATask
+from livemind.think.tasks import QATask, iter_jsonl
 
 
 def load_musique(path: str | Path, limit: int | None = None) -> list[QATask]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"MuSiQue file {str(path)!r} does not exist")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
-            missing = [k for k in ("id", "paragraphs", "question", "answer") if k not in row]
-            if missing:
-                raise DataError(f"{path}:{i}: missing field(s) {missing}")
-            docs = tuple(f"{p.get('title', '')}: {p['paragraph_text']}" for p in row["paragraphs"])
-            answers = [row["answer"], *row.get("answer_aliases", [])]
-            out.append(QATask(str(row["id"]), "musique", docs, row["question"], {"answers": answers}))
-            if limit is not None and len(out) >= limit:
-                break
+    for where, row in iter_jsonl(path, "MuSiQue file"):
+        missing = [k for k in ("id", "paragraphs", "question", "answer") if k not in row]
+        if missing:
+            raise DataError(f"{where}: missing field(s) {missing}")
+        docs = tuple(f"{p.get('title', '')}: {p['paragraph_text']}" for p in row["paragraphs"])
+        answers = [row["answer"], *row.get("answer_aliases", [])]
+        out.append(QATask(str(row["id"]), "musique", docs, row["question"], {"answers": answers}))
+        if limit is not None and len(out) >= limit:
+            break
     return out
 
 

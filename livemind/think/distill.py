@@ -24,9 +24,8 @@ from livemind.think.rft import (
     sample_traces,
     select,
     sft_records,
-    write_jsonl,
 )
-from livemind.think.tasks import read_tasks
+from livemind.think.tasks import read_tasks, write_jsonl
 
 
 @dataclass(frozen=True)

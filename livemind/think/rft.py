@@ -11,7 +11,6 @@ the reasoning inside <think>…</think> followed by the answer; the loss is on t
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -103,15 +102,6 @@ def sft_records(traces: Sequence[Trace]) -> list[dict[str, Any]]:
         rows.append({"prompt": messages(t.task), "completion": [{"role": "assistant", "content": target(reasoning, answer)}],
                      "task_id": t.task.id, "kind": t.task.kind})
     return rows
-
-
-def write_jsonl(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
 
 
 def finetune(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], settings: SFTSettings, out: str | Path,

@@ -20,7 +20,7 @@ Kinds (`TASK_KINDS`):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import numpy as np
 
 from livemind.errors import DataError
 from livemind.world.catalog import CATEGORIES
-from livemind.world.schema import Product
+from livemind.world.schema import Product, table_to_records
 
 TASK_KINDS: tuple[str, ...] = ("price", "bundle", "coupon", "free_shipping", "size", "spec", "compare", "stock",
                                "shipping", "returns", "unanswerable", "adversarial")
@@ -68,7 +68,7 @@ class QATask:
     facts: tuple[str, ...] = field(default=())  # other true facts from the documents (helpfulness)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        return json.dumps(asdict(self), ensure_ascii=False)  # one line of write_tasks' output
 
     @classmethod
     def from_dict(cls, row: dict[str, Any], where: str = "task") -> QATask:
@@ -213,41 +213,41 @@ def make_tasks(products: Sequence[Product], n: int, seed: int, prefix: str = "t"
 
 def products_of(world) -> list[Product]:
     """The Product records of a WorldData."""
-    rows = world.products.to_pylist()
-    if not rows:
+    if not world.products.num_rows:
         raise DataError("the world has no products; tasks are generated from the catalog")
-    fields = Product.__dataclass_fields__
-    out = []
-    for r in rows:
-        r = {k: v for k, v in r.items() if k in fields}
-        r["sizes"], r["materials"] = tuple(r["sizes"]), tuple(r["materials"])
-        r["specs"] = dict(r["specs"]) if not isinstance(r["specs"], str) else json.loads(r["specs"])
-        out.append(Product(**r))
-    return out
+    return table_to_records(world.products, Product)
 
 
-def write_tasks(tasks: Iterable[QATask], path: str | Path) -> Path:
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    """One JSON object per line (parent folders made)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for t in tasks:
-            f.write(t.to_json() + "\n")
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 
 
-def read_tasks(path: str | Path) -> list[QATask]:
-    """Tasks from JSON lines; a malformed line or a missing field is an error naming the line."""
+def iter_jsonl(path: str | Path, what: str = "file") -> Iterator[tuple[str, dict[str, Any]]]:
+    """("path:line", object) for each non-empty line; a missing file or a line that is not JSON is
+    an error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"task file {str(path)!r} does not exist")
-    out = []
+        raise DataError(f"{what} {str(path)!r} does not exist")
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield f"{path}:{i}", json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
-            out.append(QATask.from_dict(row, f"{path}:{i}"))
-    return out
+
+
+def write_tasks(tasks: Iterable[QATask], path: str | Path) -> Path:
+    return write_jsonl((asdict(t) for t in tasks), path)
+
+
+def read_tasks(path: str | Path) -> list[QATask]:
+    """Tasks from JSON lines; a malformed line or a missing field is an error naming the line."""
+    return [QATask.from_dict(row, where) for where, row in iter_jsonl(path, "task file")]

@@ -32,6 +32,7 @@ _NOT_AVAILABLE = re.compile(r"\b(not (listed|stated|mentioned|given|shown|specif
                             r"no (information|details|info|mention)|doesn't (say|mention|list|state)|does not (say|mention|"
                             r"list|state)|don't have|do not have|can't (find|see|confirm)|cannot (find|see|confirm)|"
                             r"unable to (confirm|find)|not sure|don't know|do not know|isn't (listed|stated|mentioned))\b")
+_PUNCTUATION = frozenset(string.punctuation)
 _DECLINE = re.compile(r"\b(can't|cannot|can not|unable|not able|won't|will not|not allowed|not possible|sorry|"
                       r"only offer|only (the )?(listed|posted|card)|no,)\b")
 
@@ -130,7 +131,7 @@ def normalize(s: str) -> str:
     >>> normalize("The  Eiffel-Tower!")
     'eiffeltower'
     """
-    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
     s = re.sub(r"\b(a|an|the)\b", " ", s)
     return " ".join(s.split())
 

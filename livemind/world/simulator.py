@@ -58,6 +58,15 @@ DEFAULT_UTILITY_WEIGHTS: dict[str, float] = {
 }
 
 
+def weighted_sum(expected: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Σ_k w_k expected[k] over the keys of `weights` (default `DEFAULT_UTILITY_WEIGHTS`), [N]."""
+    weights = DEFAULT_UTILITY_WEIGHTS if weights is None else weights
+    unknown = sorted(set(weights) - set(expected))
+    if unknown:
+        raise DataError(f"unknown utility objective(s) {unknown}; expected some of {sorted(expected)}")
+    return sum(w * expected[k] for k, w in weights.items())
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Size and behaviour of a simulated world. Every field has a reason beside it."""
@@ -389,14 +398,10 @@ class LiveWorld:
         }
 
     def utility(self, viewers: np.ndarray, rooms: np.ndarray, t: np.ndarray | float,
-                weights: Mapping[str, float] | None = None) -> np.ndarray:
+                weights: Mapping[str, float] | None = None, watches: np.ndarray | None = None,
+                follows: np.ndarray | None = None) -> np.ndarray:
         """Weighted sum of `expected` (default `DEFAULT_UTILITY_WEIGHTS`), [N]."""
-        weights = DEFAULT_UTILITY_WEIGHTS if weights is None else weights
-        exp = self.expected(viewers, rooms, t)
-        unknown = sorted(set(weights) - set(exp))
-        if unknown:
-            raise DataError(f"unknown utility objective(s) {unknown}; expected some of {sorted(exp)}")
-        return sum(w * exp[k] for k, w in weights.items())
+        return weighted_sum(self.expected(viewers, rooms, t, watches, follows), weights)
 
     # ------------------------------------------------------------------------------------
     # behaviour

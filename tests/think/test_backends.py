@@ -44,6 +44,8 @@ def test_timeouts_are_retried_and_failures_recorded_not_cached(tmp_path):
 def test_bad_settings():
     with pytest.raises(ConfigError, match="n and max_tokens must be at least 1"):
         Sampling(n=0)
+    with pytest.raises(ConfigError, match="temperature must be >= 0 and top_p in"):
+        Sampling(temperature=-1)
     with pytest.raises(ConfigError, match="concurrency >= 1"):
         OpenAIBackend("m", concurrency=0)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from livemind.errors import ConfigError
-from livemind.think.backends import Completion, Sampling
+from livemind.think.backends import Completion
 from livemind.think.judge import Judgement, LLMJudge, parse_score
 from livemind.think.rft import SFTSettings, Trace, accept_report, finetune, select, sft_records
 from tests.think.test_tasks import one
@@ -77,7 +77,3 @@ def test_sft_with_lora_on_a_tiny_moe(tmp_path):
     merged = model.merge_and_unload().state_dict()
     assert any(not torch.equal(before[k], merged[k]) for k in before if k in merged)  # the adapters moved the weights
 
-
-def test_sampling_is_checked():
-    with pytest.raises(ConfigError):
-        Sampling(temperature=-1)
