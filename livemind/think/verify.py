@@ -22,6 +22,7 @@ import string
 from collections import Counter
 from dataclasses import dataclass, field
 
+from livemind.think.prompts import split_reasoning
 from livemind.think.tasks import QATask
 
 _NUM = re.compile(r"(?<![\w.])[-+]?\$?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
@@ -38,8 +39,9 @@ _DECLINE = re.compile(r"\b(can't|cannot|can not|unable|not able|won't|will not|n
 
 
 def final_answer(text: str) -> str:
-    """The part after the reasoning: text after the last `</think>`, else the whole text."""
-    return text.rsplit("</think>", 1)[-1].strip() if "</think>" in text else text.strip()
+    """The part after the reasoning: text after the last `</think>`; the whole text when there is
+    no reasoning block; nothing when the reasoning never closes (the answer was cut off)."""
+    return split_reasoning(text)[1]
 
 
 def numbers(text: str) -> list[float]:

@@ -22,6 +22,15 @@ def test_musique_rows_become_tasks(tmp_path):
     assert task.gold == {"answers": ["Stanley", "Stanley, ND"]}
     assert verify(task, "<think>the county seat</think>Stanley").correct is True
     assert verify(task, "Bismarck").correct is False
+    from livemind.think.prompts import SHORT_ANSWER_SYSTEM, messages
+
+    m = messages(task)  # a short-answer prompt: EM/F1 score a phrase, not a host's sentence
+    assert m[0]["content"].startswith(SHORT_ANSWER_SYSTEM + "\n\nDocuments:\n[1] Stanley: Stanley is a city.")
+    assert m[-1] == {"role": "user", "content": "What is the seat of Mountrail County?"}
+    (gold_only,) = load_musique(path, limit=1, paragraphs="supporting")
+    assert gold_only.documents == ("Stanley: Stanley is a city.",)
+    with pytest.raises(DataError, match="paragraphs must be 'all' or 'supporting', got 'gold'"):
+        load_musique(path, paragraphs="gold")
 
 
 def test_product_qa_rows_become_tasks(tmp_path):

@@ -77,3 +77,18 @@ def test_sft_with_lora_on_a_tiny_moe(tmp_path):
     merged = model.merge_and_unload().state_dict()
     assert any(not torch.equal(before[k], merged[k]) for k in before if k in merged)  # the adapters moved the weights
 
+
+
+def test_sampled_traces_cut_off_at_the_limit_are_never_accepted():
+    from livemind.think.backends import Sampling
+    from livemind.think.rft import sample_traces
+
+    class Teacher:
+        model = "t"
+
+        def generate(self, prompts, sampling):
+            return [[Completion("It's 90.00 today", 5), Completion("It's 90.00 today and", 8)] for _ in prompts]
+
+    traces = sample_traces([one("price")], Teacher(), Sampling(max_tokens=8, n=2))
+    assert [t.judgement.correct for t in traces] == [True, True]
+    assert [t.accepted for t in traces] == [True, False]

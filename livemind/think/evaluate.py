@@ -1,0 +1,128 @@
+"""Evaluation of a host model on QA tasks: correctness, helpfulness, EM/F1, tokens, latency, compute.
+
+Every answer is judged by `rule_judge` (verifier for generated tasks, EM/F1 where the task has
+reference answers). Correctness is the share of answers judged correct: an unknown verdict counts
+as not correct, and so does an answer cut off at the length limit (no `</think>`-closed reasoning
+and no end of sequence: `Completion.tokens == max_tokens`). Helpfulness is the mean proxy score
+over answerable tasks. Token counts split the completion into reasoning (inside `<think>`) and
+answer with the model's tokenizer. Compute per answer is LiveThinking's accounting:
+2 × active parameters × generated tokens (FLOPs of decoding; the prompt is the same for all models).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from livemind.think.backends import Backend, Completion, Sampling
+from livemind.think.judge import Judgement, rule_judge
+from livemind.think.prompts import messages, split_reasoning
+from livemind.think.tasks import QATask
+
+
+@dataclass
+class Scored:
+    task: QATask
+    completion: Completion
+    judgement: Judgement
+    reasoning_tokens: int
+    answer_tokens: int
+    truncated: bool
+
+    @property
+    def correct(self) -> bool:
+        return self.judgement.correct is True and not self.truncated
+
+
+def score(tasks: Sequence[QATask], completions: Sequence[Completion], count_tokens: Callable[[str], int],
+          max_tokens: int, judge: Callable[[QATask, str], Judgement] = rule_judge) -> list[Scored]:
+    """Judge and count one completion per task (failed requests score as wrong, 0 tokens)."""
+    out = []
+    for task, c in zip(tasks, completions, strict=True):
+        text = c.text or ""
+        reasoning, answer = split_reasoning(text)
+        j = judge(task, text) if c.text is not None else Judgement(None, None)
+        out.append(Scored(task, c, j, count_tokens(reasoning) if reasoning else 0, count_tokens(answer) if answer else 0,
+                          c.text is not None and c.tokens >= max_tokens))
+    return out
+
+
+def _dist(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": math.nan, "median": math.nan, "p90": math.nan}
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "median": float(np.median(a)), "p90": float(np.percentile(a, 90))}
+
+
+def summarize(scored: Sequence[Scored], active_params: float) -> dict[str, float]:
+    """Headline figures of one model on one task set.
+
+    >>> from livemind.think.tasks import QATask
+    >>> t = QATask("1", "price", ("Mug. 9.00 each.",), "how much?", {"number": 9.0})
+    >>> s = score([t, t], [Completion("<think>9</think> It is 9.00.", 10), Completion("It is 8.00.", 4)],
+    ...           lambda s: len(s.split()), max_tokens=64)
+    >>> r = summarize(s, active_params=1e6)
+    >>> r["correct"], r["tokens_mean"], r["answer_tokens_mean"], r["reasoning_tokens_mean"], r["compute_per_answer"]
+    (0.5, 7.0, 3.0, 0.5, 14000000.0)
+    """
+    n = max(len(scored), 1)
+    helpful = [s.judgement.helpful for s in scored if s.task.answerable and s.judgement.helpful is not None]
+    em = [s.judgement.em for s in scored if s.judgement.em is not None]
+    f1 = [s.judgement.f1 for s in scored if s.judgement.f1 is not None]
+    tokens = [float(s.completion.tokens) for s in scored]
+    out = {"n": float(len(scored)), "correct": sum(s.correct for s in scored) / n,
+           "unknown": sum(s.judgement.correct is None for s in scored) / n,
+           "truncated": sum(s.truncated for s in scored) / n,
+           "helpful": float(np.mean(helpful)) if helpful else math.nan,
+           "em": float(np.mean(em)) if em else math.nan, "f1": float(np.mean(f1)) if f1 else math.nan}
+    for name, values in (("tokens", tokens), ("reasoning_tokens", [float(s.reasoning_tokens) for s in scored]),
+                         ("answer_tokens", [float(s.answer_tokens) for s in scored]),
+                         ("seconds", [s.completion.seconds for s in scored if not s.completion.cached])):
+        for stat, v in _dist(values).items():
+            out[f"{name}_{stat}"] = v
+    out["compute_per_answer"] = 2.0 * active_params * out["tokens_mean"]
+    return out
+
+
+def by_kind(scored: Sequence[Scored]) -> dict[str, dict[str, float]]:
+    """Correctness and mean tokens per task kind."""
+    kinds: dict[str, list[Scored]] = {}
+    for s in scored:
+        kinds.setdefault(s.task.kind, []).append(s)
+    return {k: {"n": len(v), "correct": sum(s.correct for s in v) / len(v),
+                "tokens": float(np.mean([s.completion.tokens for s in v]))} for k, v in sorted(kinds.items())}
+
+
+def answer(backend: Backend, tasks: Sequence[QATask], sampling: Sampling, system: str | None = None) -> list[Completion]:
+    """One completion per task with the task's prompt (`prompts.system_for`, or `system`)."""
+    return [row[0] for row in backend.generate([messages(t, system) for t in tasks], sampling)]
+
+
+def active_parameters(model) -> int:
+    """Parameters used per token: all of a dense model's; for a mixture of experts, the shared
+    weights plus `num_experts_per_tok` of each layer's `num_experts` experts."""
+    total = sum(p.numel() for p in model.parameters())
+    cfg = getattr(model, "config", None)
+    n_exp, k = getattr(cfg, "num_experts", None), getattr(cfg, "num_experts_per_tok", None)
+    if not n_exp or not k:
+        return total
+    expert = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+    return int(total - expert + expert * k / n_exp)
+
+
+def compute_reduction(teacher: dict[str, float], rft: dict[str, float], grpo: dict[str, float],
+                      teacher_params: float, student_params: float) -> dict[str, float]:
+    """LiveThinking's split of the compute saving: distillation (teacher -> RFT student, mostly the
+    parameter ratio) times brevity (RFT -> GRPO tokens at the same size).
+
+    >>> r = compute_reduction({"tokens_mean": 100}, {"tokens_mean": 120}, {"tokens_mean": 48}, 3e9, 0.25e9)
+    >>> r["distillation"], r["brevity"], r["total"]
+    (10.0, 2.5, 25.0)
+    """
+    c_teacher = 2 * teacher_params * teacher["tokens_mean"]
+    c_rft = 2 * student_params * rft["tokens_mean"]
+    c_grpo = 2 * student_params * grpo["tokens_mean"]
+    return {"distillation": c_teacher / c_rft, "brevity": c_rft / c_grpo, "total": c_teacher / c_grpo}
