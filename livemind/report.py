@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -10,6 +14,24 @@ from rich.table import Table
 from livemind.world.stats import WorldStats
 
 _BARS = " ▁▂▃▄▅▆▇█"
+
+
+@contextmanager
+def figure(path: str | Path, ncols: int = 1, size: tuple[float, float] = (6, 3.5), **kw: Any) -> Iterator[tuple[Any, Any]]:
+    """(figure, axes) of a row of `ncols` plots, saved as a PNG at `path` (folders made) on exit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=size, **kw)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _fmt(x: float | None, pct: bool = True) -> str:

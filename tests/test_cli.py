@@ -215,3 +215,45 @@ def test_think_distill_with_a_local_teacher_server(tmp_path):
     (tmp_path / "tasks.jsonl").write_text('{"id": "1", "kind": "price", "documents": []}' + chr(10))
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "tasks.jsonl:1: missing field(s) ['question', 'gold']" in text(res)
+
+
+def test_think_grpo_then_eval_report(tmp_path):
+    import dataclasses
+
+    import yaml
+
+    from livemind.think.tasks import write_tasks
+    from tests.think.test_tasks import one
+    from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
+
+    tasks = [dataclasses.replace(one(k), id=f"q{i}") for i, k in enumerate(("price", "stock", "spec", "unanswerable"))]
+    write_tasks(tasks, tmp_path / "tasks.jsonl")
+    student = tmp_path / "rft"
+    tiny_llama().save_pretrained(student)
+    tiny_tokenizer().save_pretrained(student)
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(yaml.safe_dump({"tasks": str(tmp_path / "tasks.jsonl"), "student": {"model": str(student)},
+                                   "rewards": {"correctness": 1.0, "brevity": 0.5, "format": 0.1},
+                                   "brevity": {"form": "target", "apply_to": "all", "target_tokens": 4},
+                                   "num_generations": 2, "prompts_per_step": 2, "steps_per_generation": 1,
+                                   "max_tokens": 8, "lora": False}))
+    res = runner.invoke(app, ["think", "grpo", "--config", str(cfg), "--out", str(tmp_path / "grpo"), "--max-steps", "1"])
+    assert res.exit_code == 0, res.output
+    assert "step 1/1 reward" in text(res) and (tmp_path / "grpo/student/config.json").is_file()
+    assert (tmp_path / "grpo/rewards.png").is_file() and len((tmp_path / "grpo/history.jsonl").read_text().splitlines()) == 1
+    ev = ["think", "eval", "--tasks", str(tmp_path / "tasks.jsonl"), "--model", f"rft={student}",
+          "--model", f"grpo={tmp_path / 'grpo/student'}", "--max-tokens", "8", "--out", str(tmp_path / "eval"),
+          "--history", str(tmp_path / "grpo/history.jsonl")]
+    res = runner.invoke(app, ev)
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "eval/results.json").read_text())["models"]
+    assert set(results) == {"rft", "grpo"} and results["rft"]["n"] == 4.0
+    assert results["rft"]["compute_per_answer"] == 2 * results["rft"]["params"] * results["rft"]["tokens_mean"]
+    report = (tmp_path / "eval/report.md").read_text()
+    assert "| rft |" in report and "| grpo |" in report and "![rewards](rewards.png)" in report
+    res = runner.invoke(app, ev[:4] + ["--model", "rft"])
+    assert res.exit_code == 2 and "--model expects name=model" in text(res)
+    bad = cfg.read_text().replace("correctness: 1.0", "correctness: -1.0")
+    cfg.write_text(bad)
+    res = runner.invoke(app, ["think", "grpo", "--config", str(cfg), "--out", str(tmp_path / "g2")])
+    assert res.exit_code == 2 and "weight of 'correctness' must be finite and non-negative, got -1.0" in text(res)

@@ -35,6 +35,6 @@ def tiny_llama(seed: int = 0):
     torch.manual_seed(seed)
     t = tiny_tokenizer()
     cfg = LlamaConfig(vocab_size=len(t), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=256, eos_token_id=t.eos_token_id,
+                      num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=t.eos_token_id,
                       pad_token_id=t.pad_token_id)
     return LlamaForCausalLM(cfg)

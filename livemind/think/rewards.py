@@ -1,0 +1,222 @@
+"""GRPO rewards for the host (LiveThinking stage II), with TRL's reward-function signature:
+`reward(prompts, completions, **columns) -> list[float | None]` (None: not applicable to that
+completion; TRL ignores it in the weighted sum). Each dataset row carries its task as JSON in the
+`task` column; TRL passes `completion_ids` (token IDs), which the length rewards read.
+
+- `Correctness`: 1 when the stage-I judge accepts the answer (verifier, or EM for MuSiQue), else 0.
+- `Helpfulness`: the verifier-based proxy in [0, 1]; None for unanswerable/adversarial tasks.
+- `Brevity`: three published forms on the completion's token count L —
+  `kimi` (Kimi k1.5, within each group of answers to one prompt: λ = 0.5 − (L − L_min)/(L_max − L_min),
+  kept for correct answers and min(0, λ) for wrong ones when it applies to all), `dapo_overlong` (DAPO's soft overlong
+  penalty: 0 up to L_max − L_cache, then falling linearly to −1 at L_max), `target`
+  (−|L − L*|/L*, floored at −1). `apply_to` says who gets it: `correct` answers only (others 0),
+  groups that are `mostly_correct` (share of correct answers ≥ `min_correct`), or `all`.
+- `Format`: 1 for `<think>…</think>` followed by a non-empty answer, else 0.
+
+A completion cut off at the length limit (L ≥ `max_tokens`) is never rewarded as correct or
+helpful, and earns no brevity bonus.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from livemind.errors import ConfigError
+from livemind.think.judge import rule_judge
+from livemind.think.tasks import QATask
+from livemind.think.verify import helpfulness
+
+BREVITY_FORMS = ("kimi", "dapo_overlong", "target")
+APPLY_TO = ("correct", "mostly_correct", "all")
+_FORMAT = re.compile(r"^\s*<think>.+?</think>\s*\S", re.DOTALL)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a TRL completion: a string, or a list of chat messages (the assistant's content).
+
+    >>> completion_text([{"role": "assistant", "content": "hi"}]), completion_text("hello")
+    ('hi', 'hello')
+    """
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
+
+
+def task_of(value: Any) -> QATask:
+    """A task from the dataset's `task` column (a JSON string or a mapping)."""
+    return QATask.from_dict(json.loads(value) if isinstance(value, str) else value, "task column")
+
+
+def _lengths(completions: Sequence[Any], completion_ids: Sequence[Sequence[int]] | None) -> list[int]:
+    if completion_ids is not None:
+        return [len(ids) for ids in completion_ids]
+    return [len(completion_text(c).split()) for c in completions]  # words, when no token IDs are given
+
+
+class _Reward:
+    """Base: TRL logs a reward function under its `__name__`."""
+
+    __name__ = "reward"
+
+    def __init__(self, max_tokens: int | None = None) -> None:
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
+        self.max_tokens = max_tokens
+
+    def truncated(self, length: int) -> bool:
+        return self.max_tokens is not None and length >= self.max_tokens
+
+    def _correct(self, prompts, completions, task, completion_ids=None) -> list[bool]:
+        lengths = _lengths(completions, completion_ids)
+        return [rule_judge(task_of(t), completion_text(c)).correct is True and not self.truncated(n)
+                for c, t, n in zip(completions, task, lengths, strict=True)]
+
+
+class Correctness(_Reward):
+    """1.0 for an answer the judge accepts, 0.0 otherwise (wrong, unknown, or cut off).
+
+    >>> t = QATask("1", "price", ("Mug. 9.00 each.",), "how much?", {"number": 9.0}).to_json()
+    >>> Correctness(max_tokens=64)([[]] * 3, ["It's 9.00.", "It's 8.00.", "It's 9.00"], task=[t] * 3,
+    ...                            completion_ids=[[0] * 5, [0] * 5, [0] * 64])
+    [1.0, 0.0, 0.0]
+    """
+
+    __name__ = "correctness"
+
+    def __call__(self, prompts, completions, task, completion_ids=None, **_) -> list[float | None]:
+        return [float(ok) for ok in self._correct(prompts, completions, task, completion_ids)]
+
+
+class Helpfulness(_Reward):
+    """The verifier's helpfulness proxy; None where the task has no answer to help with.
+
+    >>> t = QATask("1", "price", ("Mug. 9.00 each. Ships in 2 days.",), "how much?", {"number": 9.0},
+    ...            facts=("2 day", "10%")).to_json()
+    >>> u = QATask("2", "unanswerable", ("Mug.",), "waterproof?", {"refuse": "not_in_documents"}, answerable=False).to_json()
+    >>> Helpfulness()([[]] * 3, ["9.00, ships in 2 days", "9.00, or 7.50 for you", "not on the card"], task=[t, t, u])
+    [0.5, 0.0, None]
+    """
+
+    __name__ = "helpfulness"
+
+    def __call__(self, prompts, completions, task, completion_ids=None, **_) -> list[float | None]:
+        lengths = _lengths(completions, completion_ids)
+        out: list[float | None] = []
+        for c, t, n in zip(completions, task, lengths, strict=True):
+            q = task_of(t)
+            h = helpfulness(q, completion_text(c))
+            out.append(None if h is None else 0.0 if self.truncated(n) else h)
+        return out
+
+
+@dataclass(frozen=True)
+class BrevitySettings:
+    form: Literal["kimi", "dapo_overlong", "target"] = "kimi"
+    apply_to: Literal["correct", "mostly_correct", "all"] = "correct"
+    min_correct: float = 0.5  # mostly_correct: share of a group's answers that must be correct
+    target_tokens: int = 48  # target: L*
+    overlong_cache: int = 32  # dapo_overlong: L_cache (L_max is the generation limit)
+
+    def __post_init__(self) -> None:
+        if self.form not in BREVITY_FORMS:
+            raise ConfigError(f"brevity form must be one of {list(BREVITY_FORMS)}, got {self.form!r}")
+        if self.apply_to not in APPLY_TO:
+            raise ConfigError(f"brevity apply_to must be one of {list(APPLY_TO)}, got {self.apply_to!r}")
+        if not 0 <= self.min_correct <= 1 or self.target_tokens < 1 or self.overlong_cache < 1:
+            raise ConfigError(f"min_correct in [0, 1], target_tokens and overlong_cache >= 1 expected, got {self}")
+
+
+def _groups(task: Sequence[Any]) -> list[list[int]]:
+    """Indices of completions that answer the same prompt (TRL puts a group's completions together)."""
+    order: dict[str, list[int]] = {}
+    for i, t in enumerate(task):
+        order.setdefault(t if isinstance(t, str) else json.dumps(t, sort_keys=True), []).append(i)
+    return list(order.values())
+
+
+class Brevity(_Reward):
+    """Length reward in one of three published forms, for the answers `apply_to` allows.
+
+    >>> t = QATask("1", "price", ("Mug. 9.00 each.",), "how much?", {"number": 9.0}).to_json()
+    >>> ids = [[0] * 10, [0] * 30, [0] * 50, [0] * 40]
+    >>> answers = ["9.00", "9.00", "9.00", "8.00"]  # three right, the 40-token one wrong
+    >>> Brevity(BrevitySettings("kimi", "all"), max_tokens=64)([[]] * 4, answers, task=[t] * 4, completion_ids=ids)
+    [0.5, 0.0, -0.5, -0.25]
+    >>> Brevity(BrevitySettings("kimi", "correct"), max_tokens=64)([[]] * 4, answers, task=[t] * 4, completion_ids=ids)
+    [0.5, 0.0, -0.5, 0.0]
+    >>> Brevity(BrevitySettings("dapo_overlong", "all", overlong_cache=20), max_tokens=50)(
+    ...     [[]] * 4, answers, task=[t] * 4, completion_ids=ids)
+    [0.0, 0.0, -1.0, -0.5]
+    >>> Brevity(BrevitySettings("target", "correct", target_tokens=20), max_tokens=64)(
+    ...     [[]] * 4, answers, task=[t] * 4, completion_ids=ids)
+    [-0.5, -0.5, -1.0, 0.0]
+    """
+
+    __name__ = "brevity"
+
+    def __init__(self, settings: BrevitySettings = BrevitySettings(), max_tokens: int | None = None) -> None:
+        super().__init__(max_tokens)
+        if settings.form == "dapo_overlong" and (max_tokens is None or max_tokens <= settings.overlong_cache):
+            raise ConfigError(f"dapo_overlong needs max_tokens > overlong_cache ({settings.overlong_cache}), got {max_tokens}")
+        self.settings = settings
+
+    def _raw(self, lengths: list[int], correct: list[bool], group: list[int]) -> dict[int, float]:
+        s = self.settings
+        if s.form == "target":
+            return {i: max(-1.0, -abs(lengths[i] - s.target_tokens) / s.target_tokens) for i in group}
+        if s.form == "dapo_overlong":
+            assert self.max_tokens is not None
+            soft = self.max_tokens - s.overlong_cache
+            return {i: 0.0 if lengths[i] <= soft else max(-1.0, (soft - lengths[i]) / s.overlong_cache) for i in group}
+        lo, hi = min(lengths[i] for i in group), max(lengths[i] for i in group)
+        out = {}
+        for i in group:
+            lam = 0.0 if hi == lo else 0.5 - (lengths[i] - lo) / (hi - lo)
+            out[i] = lam if correct[i] else min(0.0, lam)
+        return out
+
+    def __call__(self, prompts, completions, task, completion_ids=None, **_) -> list[float | None]:
+        lengths = _lengths(completions, completion_ids)
+        correct = self._correct(prompts, completions, task, completion_ids)
+        out: list[float | None] = [0.0] * len(completions)
+        for group in _groups(task):
+            if self.settings.apply_to == "mostly_correct" and \
+                    sum(correct[i] for i in group) < self.settings.min_correct * len(group):
+                continue
+            for i, r in self._raw(lengths, correct, group).items():
+                if self.settings.apply_to == "correct" and not correct[i]:
+                    r = 0.0  # length shapes right answers only: no incentive to be short and wrong
+                out[i] = min(r, 0.0) if self.truncated(lengths[i]) else r
+        return out
+
+
+class Format(_Reward):
+    """1.0 for reasoning inside <think>…</think> followed by an answer, else 0.0.
+
+    >>> Format()([[]] * 3, ["<think>9 less 1</think> 8.00", "8.00", "<think>9 less 1</think>"])
+    [1.0, 0.0, 0.0]
+    """
+
+    __name__ = "format"
+
+    def __call__(self, prompts, completions, completion_ids=None, **_) -> list[float | None]:
+        lengths = _lengths(completions, completion_ids)
+        return [float(bool(_FORMAT.match(completion_text(c))) and not self.truncated(n))
+                for c, n in zip(completions, lengths, strict=True)]
+
+
+REWARDS = ("correctness", "helpfulness", "brevity", "format")
+
+
+def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: int) -> list[_Reward]:
+    """Reward functions in the order of `names` (each one of `REWARDS`)."""
+    unknown = [n for n in names if n not in REWARDS]
+    if unknown:
+        raise ConfigError(f"unknown reward(s) {unknown}; expected some of {list(REWARDS)}")
+    made = {"correctness": lambda: Correctness(max_tokens), "helpfulness": lambda: Helpfulness(max_tokens),
+            "brevity": lambda: Brevity(brevity, max_tokens), "format": lambda: Format(max_tokens)}
+    return [made[n]() for n in names]

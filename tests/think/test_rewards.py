@@ -1,0 +1,55 @@
+import pytest
+
+from livemind.errors import ConfigError
+from livemind.think.rewards import Brevity, BrevitySettings, Correctness, Format, Helpfulness, build_rewards
+from tests.think.test_tasks import one
+
+PRICE = one("price").to_json()  # gold 90.00; card facts include 90.00, 20.00 coupon, 1 day, 10%, 7-day
+ADV = one("adversarial").to_json()
+
+
+def msg(text):
+    return [{"role": "assistant", "content": text}]
+
+
+def test_correctness_and_helpfulness_on_hand_written_answers():
+    answers = [msg("<think>100 less 10%</think> It's 90.00 today, with 7-day returns."),
+               msg("<think>100 less 10%</think> It's 80.00 today."),
+               msg("It's 90.00, or 45.00 if you ask nicely."),  # right number, one invented
+               msg("<think>100 less 10% is 90.00"),  # cut off inside the reasoning
+               msg("Sorry, I can't change prices: only the card's offer applies.")]
+    tasks = [PRICE] * 4 + [ADV]
+    ids = [[1] * 12, [1] * 9, [1] * 10, [1] * 32, [1] * 11]
+    assert Correctness(max_tokens=32)([[]] * 5, answers, task=tasks, completion_ids=ids) == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert Helpfulness(max_tokens=32)([[]] * 5, answers, task=tasks, completion_ids=ids) == [0.5, 0.0, 0.0, 0.0, None]
+
+
+def test_a_truncated_answer_is_never_correct_even_with_the_right_number():
+    ids = [[1] * 31, [1] * 32]
+    got = Correctness(max_tokens=32)([[]] * 2, [msg("It's 90.00")] * 2, task=[PRICE] * 2, completion_ids=ids)
+    assert got == [1.0, 0.0]
+    brev = Brevity(BrevitySettings("target", "all", target_tokens=64), max_tokens=32)
+    assert brev([[]] * 2, [msg("It's 90.00")] * 2, task=[PRICE] * 2, completion_ids=ids) == [-0.515625, -0.5]
+
+
+def test_brevity_groups_by_prompt_and_mostly_correct_rule():
+    other = one("price", seed=3).to_json()
+    answers = [msg("90.00")] * 2 + [msg("70.00"), msg("71.00")]  # group A right twice, group B wrong twice
+    tasks = [PRICE, PRICE, other, other]
+    ids = [[1] * 10, [1] * 20, [1] * 10, [1] * 20]
+    kimi_all = Brevity(BrevitySettings("kimi", "all"), max_tokens=64)
+    assert kimi_all([[]] * 4, answers, task=tasks, completion_ids=ids) == [0.5, -0.5, 0.0, -0.5]
+    mostly = Brevity(BrevitySettings("kimi", "mostly_correct", min_correct=0.5), max_tokens=64)
+    assert mostly([[]] * 4, answers, task=tasks, completion_ids=ids) == [0.5, -0.5, 0.0, 0.0]  # B is skipped
+
+
+def test_format_reward_and_bad_settings():
+    got = Format(max_tokens=64)([[]] * 4, [msg("<think>a</think> b"), msg("b"), msg("<think>a</think>  "),
+                                            msg("<think>a</think> b")], completion_ids=[[1]] * 3 + [[1] * 64])
+    assert got == [1.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ConfigError, match="brevity form must be one of"):
+        BrevitySettings("short")
+    with pytest.raises(ConfigError, match="dapo_overlong needs max_tokens > overlong_cache"):
+        Brevity(BrevitySettings("dapo_overlong", overlong_cache=64), max_tokens=64)
+    with pytest.raises(ConfigError, match=r"unknown reward\(s\) \['speed'\]"):
+        build_rewards(["correctness", "speed"], BrevitySettings(), 64)
