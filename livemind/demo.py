@@ -239,7 +239,7 @@ def demo_students(tasks, out: Path, console: Console) -> tuple[dict[str, str], s
         cfg = dataclasses.replace(GRPOSettings(), tasks=str(work / "train.jsonl"),
                                   student=ModelSource(model=str(rft / "student")), steps=1, prompts_per_step=2,
                                   num_generations=4, steps_per_generation=1, max_tokens=48)
-        run_grpo(cfg, grpo, lambda m: console.print(f"  GRPO: {m}", markup=False), float_cache=out / "models")
+        run_grpo(cfg, grpo, lambda m: console.print(f"  {m.strip()}", markup=False), float_cache=out / "models")
         console.print(f"  demo-sized GRPO in {time.perf_counter() - t0:.0f} s")
     return models | {"RFT": str(rft / "student"), "GRPO": str(grpo / "student")}, \
         "demo-sized (run benchmarks/think_rft.py and think_grpo.py for the measured ones)"
