@@ -53,6 +53,10 @@ class Completion:
     error: str | None = None
     cached: bool = False
 
+    def cut_off(self, max_tokens: int) -> bool:
+        """True when the completion stopped at the token limit rather than ending on its own."""
+        return self.text is not None and self.tokens >= max_tokens
+
 
 class Backend(Protocol):
     model: str

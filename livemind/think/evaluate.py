@@ -2,8 +2,7 @@
 
 Every answer is judged by `rule_judge` (verifier for generated tasks, EM/F1 where the task has
 reference answers). Correctness is the share of answers judged correct: an unknown verdict counts
-as not correct, and so does an answer cut off at the length limit (no `</think>`-closed reasoning
-and no end of sequence: `Completion.tokens == max_tokens`). Helpfulness is the mean proxy score
+as not correct, and so does an answer cut off at the length limit (`Completion.cut_off`). Helpfulness is the mean proxy score
 over answerable tasks. Token counts split the completion into reasoning (inside `<think>`) and
 answer with the model's tokenizer. Compute per answer is LiveThinking's accounting:
 2 × active parameters × generated tokens (FLOPs of decoding; the prompt is the same for all models).
@@ -46,7 +45,7 @@ def score(tasks: Sequence[QATask], completions: Sequence[Completion], count_toke
         reasoning, answer = split_reasoning(text)
         j = judge(task, text) if c.text is not None else Judgement(None, None)
         out.append(Scored(task, c, j, count_tokens(reasoning) if reasoning else 0, count_tokens(answer) if answer else 0,
-                          c.text is not None and c.tokens >= max_tokens))
+                          c.cut_off(max_tokens)))
     return out
 
 
@@ -96,9 +95,9 @@ def by_kind(scored: Sequence[Scored]) -> dict[str, dict[str, float]]:
                 "tokens": float(np.mean([s.completion.tokens for s in v]))} for k, v in sorted(kinds.items())}
 
 
-def answer(backend: Backend, tasks: Sequence[QATask], sampling: Sampling, system: str | None = None) -> list[Completion]:
-    """One completion per task with the task's prompt (`prompts.system_for`, or `system`)."""
-    return [row[0] for row in backend.generate([messages(t, system) for t in tasks], sampling)]
+def answer(backend: Backend, tasks: Sequence[QATask], sampling: Sampling) -> list[Completion]:
+    """One completion per task with the task's prompt (`prompts.system_for`)."""
+    return [row[0] for row in backend.generate([messages(t) for t in tasks], sampling)]
 
 
 def active_parameters(model) -> int:

@@ -64,7 +64,7 @@ def sample_traces(tasks: Sequence[QATask], teacher: Backend, sampling: Sampling,
     for task, row in zip(tasks, teacher.generate([messages(t) for t in tasks], sampling)):
         for c in row:
             out.append(Trace(task, c, judge(task, c.text) if c.text is not None else Judgement(None, None),
-                             c.text is not None and c.tokens >= sampling.max_tokens))
+                             c.cut_off(sampling.max_tokens)))
     return out
 
 
