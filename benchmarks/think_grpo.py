@@ -104,7 +104,8 @@ def main() -> None:
     by = {r.name: r.summary for r in results}
     ratio = by["grpo"]["tokens_mean"] / by["rft"]["tokens_mean"]
     log(f"GRPO / RFT tokens: {ratio:.2f} (bar <= 0.60); correctness {by['rft']['correct']:.1%} -> {by['grpo']['correct']:.1%} "
-        f"(bar: >= RFT - 1 point); helpfulness {by['rft']['helpful']:.3f} -> {by['grpo']['helpful']:.3f} (bar: not lower)")
+        f"(bar: >= RFT - 1 point); helpfulness {by['rft']['helpful']:.3f} -> {by['grpo']['helpful']:.3f} (bar: not lower); "
+        f"answerable questions answered 'the card doesn't say' {by['rft']['unsaid']:.0%} -> {by['grpo']['unsaid']:.0%}")
     if red:
         log(f"compute per answer teacher -> GRPO: {red['total']:.1f}x (distillation {red['distillation']:.1f}x, "
             f"brevity {red['brevity']:.2f}x)")
@@ -115,6 +116,7 @@ def main() -> None:
         "correct_base": round(by["base"]["correct"], 4), "correct_rft": round(by["rft"]["correct"], 4),
         "correct_grpo": round(by["grpo"]["correct"], 4), "help_rft": round(by["rft"]["helpful"], 4),
         "help_grpo": round(by["grpo"]["helpful"], 4),
+        "unsaid_rft": round(by["rft"]["unsaid"], 4), "unsaid_grpo": round(by["grpo"]["unsaid"], 4),
         **{f"musique_{m}_{n}": round(by[n].get(f"musique_{m}", float("nan")), 4)
            for n in ("base", "rft", "grpo") for m in ("em", "f1", "tokens")},
         "compute_reduction_total": round(red["total"], 2) if red else None,

@@ -20,6 +20,7 @@ from livemind.think.backends import Backend, Completion, Sampling
 from livemind.think.judge import Judgement, rule_judge
 from livemind.think.prompts import messages, split_reasoning
 from livemind.think.tasks import QATask
+from livemind.think.verify import says_unsaid
 
 
 @dataclass
@@ -68,7 +69,8 @@ def summarize(scored: Sequence[Scored], active_params: float) -> dict[str, float
     (0.5, 7.0, 3.0, 0.5, 14000000.0)
     """
     n = max(len(scored), 1)
-    helpful = [s.judgement.helpful for s in scored if s.task.answerable and s.judgement.helpful is not None]
+    answerable = [s for s in scored if s.task.answerable]
+    helpful = [s.judgement.helpful for s in answerable if s.judgement.helpful is not None]
     em = [s.judgement.em for s in scored if s.judgement.em is not None]
     f1 = [s.judgement.f1 for s in scored if s.judgement.f1 is not None]
     tokens = [float(s.completion.tokens) for s in scored]
@@ -76,6 +78,9 @@ def summarize(scored: Sequence[Scored], active_params: float) -> dict[str, float
            "unknown": sum(s.judgement.correct is None for s in scored) / n,
            "truncated": sum(s.truncated for s in scored) / n,
            "helpful": float(np.mean(helpful)) if helpful else math.nan,
+           # answerable questions answered "the card doesn't say": the short non-answer a brevity reward can teach
+           "unsaid": (sum(says_unsaid(s.completion.text or "") for s in answerable) / len(answerable)
+                      if answerable else math.nan),
            "em": float(np.mean(em)) if em else math.nan, "f1": float(np.mean(f1)) if f1 else math.nan}
     for name, values in (("tokens", tokens), ("reasoning_tokens", [float(s.reasoning_tokens) for s in scored]),
                          ("answer_tokens", [float(s.answer_tokens) for s in scored]),

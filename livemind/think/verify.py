@@ -33,6 +33,9 @@ _NOT_AVAILABLE = re.compile(r"\b(not (listed|stated|mentioned|given|shown|specif
                             r"no (information|details|info|mention)|doesn't (say|mention|list|state)|does not (say|mention|"
                             r"list|state)|don't have|do not have|can't (find|see|confirm)|cannot (find|see|confirm)|"
                             r"unable to (confirm|find)|not sure|don't know|do not know|isn't (listed|stated|mentioned))\b")
+# "The card doesn't say": no reading of yes or no (unlike "not available", which describes the product).
+_UNSAID = re.compile(r"\b(not (on|in) the (card|documents)|not (mentioned|stated|given|specified)|no (information|details|"
+                     r"info|mention)|(doesn't|does not|don't|do not) (say|mention|know)|not sure)\b")
 _PUNCTUATION = frozenset(string.punctuation)
 _DECLINE = re.compile(r"\b(can't|cannot|can not|unable|not able|won't|will not|not allowed|not possible|sorry|"
                       r"only offer|only (the )?(listed|posted|card)|no,)\b")
@@ -60,15 +63,33 @@ def _norm(s: str) -> str:
 def polarity(text: str) -> bool | None:
     """True (yes), False (no) or None (unreadable) for a short answer.
 
+    A statement that the card does not say, without an explicit yes or no, is unreadable: it is not
+    a "no".
+
     >>> polarity("Sorry, it's sold out."), polarity("Yes, 12 left!"), polarity("It's blue.")
     (False, True, None)
+    >>> polarity("Not on the card."), polarity("No, L is not on the card: only S and M.")
+    (None, False)
     """
     first = re.split(r"(?<=[.!?])\s", text.strip().lower(), maxsplit=1)[0]  # the first sentence decides
+    if says_unsaid(first):
+        return None
     if _NEG.search(first):
         return False
     if _YES.search(first):
         return True
     return None
+
+
+def says_unsaid(answer: str) -> bool:
+    """True when the answer's first sentence says the card does not hold the answer (no yes or no);
+    on an answerable question that is a non-answer, however short.
+
+    >>> says_unsaid("<think></think>Not on the card."), says_unsaid("No, only S and M."), says_unsaid("It's 9.00.")
+    (True, False, False)
+    """
+    first = re.split(r"(?<=[.!?])\s", final_answer(answer).lower(), maxsplit=1)[0]
+    return bool(_UNSAID.search(first)) and not re.match(r"(no|yes)\b", first)
 
 
 @dataclass

@@ -30,9 +30,17 @@ def test_scoring_counts_tokens_truncation_and_compute_exactly():
     assert r["tokens_mean"] == 15.0 and r["tokens_median"] == 14.0 and r["tokens_p90"] == pytest.approx(28.4)
     assert r["compute_per_answer"] == 2 * 1000 * 15.0
     assert r["helpful"] == pytest.approx((0.5 + 0.0) / 2)  # answerable only: one of two extra facts, then none
-    assert math.isnan(r["em"])
+    assert math.isnan(r["em"]) and r["unsaid"] == 0.0  # the unanswerable task's "does not say" is right there
     assert by_kind(s) == {"price": {"n": 2, "correct": 0.5, "tokens": 26.0},
                           "unanswerable": {"n": 2, "correct": 0.5, "tokens": 4.0}}
+
+
+def test_unsaid_counts_non_answers_to_answerable_questions_only():
+    s = score([PRICE, PRICE, PRICE, NOPE], [Completion("<think>\n\n</think>\nNot on the card.", 9),
+                                            Completion("I don't know, sorry.", 5), Completion("It's 9.00.", 4),
+                                            Completion("Not on the card.", 4)], words, max_tokens=32)
+    r = summarize(s, active_params=1000)
+    assert r["unsaid"] == pytest.approx(2 / 3) and r["correct"] == 0.5  # PRICE 1 of 3 right, NOPE right
 
 
 def test_compute_reduction_splits_distillation_and_brevity():
