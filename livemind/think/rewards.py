@@ -12,6 +12,9 @@ completion; TRL ignores it in the weighted sum). Each dataset row carries its ta
   (−|L − L*|/L*, floored at −1). `apply_to` says who gets it: `correct` answers only (others 0),
   groups that are `mostly_correct` (share of correct answers ≥ `min_correct`), or `all`.
 - `Format`: 1 for `<think>…</think>` followed by a non-empty answer, else 0.
+- `Answered`: −1 when an answerable question gets "the card doesn't say" (a short non-answer that is
+  right on unanswerable questions, so length pressure can teach it everywhere), else 0; None where
+  declining is a valid answer.
 
 A completion cut off at the length limit (L ≥ `max_tokens`) is never rewarded as correct or
 helpful, and earns no brevity bonus.
@@ -28,7 +31,7 @@ from typing import Any, Literal
 from livemind.errors import ConfigError
 from livemind.think.judge import rule_judge
 from livemind.think.tasks import QATask
-from livemind.think.verify import helpfulness
+from livemind.think.verify import helpfulness, says_unsaid
 
 BREVITY_FORMS = ("kimi", "dapo_overlong", "target")
 APPLY_TO = ("correct", "mostly_correct", "all")
@@ -209,7 +212,25 @@ class Format(_Reward):
                 for c, n in zip(completions, lengths, strict=True)]
 
 
-REWARDS = ("correctness", "helpfulness", "brevity", "format")
+class Answered(_Reward):
+    """−1.0 for declining ("the card doesn't say") a question the card answers, 0.0 for anything
+    else; None for unanswerable and adversarial questions.
+
+    >>> t = QATask("1", "price", ("Mug. 9.00 each.",), "how much?", {"number": 9.0}).to_json()
+    >>> u = QATask("2", "unanswerable", ("Mug.",), "waterproof?", {"refuse": "not_in_documents"}, answerable=False).to_json()
+    >>> Answered()([[]] * 4, ["<think>\\n</think>\\nNot on the card.", "It's 8.00.", "I don't know.", "Not on the card."],
+    ...            task=[t, t, t, u])
+    [-1.0, 0.0, -1.0, None]
+    """
+
+    __name__ = "answered"
+
+    def __call__(self, prompts, completions, task, **_) -> list[float | None]:
+        return [None if not task_of(t).answerable else (-1.0 if says_unsaid(completion_text(c)) else 0.0)
+                for c, t in zip(completions, task, strict=True)]
+
+
+REWARDS = ("correctness", "helpfulness", "brevity", "format", "answered")
 
 
 def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: int) -> list[_Reward]:
@@ -218,5 +239,5 @@ def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: in
     if unknown:
         raise ConfigError(f"unknown reward(s) {unknown}; expected some of {list(REWARDS)}")
     made = {"correctness": lambda: Correctness(max_tokens), "helpfulness": lambda: Helpfulness(max_tokens),
-            "brevity": lambda: Brevity(brevity, max_tokens), "format": lambda: Format(max_tokens)}
+            "brevity": lambda: Brevity(brevity, max_tokens), "format": lambda: Format(max_tokens), "answered": lambda: Answered(max_tokens)}
     return [made[n]() for n in names]

@@ -1,7 +1,7 @@
 import pytest
 
 from livemind.errors import ConfigError
-from livemind.think.rewards import Brevity, BrevitySettings, Correctness, Format, Helpfulness, build_rewards
+from livemind.think.rewards import Answered, Brevity, BrevitySettings, Correctness, Format, Helpfulness, build_rewards
 from tests.think.test_tasks import one
 
 PRICE = one("price").to_json()  # gold 90.00; card facts include 90.00, 20.00 coupon, 1 day, 10%, 7-day
@@ -53,3 +53,12 @@ def test_format_reward_and_bad_settings():
         Brevity(BrevitySettings("dapo_overlong", overlong_cache=64), max_tokens=64)
     with pytest.raises(ConfigError, match=r"unknown reward\(s\) \['speed'\]"):
         build_rewards(["correctness", "speed"], BrevitySettings(), 64)
+
+
+def test_answered_penalises_declining_an_answerable_question_only():
+    price, nope = one("price").to_json(), one("unanswerable").to_json()
+    got = Answered()([[]] * 4, ["The card doesn't say, sorry.", "It's 90.00.", "No, not in L.", "It's not on the card."],
+                     task=[price, price, price, nope])
+    assert got == [-1.0, 0.0, 0.0, None]
+    assert [f.__name__ for f in build_rewards(["correctness", "answered"], BrevitySettings(), 64)] == \
+        ["correctness", "answered"]
