@@ -481,7 +481,7 @@ def think_grpo(
     out: Annotated[Path, typer.Option(help="run directory: the trained student, history.jsonl, rewards.png")],
     max_steps: Annotated[int, typer.Option(help="cap on GRPO steps (-1: the config's steps)")] = -1,
 ) -> None:
-    """Multi-objective GRPO (correctness, helpfulness, brevity, format) of the RFT student."""
+    """Multi-objective GRPO (correctness, helpfulness, brevity, format, answered) of the RFT student."""
     from livemind.config import load_config
     from livemind.think.grpo import GRPOSettings, run_grpo
     from livemind.think.report import plot_rewards

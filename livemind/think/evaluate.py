@@ -2,10 +2,12 @@
 
 Every answer is judged by `rule_judge` (verifier for generated tasks, EM/F1 where the task has
 reference answers). Correctness is the share of answers judged correct: an unknown verdict counts
-as not correct, and so does an answer cut off at the length limit (`Completion.cut_off`). Helpfulness is the mean proxy score
-over answerable tasks. Token counts split the completion into reasoning (inside `<think>`) and
-answer with the model's tokenizer. Compute per answer is LiveThinking's accounting:
-2 × active parameters × generated tokens (FLOPs of decoding; the prompt is the same for all models).
+as not correct, and so does an answer cut off at the length limit (`Completion.cut_off`).
+Helpfulness is the mean proxy score over answerable tasks; `unsaid` is the share of answerable tasks
+answered "the card doesn't say" (`verify.says_unsaid`), the short non-answer a length reward can
+teach. Token counts split the completion into reasoning (inside `<think>`) and answer with the
+model's tokenizer. Compute per answer is LiveThinking's accounting: 2 × active parameters ×
+generated tokens (FLOPs of decoding; the prompt is the same for all models).
 """
 
 from __future__ import annotations

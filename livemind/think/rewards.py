@@ -239,5 +239,6 @@ def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: in
     if unknown:
         raise ConfigError(f"unknown reward(s) {unknown}; expected some of {list(REWARDS)}")
     made = {"correctness": lambda: Correctness(max_tokens), "helpfulness": lambda: Helpfulness(max_tokens),
-            "brevity": lambda: Brevity(brevity, max_tokens), "format": lambda: Format(max_tokens), "answered": lambda: Answered(max_tokens)}
+            "brevity": lambda: Brevity(brevity, max_tokens), "format": lambda: Format(max_tokens),
+            "answered": lambda: Answered(max_tokens)}
     return [made[n]() for n in names]

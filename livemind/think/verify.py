@@ -71,14 +71,22 @@ def polarity(text: str) -> bool | None:
     >>> polarity("Not on the card."), polarity("No, L is not on the card: only S and M.")
     (None, False)
     """
-    first = re.split(r"(?<=[.!?])\s", text.strip().lower(), maxsplit=1)[0]  # the first sentence decides
-    if says_unsaid(first):
+    first = _first_sentence(text)  # the first sentence decides
+    if _unsaid(first):
         return None
     if _NEG.search(first):
         return False
     if _YES.search(first):
         return True
     return None
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.!?])\s", text.strip().lower(), maxsplit=1)[0]
+
+
+def _unsaid(first: str) -> bool:
+    return bool(_UNSAID.search(first)) and not re.match(r"(no|yes)\b", first)
 
 
 def says_unsaid(answer: str) -> bool:
@@ -88,8 +96,7 @@ def says_unsaid(answer: str) -> bool:
     >>> says_unsaid("<think></think>Not on the card."), says_unsaid("No, only S and M."), says_unsaid("It's 9.00.")
     (True, False, False)
     """
-    first = re.split(r"(?<=[.!?])\s", final_answer(answer).lower(), maxsplit=1)[0]
-    return bool(_UNSAID.search(first)) and not re.match(r"(no|yes)\b", first)
+    return _unsaid(_first_sentence(final_answer(answer)))
 
 
 @dataclass

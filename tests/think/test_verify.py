@@ -32,8 +32,6 @@ def test_polarity_unreadable_is_unknown_not_correct():
 def test_saying_the_card_is_silent_is_not_a_no():
     # A GRPO student once learned to answer every question "Not on the card." (short, and read as
     # "no" on yes/no questions whose answer was no); on an answerable question it is never correct.
-    task = one("returns")
-    assert task.gold["yes"] is True and task.answerable
     no_task = next(t for t in (one("size", seed=s) for s in range(40)) if t.gold.get("yes") is False)
     assert verify(no_task, "Not on the card.").correct is None
     assert verify(no_task, "I don't know, it doesn't say.").correct is None
