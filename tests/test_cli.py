@@ -217,6 +217,35 @@ def test_think_distill_with_a_local_teacher_server(tmp_path):
     assert res.exit_code == 2 and "tasks.jsonl:1: missing field(s) ['question', 'gold']" in text(res)
 
 
+def test_think_distill_from_reference_solutions(tmp_path):
+    import dataclasses
+
+    import yaml
+
+    from livemind.think.tasks import write_tasks
+    from tests.think.test_tasks import one
+    from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
+
+    tasks = [dataclasses.replace(one(k), id=f"q{i}") for i, k in enumerate(("bundle", "stock", "unanswerable"))]
+    write_tasks(tasks, tmp_path / "tasks.jsonl")
+    student = tmp_path / "student0"
+    tiny_llama().save_pretrained(student)
+    tiny_tokenizer().save_pretrained(student)
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(yaml.safe_dump({"tasks": str(tmp_path / "tasks.jsonl"), "teacher": {"backend": "reference"},
+                                   "student": {"model": str(student)}, "samples": 2, "selection": "all",
+                                   "sft": {"lora": False, "batch_size": 2, "max_length": 2048}}))
+    args = ["think", "distill", "--config", str(cfg), "--out", str(tmp_path / "run"), "--max-steps", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "6 traces from 3 tasks; accept rate 100.0%" in text(res) and "kept 6 traces" in text(res)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "sft.jsonl").read_text().splitlines()]
+    assert [r["completion"][0]["content"] for r in rows[::2]] == [t.reference for t in tasks]
+    write_tasks([dataclasses.replace(tasks[0], reference="")], tmp_path / "tasks.jsonl")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "task 'q0' has no reference solution" in text(res)
+
+
 def test_think_grpo_then_eval_report(tmp_path):
     import dataclasses
 

@@ -22,6 +22,7 @@ from livemind.think.rft import (
     SFTSettings,
     accept_report,
     finetune,
+    reference_traces,
     sample_traces,
     select,
     sft_records,
@@ -32,9 +33,10 @@ from livemind.think.tasks import read_tasks, write_jsonl
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from: a hub name or a local folder, optionally a GGUF file inside it,
-    or an OpenAI-compatible server (`backend="openai"`, teachers only)."""
+    or an OpenAI-compatible server (`backend="openai"`, teachers only). `backend="reference"`
+    (teachers only) uses the tasks' worked solutions instead of a model (`rft.reference_traces`)."""
 
-    backend: Literal["hf", "openai"] = "hf"
+    backend: Literal["hf", "openai", "reference"] = "hf"
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     gguf_file: str | None = None
     base_url: str | None = None  # openai: e.g. http://localhost:8000/v1 (vLLM, SGLang) or a hosted API
@@ -45,13 +47,15 @@ class ModelSource:
     retries: int = 3
 
     def __post_init__(self) -> None:
-        if self.backend not in ("hf", "openai"):
-            raise ValueError(f"backend must be 'hf' or 'openai', got {self.backend!r}")
+        if self.backend not in ("hf", "openai", "reference"):
+            raise ValueError(f"backend must be 'hf', 'openai' or 'reference', got {self.backend!r}")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("an openai backend needs base_url")
 
     def backend_for(self, cache: ResponseCache | None, float_cache: str | Path | None = None) -> Backend:
         """The generation backend; `float_cache` keeps a dequantised copy of a GGUF (see `load_causal_lm`)."""
+        if self.backend == "reference":
+            raise ConfigError("the reference teacher is not a model: it has no generation backend")
         if self.backend == "openai":
             return OpenAIBackend(self.model, self.base_url, os.environ.get(self.api_key_env), self.concurrency,
                                  self.timeout, self.retries, cache=cache)
@@ -86,12 +90,16 @@ def run_distill(cfg: DistillConfig, out: str | Path, log: Callable[[str], None] 
     tasks = tasks[:cfg.limit] if cfg.limit else tasks
     if not tasks:
         raise ConfigError(f"{cfg.tasks} holds no tasks")
-    teacher = cfg.teacher.backend_for(ResponseCache(out / "cache.sqlite"), float_cache)
-    t0 = time.perf_counter()
-    if isinstance(teacher, HFBackend):
-        teacher.progress = lambda done, total: log(f"teacher samples {done:,}/{total:,} ({time.perf_counter() - t0:.0f} s)")
-    sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.samples, seed=0)
-    traces = sample_traces(tasks, teacher, sampling)
+    student = HFBackend(cfg.student.model, cfg.student.gguf_file, float_cache=float_cache)
+    if cfg.teacher.backend == "reference":
+        traces = reference_traces(tasks, cfg.samples, lambda text: len(student.tok(text)["input_ids"]))
+    else:
+        teacher = cfg.teacher.backend_for(ResponseCache(out / "cache.sqlite"), float_cache)
+        t0 = time.perf_counter()
+        if isinstance(teacher, HFBackend):
+            teacher.progress = lambda done, total: log(f"teacher samples {done:,}/{total:,} ({time.perf_counter() - t0:.0f} s)")
+        sampling = Sampling(temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.samples, seed=0)
+        traces = sample_traces(tasks, teacher, sampling)
     report = accept_report(traces)
     log(f"{len(traces):,} traces from {len(tasks):,} tasks; accept rate {report['all']['accept_rate']:.1%}, "
         f"{report['all']['failed']} failed requests")
@@ -104,7 +112,6 @@ def run_distill(cfg: DistillConfig, out: str | Path, log: Callable[[str], None] 
     (out / "accept.json").write_text(json.dumps({"report": report, "kept": len(kept), "config": asdict(cfg)}, indent=2,
                                                 default=str))
     log(f"kept {len(kept):,} traces ({cfg.selection}); SFT set in {out / 'sft.jsonl'}")
-    student = HFBackend(cfg.student.model, cfg.student.gguf_file, float_cache=float_cache)
     model, losses = finetune(student.lm, student.tok, rows, cfg.sft, out / "sft_run", max_steps=max_steps)
     if cfg.sft.lora:
         model = model.merge_and_unload()

@@ -11,11 +11,15 @@ the reasoning inside <think>…</think> followed by the answer; the loss is on t
 
 from __future__ import annotations
 
+import re
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from livemind.errors import ConfigError
 from livemind.think.backends import Backend, Completion, Sampling
@@ -65,6 +69,35 @@ def sample_traces(tasks: Sequence[QATask], teacher: Backend, sampling: Sampling,
         for c in row:
             out.append(Trace(task, c, judge(task, c.text) if c.text is not None else Judgement(None, None),
                              c.cut_off(sampling.max_tokens)))
+    return out
+
+
+def reference_traces(tasks: Sequence[QATask], samples: int, count_tokens: Callable[[str], int], keep: float = 0.7,
+                     judge: Callable[[QATask, str], Judgement] = rule_judge) -> list[Trace]:
+    """The tasks' worked solutions as teacher traces, judged like any teacher's: sample 0 is the
+    full reference; sample i > 0 keeps each reasoning sentence with probability `keep` (seeded by
+    task id and i), so the traces vary in length as a sampled teacher's do. Offline stand-in for a
+    reasoning teacher; a task without a reference is an error.
+
+    >>> from livemind.think.tasks import QATask
+    >>> t = QATask("1", "price", ("Mug. 9.00 each.",), "how much?", {"number": 9.0},
+    ...            reference="<think>Mug. Listed at 9.00. No discount.</think>It's 9.00.")
+    >>> [(x.completion.text, x.completion.tokens, x.accepted) for x in reference_traces([t], 2, lambda s: len(s.split()), keep=0.0)]
+    [("<think>\\nMug. Listed at 9.00. No discount.\\n</think>\\nIt's 9.00.", 10, True), ("<think>\\n\\n</think>\\nIt's 9.00.", 4, True)]
+    """
+    if not 0 <= keep <= 1 or samples < 1:
+        raise ConfigError(f"keep must be in [0, 1] and samples at least 1, got {keep} and {samples}")
+    out = []
+    for task in tasks:
+        if not task.reference:
+            raise ConfigError(f"task {task.id!r} has no reference solution; the reference teacher needs generated tasks")
+        reasoning, answer = split_reasoning(task.reference)
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", reasoning) if s]
+        for i in range(samples):
+            rng = np.random.default_rng([zlib.crc32(task.id.encode()), i])
+            kept = sentences if i == 0 else [s for s in sentences if rng.random() < keep]
+            text = target(" ".join(kept), answer)
+            out.append(Trace(task, Completion(text, count_tokens(text)), judge(task, text)))
     return out
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -6,7 +7,8 @@ import torch
 from livemind.errors import ConfigError
 from livemind.think.backends import Completion
 from livemind.think.judge import Judgement, LLMJudge, parse_score
-from livemind.think.rft import SFTSettings, Trace, accept_report, finetune, select, sft_records
+from livemind.think.prompts import split_reasoning as split
+from livemind.think.rft import SFTSettings, Trace, accept_report, finetune, reference_traces, select, sft_records
 from tests.think.test_tasks import one
 from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
 
@@ -92,3 +94,17 @@ def test_sampled_traces_cut_off_at_the_limit_are_never_accepted():
     traces = sample_traces([one("price")], Teacher(), Sampling(max_tokens=8, n=2))
     assert [t.judgement.correct for t in traces] == [True, True]
     assert [t.accepted for t in traces] == [True, False]
+
+
+def test_reference_teacher_varies_length_keeps_answers_and_needs_references():
+    tasks = [one("bundle", seed=1), one("spec")]
+    traces = reference_traces(tasks, 3, lambda text: len(text.split()), keep=0.5)
+    assert [t.task.id for t in traces] == ["x"] * 6 and all(t.accepted for t in traces)
+    assert [t.completion.text for t in traces[::3]] == [t.reference for t in tasks]
+    answers = {split(t.completion.text)[1] for t in traces[:3]}
+    assert answers == {split(tasks[0].reference)[1]}  # only the reasoning is thinned
+    lengths = [t.completion.tokens for t in traces[:3]]
+    assert lengths[0] > min(lengths[1:])  # 4 sentences each kept with p 0.5: some dropped at these seeds
+    assert reference_traces(tasks, 3, len, keep=0.5)[1].completion.text == traces[1].completion.text  # seeded
+    with pytest.raises(ConfigError, match="task 'x' has no reference solution"):
+        reference_traces([dataclasses.replace(tasks[0], reference="")], 1, len)

@@ -49,6 +49,28 @@ def test_gold_answers_by_hand():
     assert adv.gold["refuse"] == "adversarial" and adv.gold["forbidden"] and not adv.answerable
 
 
+def test_reference_solutions_by_hand_and_all_pass_the_verifier(tiny_world):
+    from livemind.think.judge import rule_judge
+    from livemind.think.prompts import split_reasoning
+
+    bundle = one("bundle", seed=1)  # 3 units: 270, bundle 5% -> 256.50, coupon 20 -> 236.50, ships free
+    assert "take 3 of" in bundle.question
+    assert split_reasoning(bundle.reference) == (
+        "One is 90.00 after the live discount, so 3 are 270.00. The bundle takes 5% off 2 or more: 256.50. "
+        "That reaches 150.00, so the coupon takes 20.00 off: 236.50. Shipping is free, so 236.50 in total.",
+        "3 of the Luma test mug come to 236.50 in total, at 90.00 each after the live discount with the 20.00 coupon.")
+    assert split_reasoning(one("coupon").reference)[1] == \
+        "You need 60.00 more: one is 90.00, and the coupon takes 20.00 off from 150.00."
+    assert split_reasoning(one("returns", products=(Q,)).reference) == (
+        "The card says no returns for this product.", "No, sorry, the Kiro test lamp has no returns. "
+        "It's 50.00 right now and ships in 3 days.")
+    tasks = make_tasks(products_of(tiny_world[1]), 240, seed=3) + [one(k, s) for k in TASK_KINDS for s in range(3)]
+    judged = [(t, rule_judge(t, t.reference)) for t in tasks]
+    assert [(t.kind, t.reference) for t, j in judged if j.correct is not True] == []
+    helpful = [j.helpful for t, j in judged if t.answerable]
+    assert min(helpful) >= 0.0 and sum(helpful) / len(helpful) > 0.5  # the references add card facts
+
+
 def test_kinds_a_product_cannot_pose_are_skipped():
     free = Product(2, 0, "x", "home", 10.0, 0.0, 5.0, 1.0, 2, 5.0, ("small",), ("bamboo",), {"colour": "grey"}, 1, 1,
                    0.0, 39.0, 7)
