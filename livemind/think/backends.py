@@ -217,7 +217,8 @@ def load_causal_lm(model: str, gguf_file: str | None = None, float_cache: str | 
         lm.config.quantization_config = None
         lm.save_pretrained(folder)
         tok.save_pretrained(folder)
-        return tok, lm
+        del lm  # reload the plain copy: the GGUF-loaded module still reads as quantised to a Trainer
+        return AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
     kw = {"gguf_file": gguf} if gguf else {}
     return AutoTokenizer.from_pretrained(path, **kw), AutoModelForCausalLM.from_pretrained(path, **kw)
 
