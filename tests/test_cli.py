@@ -181,21 +181,28 @@ def test_think_tasks(tmp_path):
     assert res.exit_code == 2 and "--train and --test must be at least 1, got 0" in text(res)
 
 
-def test_think_distill_with_a_local_teacher_server(tmp_path):
+def think_tasks_and_tiny_student(tmp_path, kinds, student_dir="student0"):
+    """Tasks of `kinds` (ids q0, q1, ...) written to tmp_path/tasks.jsonl, and a tiny random student folder."""
     import dataclasses
 
-    import yaml
-
     from livemind.think.tasks import write_tasks
-    from tests.think.openai_server import openai_server
     from tests.think.test_tasks import one
     from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
 
-    tasks = [dataclasses.replace(one(k), id=f"q{i}") for i, k in enumerate(("price", "stock", "unanswerable"))]
+    tasks = [dataclasses.replace(one(k), id=f"q{i}") for i, k in enumerate(kinds)]
     write_tasks(tasks, tmp_path / "tasks.jsonl")
-    student = tmp_path / "student0"
+    student = tmp_path / student_dir
     tiny_llama().save_pretrained(student)
     tiny_tokenizer().save_pretrained(student)
+    return tasks, student
+
+
+def test_think_distill_with_a_local_teacher_server(tmp_path):
+    import yaml
+
+    from tests.think.openai_server import openai_server
+
+    tasks, student = think_tasks_and_tiny_student(tmp_path, ("price", "stock", "unanswerable"))
     answers = {tasks[0].question: "<think>100 less 10%</think>It's 90.00 right now.",
                tasks[1].question: "<think>stock 9</think>Yes, 9 left!",
                tasks[2].question: "Yes, it's waterproof."}  # wrong: the card does not say
@@ -223,14 +230,8 @@ def test_think_distill_from_reference_solutions(tmp_path):
     import yaml
 
     from livemind.think.tasks import write_tasks
-    from tests.think.test_tasks import one
-    from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
 
-    tasks = [dataclasses.replace(one(k), id=f"q{i}") for i, k in enumerate(("bundle", "stock", "unanswerable"))]
-    write_tasks(tasks, tmp_path / "tasks.jsonl")
-    student = tmp_path / "student0"
-    tiny_llama().save_pretrained(student)
-    tiny_tokenizer().save_pretrained(student)
+    tasks, student = think_tasks_and_tiny_student(tmp_path, ("bundle", "stock", "unanswerable"))
     cfg = tmp_path / "d.yaml"
     cfg.write_text(yaml.safe_dump({"tasks": str(tmp_path / "tasks.jsonl"), "teacher": {"backend": "reference"},
                                    "student": {"model": str(student)}, "samples": 2, "selection": "all",
@@ -247,19 +248,9 @@ def test_think_distill_from_reference_solutions(tmp_path):
 
 
 def test_think_grpo_then_eval_report(tmp_path):
-    import dataclasses
-
     import yaml
 
-    from livemind.think.tasks import write_tasks
-    from tests.think.test_tasks import one
-    from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
-
-    tasks = [dataclasses.replace(one(k), id=f"q{i}") for i, k in enumerate(("price", "stock", "spec", "unanswerable"))]
-    write_tasks(tasks, tmp_path / "tasks.jsonl")
-    student = tmp_path / "rft"
-    tiny_llama().save_pretrained(student)
-    tiny_tokenizer().save_pretrained(student)
+    _, student = think_tasks_and_tiny_student(tmp_path, ("price", "stock", "spec", "unanswerable"), "rft")
     cfg = tmp_path / "g.yaml"
     cfg.write_text(yaml.safe_dump({"tasks": str(tmp_path / "tasks.jsonl"), "student": {"model": str(student)},
                                    "rewards": {"correctness": 1.0, "brevity": 0.5, "format": 0.1},

@@ -11,7 +11,6 @@ the reasoning inside <think>…</think> followed by the answer; the loss is on t
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from livemind.think.backends import Backend, Completion, Sampling
 from livemind.think.judge import Judgement, rule_judge
 from livemind.think.prompts import messages, split_reasoning, target
 from livemind.think.tasks import QATask
+from livemind.think.verify import sentences
 
 SELECTIONS = ("all", "shortest", "most_helpful")
 
@@ -92,10 +92,10 @@ def reference_traces(tasks: Sequence[QATask], samples: int, count_tokens: Callab
         if not task.reference:
             raise ConfigError(f"task {task.id!r} has no reference solution; the reference teacher needs generated tasks")
         reasoning, answer = split_reasoning(task.reference)
-        sentences = [s for s in re.split(r"(?<=[.!?])\s+", reasoning) if s]
+        steps = sentences(reasoning)
         for i in range(samples):
             rng = np.random.default_rng([zlib.crc32(task.id.encode()), i])
-            kept = sentences if i == 0 else [s for s in sentences if rng.random() < keep]
+            kept = steps if i == 0 else [s for s in steps if rng.random() < keep]
             text = target(" ".join(kept), answer)
             out.append(Trace(task, Completion(text, count_tokens(text)), judge(task, text)))
     return out

@@ -37,6 +37,7 @@ _NOT_AVAILABLE = re.compile(r"\b(not (listed|stated|mentioned|given|shown|specif
 _UNSAID = re.compile(r"\b(not (on|in) the (card|documents)|not (mentioned|stated|given|specified)|no (information|details|"
                      r"info|mention)|(doesn't|does not|don't|do not) (say|mention|know)|not sure)\b")
 _PUNCTUATION = frozenset(string.punctuation)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _DECLINE = re.compile(r"\b(can't|cannot|can not|unable|not able|won't|will not|not allowed|not possible|sorry|"
                       r"only offer|only (the )?(listed|posted|card)|no,)\b")
 
@@ -81,8 +82,17 @@ def polarity(text: str) -> bool | None:
     return None
 
 
+def sentences(text: str) -> list[str]:
+    """Sentences of `text`, split after ".", "!" or "?" and whitespace.
+
+    >>> sentences("One is 9.00. Ships in 2 days!  Yes?")
+    ['One is 9.00.', 'Ships in 2 days!', 'Yes?']
+    """
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
 def _first_sentence(text: str) -> str:
-    return re.split(r"(?<=[.!?])\s", text.strip().lower(), maxsplit=1)[0]
+    return (sentences(text.lower()) or [""])[0]
 
 
 def _unsaid(first: str) -> bool:
@@ -123,7 +133,7 @@ def verify(task: QATask, answer: str) -> Verdict:
     if "refuse" in gold:
         said = bool(_NOT_AVAILABLE.search(low) if gold["refuse"] == "not_in_documents" else
                     _DECLINE.search(low) or _NOT_AVAILABLE.search(low))
-        conceded = any(f.lower() in s and not _NEG.search(s) for s in re.split(r"(?<=[.!?])\s+", low)
+        conceded = any(f.lower() in s and not _NEG.search(s) for s in sentences(low)
                        for f in gold.get("forbidden", []))
         checks["refuse"] = said and not conceded
     if not checks:
