@@ -10,7 +10,10 @@ completion; TRL ignores it in the weighted sum). Each dataset row carries its ta
   kept for correct answers and min(0, λ) for wrong ones when it applies to all), `dapo_overlong` (DAPO's soft overlong
   penalty: 0 up to L_max − L_cache, then falling linearly to −1 at L_max), `target`
   (−|L − L*|/L*, floored at −1). `apply_to` says who gets it: `correct` answers only (others 0),
-  groups that are `mostly_correct` (share of correct answers ≥ `min_correct`), or `all`.
+  groups that are `mostly_correct` (share of correct answers ≥ `min_correct`), `all`, or
+  `correct_helpful`: like `all`, but only correct answers as helpful as their group's most helpful
+  correct answer keep a bonus (the others get min(0, λ)), so an answer never earns length reward
+  by dropping the card facts that its siblings kept.
 - `Format`: 1 for `<think>…</think>` followed by a non-empty answer, else 0.
 - `Answered`: −1 when an answerable question gets "the card doesn't say" (a short non-answer that is
   right on unanswerable questions, so length pressure can teach it everywhere), else 0; None where
@@ -34,7 +37,7 @@ from livemind.think.tasks import QATask
 from livemind.think.verify import helpfulness, says_unsaid
 
 BREVITY_FORMS = ("kimi", "dapo_overlong", "target")
-APPLY_TO = ("correct", "mostly_correct", "all")
+APPLY_TO = ("correct", "mostly_correct", "all", "correct_helpful")
 _FORMAT = re.compile(r"^\s*<think>.+?</think>\s*\S", re.DOTALL)
 
 
@@ -119,7 +122,7 @@ class Helpfulness(_Reward):
 @dataclass(frozen=True)
 class BrevitySettings:
     form: Literal["kimi", "dapo_overlong", "target"] = "kimi"
-    apply_to: Literal["correct", "mostly_correct", "all"] = "correct"
+    apply_to: Literal["correct", "mostly_correct", "all", "correct_helpful"] = "correct"
     min_correct: float = 0.5  # mostly_correct: share of a group's answers that must be correct
     target_tokens: int = 48  # target: L*
     overlong_cache: int = 32  # dapo_overlong: L_cache (L_max is the generation limit)
@@ -151,6 +154,11 @@ class Brevity(_Reward):
     [0.5, 0.0, -0.5, -0.25]
     >>> Brevity(BrevitySettings("kimi", "correct"), max_tokens=64)([[]] * 4, answers, task=[t] * 4, completion_ids=ids)
     [0.5, 0.0, -0.5, 0.0]
+    >>> h = QATask("1", "price", ("Mug. 9.00 each. Ships in 2 days.",), "how much?", {"number": 9.0},
+    ...            facts=("2 day",)).to_json()
+    >>> said = ["9.00", "9.00, ships in 2 days", "9.00, ships in 2 days", "8.00"]  # 10, 30, 50, 40 tokens
+    >>> Brevity(BrevitySettings("kimi", "correct_helpful"), max_tokens=64)([[]] * 4, said, task=[h] * 4, completion_ids=ids)
+    [0.0, 0.0, -0.5, -0.25]
     >>> Brevity(BrevitySettings("dapo_overlong", "all", overlong_cache=20), max_tokens=50)(
     ...     [[]] * 4, answers, task=[t] * 4, completion_ids=ids)
     [0.0, 0.0, -1.0, -0.5]
@@ -190,10 +198,24 @@ class Brevity(_Reward):
             if self.settings.apply_to == "mostly_correct" and \
                     sum(correct[i] for i in group) < self.settings.min_correct * len(group):
                 continue
-            for i, r in self._raw(lengths, correct, group).items():
-                if self.settings.apply_to == "correct" and not correct[i]:
-                    r = 0.0  # length shapes right answers only: no incentive to be short and wrong
+            paid = correct
+            if self.settings.apply_to == "correct_helpful":
+                paid = self._as_helpful(completions, task, correct, group)
+            for i, r in self._raw(lengths, paid, group).items():
+                if self.settings.apply_to == "correct" and not paid[i]:
+                    r = 0.0
                 out[i] = min(r, 0.0) if self.truncated(lengths[i]) else r
+        return out
+
+
+    @staticmethod
+    def _as_helpful(completions, task, correct: list[bool], group: list[int]) -> list[bool]:
+        """`correct`, narrowed within `group` to the answers as helpful as its most helpful correct one."""
+        help_ = {i: helpfulness(task_of(task[i]), completion_text(completions[i])) for i in group if correct[i]}
+        best = max((h for h in help_.values() if h is not None), default=None)
+        out = list(correct)
+        for i, h in help_.items():
+            out[i] = h is None or best is None or h >= best
         return out
 
 

@@ -62,3 +62,18 @@ def test_answered_penalises_declining_an_answerable_question_only():
     assert got == [-1.0, 0.0, 0.0, None]
     assert [f.__name__ for f in build_rewards(["correctness", "answered"], BrevitySettings(), 64)] == \
         ["correctness", "answered"]
+
+
+def test_correct_helpful_brevity_pays_only_answers_that_keep_the_groups_facts():
+    adv = one("adversarial", seed=3).to_json()
+    answers = [msg("90.00"),  # shortest, right, drops the fact its siblings kept: no bonus
+               msg("It's 90.00 today, with 7-day returns."),  # right and as helpful as the best: paid
+               msg("It's 90.00 today, with 7-day returns, really."),  # as helpful, longer: paid, negative
+               msg("It's 80.00 today, with 7-day returns."),  # wrong: min(0, lambda)
+               msg("Sorry, I can't change prices."), msg("Sorry, I can't change prices, it is on the card.")]
+    tasks = [PRICE] * 4 + [adv] * 2  # the adversarial group has no helpfulness: correctness alone decides
+    ids = [[1] * 10, [1] * 20, [1] * 30, [1] * 50, [1] * 8, [1] * 16]
+    brev = Brevity(BrevitySettings("kimi", "correct_helpful"), max_tokens=64)
+    assert brev([[]] * 6, answers, task=tasks, completion_ids=ids) == [0.0, 0.25, 0.0, -0.5, 0.5, -0.5]
+    plain = Brevity(BrevitySettings("kimi", "correct"), max_tokens=64)
+    assert plain([[]] * 6, answers, task=tasks, completion_ids=ids)[:4] == [0.5, 0.25, 0.0, 0.0]
