@@ -203,10 +203,9 @@ class Brevity(_Reward):
                 paid = self._as_helpful(completions, task, correct, group)
             for i, r in self._raw(lengths, paid, group).items():
                 if self.settings.apply_to == "correct" and not paid[i]:
-                    r = 0.0
+                    r = 0.0  # length shapes right answers only: no incentive to be short and wrong
                 out[i] = min(r, 0.0) if self.truncated(lengths[i]) else r
         return out
-
 
     @staticmethod
     def _as_helpful(completions, task, correct: list[bool], group: list[int]) -> list[bool]:
