@@ -74,6 +74,8 @@ def test_the_shipped_think_configs_load():
     gpu = load_config(REPO_ROOT / "configs/think/grpo_gpu.yaml", GRPOSettings)
     refine = load_config(REPO_ROOT / "configs/think/grpo_refine.yaml", GRPOSettings)
     plain = load_config(REPO_ROOT / "configs/think/grpo_qwen_teacher.yaml", GRPOSettings)
+    helpful = load_config(REPO_ROOT / "configs/think/grpo_helpful.yaml", GRPOSettings)
+    assert (helpful.brevity.form, helpful.brevity.apply_to, helpful.rewards["helpfulness"]) == ("kimi", "correct_helpful", 2.0)
     assert (cpu.loss_type, cpu.use_vllm, cpu.student.model, cpu.max_tokens) == ("dr_grpo", False, "runs/rft/student", 64)
     assert (refine.student.model, refine.brevity.form, refine.rewards["helpfulness"]) == ("runs/grpo/student", "dapo_overlong", 2.0)
     assert (plain.max_tokens, plain.rewards.get("answered", 0.0)) == (22, 0.0)
