@@ -210,11 +210,13 @@ class Brevity(_Reward):
     @staticmethod
     def _as_helpful(completions, task, correct: list[bool], group: list[int]) -> list[bool]:
         """`correct`, narrowed within `group` to the answers as helpful as its most helpful correct one."""
-        help_ = {i: helpfulness(task_of(task[i]), completion_text(completions[i])) for i in group if correct[i]}
-        best = max((h for h in help_.values() if h is not None), default=None)
+        if not task_of(task[group[0]]).answerable:  # no helpfulness to keep: correctness alone decides
+            return correct
+        help_ = {i: helpfulness(task_of(task[i]), completion_text(completions[i])) or 0.0 for i in group if correct[i]}
+        best = max(help_.values(), default=0.0)
         out = list(correct)
         for i, h in help_.items():
-            out[i] = h is None or best is None or h >= best
+            out[i] = h >= best
         return out
 
 
