@@ -45,7 +45,7 @@ from livemind.rec.beam import recommend
 from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
 from livemind.rec.pipeline import RecData, prepare, train_generator
 from livemind.rec.rq import RQConfig
-from livemind.rec.sasrec import SASRecConfig, train_sasrec
+from livemind.rec.sasrec import SASRecConfig, train_sasrec, unseen_negatives
 from livemind.rec.sequences import (
     generator_full_ranking,
     generator_scores,
@@ -170,7 +170,8 @@ def games(path: Path, args: argparse.Namespace, t0: float) -> dict:
     split = leave_one_out(read_sequences(path))
     stage(f"sasrec-games: {split_summary(split)}", t0)
     cfg = SASRecConfig(n_items=split.n_items, epochs=args.games_epochs)  # the paper's Games settings
-    model, losses = train_sasrec(cfg, split.train, progress=lambda e, n, loss: stage(
+    negatives = unseen_negatives(split.n_items, split.train)  # the paper's: items the user never had
+    model, losses = train_sasrec(cfg, split.train, negatives, progress=lambda e, n, loss: stage(
         f"  SASRec epoch {e}/{n}: loss {loss:.3f}", t0) if e % 5 == 0 or e == n else None)
     sampled = evaluate_sampled(model.score, split, cfg.max_len)
     full = evaluate_full(model.score, split, cfg.max_len, limit=args.games_full_users)

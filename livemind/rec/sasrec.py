@@ -3,15 +3,21 @@ al., RecSys 2021): the ID-based sequential baselines OneLive is measured against
 
 Design choices:
 - Items are ids 1..n_items; 0 is padding. Learned item and position embeddings, item embeddings
-  scaled by sqrt(d) as in the paper; pre-LayerNorm causal self-attention blocks with a point-wise
-  GELU feed-forward; dropout on embeddings and residual branches; a final LayerNorm.
+  scaled by sqrt(d); Xavier-normal initialisation. The paper's block layout, not the usual
+  pre-LayerNorm one: LayerNorm on the *queries* only, keys and values from the un-normalised
+  stream, the normalised queries carry the residual; then LayerNorm and a point-wise ReLU
+  feed-forward with its own residual. Dropout on embeddings, attention weights and branches;
+  padded positions are masked as keys; a final LayerNorm. (Measured on sasrec-games, 3,000 users,
+  one thread: the pre-LayerNorm GELU layout with 0.02-std embeddings reached HR@10 0.655 after 40
+  epochs; this layout 0.711 after 25 and ~0.72 after 40.)
 - Training is the paper's: every position predicts the next item, binary cross-entropy of the
   positive against one sampled negative per position; scores are dot products with the item
   embeddings (shared input/output embeddings).
 - `repeat_aware=True` (LiveRec): a learned bias per (times the candidate appears in the history,
   bucketed) and per "is the last item", added to the dot product, so repeat consumption is
   modelled explicitly instead of being left to the embeddings.
-- Negatives come from a `NegativeSampler`: uniform over the catalogue (the paper), or drawn from
+- Negatives come from a `NegativeSampler`: uniform over the catalogue, uniform over the items the
+  user never had (`unseen_negatives`, the paper's sampler), or drawn from
   the items *available at the target's time* (LiveRec's availability-aware training; see
   `livemind.rec.baselines`).
 """
@@ -62,22 +68,27 @@ def repeat_bucket(count: Tensor) -> Tensor:
 
 
 class _Block(nn.Module):
+    """The paper's block: x <- LN(x) + MHA(LN(x), x, x); x <- LN(x); x <- x + FFN(x)."""
+
     def __init__(self, cfg: SASRecConfig) -> None:
         super().__init__()
         d = cfg.d_model
         self.h = cfg.n_heads
-        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.o = nn.Linear(d, d)
-        self.ff = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, d))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.p = cfg.dropout
+        self.nq, self.nf = nn.LayerNorm(d, eps=1e-8), nn.LayerNorm(d, eps=1e-8)
+        self.q, self.kv, self.o = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, d), nn.Dropout(cfg.dropout), nn.ReLU(), nn.Linear(d, d),
+                                nn.Dropout(cfg.dropout))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         B, T, d = x.shape
-        q, k, v = self.qkv(self.n1(x)).view(B, T, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)  # (B, H, T, hd) each
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
-        x = x + self.drop(self.o(y.transpose(1, 2).reshape(B, T, d)))
-        return x + self.drop(self.ff(self.n2(x)))
+        hd = d // self.h
+        queries = self.nq(x)
+        q = self.q(queries).view(B, T, self.h, hd).transpose(1, 2)  # (B, H, T, hd)
+        k, v = self.kv(x).view(B, T, 2, self.h, hd).permute(2, 0, 3, 1, 4)  # (B, H, T, hd) each
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+        x = self.nf(queries + self.o(y.transpose(1, 2).reshape(B, T, d)))
+        return x + self.ff(x)
 
 
 class SASRec(nn.Module):
@@ -88,10 +99,12 @@ class SASRec(nn.Module):
         self.pos = nn.Embedding(cfg.max_len, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([_Block(cfg) for _ in range(cfg.n_blocks)])
-        self.norm = nn.LayerNorm(cfg.d_model)
+        self.norm = nn.LayerNorm(cfg.d_model, eps=1e-8)
         self.repeat_bias = nn.Embedding(REPEAT_BUCKETS, 1) if cfg.repeat_aware else None
         self.last_bias = nn.Parameter(torch.zeros(1)) if cfg.repeat_aware else None
-        nn.init.normal_(self.item.weight, std=0.02)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_normal_(p)
         with torch.no_grad():
             self.item.weight[0].zero_()
         if self.repeat_bias is not None:
@@ -152,7 +165,7 @@ NegativeSampler = Callable[[np.random.Generator, np.ndarray, np.ndarray], np.nda
 
 
 def uniform_negatives(n_items: int) -> NegativeSampler:
-    """The paper's sampler: uniform over the catalogue (ids 1..n_items)."""
+    """Uniform over the catalogue (ids 1..n_items), never the positive itself."""
     def sample(rng: np.random.Generator, pos: np.ndarray, rows: np.ndarray) -> np.ndarray:
         neg = rng.integers(1, n_items + 1, size=pos.shape)
         clash = neg == pos
@@ -160,6 +173,26 @@ def uniform_negatives(n_items: int) -> NegativeSampler:
         return neg
     return sample
 
+
+
+def unseen_negatives(n_items: int, seqs: list[np.ndarray], max_rounds: int = 1000) -> NegativeSampler:
+    """The paper's sampler: uniform over the items the user never had; batch row j is user `rows[j]` of `seqs`."""
+    if any(len(np.unique(s)) >= n_items for s in seqs):
+        raise ValueError(f"a user had all {n_items} items: there is no unseen negative to draw")
+    width = n_items + 1
+    had = np.unique(np.concatenate([i * width + np.asarray(s, dtype=np.int64) for i, s in enumerate(seqs)]))
+
+    def sample(rng: np.random.Generator, pos: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        neg = rng.integers(1, width, size=pos.shape)
+        base = rows.astype(np.int64)[:, None] * width
+        for _ in range(max_rounds):
+            key = base + neg
+            clash = had[np.searchsorted(had, key).clip(max=len(had) - 1)] == key
+            if not clash.any():
+                return neg
+            neg[clash] = rng.integers(1, width, size=int(clash.sum()))
+        raise RuntimeError(f"no unseen negative found in {max_rounds} rounds of draws")
+    return sample
 
 def pad_left(seqs: list[np.ndarray], length: int, dtype: type = np.int64) -> np.ndarray:
     """The last `length` entries of each sequence, left-padded with 0: (N, length)."""

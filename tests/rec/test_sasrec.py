@@ -3,7 +3,15 @@ import pytest
 import torch
 
 from livemind.rec.baselines import evaluate_full, evaluate_sampled, leave_one_out
-from livemind.rec.sasrec import SASRec, SASRecConfig, pad_left, repeat_bucket, train_sasrec, uniform_negatives
+from livemind.rec.sasrec import (
+    SASRec,
+    SASRecConfig,
+    pad_left,
+    repeat_bucket,
+    train_sasrec,
+    uniform_negatives,
+    unseen_negatives,
+)
 
 
 def test_config_rejects_bad_values():
@@ -50,6 +58,35 @@ def test_pad_left_and_uniform_negatives():
     neg = uniform_negatives(3)(rng, pos, np.arange(50))
     assert neg.min() >= 1 and neg.max() <= 3 and not np.any(neg == pos)
 
+
+
+def test_unseen_negatives_are_never_items_the_user_had():
+    seqs = [np.array([1, 2, 3]), np.array([4, 5]), np.array([1, 6])]
+    sample = unseen_negatives(7, seqs)
+    rng = np.random.default_rng(0)
+    rows = np.array([0, 1, 2, 0, 2])
+    neg = sample(rng, np.ones((5, 40), dtype=np.int64), rows)
+    allowed = [{4, 5, 6, 7}, {1, 2, 3, 6, 7}, {2, 3, 4, 5, 7}]
+    for j, r in enumerate(rows):
+        assert set(neg[j].tolist()) == allowed[r]  # 40 draws: every unseen item, nothing else
+    with pytest.raises(ValueError, match="a user had all 3 items"):
+        unseen_negatives(3, [np.array([3, 1, 2, 2])])
+
+
+def test_block_follows_the_papers_layout():
+    """With the attention output and the feed-forward zeroed, a block is LN_f(LN_q(x)): the normalised
+    queries, not the raw input, carry the residual."""
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=5, d_model=6, n_heads=2, max_len=4)).eval()
+    block = model.blocks[0]
+    with torch.no_grad():
+        for layer in (block.o, block.ff[3]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    x = torch.randn(2, 4, 6) * 3 + 1
+    mask = torch.ones(4, 4, dtype=torch.bool).tril()[None, None]
+    expected = torch.nn.functional.layer_norm(torch.nn.functional.layer_norm(x, (6,), eps=1e-8), (6,), eps=1e-8)
+    assert torch.allclose(block(x, mask), expected, atol=1e-5)
 
 def cyclic_sequences(n_users: int = 300, n_items: int = 30, length: int = 12) -> dict[int, np.ndarray]:
     """Each user walks the items in order (i -> i + 1), starting anywhere: next item is predictable."""
