@@ -104,6 +104,11 @@ def grpo_dataset(tasks: Sequence[QATask]):
     return Dataset.from_list([{"prompt": messages(t), "task": t.to_json()} for t in tasks])
 
 
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """A text's tokens in the student's tokenizer, special tokens left out (what brevity on the reasoning counts)."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def train_grpo(model: Any, tokenizer: Any, tasks: Sequence[QATask], cfg: GRPOSettings, out: str | Path,
                log: Callable[[str], None] = print, reward_funcs: Sequence[Callable] | None = None,
                max_steps: int | None = None) -> tuple[Any, list[dict[str, float]]]:
@@ -115,7 +120,8 @@ def train_grpo(model: Any, tokenizer: Any, tasks: Sequence[QATask], cfg: GRPOSet
     from trl import GRPOConfig, GRPOTrainer
 
     names = [n for n, w in cfg.rewards.items() if w > 0] if reward_funcs is None else None
-    funcs = build_rewards(names, cfg.brevity, cfg.max_tokens) if reward_funcs is None else list(reward_funcs)
+    funcs = build_rewards(names, cfg.brevity, cfg.max_tokens, token_counter(tokenizer)) if reward_funcs is None \
+        else list(reward_funcs)
     weights = [cfg.rewards[n] for n in names] if names is not None else [1.0] * len(funcs)
     steps = max_steps if max_steps is not None else cfg.steps
     args = GRPOConfig(

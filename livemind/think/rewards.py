@@ -13,7 +13,10 @@ completion; TRL ignores it in the weighted sum). Each dataset row carries its ta
   groups that are `mostly_correct` (share of correct answers ≥ `min_correct`), `all`, or
   `correct_helpful`: like `all`, but only correct answers as helpful as their group's most helpful
   correct answer keep a bonus (the others get min(0, λ)), so an answer never earns length reward
-  by dropping the card facts that its siblings kept.
+  by dropping the card facts that its siblings kept. `measure` says what L counts: the whole
+  `completion`, or only the `reasoning` inside `<think>…</think>` (the paper's stage II shortens the
+  reasoning; the answer, where the card facts are, is left alone), in tokens of the student's
+  tokenizer when one is given, else words.
 - `Format`: 1 for `<think>…</think>` followed by a non-empty answer, else 0.
 - `Answered`: −1 when an answerable question gets "the card doesn't say" (a short non-answer that is
   right on unanswerable questions, so length pressure can teach it everywhere), else 0; None where
@@ -27,17 +30,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from livemind.errors import ConfigError
 from livemind.think.judge import rule_judge
+from livemind.think.prompts import split_reasoning
 from livemind.think.tasks import QATask
 from livemind.think.verify import helpfulness, says_unsaid
 
 BREVITY_FORMS = ("kimi", "dapo_overlong", "target")
 APPLY_TO = ("correct", "mostly_correct", "all", "correct_helpful")
+MEASURES = ("completion", "reasoning")
 _FORMAT = re.compile(r"^\s*<think>.+?</think>\s*\S", re.DOTALL)
 
 
@@ -126,12 +131,15 @@ class BrevitySettings:
     min_correct: float = 0.5  # mostly_correct: share of a group's answers that must be correct
     target_tokens: int = 48  # target: L*
     overlong_cache: int = 32  # dapo_overlong: L_cache (L_max is the generation limit)
+    measure: Literal["completion", "reasoning"] = "completion"  # what L counts
 
     def __post_init__(self) -> None:
         if self.form not in BREVITY_FORMS:
             raise ConfigError(f"brevity form must be one of {list(BREVITY_FORMS)}, got {self.form!r}")
         if self.apply_to not in APPLY_TO:
             raise ConfigError(f"brevity apply_to must be one of {list(APPLY_TO)}, got {self.apply_to!r}")
+        if self.measure not in MEASURES:
+            raise ConfigError(f"brevity measure must be one of {list(MEASURES)}, got {self.measure!r}")
         if not 0 <= self.min_correct <= 1 or self.target_tokens < 1 or self.overlong_cache < 1:
             raise ConfigError(f"min_correct in [0, 1], target_tokens and overlong_cache >= 1 expected, got {self}")
 
@@ -165,15 +173,22 @@ class Brevity(_Reward):
     >>> Brevity(BrevitySettings("target", "correct", target_tokens=20), max_tokens=64)(
     ...     [[]] * 4, answers, task=[t] * 4, completion_ids=ids)
     [-0.5, -0.5, -1.0, 0.0]
+    >>> thought = ["<think>a b c d e f</think> 9.00", "<think>a</think> It is 9.00 each, ships in 2 days.",
+    ...            "<think>a b c d e f g h i j k</think> 9.00"]  # reasoning: 6, 1, 11 words
+    >>> Brevity(BrevitySettings("kimi", "all", measure="reasoning"), max_tokens=64)(
+    ...     [[]] * 3, thought, task=[t] * 3, completion_ids=ids[:3])
+    [0.0, 0.5, -0.5]
     """
 
     __name__ = "brevity"
 
-    def __init__(self, settings: BrevitySettings = BrevitySettings(), max_tokens: int | None = None) -> None:
+    def __init__(self, settings: BrevitySettings = BrevitySettings(), max_tokens: int | None = None,
+                 count: Callable[[str], int] | None = None) -> None:
         super().__init__(max_tokens)
         if settings.form == "dapo_overlong" and (max_tokens is None or max_tokens <= settings.overlong_cache):
             raise ConfigError(f"dapo_overlong needs max_tokens > overlong_cache ({settings.overlong_cache}), got {max_tokens}")
         self.settings = settings
+        self.count = count or (lambda text: len(text.split()))  # tokens of a text (words without a tokenizer)
 
     def _raw(self, lengths: list[int], correct: list[bool], group: list[int]) -> dict[int, float]:
         s = self.settings
@@ -191,7 +206,9 @@ class Brevity(_Reward):
         return out
 
     def __call__(self, prompts, completions, task, completion_ids=None, **_) -> list[float | None]:
-        lengths = _lengths(completions, completion_ids)
+        lengths = _lengths(completions, completion_ids)  # the whole completion: truncation
+        measured = lengths if self.settings.measure == "completion" else \
+            [self.count(split_reasoning(completion_text(c))[0]) for c in completions]
         correct = self._correct(prompts, completions, task, completion_ids)
         out: list[float | None] = [0.0] * len(completions)
         for group in _groups(task):
@@ -201,7 +218,7 @@ class Brevity(_Reward):
             paid = correct
             if self.settings.apply_to == "correct_helpful":
                 paid = self._as_helpful(completions, task, correct, group)
-            for i, r in self._raw(lengths, paid, group).items():
+            for i, r in self._raw(measured, paid, group).items():
                 if self.settings.apply_to == "correct" and not paid[i]:
                     r = 0.0  # length shapes right answers only: no incentive to be short and wrong
                 out[i] = min(r, 0.0) if self.truncated(lengths[i]) else r
@@ -256,12 +273,14 @@ class Answered(_Reward):
 REWARDS = ("correctness", "helpfulness", "brevity", "format", "answered")
 
 
-def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: int) -> list[_Reward]:
-    """Reward functions in the order of `names` (each one of `REWARDS`)."""
+def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: int,
+                  count: Callable[[str], int] | None = None) -> list[_Reward]:
+    """Reward functions in the order of `names` (each one of `REWARDS`); `count` gives a text's
+    tokens for brevity measured on the reasoning (words when None)."""
     unknown = [n for n in names if n not in REWARDS]
     if unknown:
         raise ConfigError(f"unknown reward(s) {unknown}; expected some of {list(REWARDS)}")
     made = {"correctness": lambda: Correctness(max_tokens), "helpfulness": lambda: Helpfulness(max_tokens),
-            "brevity": lambda: Brevity(brevity, max_tokens), "format": lambda: Format(max_tokens),
+            "brevity": lambda: Brevity(brevity, max_tokens, count), "format": lambda: Format(max_tokens),
             "answered": lambda: Answered(max_tokens)}
     return [made[n]() for n in names]

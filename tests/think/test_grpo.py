@@ -1,8 +1,10 @@
+import dataclasses
+
 import pytest
 import torch
 
 from livemind.errors import ConfigError
-from livemind.think.grpo import GRPOSettings, RewardError, guarded, train_grpo
+from livemind.think.grpo import GRPOSettings, RewardError, guarded, token_counter, train_grpo
 from livemind.think.rewards import BrevitySettings, build_rewards, completion_text
 from tests.think.test_tasks import one
 from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
@@ -27,7 +29,10 @@ def test_one_grpo_step_moves_the_weights_and_logs_every_reward(tmp_path):
     def letters(prompts, completions, **kw):  # a random tiny model earns nothing from the host rewards: add spread
         return [len(completion_text(c)) / 100 for c in completions]
 
-    funcs = [*build_rewards(list(cfg.rewards), cfg.brevity, cfg.max_tokens), letters]
+    count = token_counter(tok)
+    assert count("<think>") == len(tok("<think>", add_special_tokens=False)["input_ids"]) > 0
+    brevity = dataclasses.replace(cfg.brevity, measure="reasoning")  # the tokenizer counts the reasoning
+    funcs = [*build_rewards(list(cfg.rewards), brevity, cfg.max_tokens, count), letters]
     trained, history = train_grpo(model, tok, TASKS, cfg, tmp_path, lines.append, reward_funcs=funcs, max_steps=1)
     assert len(history) == 1
     row = history[0]
@@ -76,6 +81,8 @@ def test_the_shipped_think_configs_load():
     plain = load_config(REPO_ROOT / "configs/think/grpo_qwen_teacher.yaml", GRPOSettings)
     helpful = load_config(REPO_ROOT / "configs/think/grpo_helpful.yaml", GRPOSettings)
     assert (helpful.brevity.form, helpful.brevity.apply_to, helpful.rewards["helpfulness"]) == ("kimi", "correct_helpful", 2.0)
+    reasoning = load_config(REPO_ROOT / "configs/think/grpo_reasoning.yaml", GRPOSettings)
+    assert (reasoning.brevity.measure, reasoning.brevity.apply_to, helpful.brevity.measure) == ("reasoning", "correct_helpful", "completion")
     assert (cpu.loss_type, cpu.use_vllm, cpu.student.model, cpu.max_tokens) == ("dr_grpo", False, "runs/rft/student", 64)
     assert (refine.student.model, refine.brevity.form, refine.rewards["helpfulness"]) == ("runs/grpo/student", "dapo_overlong", 2.0)
     assert (plain.max_tokens, plain.rewards.get("answered", 0.0)) == (22, 0.0)

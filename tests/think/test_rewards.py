@@ -77,3 +77,21 @@ def test_correct_helpful_brevity_pays_only_answers_that_keep_the_groups_facts():
     assert brev([[]] * 6, answers, task=tasks, completion_ids=ids) == [0.0, 0.25, 0.0, -0.5, 0.5, -0.5]
     plain = Brevity(BrevitySettings("kimi", "correct"), max_tokens=64)
     assert plain([[]] * 6, answers, task=tasks, completion_ids=ids)[:4] == [0.5, 0.25, 0.0, 0.0]
+
+
+def test_brevity_on_the_reasoning_counts_think_tokens_and_truncation_on_the_whole_completion():
+    answers = [msg("<think>\nprice asked, the card says 90.00: 90.00.\n</think>\nIt's 90.00 today, with 7-day returns."),
+               msg("<think>\nprice\n</think>\nIt's 90.00 today, with 7-day returns."),
+               msg("It's 90.00 today, with 7-day returns."),  # no reasoning at all: 0 tokens of it
+               msg("<think>\nprice\n</think>\nIt's 90.00 today, with 7-day")]  # cut off at the limit
+    ids = [[1] * 30, [1] * 20, [1] * 12, [1] * 64]
+    chars = len  # a tokenizer stand-in: one token per character
+    brev = Brevity(BrevitySettings("kimi", "all", measure="reasoning"), max_tokens=64, count=chars)
+    # reasoning lengths 40, 5, 0, 5 characters: lambda = 0.5 - L/40; the cut-off one keeps only min(0, lambda)
+    assert brev([[]] * 4, answers, task=[PRICE] * 4, completion_ids=ids) == [-0.5, 0.375, 0.5, 0.0]
+    whole = Brevity(BrevitySettings("kimi", "all"), max_tokens=64)
+    assert whole([[]] * 4, answers, task=[PRICE] * 4, completion_ids=ids)[:3] == pytest.approx([0.5 - 18 / 52, 0.5 - 8 / 52, 0.5])
+    reasoning_brevity = build_rewards(["brevity"], BrevitySettings(measure="reasoning"), 64, count=chars)[0]
+    assert reasoning_brevity.count("abc") == 3
+    with pytest.raises(ConfigError, match="brevity measure must be one of \\['completion', 'reasoning'\\], got 'answer'"):
+        BrevitySettings(measure="answer")
