@@ -16,7 +16,9 @@ completion; TRL ignores it in the weighted sum). Each dataset row carries its ta
   by dropping the card facts that its siblings kept. `measure` says what L counts: the whole
   `completion`, or only the `reasoning` inside `<think>…</think>` (the paper's stage II shortens the
   reasoning; the answer, where the card facts are, is left alone), in tokens of the student's
-  tokenizer when one is given, else words.
+  tokenizer when one is given, else words. `fact_allowance` forgives that many tokens of L for
+  each card fact the answer mentions (the two that helpfulness counts), so dropping a fact never
+  makes an answer "shorter": only reasoning and filler do.
 - `Format`: 1 for `<think>…</think>` followed by a non-empty answer, else 0.
 - `Answered`: −1 when an answerable question gets "the card doesn't say" (a short non-answer that is
   right on unanswerable questions, so length pressure can teach it everywhere), else 0; None where
@@ -132,6 +134,7 @@ class BrevitySettings:
     target_tokens: int = 48  # target: L*
     overlong_cache: int = 32  # dapo_overlong: L_cache (L_max is the generation limit)
     measure: Literal["completion", "reasoning"] = "completion"  # what L counts
+    fact_allowance: int = 0  # tokens of L forgiven per card fact mentioned (at most 2, as helpfulness counts)
 
     def __post_init__(self) -> None:
         if self.form not in BREVITY_FORMS:
@@ -142,6 +145,8 @@ class BrevitySettings:
             raise ConfigError(f"brevity measure must be one of {list(MEASURES)}, got {self.measure!r}")
         if not 0 <= self.min_correct <= 1 or self.target_tokens < 1 or self.overlong_cache < 1:
             raise ConfigError(f"min_correct in [0, 1], target_tokens and overlong_cache >= 1 expected, got {self}")
+        if self.fact_allowance < 0:
+            raise ConfigError(f"brevity fact_allowance must be >= 0 tokens, got {self.fact_allowance}")
 
 
 def _groups(task: Sequence[Any]) -> list[list[int]]:
@@ -178,6 +183,10 @@ class Brevity(_Reward):
     >>> Brevity(BrevitySettings("kimi", "all", measure="reasoning"), max_tokens=64)(
     ...     [[]] * 3, thought, task=[t] * 3, completion_ids=ids[:3])
     [0.0, 0.5, -0.5]
+    >>> # 20 forgiven tokens a fact: the 30-token answer with its fact counts as 10, the 10-token one without as 10
+    >>> Brevity(BrevitySettings("kimi", "all", fact_allowance=20), max_tokens=64)(
+    ...     [[]] * 3, said[:3], task=[h] * 3, completion_ids=ids[:3])
+    [0.5, 0.5, -0.5]
     """
 
     __name__ = "brevity"
@@ -209,6 +218,9 @@ class Brevity(_Reward):
         lengths = _lengths(completions, completion_ids)  # the whole completion: truncation
         measured = lengths if self.settings.measure == "completion" else \
             [self.count(split_reasoning(completion_text(c))[0]) for c in completions]
+        if self.settings.fact_allowance:
+            measured = [n - self.settings.fact_allowance * round(2 * (helpfulness(task_of(t), completion_text(c)) or 0.0))
+                        for n, c, t in zip(measured, completions, task, strict=True)]
         correct = self._correct(prompts, completions, task, completion_ids)
         out: list[float | None] = [0.0] * len(completions)
         for group in _groups(task):

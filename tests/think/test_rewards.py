@@ -95,3 +95,18 @@ def test_brevity_on_the_reasoning_counts_think_tokens_and_truncation_on_the_whol
     assert reasoning_brevity.count("abc") == 3
     with pytest.raises(ConfigError, match="brevity measure must be one of \\['completion', 'reasoning'\\], got 'answer'"):
         BrevitySettings(measure="answer")
+
+
+def test_fact_allowance_forgives_the_tokens_of_each_card_fact_up_to_two():
+    answers = [msg("It's 90.00 today."),  # no fact beside the gold number: 10 tokens
+               msg("It's 90.00 today, with 7-day returns."),  # one fact: 20 - 12 = 8
+               msg("It's 90.00 today, 7-day returns, ships in 1 day, 10% off."),  # three facts, two count: 40 - 24 = 16
+               msg("It's 90.00, or 45.00 with 7-day returns.")]  # an invented number: helpfulness 0, no allowance: 18
+    ids = [[1] * 10, [1] * 20, [1] * 40, [1] * 18]
+    brev = Brevity(BrevitySettings("kimi", "all", fact_allowance=12), max_tokens=64)
+    # measured 10, 8, 16, 18: lambda = 0.5 - (L - 8) / 10; the invented-number answer is wrong: min(0, lambda)
+    assert brev([[]] * 4, answers, task=[PRICE] * 4, completion_ids=ids) == pytest.approx([0.3, 0.5, -0.3, -0.5])
+    without = Brevity(BrevitySettings("kimi", "all"), max_tokens=64)
+    assert without([[]] * 4, answers, task=[PRICE] * 4, completion_ids=ids)[:3] == pytest.approx([0.5, 0.1666667, -0.5])
+    with pytest.raises(ConfigError, match="brevity fact_allowance must be >= 0 tokens, got -1"):
+        BrevitySettings(fact_allowance=-1)
