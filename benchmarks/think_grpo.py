@@ -132,7 +132,7 @@ def main() -> None:
         "correct_grpo": round(by["grpo"]["correct"], 4), "help_rft": round(by["rft"]["helpful"], 4),
         "help_grpo": round(by["grpo"]["helpful"], 4),
         "unsaid_rft": round(by["rft"]["unsaid"], 4), "unsaid_grpo": round(by["grpo"]["unsaid"], 4),
-        **{f"musique_{m}_{n}": round(by[n].get(f"musique_{m}", float("nan")), 4)
+        **{f"musique_{m}_{n}": None if (v := by[n].get(f"musique_{m}")) is None else round(v, 4)  # null: --musique 0
            for n in ("base", "rft", "grpo") for m in ("em", "f1", "tokens")},
         "compute_reduction_total": round(red["total"], 2) if red else None,
         "compute_reduction_distillation": round(red["distillation"], 2) if red else None,
