@@ -87,6 +87,8 @@ def test_the_shipped_think_configs_load():
     assert (facts.brevity.fact_allowance, facts.brevity.measure, helpful.brevity.fact_allowance) == (8, "completion", 0)
     more = load_config(REPO_ROOT / "configs/think/grpo_facts_more.yaml", GRPOSettings)
     assert (more.student.model, more.steps, more.brevity, more.temperature) == ("runs/grpo/student", 20, facts.brevity, 0.6)
+    last = load_config(REPO_ROOT / "configs/think/grpo_facts_last.yaml", GRPOSettings)
+    assert dataclasses.replace(last, steps=20) == more
     assert (cpu.loss_type, cpu.use_vllm, cpu.student.model, cpu.max_tokens) == ("dr_grpo", False, "runs/rft/student", 64)
     assert (refine.student.model, refine.brevity.form, refine.rewards["helpfulness"]) == ("runs/grpo/student", "dapo_overlong", 2.0)
     assert (plain.max_tokens, plain.rewards.get("answered", 0.0)) == (22, 0.0)
