@@ -120,6 +120,7 @@ def main() -> None:
     ratio = by["grpo"]["tokens_mean"] / by["rft"]["tokens_mean"]
     log(f"GRPO / RFT tokens: {ratio:.2f} (bar <= 0.60); correctness {by['rft']['correct']:.1%} -> {by['grpo']['correct']:.1%} "
         f"(bar: >= RFT - 1 point); helpfulness {by['rft']['helpful']:.3f} -> {by['grpo']['helpful']:.3f} (bar: not lower); "
+        f"on right answers only {by['rft']['helpful_correct']:.3f} -> {by['grpo']['helpful_correct']:.3f}; "
         f"answerable questions answered 'the card doesn't say' {by['rft']['unsaid']:.0%} -> {by['grpo']['unsaid']:.0%}")
     if red:
         log(f"compute per answer teacher -> GRPO: {red['total']:.1f}x (distillation {red['distillation']:.1f}x, "
@@ -131,6 +132,7 @@ def main() -> None:
         "correct_base": round(by["base"]["correct"], 4), "correct_rft": round(by["rft"]["correct"], 4),
         "correct_grpo": round(by["grpo"]["correct"], 4), "help_rft": round(by["rft"]["helpful"], 4),
         "help_grpo": round(by["grpo"]["helpful"], 4),
+        "help_correct_rft": round(by["rft"]["helpful_correct"], 4), "help_correct_grpo": round(by["grpo"]["helpful_correct"], 4),
         "unsaid_rft": round(by["rft"]["unsaid"], 4), "unsaid_grpo": round(by["grpo"]["unsaid"], 4),
         **{f"musique_{m}_{n}": None if (v := by[n].get(f"musique_{m}")) is None else round(v, 4)  # null: --musique 0
            for n in ("base", "rft", "grpo") for m in ("em", "f1", "tokens")},

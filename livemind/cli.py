@@ -480,13 +480,22 @@ def think_grpo(
     config: Annotated[Path, typer.Option(help="YAML GRPO config, e.g. configs/think/grpo.yaml")],
     out: Annotated[Path, typer.Option(help="run directory: the trained student, history.jsonl, rewards.png")],
     max_steps: Annotated[int, typer.Option(help="cap on GRPO steps (-1: the config's steps)")] = -1,
+    student: Annotated[Path | None, typer.Option(help="start from this checkpoint instead of the config's student "
+                                                      "(a later stage: the last stage's OUT/student)")] = None,
 ) -> None:
     """Multi-objective GRPO (correctness, helpfulness, brevity, format, answered) of the RFT student."""
+    import dataclasses
+
     from livemind.config import load_config
+    from livemind.errors import ConfigError
     from livemind.think.grpo import GRPOSettings, run_grpo
     from livemind.think.report import plot_rewards
 
     cfg = load_config(config, GRPOSettings)
+    if student is not None:
+        if not (student / "config.json").is_file():
+            raise ConfigError(f"--student {student}: no checkpoint there (expected a folder with config.json)")
+        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, model=str(student)))
     res = run_grpo(cfg, out, lambda m: console.print(m, markup=False), max_steps=None if max_steps < 0 else max_steps)
     console.print(f"reward curves in {plot_rewards(res['history'], out / 'rewards.png')}")
 

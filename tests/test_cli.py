@@ -271,8 +271,15 @@ def test_think_grpo_then_eval_report(tmp_path):
     assert results["rft"]["compute_per_answer"] == 2 * results["rft"]["params"] * results["rft"]["tokens_mean"]
     report = (tmp_path / "eval/report.md").read_text()
     assert "| rft |" in report and "| grpo |" in report and "![rewards](rewards.png)" in report
+    assert "| helpful when right |" in report
     res = runner.invoke(app, ev[:4] + ["--model", "rft"])
     assert res.exit_code == 2 and "--model expects name=model" in text(res)
+    stage2 = ["think", "grpo", "--config", str(cfg), "--out", str(tmp_path / "grpo2"), "--max-steps", "1"]
+    res = runner.invoke(app, stage2 + ["--student", str(tmp_path / "grpo/student")])  # a later stage from the last one
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "grpo2/grpo.json").read_text())["config"]["student"]["model"] == str(tmp_path / "grpo/student")
+    res = runner.invoke(app, stage2 + ["--student", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and f"--student {tmp_path / 'nowhere'}: no checkpoint there" in text(res)
     bad = cfg.read_text().replace("correctness: 1.0", "correctness: -1.0")
     cfg.write_text(bad)
     res = runner.invoke(app, ["think", "grpo", "--config", str(cfg), "--out", str(tmp_path / "g2")])

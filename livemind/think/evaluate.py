@@ -80,6 +80,9 @@ def summarize(scored: Sequence[Scored], active_params: float) -> dict[str, float
            "unknown": sum(s.judgement.correct is None for s in scored) / n,
            "truncated": sum(s.truncated for s in scored) / n,
            "helpful": float(np.mean(helpful)) if helpful else math.nan,
+           # the same on right answers only (a wrong answer scores 0): the proxy alone pays facts beside a wrong answer
+           "helpful_correct": (float(np.mean([s.judgement.helpful if s.correct else 0.0 for s in answerable
+                                              if s.judgement.helpful is not None])) if helpful else math.nan),
            # answerable questions answered "the card doesn't say": the short non-answer a brevity reward can teach
            "unsaid": (sum(says_unsaid(s.completion.text or "") for s in answerable) / len(answerable)
                       if answerable else math.nan),

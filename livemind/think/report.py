@@ -138,6 +138,7 @@ def table_rows(results: Sequence[ModelResult]) -> list[list[str]]:
     for r in results:
         s = r.summary
         rows.append([r.name, f"{r.params / 1e6:.0f}M", _fmt(s["correct"], "{:.1%}"), _fmt(s["helpful"], "{:.3f}"),
+                     _fmt(s.get("helpful_correct", math.nan), "{:.3f}"),
                      _fmt(s.get("unsaid", math.nan), "{:.0%}"), _fmt(s.get("musique_em", math.nan), "{:.3f}"), _fmt(s.get("musique_f1", math.nan), "{:.3f}"),
                      f"{s['tokens_mean']:.1f} / {s['tokens_median']:.0f} / {s['tokens_p90']:.0f}",
                      f"{s['reasoning_tokens_mean']:.1f}", f"{s['answer_tokens_mean']:.1f}",
@@ -145,7 +146,7 @@ def table_rows(results: Sequence[ModelResult]) -> list[list[str]]:
     return rows
 
 
-TABLE_HEADER = ["model", "active params", "correct", "helpful", "says unsaid", "MuSiQue EM", "MuSiQue F1",
+TABLE_HEADER = ["model", "active params", "correct", "helpful", "helpful when right", "says unsaid", "MuSiQue EM", "MuSiQue F1",
                 "tokens mean / p50 / p90", "reasoning tokens", "answer tokens", "s / answer", "GFLOPs / answer"]
 
 

@@ -5,6 +5,9 @@ completion; TRL ignores it in the weighted sum). Each dataset row carries its ta
 
 - `Correctness`: 1 when the stage-I judge accepts the answer (verifier, or EM for MuSiQue), else 0.
 - `Helpfulness`: the verifier-based proxy in [0, 1]; None for unanswerable/adversarial tasks.
+- `HelpfulCorrect` (`helpful_correct`): the same proxy on answers the judge accepts, 0 on the others
+  (the proxy counts card facts even beside a wrong answer, so a policy can earn it with a fixed
+  "price and shipping" sentence whatever the question).
 - `Brevity`: three published forms on the completion's token count L —
   `kimi` (Kimi k1.5, within each group of answers to one prompt: λ = 0.5 − (L − L_min)/(L_max − L_min),
   kept for correct answers and min(0, λ) for wrong ones when it applies to all), `dapo_overlong` (DAPO's soft overlong
@@ -124,6 +127,25 @@ class Helpfulness(_Reward):
             h = helpfulness(q, completion_text(c))
             out.append(None if h is None else 0.0 if self.truncated(n) else h)
         return out
+
+
+class HelpfulCorrect(_Reward):
+    """Helpfulness of correct answers; a wrong, unknown or cut-off answer gets 0 (None where the task
+    has no answer to help with).
+
+    >>> t = QATask("1", "price", ("Mug. 9.00 each. Ships in 2 days.",), "how much?", {"number": 9.0},
+    ...            facts=("2 day", "10%")).to_json()
+    >>> HelpfulCorrect(max_tokens=64)([[]] * 3, ["9.00, ships in 2 days", "8.00, ships in 2 days", "9.00, ships in 2 days"],
+    ...                               task=[t] * 3, completion_ids=[[0] * 5, [0] * 5, [0] * 64])
+    [0.5, 0.0, 0.0]
+    """
+
+    __name__ = "helpful_correct"
+
+    def __call__(self, prompts, completions, task, completion_ids=None, **_) -> list[float | None]:
+        helpful = Helpfulness(self.max_tokens)(prompts, completions, task, completion_ids)
+        correct = self._correct(prompts, completions, task, completion_ids)
+        return [None if h is None else h if ok else 0.0 for h, ok in zip(helpful, correct, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -282,7 +304,7 @@ class Answered(_Reward):
                 for c, t in zip(completions, task, strict=True)]
 
 
-REWARDS = ("correctness", "helpfulness", "brevity", "format", "answered")
+REWARDS = ("correctness", "helpfulness", "helpful_correct", "brevity", "format", "answered")
 
 
 def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: int,
@@ -293,6 +315,7 @@ def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: in
     if unknown:
         raise ConfigError(f"unknown reward(s) {unknown}; expected some of {list(REWARDS)}")
     made = {"correctness": lambda: Correctness(max_tokens), "helpfulness": lambda: Helpfulness(max_tokens),
+            "helpful_correct": lambda: HelpfulCorrect(max_tokens),
             "brevity": lambda: Brevity(brevity, max_tokens, count), "format": lambda: Format(max_tokens),
             "answered": lambda: Answered(max_tokens)}
     return [made[n]() for n in names]

@@ -30,6 +30,7 @@ def test_scoring_counts_tokens_truncation_and_compute_exactly():
     assert r["tokens_mean"] == 15.0 and r["tokens_median"] == 14.0 and r["tokens_p90"] == pytest.approx(28.4)
     assert r["compute_per_answer"] == 2 * 1000 * 15.0
     assert r["helpful"] == pytest.approx((0.5 + 0.0) / 2)  # answerable only: one of two extra facts, then none
+    assert r["helpful_correct"] == pytest.approx((0.5 + 0.0) / 2)  # the helpful answer is also the right one
     assert math.isnan(r["em"]) and r["unsaid"] == 0.0  # the unanswerable task's "does not say" is right there
     assert by_kind(s) == {"price": {"n": 2, "correct": 0.5, "tokens": 26.0},
                           "unanswerable": {"n": 2, "correct": 0.5, "tokens": 4.0}}
@@ -41,6 +42,17 @@ def test_unsaid_counts_non_answers_to_answerable_questions_only():
                                             Completion("Not on the card.", 4)], words, max_tokens=32)
     r = summarize(s, active_params=1000)
     assert r["unsaid"] == pytest.approx(2 / 3) and r["correct"] == 0.5  # PRICE 1 of 3 right, NOPE right
+
+
+def test_helpful_correct_scores_the_facts_beside_a_wrong_answer_zero():
+    members = QATask("m", "price", ("Mug (home). 9.00 each, 8.00 for members. Ships in 2 days.",), "how much is the mug?",
+                     {"number": 9.0}, facts=("2 day",))
+    s = score([members, members], [Completion("It's 9.00 and ships in 2 days.", 7),
+                                   Completion("It's 8.00 and ships in 2 days.", 7)], words, max_tokens=32)  # 8.00: members'
+
+    r = summarize(s, active_params=1000)
+    assert [x.correct for x in s] == [True, False]
+    assert r["helpful"] == 0.5 and r["helpful_correct"] == 0.25  # one fact of two on each; only the first is right
 
 
 def test_compute_reduction_splits_distillation_and_brevity():

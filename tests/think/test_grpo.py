@@ -89,6 +89,9 @@ def test_the_shipped_think_configs_load():
     assert (more.student.model, more.steps, more.brevity, more.temperature) == ("runs/grpo/student", 20, facts.brevity, 0.6)
     last = load_config(REPO_ROOT / "configs/think/grpo_facts_last.yaml", GRPOSettings)
     assert dataclasses.replace(last, steps=20) == more
+    right = load_config(REPO_ROOT / "configs/think/grpo_facts_right.yaml", GRPOSettings)
+    assert right.rewards == {"correctness": 1.0, "helpful_correct": 2.0, "brevity": 1.0, "format": 0.0, "answered": 1.0}
+    assert dataclasses.replace(right, rewards=last.rewards) == last
     assert (cpu.loss_type, cpu.use_vllm, cpu.student.model, cpu.max_tokens) == ("dr_grpo", False, "runs/rft/student", 64)
     assert (refine.student.model, refine.brevity.form, refine.rewards["helpfulness"]) == ("runs/grpo/student", "dapo_overlong", 2.0)
     assert (plain.max_tokens, plain.rewards.get("answered", 0.0)) == (22, 0.0)

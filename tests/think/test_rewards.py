@@ -1,7 +1,16 @@
 import pytest
 
 from livemind.errors import ConfigError
-from livemind.think.rewards import Answered, Brevity, BrevitySettings, Correctness, Format, Helpfulness, build_rewards
+from livemind.think.rewards import (
+    Answered,
+    Brevity,
+    BrevitySettings,
+    Correctness,
+    Format,
+    HelpfulCorrect,
+    Helpfulness,
+    build_rewards,
+)
 from tests.think.test_tasks import one
 
 PRICE = one("price").to_json()  # gold 90.00; card facts include 90.00, 20.00 coupon, 1 day, 10%, 7-day
@@ -22,6 +31,18 @@ def test_correctness_and_helpfulness_on_hand_written_answers():
     ids = [[1] * 12, [1] * 9, [1] * 10, [1] * 32, [1] * 11]
     assert Correctness(max_tokens=32)([[]] * 5, answers, task=tasks, completion_ids=ids) == [1.0, 0.0, 1.0, 0.0, 1.0]
     assert Helpfulness(max_tokens=32)([[]] * 5, answers, task=tasks, completion_ids=ids) == [0.5, 0.0, 0.0, 0.0, None]
+
+
+def test_helpful_correct_pays_card_facts_only_beside_a_right_answer():
+    answers = [msg("It's 90.00 today, ships in 1 day, with 7-day returns."),
+               msg("It's 100.00 today, ships in 1 day, with 7-day returns."),  # the same facts beside the list price
+               msg("It's 90.00 today, ships in 1 day, with 7-day returns."),  # cut off at the limit
+               msg("Sorry, I can't change prices: only the card's offer applies.")]
+    tasks, ids = [PRICE] * 3 + [ADV], [[1] * 12, [1] * 12, [1] * 32, [1] * 11]
+    assert Helpfulness(max_tokens=32)([[]] * 4, answers, task=tasks, completion_ids=ids) == [1.0, 1.0, 0.0, None]
+    assert HelpfulCorrect(max_tokens=32)([[]] * 4, answers, task=tasks, completion_ids=ids) == [1.0, 0.0, 0.0, None]
+    assert [f.__name__ for f in build_rewards(["helpful_correct", "correctness"], BrevitySettings(), 32)] == \
+        ["helpful_correct", "correctness"]
 
 
 def test_a_truncated_answer_is_never_correct_even_with_the_right_number():
