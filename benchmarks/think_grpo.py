@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,7 @@ def main() -> None:
     note = (f"{len(test)} held-out generated tasks (the teacher: the first {args.teacher_tasks}), MuSiQue dev "
             f"{len(musique)} with supporting paragraphs; greedy, answers cut at {args.max_tokens} tokens count as wrong. "
             f"GRPO: {len(history)} steps in {seconds / 60:.0f} min on this CPU ({' then '.join(configs)}).")
-    report = write_report(results, Path(args.report).parent / "img/think", "python benchmarks/think_grpo.py", history, note)
+    report = write_report(results, Path(args.report).parent / "img/think", shlex.join(["python", *sys.argv]), history, note)
     Path(args.report).write_text(report.read_text().replace("](", "](img/think/"))
     report.unlink()  # the report lives at --report; its plots and results.json stay in img/think
 
