@@ -92,6 +92,8 @@ def test_the_shipped_think_configs_load():
     right = load_config(REPO_ROOT / "configs/think/grpo_facts_right.yaml", GRPOSettings)
     assert right.rewards == {"correctness": 1.0, "helpful_correct": 2.0, "brevity": 1.0, "format": 0.0, "answered": 1.0}
     assert dataclasses.replace(right, rewards=last.rewards) == last
+    right_more = load_config(REPO_ROOT / "configs/think/grpo_facts_right_more.yaml", GRPOSettings)
+    assert dataclasses.replace(right_more, steps=10) == right
     assert (cpu.loss_type, cpu.use_vllm, cpu.student.model, cpu.max_tokens) == ("dr_grpo", False, "runs/rft/student", 64)
     assert (refine.student.model, refine.brevity.form, refine.rewards["helpfulness"]) == ("runs/grpo/student", "dapo_overlong", 2.0)
     assert (plain.max_tokens, plain.rewards.get("answered", 0.0)) == (22, 0.0)
