@@ -42,6 +42,7 @@ from livemind.demo import DEMO_WORLD
 from livemind.think.backends import Sampling
 from livemind.think.datasets import load_musique
 from livemind.think.distill import ModelSource
+from livemind.think.evaluate import paired_intervals
 from livemind.think.grpo import GRPOSettings, run_grpo
 from livemind.think.report import TABLE_HEADER, ModelSpec, evaluate_models, reductions, table_rows, write_report
 from livemind.think.tasks import iter_jsonl, make_tasks
@@ -123,6 +124,11 @@ def main() -> None:
         f"(bar: >= RFT - 1 point); helpfulness {by['rft']['helpful']:.3f} -> {by['grpo']['helpful']:.3f} (bar: not lower); "
         f"on right answers only {by['rft']['helpful_correct']:.3f} -> {by['grpo']['helpful_correct']:.3f}; "
         f"answerable questions answered 'the card doesn't say' {by['rft']['unsaid']:.0%} -> {by['grpo']['unsaid']:.0%}")
+    res_by = {r.name: r for r in results}
+    ci = paired_intervals(res_by["rft"].scored, res_by["grpo"].scored)
+    log("RFT -> GRPO, 95% paired bootstrap over the test tasks: "
+        + "; ".join(f"{k} [{lo:+.3f}, {hi:+.3f}]" if k != "length_ratio" else f"{k} [{lo:.3f}, {hi:.3f}]"
+                    for k, (lo, hi) in ci.items()))
     if red:
         log(f"compute per answer teacher -> GRPO: {red['total']:.1f}x (distillation {red['distillation']:.1f}x, "
             f"brevity {red['brevity']:.2f}x)")
@@ -134,6 +140,9 @@ def main() -> None:
         "correct_grpo": round(by["grpo"]["correct"], 4), "help_rft": round(by["rft"]["helpful"], 4),
         "help_grpo": round(by["grpo"]["helpful"], 4),
         "help_correct_rft": round(by["rft"]["helpful_correct"], 4), "help_correct_grpo": round(by["grpo"]["helpful_correct"], 4),
+        "length_ratio_ci": [round(x, 3) for x in ci["length_ratio"]],
+        "correct_diff_ci": [round(x, 4) for x in ci["correct"]], "help_diff_ci": [round(x, 4) for x in ci["helpful"]],
+        "help_correct_diff_ci": [round(x, 4) for x in ci["helpful_correct"]],
         "unsaid_rft": round(by["rft"]["unsaid"], 4), "unsaid_grpo": round(by["grpo"]["unsaid"], 4),
         **{f"musique_{m}_{n}": None if (v := by[n].get(f"musique_{m}")) is None else round(v, 4)  # null: --musique 0
            for n in ("base", "rft", "grpo") for m in ("em", "f1", "tokens")},

@@ -13,6 +13,7 @@ generated tokens (FLOPs of decoding; the prompt is the same for all models).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -94,6 +95,44 @@ def summarize(scored: Sequence[Scored], active_params: float) -> dict[str, float
             out[f"{name}_{stat}"] = v
     out["compute_per_answer"] = 2.0 * active_params * out["tokens_mean"]
     return out
+
+
+def _per_task(scored: Sequence[Scored]) -> dict[str, np.ndarray]:
+    """Per-task values behind the headline figures (helpfulness: NaN where the task has none)."""
+    helpful = np.array([math.nan if not s.task.answerable or s.judgement.helpful is None else s.judgement.helpful
+                        for s in scored])
+    correct = np.array([float(s.correct) for s in scored])
+    return {"tokens": np.array([float(s.completion.tokens) for s in scored]), "correct": correct,
+            "helpful": helpful, "helpful_correct": np.where(np.isnan(helpful), math.nan, helpful * correct)}
+
+
+def paired_intervals(before: Sequence[Scored], after: Sequence[Scored], resamples: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Intervals of the changes from `before` to `after` on the same tasks, by a paired bootstrap over
+    tasks: `length_ratio` (mean tokens after / before), and the differences after − before of
+    `correct`, `helpful` and `helpful_correct` (helpfulness averaged over the answerable tasks drawn).
+
+    >>> from livemind.think.tasks import QATask
+    >>> t = QATask("1", "price", ("Mug. 9.00 each.",), "how much?", {"number": 9.0})
+    >>> a = score([t] * 4, [Completion("It's 8.00.", 10)] * 4, lambda s: 1, max_tokens=64)
+    >>> b = score([t] * 4, [Completion("It's 9.00.", 5)] * 4, lambda s: 1, max_tokens=64)
+    >>> r = paired_intervals(a, b, resamples=50)
+    >>> r["length_ratio"], r["correct"]
+    ((0.5, 0.5), (1.0, 1.0))
+    """
+    if len(before) != len(after) or any(x.task.id != y.task.id for x, y in zip(before, after, strict=True)):
+        raise ValueError("paired_intervals needs the same tasks, in the same order, on both sides")
+    if not before:
+        raise ValueError("paired_intervals needs at least one task")
+    a, b = _per_task(before), _per_task(after)
+    idx = np.random.default_rng(seed).integers(0, len(before), size=(resamples, len(before)))
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no answerable task: NaN
+        stats = {"length_ratio": b["tokens"][idx].mean(1) / a["tokens"][idx].mean(1),
+                 **{k: np.nanmean(b[k][idx], 1) - np.nanmean(a[k][idx], 1)
+                    for k in ("correct", "helpful", "helpful_correct")}}
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {k: (float(np.nanpercentile(v, lo)), float(np.nanpercentile(v, hi))) for k, v in stats.items()}
 
 
 def by_kind(scored: Sequence[Scored]) -> dict[str, dict[str, float]]:

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from livemind.think.backends import Completion
-from livemind.think.evaluate import active_parameters, by_kind, compute_reduction, score, summarize
+from livemind.think.evaluate import active_parameters, by_kind, compute_reduction, paired_intervals, score, summarize
 from livemind.think.tasks import QATask
 
 PRICE = QATask("p", "price", ("Mug (home). 9.00 each. Ships in 2 days.",), "how much is the mug?", {"number": 9.0},
@@ -73,3 +73,23 @@ def test_active_parameters_of_dense_and_moe_models():
     total = sum(p.numel() for p in moe.parameters())
     experts = 2 * 4 * 3 * 32 * 16  # layers x experts x (gate, up, down) x hidden x expert width
     assert active_parameters(moe) == total - experts // 2
+
+
+def test_paired_intervals_bracket_the_measured_change_and_need_the_same_tasks():
+    tasks = [PRICE] * 6 + [NOPE] * 2
+    before = score(tasks, [Completion("It's 9.00 and ships in 2 days.", 20)] * 3 + [Completion("It's 8.00.", 20)] * 3
+                   + [Completion("Not on the card.", 10)] * 2, words, max_tokens=32)
+    after = score(tasks, [Completion("It's 9.00.", 10)] * 5 + [Completion("It's 8.00.", 10)]
+                  + [Completion("Not on the card.", 5)] * 2, words, max_tokens=32)
+    same = paired_intervals(before, before, resamples=200)
+    assert same == {"length_ratio": (1.0, 1.0), "correct": (0.0, 0.0), "helpful": (0.0, 0.0), "helpful_correct": (0.0, 0.0)}
+    r = paired_intervals(before, after, resamples=500)
+    assert r["length_ratio"] == (0.5, 0.5)  # every answer exactly half as long
+    b, a = summarize(before, 1), summarize(after, 1)
+    for key in ("correct", "helpful", "helpful_correct"):  # the interval holds the measured change
+        assert r[key][0] <= a[key] - b[key] <= r[key][1]
+    assert r["correct"][0] >= 0 < r["correct"][1]  # two answers turned right, none turned wrong
+    assert -0.5 <= r["helpful"][0] < r["helpful"][1] <= 0  # three answers had a fact (0.5 each); none has now
+    assert paired_intervals(before, after, resamples=500) == r  # seeded
+    with pytest.raises(ValueError, match="the same tasks"):
+        paired_intervals(before, after[::-1])
