@@ -271,7 +271,7 @@ def test_think_grpo_then_eval_report(tmp_path):
     assert results["rft"]["compute_per_answer"] == 2 * results["rft"]["params"] * results["rft"]["tokens_mean"]
     report = (tmp_path / "eval/report.md").read_text()
     assert "| rft |" in report and "| grpo |" in report and "![rewards](rewards.png)" in report
-    assert "| helpful when right |" in report
+    assert "| helpful when right |" in report and "RFT → GRPO, 95% paired bootstrap over the tasks: tokens × [" in report
     res = runner.invoke(app, ev[:4] + ["--model", "rft"])
     assert res.exit_code == 2 and "--model expects name=model" in text(res)
     stage2 = ["think", "grpo", "--config", str(cfg), "--out", str(tmp_path / "grpo2"), "--max-steps", "1"]

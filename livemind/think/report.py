@@ -22,7 +22,16 @@ from typing import Any
 from livemind.errors import ConfigError
 from livemind.report import figure
 from livemind.think.backends import HFBackend, ResponseCache, Sampling
-from livemind.think.evaluate import Scored, active_parameters, answer, by_kind, compute_reduction, score, summarize
+from livemind.think.evaluate import (
+    Scored,
+    active_parameters,
+    answer,
+    by_kind,
+    compute_reduction,
+    paired_intervals,
+    score,
+    summarize,
+)
 from livemind.think.tasks import QATask
 
 
@@ -96,6 +105,16 @@ def reductions(results: Sequence[ModelResult]) -> dict[str, float] | None:
                              by["rft"].params)
 
 
+def changes(results: Sequence[ModelResult]) -> dict[str, tuple[float, float]] | None:
+    """95% paired-bootstrap intervals of the RFT → GRPO changes (`evaluate.paired_intervals`) when
+    both students answered the same tasks; None otherwise."""
+    by = {r.name: r for r in results}
+    if not {"rft", "grpo"} <= set(by) or not by["rft"].scored \
+            or [s.task.id for s in by["rft"].scored] != [s.task.id for s in by["grpo"].scored]:
+        return None
+    return paired_intervals(by["rft"].scored, by["grpo"].scored)
+
+
 def plot_lengths(results: Sequence[ModelResult], path: Path) -> Path:
     """Histogram of tokens per answer for each model, and correctness against mean length."""
     top = max((s.completion.tokens for r in results for s in r.scored), default=1)
@@ -164,6 +183,13 @@ def write_report(results: Sequence[ModelResult], out: str | Path, command: str, 
     if red:
         lines += ["", f"Compute per answer, teacher → GRPO student: **{red['total']:.1f}×** less "
                       f"(distillation {red['distillation']:.1f}× × brevity {red['brevity']:.2f}×)."]
+    ci = changes(results)
+    if ci:
+        lo, hi = ci["length_ratio"]
+        lines += ["", f"RFT → GRPO, 95% paired bootstrap over the tasks: tokens × [{lo:.3f}, {hi:.3f}]; "
+                      + "; ".join(f"{name} {ci[k][0]:+.3f} to {ci[k][1]:+.3f}" for k, name in
+                                  (("correct", "correct"), ("helpful", "helpful"), ("helpful_correct", "helpful when right")))
+                      + "."]
     kinds = sorted({k for r in results for k in r.kinds})
     lines += ["", "Correctness per task kind:", "", "| kind | " + " | ".join(r.name for r in results) + " |",
               "|---|" + "---|" * len(results)]
