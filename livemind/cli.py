@@ -483,7 +483,7 @@ def think_grpo(
     student: Annotated[Path | None, typer.Option(help="start from this checkpoint instead of the config's student "
                                                       "(a later stage: the last stage's OUT/student)")] = None,
 ) -> None:
-    """Multi-objective GRPO (correctness, helpfulness, brevity, format, answered) of the RFT student."""
+    """Multi-objective GRPO (correctness, helpfulness or helpful_correct, brevity, format, answered) of the RFT student."""
     import dataclasses
 
     from livemind.config import load_config
