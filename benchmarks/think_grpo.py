@@ -42,9 +42,16 @@ from livemind.demo import DEMO_WORLD
 from livemind.think.backends import Sampling
 from livemind.think.datasets import load_musique
 from livemind.think.distill import ModelSource
-from livemind.think.evaluate import paired_intervals
 from livemind.think.grpo import GRPOSettings, run_grpo
-from livemind.think.report import TABLE_HEADER, ModelSpec, evaluate_models, reductions, table_rows, write_report
+from livemind.think.report import (
+    TABLE_HEADER,
+    ModelSpec,
+    changes,
+    evaluate_models,
+    reductions,
+    table_rows,
+    write_report,
+)
 from livemind.think.tasks import iter_jsonl, make_tasks
 from livemind.world.simulator import LiveWorld
 
@@ -124,8 +131,7 @@ def main() -> None:
         f"(bar: >= RFT - 1 point); helpfulness {by['rft']['helpful']:.3f} -> {by['grpo']['helpful']:.3f} (bar: not lower); "
         f"on right answers only {by['rft']['helpful_correct']:.3f} -> {by['grpo']['helpful_correct']:.3f}; "
         f"answerable questions answered 'the card doesn't say' {by['rft']['unsaid']:.0%} -> {by['grpo']['unsaid']:.0%}")
-    res_by = {r.name: r for r in results}
-    ci = paired_intervals(res_by["rft"].scored, res_by["grpo"].scored)
+    ci = changes(results)  # the intervals the report states
     log("RFT -> GRPO, 95% paired bootstrap over the test tasks: "
         + "; ".join(f"{k} [{lo:+.3f}, {hi:+.3f}]" if k != "length_ratio" else f"{k} [{lo:.3f}, {hi:.3f}]"
                     for k, (lo, hi) in ci.items()))

@@ -73,17 +73,17 @@ def summarize(scored: Sequence[Scored], active_params: float) -> dict[str, float
     """
     n = max(len(scored), 1)
     answerable = [s for s in scored if s.task.answerable]
-    helpful = [s.judgement.helpful for s in answerable if s.judgement.helpful is not None]
+    per_task = _per_task(scored)
+    has_help = ~np.isnan(per_task["helpful"])
     em = [s.judgement.em for s in scored if s.judgement.em is not None]
     f1 = [s.judgement.f1 for s in scored if s.judgement.f1 is not None]
-    tokens = [float(s.completion.tokens) for s in scored]
+    tokens = per_task["tokens"].tolist()
     out = {"n": float(len(scored)), "correct": sum(s.correct for s in scored) / n,
            "unknown": sum(s.judgement.correct is None for s in scored) / n,
            "truncated": sum(s.truncated for s in scored) / n,
-           "helpful": float(np.mean(helpful)) if helpful else math.nan,
+           "helpful": float(per_task["helpful"][has_help].mean()) if has_help.any() else math.nan,
            # the same on right answers only (a wrong answer scores 0): the proxy alone pays facts beside a wrong answer
-           "helpful_correct": (float(np.mean([s.judgement.helpful if s.correct else 0.0 for s in answerable
-                                              if s.judgement.helpful is not None])) if helpful else math.nan),
+           "helpful_correct": float(per_task["helpful_correct"][has_help].mean()) if has_help.any() else math.nan,
            # answerable questions answered "the card doesn't say": the short non-answer a brevity reward can teach
            "unsaid": (sum(says_unsaid(s.completion.text or "") for s in answerable) / len(answerable)
                       if answerable else math.nan),
