@@ -7,8 +7,9 @@
      A watch is paired with a segment drawn from everything on screen during the watch, not
      only its first segment, and each positive gets a temporal hard negative: the same room
      showing other content.
-   - content (our addition, `content_weight`): two segments with the same product card are
-     pulled together and other cards, including the same room's, pushed away.
+   - content (our addition, `content_weight`): two segments with the same product card (or, with
+     `content_key: topic`, the same product category) are pulled together and other cards,
+     including the same room's, pushed away.
    Why the content term: in a world where repeat viewing dominates feedback, behaviour alone
    teaches the tower *which streamer* rather than *what is on screen*, and level-1 codes stop
    following the content (50% of category changes moved the level-1 code with weight 1, 85%
@@ -55,6 +56,7 @@ class TokenizerConfig:
     w_purchase: float = 2.0
     hard_negatives: bool = True  # add the same room showing other content as a negative
     content_weight: float = 8.0  # weight of the product-card alignment loss (0 = behaviour only); see docs/results.md
+    content_key: str = "card"  # what counts as the same content: "card" (the product) or "topic" (its category)
     behaviour_weight: float = 1.0  # weight of the viewer-room two-tower loss (0 = content only)
     max_fit_vectors: int = 200_000  # segments used to fit the codebooks
     train_until: float | None = None  # Unix time; later events and segments are held out
@@ -71,6 +73,8 @@ class TokenizerConfig:
         if self.content_weight < 0 or self.behaviour_weight < 0 or self.content_weight + self.behaviour_weight == 0:
             raise ValueError(f"content_weight and behaviour_weight must be non-negative and not both zero, "
                              f"got {self.content_weight}, {self.behaviour_weight}")
+        if self.content_key not in ("card", "topic"):
+            raise ValueError(f"content_key must be 'card' or 'topic', got {self.content_key!r}")
 
 
 @dataclass
@@ -127,10 +131,14 @@ class CardPairs:
     Live commerce labels its own content: the product card on screen. Two segments with the same
     card are the same content however the host phrases it, so pulling them together (and pushing
     other cards away) makes the room vector follow what is shown rather than the wording.
+    `by="topic"` pairs any two products of the same category instead (the card's catalogue
+    category): level-1 codes then follow the category, at the price of no longer separating
+    products within it (see docs/results.md, issue 4).
     """
 
-    def __init__(self, frame: SegmentFrame, rows: np.ndarray) -> None:
-        key = np.where(frame.product >= 0, frame.product, -1 - frame.room)  # (N,) content key
+    def __init__(self, frame: SegmentFrame, rows: np.ndarray, by: str = "card") -> None:
+        content = frame.product if by == "card" else np.unique(frame.topic, return_inverse=True)[1]
+        key = np.where(frame.product >= 0, content, -1 - frame.room)  # (N,) content key
         self.key = key
         rows = rows[np.argsort(key[rows], kind="stable")]
         k = key[rows]
@@ -185,7 +193,7 @@ def fit_tokenizer(world: WorldData, cfg: TokenizerConfig, encoder: ContentEncode
     opt = torch.optim.Adam(params, lr=cfg.lr)
     x30_t, xpool_t = torch.from_numpy(x30), torch.from_numpy(xpool)
     streamer_t = torch.from_numpy(frame.streamer)
-    cards = CardPairs(frame, train_seg)
+    cards = CardPairs(frame, train_seg, cfg.content_key)
     steps_per_epoch = len(pos) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     losses: list[float] = []

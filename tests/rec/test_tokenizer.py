@@ -162,3 +162,25 @@ def test_config_rejects_bad_values():
         FusionConfig(gate="matrix")
     with pytest.raises(ValueError, match="not both zero"):
         TokenizerConfig(content_weight=0, behaviour_weight=0)
+    with pytest.raises(ValueError, match="content_key must be 'card' or 'topic', got 'shop'"):
+        TokenizerConfig(content_key="shop")
+
+
+@pytest.mark.parametrize("by", ["card", "topic"])
+def test_content_pairs_share_the_card_or_its_topic(tiny_world, by):
+    from livemind.rec.segments import SegmentFrame
+    from livemind.rec.tokenizer_fit import CardPairs
+
+    frame = SegmentFrame.from_world(tiny_world[1])
+    anchor, partner = CardPairs(frame, np.arange(len(frame)), by).pairs(500, np.random.default_rng(0))
+    assert not np.any(anchor == partner)
+    product = frame.product[anchor] >= 0
+    assert np.array_equal(frame.product[partner] >= 0, product)
+    chat = ~product  # chat pairs stay within one room whatever the key
+    assert np.array_equal(frame.room[anchor[chat]], frame.room[partner[chat]])
+    assert np.array_equal(frame.topic[anchor], frame.topic[partner])
+    same_card = frame.product[anchor[product]] == frame.product[partner[product]]
+    if by == "card":
+        assert same_card.all()
+    else:  # other products of the same topic are partners too
+        assert 0 < same_card.mean() < 1
