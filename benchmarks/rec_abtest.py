@@ -104,7 +104,8 @@ def main() -> None:
             shutil.rmtree(out / d, ignore_errors=True)
 
     gcfg = load_config(args.generator_config, TrainConfig)
-    gen = train_generator(gcfg, data.log, data.train_rows, out / "gen-onelive", resume=True)
+    gen = train_generator(gcfg, data.log, data.train_rows, out / "gen-onelive", resume=True,
+                          code_vectors=data.code_vectors)
     stage(f"pretrained generator: {'reused' if gen.samples == 0 else f'trained, {gen.samples_per_s:,.0f} samples/s'}", t0)
 
     acfg = load_config(args.align_config, AlignConfig)

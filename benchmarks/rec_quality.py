@@ -110,7 +110,7 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
     for name, (cfg, static) in variants.items():
         res = train_generator(dataclasses.replace(gcfg, generator=cfg), data.log_for(static), data.train_rows,
                               out / ("gen-" + name.split(",")[-1].strip().split()[0].lower()), resume=False,
-                              live=data.live_for(static))
+                              live=data.live_for(static), code_vectors=data.code_vectors)
         models[name], train_rate[name] = res.model, res.samples_per_s
         stage(f"trained {name}: {len(res.losses)} steps, {res.samples_per_s:,.0f} samples/s, "
               f"loss {np.mean(res.losses[:20]):.2f} -> {np.mean(res.losses[-20:]):.2f}", t0)
@@ -182,7 +182,7 @@ def games(path: Path, args: argparse.Namespace, t0: float) -> dict:
     log = sequence_log(split.train, sids, "games-sasrec-rq")
     gcfg = load_config(args.config, TrainConfig)
     gcfg = dataclasses.replace(gcfg, epochs=args.games_generator_epochs, generator=dataclasses.replace(
-        gcfg.generator, time_features=False, max_history=cfg.max_len))  # no timestamps in this data
+        gcfg.generator, time_features=False, max_history=cfg.max_len, code_dim=0))  # no timestamps, no content
     res = train_generator(gcfg, log, log.examples(min_history=1), Path(args.out) / "gen-games", resume=False,
                           progress=None)
     stage(f"OneLive generator on games: {len(res.losses)} steps, {res.samples_per_s:,.0f} samples/s, "

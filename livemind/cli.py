@@ -242,7 +242,7 @@ def rec_train(
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log_for(static), data.train_rows, out, resume=resume,
                               progress=lambda d, n: bar.update(task, completed=d, total=n) if main else None,
-                              live=data.live_for(static))
+                              live=data.live_for(static), code_vectors=data.code_vectors)
     if not main:
         return
     console.print(f"{len(res.losses):,} steps, loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}; "

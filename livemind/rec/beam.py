@@ -104,23 +104,23 @@ class GeneratorScorer:
         self.h, self.kv = h[:, -1], kv  # (1, d), shared KV (1, H, T+1, hd)
         self.codes = torch.zeros(1, 0, dtype=torch.long)
         self.level = 1
-        return torch.log_softmax(self.model.heads[0](self.h), -1).numpy()
+        return torch.log_softmax(self.model.level_logits(0, self.h), -1).numpy()
 
     @torch.inference_mode()
     def extend(self, parents: np.ndarray, codes: np.ndarray) -> np.ndarray:
         self.level += 1
         p, c = torch.from_numpy(parents), torch.from_numpy(codes)
         self.codes = torch.cat([self.codes[p], c[:, None]], dim=1)  # (N, level-1)
-        n, head = len(parents), self.model.heads[self.level - 1]
+        n, lv = len(parents), self.level - 1
         if self.model.cfg.decode == "mtp":
             kv = tuple(t.expand(n, -1, -1, -1) for t in self.kv)
             self.h = self.model.mtp_step(self.level, self.h[p], c, kv, self.valid.expand(n, -1))
-            return torch.log_softmax(head(self.h), -1).numpy()
+            return torch.log_softmax(self.model.level_logits(lv, self.h), -1).numpy()
         steps = [self.model.prev_emb[lv](self.codes[:, lv])[:, None, :] for lv in range(self.level - 1)]
         x = torch.cat([self.x.expand(n, -1, -1), *steps], dim=1)
         valid = torch.cat([self.valid.expand(n, -1), torch.ones(n, len(steps), dtype=torch.bool)], dim=1)
         h, _ = self.model.main(x, valid)
-        return torch.log_softmax(head(h[:, -1]), -1).numpy()
+        return torch.log_softmax(self.model.level_logits(lv, h[:, -1]), -1).numpy()
 
 
 def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, top_k: int = 10,

@@ -13,6 +13,11 @@ Design choices, each switchable for ablation:
   modules predict levels 2..L in turn from the previous module's hidden state and the chosen
   code, attending to the main stack's last-layer keys and values (a shared KV cache).
   `decode="ar"` instead appends each chosen code as a token and runs the full stack again.
+- Semantic codes (`code_dim` > 0): the tokenizer's codebook centroids (L, K, code_dim) are a
+  buffer of the model. A code's input embedding adds a learned projection of its centroid, and
+  each level's logits add a bilinear score between the hidden state and every centroid, so codes
+  whose centroids are close (similar content) share what is learned about them instead of each
+  of the K codes being learned on its own.
 - No biases in attention projections; GELU MLPs.
 """
 
@@ -48,6 +53,7 @@ class GeneratorConfig:
     time_features: bool = True  # x += MLP(time features)
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # loss weight of each level, w_0..w_{L-1}
     dropout: float = 0.0
+    code_dim: int = 0  # size of the codebook centroids read as semantic code features (0 = off)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -61,6 +67,8 @@ class GeneratorConfig:
         for name in ("levels", "codebook_size", "n_layers", "max_history"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.code_dim < 0:
+            raise ValueError(f"code_dim must be non-negative, got {self.code_dim}")
 
 
 def time_features(t: Tensor, now: Tensor) -> Tensor:
@@ -164,10 +172,35 @@ class OneLiveGenerator(nn.Module):
         self.norm = nn.RMSNorm(d)
         self.heads = nn.ModuleList([nn.Linear(d, K, bias=False) for _ in range(L)])
         self.prev_emb = nn.ModuleList([nn.Embedding(K, d) for _ in range(L - 1)])  # chosen code of level l
+        if cfg.code_dim:
+            self.register_buffer("code_vectors", torch.zeros(L, K, cfg.code_dim))  # set_code_vectors() fills it
+            self.code_in = nn.ModuleList([nn.Linear(cfg.code_dim, d, bias=False) for _ in range(L)])
+            self.code_out = nn.ModuleList([nn.Linear(d, cfg.code_dim, bias=False) for _ in range(L)])
         if cfg.decode == "mtp":
             self.mtp_in = nn.ModuleList([nn.Linear(2 * d, d, bias=False) for _ in range(L - 1)])
             self.mtp_norm = nn.ModuleList([nn.RMSNorm(d) for _ in range(L - 1)])
             self.mtp = nn.ModuleList([Block(cfg, shared_kv=True) for _ in range(L - 1)])
+
+    def set_code_vectors(self, centroids: Tensor) -> None:
+        """Load the tokenizer's codebook centroids (L, K, code_dim), e.g. `ResidualQuantizer.centroids`."""
+        shape = (self.cfg.levels, self.cfg.codebook_size, self.cfg.code_dim)
+        if not self.cfg.code_dim or tuple(centroids.shape) != shape:
+            raise ValueError(f"code vectors of shape {tuple(centroids.shape)}, the generator expects {shape}")
+        self.code_vectors.copy_(torch.as_tensor(centroids, dtype=torch.float32))
+
+    def code_embed(self, level: int, codes: Tensor) -> Tensor:
+        """Input embedding of codes (any shape) of a level (0-based): free part + projected centroid."""
+        x = self.code_emb[level](codes)
+        if self.cfg.code_dim:
+            x = x + self.code_in[level](self.code_vectors[level][codes])
+        return x
+
+    def level_logits(self, level: int, h: Tensor) -> Tensor:
+        """(N, K) logits of a level (0-based) from hidden states h (N, d)."""
+        logits = self.heads[level](h)
+        if self.cfg.code_dim:
+            logits = logits + self.code_out[level](h) @ self.code_vectors[level].T
+        return logits
 
     # ------------------------------------------------------------------------------ encoding
 
@@ -176,7 +209,7 @@ class OneLiveGenerator(nn.Module):
 
     def embed(self, hist: History) -> tuple[Tensor, Tensor]:
         """Token embeddings [history..., BOS]: (B, T+1, d) and the validity mask (B, T+1)."""
-        x = sum(self.code_emb[lv](hist.codes[..., lv]) for lv in range(self.cfg.levels))  # (B, T, d)
+        x = sum(self.code_embed(lv, hist.codes[..., lv]) for lv in range(self.cfg.levels))  # (B, T, d)
         x = x + self.kind_emb(hist.kind) + self.watch_emb(self._watch_bucket(hist.watch))
         B = x.shape[0]
         bos = self.bos.expand(B, 1, -1)  # (B, 1, d)
@@ -222,13 +255,13 @@ class OneLiveGenerator(nn.Module):
             valid = torch.cat([valid, torch.ones(x.shape[0], len(steps), dtype=torch.bool)], dim=1)
             h, _ = self.main(x, valid)
             T = hist.codes.shape[1]
-            return [self.heads[lv](h[:, T + lv]) for lv in range(self.cfg.levels)]
+            return [self.level_logits(lv, h[:, T + lv]) for lv in range(self.cfg.levels)]
         h, kv = self.main(x, valid)
         h_l = h[:, -1]  # [BOS]
-        logits = [self.heads[0](h_l)]
+        logits = [self.level_logits(0, h_l)]
         for level in range(2, self.cfg.levels + 1):
             h_l = self.mtp_step(level, h_l, target[:, level - 2], kv, valid)
-            logits.append(self.heads[level - 1](h_l))
+            logits.append(self.level_logits(level - 1, h_l))
         return logits
 
     def weighted_loss(self, logits: list[Tensor], target: Tensor, allowed: Tensor | None = None) -> tuple[Tensor, list[float]]:
@@ -265,9 +298,9 @@ class OneLiveGenerator(nn.Module):
             h_l = h[:, -1].repeat_interleave(C, dim=0)  # (B*C, d)
             kv = tuple(t.repeat_interleave(C, dim=0) for t in kv)
             valid = valid.repeat_interleave(C, dim=0)
-            logits = [self.heads[0](h_l)]
+            logits = [self.level_logits(0, h_l)]
             for level in range(2, L + 1):
                 h_l = self.mtp_step(level, h_l, flat[:, level - 2], kv, valid)
-                logits.append(self.heads[level - 1](h_l))
+                logits.append(self.level_logits(level - 1, h_l))
         lp = sum(torch.log_softmax(lg, -1).gather(1, flat[:, lv:lv + 1])[:, 0] for lv, lg in enumerate(logits))
         return lp.view(B, C)

@@ -37,6 +37,7 @@ class RecData:
     split: float
     train_rows: np.ndarray
     eval_rows: np.ndarray
+    code_vectors: np.ndarray | None = None  # the tokenizer's codebook centroids (L, K, D): semantic codes
 
     def log_for(self, static: bool) -> WatchLog:
         return self.static_log if static else self.log
@@ -67,7 +68,8 @@ def prepare(world: WorldData, tok: DynamicTokenizer, split: float, n_eval: int |
     if n_eval is not None and n_eval < len(eval_rows):
         eval_rows = np.sort(np.random.default_rng(seed).choice(eval_rows, n_eval, replace=False))
     return RecData(world, frame, codes, log, static_log, live,
-                   LiveRooms(world, frame, static_codes(frame, codes), tok.version), split, train_rows, eval_rows)
+                   LiveRooms(world, frame, static_codes(frame, codes), tok.version), split, train_rows, eval_rows,
+                   tok.quantizer.centroids)
 
 
 @dataclass
@@ -83,9 +85,14 @@ class TrainResult:
 
 
 def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str | Path, resume: bool = True,
-                    progress: Callable[[int, int], None] | None = None, live: LiveRooms | None = None) -> TrainResult:
-    """Train (or resume) into `out`; writes the checkpoint, `losses.csv` and `loss.png` there."""
-    trainer = GeneratorTrainer(cfg, log, rows, out, live)
+                    progress: Callable[[int, int], None] | None = None, live: LiveRooms | None = None,
+                    code_vectors: np.ndarray | None = None) -> TrainResult:
+    """Train (or resume) into `out`; writes the checkpoint, `losses.csv` and `loss.png` there.
+
+    `code_vectors`: the tokenizer's codebook centroids (L, K, D), needed when the generator reads
+    semantic codes (`code_dim` > 0).
+    """
+    trainer = GeneratorTrainer(cfg, log, rows, out, live, code_vectors)
     trainer.setup(resume=resume)
     before = trainer.global_step
     t0 = time.perf_counter()

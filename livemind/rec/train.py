@@ -53,9 +53,12 @@ class TrainConfig:
 
 class GeneratorTrainer:
     def __init__(self, cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out_dir: str | Path,
-                 live: LiveRooms | None = None) -> None:
+                 live: LiveRooms | None = None, code_vectors: np.ndarray | None = None) -> None:
         if cfg.live_softmax and live is None:
             raise ValueError("live_softmax needs the live rooms (live=LiveRooms(...)) of the log's world")
+        if cfg.generator.code_dim and code_vectors is None:
+            raise ValueError("code_dim > 0 needs the tokenizer's codebook centroids (code_vectors=...)")
+        self.code_vectors = code_vectors
         self.cfg, self.log, self.rows, self.out, self.live = cfg, log, np.asarray(rows), Path(out_dir), live
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -69,6 +72,8 @@ class GeneratorTrainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         self.model = OneLiveGenerator(self.cfg.generator)
+        if self.cfg.generator.code_dim:
+            self.model.set_code_vectors(torch.from_numpy(np.asarray(self.code_vectors)))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         if resume and (self.out / "state.json").is_file():
             self._load()

@@ -170,10 +170,44 @@ def test_recommend_returns_only_live_rooms(decode):
     assert recommend(model, make_history(1, 7, 8), _snapshot([], 3), top_k=5) == []  # nothing live
 
 
-@pytest.mark.parametrize("decode", ["mtp", "ar"])
-def test_scorer_agrees_with_teacher_forced_forward(decode):
+def semantic(model: OneLiveGenerator, seed: int = 1) -> OneLiveGenerator:
+    """Random codebook centroids for a generator built with code_dim > 0."""
+    c = model.cfg
+    model.set_code_vectors(torch.randn(c.levels, c.codebook_size, c.code_dim, generator=torch.Generator().manual_seed(seed)))
+    return model
+
+
+def test_semantic_codes_add_projected_centroids_in_and_out():
     torch.manual_seed(0)
-    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode)).eval()
+    model = semantic(OneLiveGenerator(GeneratorConfig(d_model=8, n_heads=2, codebook_size=6, code_dim=3)))
+    C = model.code_vectors
+    codes = torch.tensor([[0, 5, 2]])
+    for lv in range(3):
+        want = model.code_emb[lv].weight[codes[0]] + C[lv, codes[0]] @ model.code_in[lv].weight.T
+        assert torch.allclose(model.code_embed(lv, codes)[0], want, atol=1e-6)
+    h = torch.randn(2, 8)
+    for lv in range(3):
+        want = h @ model.heads[lv].weight.T + (h @ model.code_out[lv].weight.T) @ C[lv].T
+        assert torch.allclose(model.level_logits(lv, h), want, atol=1e-5)
+    # two codes with the same centroid and the same free weights are one code to the model
+    with torch.no_grad():
+        model.code_vectors[0, 4] = model.code_vectors[0, 1]
+        model.heads[0].weight[4] = model.heads[0].weight[1]
+    lg = model.level_logits(0, h)
+    assert torch.equal(lg[:, 4], lg[:, 1])
+    with pytest.raises(ValueError, match=r"code vectors of shape \(3, 6, 4\), the generator expects \(3, 6, 3\)"):
+        model.set_code_vectors(torch.zeros(3, 6, 4))
+    with pytest.raises(ValueError, match="code_dim must be non-negative, got -1"):
+        GeneratorConfig(code_dim=-1)
+
+
+@pytest.mark.parametrize("decode,code_dim", [("mtp", 0), ("ar", 0), ("mtp", 4), ("ar", 4)])
+def test_scorer_agrees_with_teacher_forced_forward(decode, code_dim):
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode,
+                                             code_dim=code_dim)).eval()
+    if code_dim:
+        semantic(model)
     hist, target = make_history(1, 5, 8), torch.tensor([[3, 5, 1]])
     with torch.no_grad():
         logits = model(hist, target)
@@ -185,10 +219,13 @@ def test_scorer_agrees_with_teacher_forced_forward(decode):
         assert np.allclose(lp, torch.log_softmax(lg, -1).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("decode", ["mtp", "ar"])
-def test_sid_log_prob_sums_the_teacher_forced_levels(decode):
+@pytest.mark.parametrize("decode,code_dim", [("mtp", 0), ("ar", 0), ("mtp", 4)])
+def test_sid_log_prob_sums_the_teacher_forced_levels(decode, code_dim):
     torch.manual_seed(0)
-    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode)).eval()
+    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode,
+                                             code_dim=code_dim)).eval()
+    if code_dim:
+        semantic(model)
     hist = make_history(2, 5, 8, n_pad=1)
     cand = torch.tensor([[[3, 5, 1], [0, 0, 7], [3, 5, 2]], [[1, 1, 1], [7, 6, 5], [2, 4, 6]]])  # (B=2, C=3, L=3)
     with torch.no_grad():
