@@ -113,7 +113,9 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console):
     with progress_bar("training the generator") as bar:
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log, data.train_rows, out / "generator",
-                              progress=lambda d, n: bar.update(task, completed=d, total=n), live=data.live)
+                              resume=checkpoint_matches(out / "generator", cfg.generator),
+                              progress=lambda d, n: bar.update(task, completed=d, total=n), live=data.live,
+                              code_vectors=data.code_vectors)
     ran = "resumed from cache, nothing left to train" if res.samples == 0 else f"{res.samples_per_s:,.0f} samples/s"
     console.print(f"generator: {len(res.losses):,} steps on {len(data.train_rows):,} watches before the split "
                   f"({ran}); loss {np.mean(res.losses[:20]):.2f} -> {np.mean(res.losses[-20:]):.2f}, "
@@ -290,11 +292,23 @@ def demo_align_config():
     return AlignConfig(steps=DEMO_ALIGN_STEPS, batch_size=32)
 
 
+def checkpoint_matches(directory: Path, cfg) -> bool:
+    """Whether `directory` holds a generator checkpoint of this architecture: the demo's cache is
+    resumed only then, and retrained (not an error) after the default config changed."""
+    import json
+
+    from livemind.config import from_dict
+    from livemind.rec.generator import GeneratorConfig
+
+    path = directory / "state.json"
+    return path.is_file() and from_dict(GeneratorConfig, json.loads(path.read_text())["generator"]) == cfg
+
+
 def demo_train_config():
     from livemind.rec.generator import GeneratorConfig
     from livemind.rec.train import TrainConfig
 
-    return TrainConfig(generator=GeneratorConfig(d_model=64, n_heads=4, n_layers=3, max_history=30))
+    return TrainConfig(generator=GeneratorConfig(d_model=64, n_heads=4, n_layers=3, max_history=30, code_dim=64))
 
 
 def run_demo(out: Path, console: Console) -> None:

@@ -59,12 +59,15 @@ def reward_model_for(data: RecData, state: ViewerState, cfg: RewardModelConfig, 
 def aligned_for(data: RecData, pretrained: OneLiveGenerator, reward: RewardModel, state: ViewerState, cfg: AlignConfig,
                 out: str | Path, progress: Callable[[int, int, dict], None] | None = None
                 ) -> tuple[OneLiveGenerator, list[dict[str, float]], bool]:
-    """(aligned model, per-step history, trained now?); reuses `out` when it was aligned with `cfg`."""
+    """(aligned model, per-step history, trained now?); reuses `out` when it was aligned with `cfg`
+    from a generator of the pretrained model's architecture (another one means a stale cache)."""
     out = Path(out)
     if aligned_config(out) == cfg:
-        with open(out / "align.csv") as f:
-            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        return load_generator(out, data.log.tokenizer_version), history, False
+        model = load_generator(out, data.log.tokenizer_version)
+        if model.cfg == pretrained.cfg:
+            with open(out / "align.csv") as f:
+                history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            return model, history, False
     res = align(cfg, pretrained, reward, state, data.log, data.live, data.train_rows, progress)
     save_aligned(res, cfg, out, data.log.tokenizer_version)
     return res.model, res.history, True

@@ -82,6 +82,27 @@ def test_checkpoint_of_another_tokenizer_is_refused(watch_log, tmp_path):
         GeneratorTrainer(CFG, other, log.examples(min_history=1), tmp_path / "c").setup(resume=True)
 
 
+def test_semantic_codes_need_the_centroids_and_survive_a_checkpoint(watch_log, tmp_path):
+    log, tok, _ = watch_log
+    cfg = dataclasses.replace(CFG, generator=dataclasses.replace(CFG.generator, code_dim=tok.quantizer.dim))
+    rows = log.examples(min_history=1)
+    with pytest.raises(ValueError, match="code_dim > 0 needs the tokenizer's codebook centroids"):
+        GeneratorTrainer(cfg, log, rows, tmp_path / "s")
+    t = GeneratorTrainer(cfg, log, rows, tmp_path / "s", code_vectors=tok.quantizer.centroids)
+    t.setup(resume=False)
+    losses = t.train()
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    t.save_checkpoint()
+    model = load_generator(tmp_path / "s", tok.version)
+    assert torch.equal(model.code_vectors, torch.from_numpy(tok.quantizer.centroids))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), t.model.state_dict().values()))
+    from livemind.demo import checkpoint_matches  # the demo resumes its cache only for the same architecture
+
+    assert checkpoint_matches(tmp_path / "s", cfg.generator)
+    assert not checkpoint_matches(tmp_path / "s", CFG.generator)
+    assert not checkpoint_matches(tmp_path / "none", cfg.generator)
+
+
 def test_evaluation_metrics_on_popularity(watch_log):
     log, tok, data = watch_log
     frame = SegmentFrame.from_world(data)
