@@ -34,6 +34,7 @@ from rich.table import Table
 
 from livemind.config import load_config
 from livemind.rec.abtest import ground_truth
+from livemind.rec.evaluate import PopularityRanker
 from livemind.rec.feedback import ViewerState
 from livemind.rec.pipeline import RecData, prepare
 from livemind.rec.tokenizer_fit import TokenizerConfig, fit_or_load
@@ -65,6 +66,7 @@ class Features:
     def __init__(self, data: RecData, sim, gen, state: ViewerState, max_history: int) -> None:
         self.data, self.sim, self.gen, self.state, self.H = data, sim, gen, state, max_history
         self.category = segment_category(sim)
+        self.popularity = PopularityRanker(data.live)  # its one-hour window
 
     def at(self, row: int) -> tuple[np.ndarray, int]:
         """(live rooms x features, index of the watched room or -1) for one request."""
@@ -72,8 +74,7 @@ class Features:
         v, t = int(log.viewer[row]), float(log.time[row])
         rooms, segs = d.live.live_segments(t)
         s = d.live.streamer_of(rooms)
-        recent = (log.time >= t - 3600) & (log.time < t) & np.isin(log.room, rooms)
-        pop = np.bincount(np.searchsorted(rooms, log.room[recent]), minlength=len(rooms))
+        pop = self.popularity.watches(log, rooms, t)
         past = slice(log.first[row], row)
         n = len(rooms)
         fam = self.state.watches(np.full(n, v), s, t)

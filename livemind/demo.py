@@ -105,6 +105,7 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console):
     from livemind.rec.baselines import SASRecRanker, live_sasrec_config, train_live_sasrec
     from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
     from livemind.rec.pipeline import prepare, train_generator
+    from livemind.rec.train import saved_generator_config
     from livemind.report import rec_metrics_table
 
     split = DEMO_WORLD.start_time + DEMO_WORLD.days * 86400 * 2 / 3
@@ -113,7 +114,7 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console):
     with progress_bar("training the generator") as bar:
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log, data.train_rows, out / "generator",
-                              resume=checkpoint_matches(out / "generator", cfg.generator),
+                              resume=saved_generator_config(out / "generator") == cfg.generator,  # retrain after a config change
                               progress=lambda d, n: bar.update(task, completed=d, total=n), live=data.live,
                               code_vectors=data.code_vectors)
     ran = "resumed from cache, nothing left to train" if res.samples == 0 else f"{res.samples_per_s:,.0f} samples/s"
@@ -290,18 +291,6 @@ def demo_align_config():
     from livemind.rec.alignment import AlignConfig
 
     return AlignConfig(steps=DEMO_ALIGN_STEPS, batch_size=32)
-
-
-def checkpoint_matches(directory: Path, cfg) -> bool:
-    """Whether `directory` holds a generator checkpoint of this architecture: the demo's cache is
-    resumed only then, and retrained (not an error) after the default config changed."""
-    import json
-
-    from livemind.config import from_dict
-    from livemind.rec.generator import GeneratorConfig
-
-    path = directory / "state.json"
-    return path.is_file() and from_dict(GeneratorConfig, json.loads(path.read_text())["generator"]) == cfg
 
 
 def demo_train_config():

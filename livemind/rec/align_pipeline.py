@@ -30,7 +30,7 @@ from livemind.rec.reward_model import (
     plot_calibration,
     train_reward_model,
 )
-from livemind.rec.train import load_generator
+from livemind.rec.train import load_generator, saved_generator_config
 
 
 def reward_model_for(data: RecData, state: ViewerState, cfg: RewardModelConfig, out: str | Path,
@@ -62,12 +62,10 @@ def aligned_for(data: RecData, pretrained: OneLiveGenerator, reward: RewardModel
     """(aligned model, per-step history, trained now?); reuses `out` when it was aligned with `cfg`
     from a generator of the pretrained model's architecture (another one means a stale cache)."""
     out = Path(out)
-    if aligned_config(out) == cfg:
-        model = load_generator(out, data.log.tokenizer_version)
-        if model.cfg == pretrained.cfg:
-            with open(out / "align.csv") as f:
-                history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-            return model, history, False
+    if aligned_config(out) == cfg and saved_generator_config(out) == pretrained.cfg:
+        with open(out / "align.csv") as f:
+            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return load_generator(out, data.log.tokenizer_version), history, False
     res = align(cfg, pretrained, reward, state, data.log, data.live, data.train_rows, progress)
     save_aligned(res, cfg, out, data.log.tokenizer_version)
     return res.model, res.history, True

@@ -112,10 +112,14 @@ class PopularityRanker:
     def rank_at(self, log: WatchLog, t: float) -> list[int]:
         """The rooms live at t, by watches in the `window` seconds before t."""
         rooms = self.live.rooms(t)
-        recent = (log.time >= t - self.window) & (log.time < t)
-        counts = np.bincount(np.searchsorted(rooms, log.room[recent][np.isin(log.room[recent], rooms)]),
-                             minlength=len(rooms))
+        counts = self.watches(log, rooms, t)
         return rooms[np.lexsort((rooms, -counts))].tolist()
+
+    def watches(self, log: WatchLog, rooms: np.ndarray, t: float) -> np.ndarray:
+        """Watches of each of `rooms` (ascending ids) in the `window` seconds before t."""
+        recent = (log.time >= t - self.window) & (log.time < t)
+        return np.bincount(np.searchsorted(rooms, log.room[recent][np.isin(log.room[recent], rooms)]),
+                           minlength=len(rooms))
 
 
 def evaluate(ranker: Ranker, log: WatchLog, rows: np.ndarray,

@@ -86,7 +86,7 @@ class GeneratorTrainer:
         if state["tokenizer_version"] != self.log.tokenizer_version:
             raise DataError(f"checkpoint {self.out} was trained on tokenizer {state['tokenizer_version']}, "
                             f"the data is tokenised by {self.log.tokenizer_version}")
-        if from_dict(GeneratorConfig, state["generator"]) != self.cfg.generator:
+        if saved_generator_config(self.out) != self.cfg.generator:
             raise DataError(f"checkpoint {self.out} has another generator config: {state['generator']}")
         self.model.load_state_dict(load_file(str(self.out / "model.safetensors")))
         tensors = load_file(str(self.out / "optimizer.safetensors"))
@@ -162,6 +162,12 @@ class GeneratorTrainer:
         if dist.is_initialized():
             dist.barrier()  # let rank 0 finish its checkpoint before the group goes away
             dist.destroy_process_group()
+
+
+def saved_generator_config(directory: str | Path) -> GeneratorConfig | None:
+    """The architecture of the generator checkpoint in `directory`, None when there is none."""
+    path = Path(directory) / "state.json"
+    return from_dict(GeneratorConfig, json.loads(path.read_text())["generator"]) if path.is_file() else None
 
 
 def load_generator(directory: str | Path, tokenizer_version: str) -> OneLiveGenerator:

@@ -177,6 +177,14 @@ def semantic(model: OneLiveGenerator, seed: int = 1) -> OneLiveGenerator:
     return model
 
 
+def small_model(decode: str, code_dim: int) -> OneLiveGenerator:
+    """A seeded 2-layer generator over 8 codes, with random centroids when code_dim > 0."""
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode,
+                                             code_dim=code_dim)).eval()
+    return semantic(model) if code_dim else model
+
+
 def test_semantic_codes_add_projected_centroids_in_and_out():
     torch.manual_seed(0)
     model = semantic(OneLiveGenerator(GeneratorConfig(d_model=8, n_heads=2, codebook_size=6, code_dim=3)))
@@ -203,11 +211,7 @@ def test_semantic_codes_add_projected_centroids_in_and_out():
 
 @pytest.mark.parametrize("decode,code_dim", [("mtp", 0), ("ar", 0), ("mtp", 4), ("ar", 4)])
 def test_scorer_agrees_with_teacher_forced_forward(decode, code_dim):
-    torch.manual_seed(0)
-    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode,
-                                             code_dim=code_dim)).eval()
-    if code_dim:
-        semantic(model)
+    model = small_model(decode, code_dim)
     hist, target = make_history(1, 5, 8), torch.tensor([[3, 5, 1]])
     with torch.no_grad():
         logits = model(hist, target)
@@ -221,11 +225,7 @@ def test_scorer_agrees_with_teacher_forced_forward(decode, code_dim):
 
 @pytest.mark.parametrize("decode,code_dim", [("mtp", 0), ("ar", 0), ("mtp", 4)])
 def test_sid_log_prob_sums_the_teacher_forced_levels(decode, code_dim):
-    torch.manual_seed(0)
-    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode,
-                                             code_dim=code_dim)).eval()
-    if code_dim:
-        semantic(model)
+    model = small_model(decode, code_dim)
     hist = make_history(2, 5, 8, n_pad=1)
     cand = torch.tensor([[[3, 5, 1], [0, 0, 7], [3, 5, 2]], [[1, 1, 1], [7, 6, 5], [2, 4, 6]]])  # (B=2, C=3, L=3)
     with torch.no_grad():
