@@ -5,7 +5,8 @@ Simulated world (`configs/world/rec.yaml`): the tokenizer is fit on the first tw
 generator and every baseline train on watches whose target falls in the first two days, and all
 are evaluated on targets in the third day; candidates are the rooms live at the request time.
 Rows: OneLive (dynamic SIDs, sequential MTP), its ablations (no time gate, no QK norm, static
-SIDs), the full-stack autoregressive decoder, popularity among live rooms, SASRec over room IDs
+SIDs), the full-stack autoregressive decoder, OneLive with the live-room prior
+(`configs/rec/generator-prior.yaml`: identity signals of each live room beside log P(SID)), popularity among live rooms, SASRec over room IDs
 and the availability-aware, repeat-aware SASRec (LiveRec-style). Also: MTP vs AR requests/s on
 the same requests, and training samples/s.
 
@@ -43,7 +44,9 @@ from livemind.rec.baselines import (
 )
 from livemind.rec.beam import recommend
 from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
+from livemind.rec.feedback import ViewerState
 from livemind.rec.pipeline import RecData, prepare, train_generator
+from livemind.rec.room_signals import RoomSignals
 from livemind.rec.rq import RQConfig
 from livemind.rec.sasrec import SASRecConfig, train_sasrec, unseen_negatives
 from livemind.rec.sequences import (
@@ -118,6 +121,22 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
         results[name] = evaluate(ranker, data.log_for(static), data.eval_rows)
         stage(f"evaluated {name}: HR@10 {results[name]['all']['hr@10']:.3f}", t0)
 
+    # OneLive with the live-room prior: its own config (identity signals, joint room softmax, refit)
+    pcfg = load_config(args.prior_config, TrainConfig)
+    if args.epochs:
+        pcfg = dataclasses.replace(pcfg, epochs=args.epochs)
+    name = "OneLive + live-room prior"
+    signals = RoomSignals(data.log, ViewerState.from_world(world), data.live)
+    res = train_generator(pcfg, data.log, data.train_rows, out / "gen-prior", resume=False, live=data.live,
+                          code_vectors=data.code_vectors, signals=signals)
+    models[name], train_rate[name] = res.model, res.samples_per_s
+    stage(f"trained {name}: {len(res.losses)} steps, {res.samples_per_s:,.0f} samples/s; prior refit on the last "
+          f"{pcfg.prior_holdout_hours:g} h of training targets: room cross-entropy {res.prior_fit[0]:.3f} -> "
+          f"{res.prior_fit[1]:.3f}, weight of log P(SID) {res.model.log_lp_scale.exp().item():.3f}", t0)
+    results[name] = evaluate(GeneratorRanker(res.model, data.live, pcfg.generator.max_history, beam=args.beam,
+                                             name=name, signals=signals), data.log, data.eval_rows)
+    stage(f"evaluated {name}: HR@10 {results[name]['all']['hr@10']:.3f}", t0)
+
     scfg = live_sasrec_config(world.streamers.num_rows, g.max_history, epochs=args.sasrec_epochs)
     baselines = [PopularityRanker(data.live)]
     for aware in (False, True):
@@ -138,13 +157,16 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
                                              f"day ({args.world_config}); candidates: rooms live at the request time "
                                              f"(~{np.mean(n_live):.0f})"))
     one, base = results["OneLive"], results[best]
+    prior = results["OneLive + live-room prior"]
     ar = results["OneLive, full-stack AR decoding"]
     t2 = Table(title="Bars")
     for col in ("what", "bar", "measured"):
         t2.add_column(col)
     t2.add_row("OneLive HR@10 / best baseline", ">= 1.10", f"{one['all']['hr@10'] / base['all']['hr@10']:.3f} (best: {best})")
+    t2.add_row("  with the live-room prior", ">= 1.10", f"{prior['all']['hr@10'] / base['all']['hr@10']:.3f}")
     t2.add_row("HR@10 on new rooms, OneLive vs best baseline", "ahead", f"{one['new']['hr@10']:.3f} vs {base['new']['hr@10']:.3f} "
                f"(n={one['new']['n']})")
+    t2.add_row("  with the live-room prior", "ahead", f"{prior['new']['hr@10']:.3f} vs {base['new']['hr@10']:.3f}")
     t2.add_row("MTP vs AR requests/s", ">= 1.3x", f"{mtp_rate:.1f} vs {ar_rate:.1f} = {mtp_rate / ar_rate:.2f}x")
     t2.add_row("MTP vs AR HR@10, relative change", "within 2%", f"{one['all']['hr@10'] / ar['all']['hr@10'] - 1:+.2%}")
     t2.add_row("training samples/s (2 cores), OneLive MTP / AR", "", f"{train_rate['OneLive']:,.0f} / "
@@ -154,6 +176,9 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
         "hr10_onelive": round(one["all"]["hr@10"], 4), "hr10_best_baseline": round(base["all"]["hr@10"], 4),
         "best_baseline": best, "hr10_ratio": round(one["all"]["hr@10"] / base["all"]["hr@10"], 4),
         "hr10_new_onelive": round(one["new"]["hr@10"], 4), "hr10_new_best_baseline": round(base["new"]["hr@10"], 4),
+        "hr10_onelive_prior": round(prior["all"]["hr@10"], 4),
+        "hr10_ratio_prior": round(prior["all"]["hr@10"] / base["all"]["hr@10"], 4),
+        "hr10_new_onelive_prior": round(prior["new"]["hr@10"], 4),
         "mtp_speedup": round(mtp_rate / ar_rate, 3), "mtp_requests_per_s": round(mtp_rate, 1),
         "ar_requests_per_s": round(ar_rate, 1), "mtp_hr10_rel_change": round(one["all"]["hr@10"] / ar["all"]["hr@10"] - 1, 4),
         "train_samples_per_s": round(train_rate["OneLive"], 1),
@@ -215,6 +240,8 @@ def main() -> None:
     parser.add_argument("--world-config", default="configs/world/rec.yaml")
     parser.add_argument("--tokenizer-config", default="configs/rec/tokenizer.yaml")
     parser.add_argument("--config", default="configs/rec/generator.yaml")
+    parser.add_argument("--prior-config", default="configs/rec/generator-prior.yaml",
+                        help="OneLive with the live-room prior")
     parser.add_argument("--epochs", type=int, default=0, help="override the generator config's epochs")
     parser.add_argument("--sasrec-epochs", type=int, default=8)
     parser.add_argument("--targets", type=int, default=None, help="held-out targets evaluated (default: 1,000 with --quick, else 1,500)")

@@ -238,11 +238,17 @@ def rec_train(
     cfg = load_config(config, TrainConfig) if config else TrainConfig()
     data = _rec_data(world, tokenizer, split, cache, eval_targets or None)
     main = int(os.environ.get("RANK", "0")) == 0
+    signals = None
+    if cfg.room_loss:  # a live-room prior reads identity signals from the log
+        from livemind.rec.feedback import ViewerState
+        from livemind.rec.room_signals import RoomSignals
+
+        signals = RoomSignals(data.log_for(static), ViewerState.from_world(data.world), data.live_for(static))
     with progress_bar("training") as bar:
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log_for(static), data.train_rows, out, resume=resume,
                               progress=lambda d, n: bar.update(task, completed=d, total=n) if main else None,
-                              live=data.live_for(static), code_vectors=data.code_vectors)
+                              live=data.live_for(static), code_vectors=data.code_vectors, signals=signals)
     if not main:
         return
     console.print(f"{len(res.losses):,} steps, loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}; "
@@ -251,7 +257,8 @@ def rec_train(
         from livemind.report import rec_metrics_table
 
         results = {r.name: evaluate(r, data.log_for(static), data.eval_rows)
-                   for r in (GeneratorRanker(res.model, data.live_for(static), cfg.generator.max_history),
+                   for r in (GeneratorRanker(res.model, data.live_for(static), cfg.generator.max_history,
+                                             signals=signals),
                              PopularityRanker(data.live_for(static)))}
         console.print(rec_metrics_table(results, f"{len(data.eval_rows):,} held-out targets after {data.split:.0f}; "
                                                  "candidates: live rooms"))
@@ -289,7 +296,13 @@ def rec_recommend(
     _, _, log, live = tokenise(data, tok)
     hist = log.history_at(viewer, time, model.cfg.max_history)
     snap = live.snapshot(time)
-    recs = recommend(model, hist, snap, top_k, beam)
+    signals = None
+    if model.cfg.room_signals:  # the generator's live-room prior reads identity signals from the log
+        from livemind.rec.feedback import ViewerState
+        from livemind.rec.room_signals import RoomSignals
+
+        signals = RoomSignals(log, ViewerState.from_world(data), live).for_request(viewer, time, snap.rooms)
+    recs = recommend(model, hist, snap, top_k, beam, signals)
     n_hist = int(hist.valid.sum())
     if not recs:
         console.print(f"no room is live at {time:.0f}: nothing to recommend")

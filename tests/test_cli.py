@@ -126,6 +126,23 @@ def test_rec_train_resume_and_recommend(tmp_path):
     assert res.exit_code == 2 and "no watch has an earlier watch before the split time 1" in text(res)
 
 
+def test_rec_train_and_recommend_with_the_live_room_prior(tmp_path):
+    world, tok, cache, gcfg, gen, until, args, _ = tiny_tokenizer_and_generator(tmp_path)
+    gcfg.write_text(gcfg.read_text().replace("level_weights: [1.0, 1.0]", "level_weights: [1.0, 1.0], room_signals: 4")
+                    + "room_loss: 1.0\nroom_negatives: 3\nprior_holdout_hours: 2.0\n")
+    prior = tmp_path / "gen-prior"
+    res = runner.invoke(app, [*args[:args.index("--out") + 1], str(prior), *args[args.index("--out") + 2:]])
+    assert res.exit_code == 0, res.output
+    assert "OneLive" in text(res) and json.loads((prior / "state.json").read_text())["generator"]["room_signals"] == 4
+    rec = ["rec", "recommend", "--world", str(world), "--tokenizer", str(tok), "--generator", str(prior), "--cache", cache]
+    res = runner.invoke(app, rec + ["--viewer", "3", "--time", str(until + 3600), "--top-k", "3"])
+    assert res.exit_code == 0, res.output
+    assert "viewer 3 at" in text(res) and text(res).count("room ") == 3
+    gcfg.write_text(gcfg.read_text().replace("room_signals: 4", "room_signals: 2"))
+    res = runner.invoke(app, [*args[:args.index("--out") + 1], str(tmp_path / "bad"), *args[args.index("--out") + 2:]])
+    assert res.exit_code == 2 and "room_loss needs generator.room_signals = 4" in text(res)
+
+
 def test_rec_align_and_abtest(tmp_path):
     world, tok, cache, _, gen, until, _, _ = tiny_tokenizer_and_generator(tmp_path)
     acfg = tmp_path / "a.yaml"

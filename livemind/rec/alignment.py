@@ -171,6 +171,9 @@ def check_versions(log: WatchLog, reward: RewardModel, live: LiveRooms) -> None:
 def align(cfg: AlignConfig, pretrained: OneLiveGenerator, reward: RewardModel, state: ViewerState, log: WatchLog,
           live: LiveRooms, rows: np.ndarray, progress: Callable[[int, int, dict], None] | None = None) -> AlignResult:
     """Tune a copy of `pretrained` toward the weighted objectives; `rows` are the log rows used as states."""
+    if pretrained.cfg.room_signals:
+        raise ValueError("aligning a generator with a live-room prior (room_signals > 0) is not supported: "
+                         "its policy over live rooms would have to read the room signals too")
     check_versions(log, reward, live)
     if not len(rows):
         raise DataError("no viewer states to align on")

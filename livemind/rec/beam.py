@@ -9,6 +9,12 @@ each beam. `dense=True` is the plain reference twin: it masks a full (beams x K)
 Both break ties the same way (score, then beam, then code), so they agree exactly; a parity test
 checks this on random inputs.
 
+With a live-room prior (`GeneratorConfig.room_signals`), each live room also has a prior score
+from its identity signals. The search then ranks beams by log P(prefix) + the best prior among
+the live rooms under that prefix (`prefix_bonus`; only for choosing survivors, never
+accumulated), so a beam leading to the viewer's favourite streamer is not pruned on content alone,
+and the rooms of the finished SIDs are ranked by log P(SID) + their own prior.
+
 Scorers decouple the search from the model: `start()` gives level-1 log-probabilities (1, K);
 `extend(parents, codes)` continues beams (the i-th new beam is old beam `parents[i]` followed by
 `codes[i]`) and gives the next level's log-probabilities (N, K).
@@ -22,7 +28,7 @@ import numpy as np
 import torch
 
 from livemind.rec.generator import History, OneLiveGenerator
-from livemind.rec.live_index import LiveSnapshot
+from livemind.rec.live_index import SID, LiveSnapshot
 
 
 class Scorer(Protocol):
@@ -33,9 +39,25 @@ class Scorer(Protocol):
         ...
 
 
-def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int,
-                            dense: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(SIDs (M, L), log-probabilities (M,)) of up to `beam` live SIDs, best first."""
+def prefix_bonus(snapshot: LiveSnapshot, prior: np.ndarray) -> dict[SID, float]:
+    """Every prefix (length 1..L) of a live SID -> the highest prior (n,) among the live rooms under it."""
+    if len(prior) != len(snapshot.rooms):
+        raise ValueError(f"{len(prior)} prior scores for {len(snapshot.rooms)} live rooms")
+    out: dict[SID, float] = {}
+    for sid, p in zip(snapshot.codes.tolist(), np.asarray(prior, dtype=np.float64).tolist()):
+        for level in range(1, len(sid) + 1):
+            key = tuple(sid[:level])
+            out[key] = max(out.get(key, -np.inf), p)
+    return out
+
+
+def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int, dense: bool = False,
+                            bonus: dict[SID, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(SIDs (M, L), log-probabilities (M,)) of up to `beam` live SIDs, best first.
+
+    `bonus` (from `prefix_bonus`) is added to a beam's log-probability when ranking beams, and the
+    order returned is by log P + bonus; the scores returned stay log-probabilities.
+    """
     if beam < 1:
         raise ValueError(f"beam must be at least 1, got {beam}")
     L = snapshot.levels
@@ -50,9 +72,14 @@ def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int,
             allowed = np.zeros((len(prefixes), K), dtype=bool)
             for i, p in enumerate(prefixes):
                 allowed[i, snapshot.allowed_next(tuple(p.tolist()))] = True
-            total = np.where(allowed, scores[:, None] + lp, -np.inf).ravel()  # (N * K,)
-            order = np.argsort(-total, kind="stable")[:beam]
-            order = order[np.isfinite(total[order])]
+            total = np.where(allowed, scores[:, None] + lp, -np.inf)  # (N, K)
+            key = total.copy()
+            if bonus is not None:
+                for i, k in zip(*np.nonzero(allowed)):
+                    key[i, k] += bonus[(*prefixes[i].tolist(), int(k))]
+            key, total = key.ravel(), total.ravel()
+            order = np.argsort(-key, kind="stable")[:beam]
+            order = order[np.isfinite(key[order])]
             parents, codes, new_scores = order // K, order % K, total[order]
         else:
             cand_parent, cand_code = [], []
@@ -62,8 +89,10 @@ def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int,
                 cand_code.append(nxt)
             cp, cc = np.concatenate(cand_parent), np.concatenate(cand_code)
             cs = scores[cp] + lp[cp, cc]
+            rank = cs if bonus is None else cs + np.array(
+                [bonus[(*prefixes[i].tolist(), int(k))] for i, k in zip(cp, cc)], dtype=np.float64)
             key = cp * K + cc  # flat position, the dense twin's tie-break
-            order = np.lexsort((key, -cs))[:beam]
+            order = np.lexsort((key, -rank))[:beam]
             parents, codes, new_scores = cp[order], cc[order], cs[order]
         prefixes = np.concatenate([prefixes[parents], codes[:, None]], axis=1)
         scores = new_scores
@@ -72,8 +101,18 @@ def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int,
     return prefixes, scores
 
 
-def rooms_from_sids(snapshot: LiveSnapshot, sids: np.ndarray, scores: np.ndarray, top_k: int) -> list[tuple[int, float]]:
-    """Map SIDs (best first) to their live rooms; rooms sharing a SID share its score."""
+def rooms_from_sids(snapshot: LiveSnapshot, sids: np.ndarray, scores: np.ndarray, top_k: int,
+                    prior: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """Map SIDs (best first) to their live rooms; rooms sharing a SID share its score.
+
+    With a prior (n,) over `snapshot.rooms`, a room's score is its SID's score + its prior, and
+    the rooms of all the SIDs are ranked by it (ties: room id).
+    """
+    if prior is not None:
+        of_room = dict(zip(snapshot.rooms.tolist(), np.asarray(prior, dtype=np.float64).tolist()))
+        ranked = [(room, float(s) + of_room[room]) for sid, s in zip(sids, scores)
+                  for room in snapshot.rooms_for(tuple(sid.tolist()))]
+        return sorted(ranked, key=lambda rs: (-rs[1], rs[0]))[:top_k]
     out: list[tuple[int, float]] = []
     for sid, s in zip(sids, scores):
         for room in snapshot.rooms_for(tuple(sid.tolist())):
@@ -124,13 +163,25 @@ class GeneratorScorer:
 
 
 def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, top_k: int = 10,
-              beam: int = 32) -> list[tuple[int, float]]:
+              beam: int = 32, signals: np.ndarray | None = None) -> list[tuple[int, float]]:
     """Top-k live rooms for one viewer: constrained beam search, then SIDs -> rooms.
 
-    Nothing live: an empty list. A viewer with no history (T = 0) is scored from [BOS] alone.
+    `signals` (n, S): identity signals of `snapshot.rooms` (`RoomSignals.signals`), required when
+    the generator has a live-room prior. Nothing live: an empty list. A viewer with no history
+    (T = 0) is scored from [BOS] alone.
     """
     if not len(snapshot.rooms):
         return []
     model.eval()
-    sids, scores = constrained_beam_search(GeneratorScorer(model, hist), snapshot, max(beam, top_k))
-    return rooms_from_sids(snapshot, sids, scores, top_k)
+    prior = bonus = None
+    scale = 1.0
+    if model.cfg.room_signals:
+        if signals is None:
+            raise ValueError("this generator ranks live rooms with a prior over their identity signals: pass signals")
+        with torch.inference_mode():
+            scale = float(model.log_lp_scale.exp())
+            prior = model.live_prior(hist, torch.from_numpy(snapshot.codes)[None],
+                                     torch.as_tensor(signals, dtype=torch.float32)[None])[0].numpy() / scale
+        bonus = prefix_bonus(snapshot, prior)  # in units of log P: a room's score is scale x (log P + prior)
+    sids, scores = constrained_beam_search(GeneratorScorer(model, hist), snapshot, max(beam, top_k), bonus=bonus)
+    return [(room, scale * s) for room, s in rooms_from_sids(snapshot, sids, scores, top_k, prior)]

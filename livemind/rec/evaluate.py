@@ -18,6 +18,7 @@ from livemind.rec.beam import recommend
 from livemind.rec.data import WatchLog
 from livemind.rec.generator import OneLiveGenerator
 from livemind.rec.live_index import LiveIndex, LiveSnapshot
+from livemind.rec.room_signals import RoomSignals
 from livemind.rec.segments import SegmentFrame
 from livemind.world.tables import WorldData
 
@@ -86,16 +87,26 @@ class Ranker(Protocol):
 
 @dataclass
 class GeneratorRanker:
+    """The generator's constrained beam search; `signals` feeds its live-room prior when it has one."""
+
     model: OneLiveGenerator
     live: LiveRooms
     max_history: int
     top_k: int = 10
     beam: int = 32
     name: str = "OneLive"
+    signals: RoomSignals | None = None
 
     def rank(self, log: WatchLog, row: int) -> list[int]:
         hist, _ = log.batch(np.array([row]), self.max_history)
-        return [r for r, _ in recommend(self.model, hist, self.live.snapshot(float(log.time[row])), self.top_k, self.beam)]
+        snap = self.live.snapshot(float(log.time[row]))
+        sig = None
+        if self.model.cfg.room_signals:
+            if self.signals is None:
+                raise ValueError(f"{self.name} has a live-room prior: pass signals=RoomSignals(...)")
+            sig = self.signals.signals(int(log.viewer[row]), float(log.time[row]), self.signals.last_streamer(row),
+                                       snap.rooms)
+        return [r for r, _ in recommend(self.model, hist, snap, self.top_k, self.beam, sig)]
 
 
 @dataclass

@@ -27,7 +27,7 @@ AFTER_CLICK = ("like", "comment", "follow", "gift", "purchase")  # engagement ev
 _CODE = {k: EVENT_KINDS.index(k) for k in EVENT_KINDS}
 
 
-def _keyed(key: np.ndarray, time: np.ndarray, t0: float, span: float) -> np.ndarray:
+def time_key(key: np.ndarray, time: np.ndarray, t0: float, span: float) -> np.ndarray:
     """One float64 sort key: integer key first, then time (exact: key * span < 2^53)."""
     return key.astype(np.float64) * span + np.clip(time - t0, 0.0, span - 1.0)
 
@@ -47,12 +47,12 @@ class ViewerState:
     def _index(self, ev: EventBatch, kind: int, room_streamer: np.ndarray) -> np.ndarray:
         sel = ev.kind == kind
         key = ev.viewer[sel] * self.n_streamers + room_streamer[ev.room[sel]]
-        return np.sort(_keyed(key, ev.time[sel], self.t0, self.span))
+        return np.sort(time_key(key, ev.time[sel], self.t0, self.span))
 
     def _count(self, index: np.ndarray, viewers: np.ndarray, streamers: np.ndarray, times: np.ndarray) -> np.ndarray:
         key = np.asarray(viewers, dtype=np.int64) * self.n_streamers + np.asarray(streamers, dtype=np.int64)
-        lo = np.searchsorted(index, _keyed(key, np.full(key.shape, self.t0), self.t0, self.span), "left")
-        hi = np.searchsorted(index, _keyed(key, np.broadcast_to(times, key.shape), self.t0, self.span), "left")
+        lo = np.searchsorted(index, time_key(key, np.full(key.shape, self.t0), self.t0, self.span), "left")
+        hi = np.searchsorted(index, time_key(key, np.broadcast_to(times, key.shape), self.t0, self.span), "left")
         return hi - lo
 
     def watches(self, viewers: np.ndarray, streamers: np.ndarray, times: np.ndarray | float) -> np.ndarray:
@@ -78,8 +78,8 @@ def history_codes(log: WatchLog, viewers: np.ndarray, times: np.ndarray, length:
     times = np.broadcast_to(np.asarray(times, dtype=np.float64), viewers.shape)
     t0 = float(min(log.time.min(), times.min())) if len(times) else 0.0
     span = float(max(log.time.max(), times.max()) - t0 + 2.0) if len(times) else 2.0
-    keys = _keyed(log.viewer, log.time, t0, span)  # sorted: the log is by (viewer, time)
-    pos = np.searchsorted(keys, _keyed(viewers, times, t0, span), "left")
+    keys = time_key(log.viewer, log.time, t0, span)  # sorted: the log is by (viewer, time)
+    pos = np.searchsorted(keys, time_key(viewers, times, t0, span), "left")
     start = np.searchsorted(log.viewer, viewers, "left")
     idx = pos[:, None] + np.arange(-length, 0)[None, :]  # (N, H)
     valid = idx >= start[:, None]
@@ -121,7 +121,7 @@ class Impressions:
         seg = seg[seg >= 0]
         n_rooms = int(ev.room.max()) + 1
         t0, span = float(ev.time.min()), float(ev.time.max() - ev.time.min() + 2.0)
-        key = _keyed(imp.viewer * n_rooms + imp.room, imp.time, t0, span)
+        key = time_key(imp.viewer * n_rooms + imp.room, imp.time, t0, span)
         order = np.argsort(key, kind="stable")
         imp, seg, key = imp.take(order), seg[order], key[order]
         labels = {k: np.zeros(len(imp)) for k in ("click", "watch", *AFTER_CLICK)}
@@ -132,7 +132,7 @@ class Impressions:
             # same room may have gone unclicked while the viewer was still watching)
             rows = np.arange(len(imp)) if name == "click" else clicked
             e = ev.take(np.flatnonzero(ev.kind == _CODE[name]))
-            j = np.searchsorted(key[rows], _keyed(e.viewer * n_rooms + e.room, e.time, t0, span), "right") - 1
+            j = np.searchsorted(key[rows], time_key(e.viewer * n_rooms + e.room, e.time, t0, span), "right") - 1
             jc = rows[np.maximum(j, 0)] if len(rows) else np.zeros(len(j), dtype=np.int64)
             ok = (j >= 0) & (imp.viewer[jc] == e.viewer) & (imp.room[jc] == e.room) if len(rows) else np.zeros(len(j), bool)
             np.add.at(labels[name], jc[ok], e.value[ok] if name == "watch" else 1.0)

@@ -18,6 +18,11 @@ Design choices, each switchable for ablation:
   each level's logits add a bilinear score between the hidden state and every centroid, so codes
   whose centroids are close (similar content) share what is learned about them instead of each
   of the K codes being learned on its own.
+- Live-room prior (`room_signals` > 0): what a SID cannot say — that a live room is the viewer's
+  favourite streamer, or that half the site is in it now — comes as a few identity signals per
+  live room (`livemind.rec.room_signals`); a small MLP turns them into a log-score added to
+  log P(SID). It is trained jointly with the generator by a softmax over the rooms live at each
+  target's time (`TrainConfig.room_loss`), so the generator learns what content adds beyond them.
 - No biases in attention projections; GELU MLPs.
 """
 
@@ -54,6 +59,7 @@ class GeneratorConfig:
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # loss weight of each level, w_0..w_{L-1}
     dropout: float = 0.0
     code_dim: int = 0  # size of the codebook centroids read as semantic code features (0 = off)
+    room_signals: int = 0  # identity signals per live room read by the live-room prior (0 = off)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -67,8 +73,9 @@ class GeneratorConfig:
         for name in ("levels", "codebook_size", "n_layers", "max_history"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.code_dim < 0:
-            raise ValueError(f"code_dim must be non-negative, got {self.code_dim}")
+        for name in ("code_dim", "room_signals"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
 
 
 def time_features(t: Tensor, now: Tensor) -> Tensor:
@@ -176,6 +183,11 @@ class OneLiveGenerator(nn.Module):
             self.register_buffer("code_vectors", torch.zeros(L, K, cfg.code_dim))  # set_code_vectors() fills it
             self.code_in = nn.ModuleList([nn.Linear(cfg.code_dim, d, bias=False) for _ in range(L)])
             self.code_out = nn.ModuleList([nn.Linear(d, cfg.code_dim, bias=False) for _ in range(L)])
+        if cfg.room_signals:
+            # with semantic codes the prior also reads the content affinity of history and candidate
+            self.room_prior = nn.Sequential(nn.Linear(cfg.room_signals + bool(cfg.code_dim), 32), nn.GELU(),
+                                            nn.Linear(32, 1))
+            self.log_lp_scale = nn.Parameter(torch.zeros(()))  # log of the weight of log P(SID) in a room's score
         if cfg.decode == "mtp":
             self.mtp_in = nn.ModuleList([nn.Linear(2 * d, d, bias=False) for _ in range(L - 1)])
             self.mtp_norm = nn.ModuleList([nn.RMSNorm(d) for _ in range(L - 1)])
@@ -196,11 +208,45 @@ class OneLiveGenerator(nn.Module):
         return x
 
     def level_logits(self, level: int, h: Tensor) -> Tensor:
-        """(N, K) logits of a level (0-based) from hidden states h (N, d)."""
+        """(..., K) logits of a level (0-based) from hidden states h (..., d)."""
         logits = self.heads[level](h)
         if self.cfg.code_dim:
             logits = logits + self.code_out[level](h) @ self.code_vectors[level].T
         return logits
+
+    def affinity(self, hist: History, cand: Tensor) -> Tensor:
+        """Content affinity (B, C): cosine between the mean of the history's SID vectors and each
+        candidate's (a SID's vector: the sum of its codes' centroids, the tokenizer's reconstruction)."""
+        def vec(codes: Tensor) -> Tensor:
+            return sum(self.code_vectors[lv][codes[..., lv]] for lv in range(self.cfg.levels))
+
+        h = (vec(hist.codes) * hist.valid[..., None]).sum(1) / hist.valid.sum(1).clamp(min=1)[:, None]  # (B, D)
+        return (F.normalize(vec(cand), dim=-1) @ F.normalize(h, dim=-1)[:, :, None])[..., 0]
+
+    def prior(self, signals: Tensor, affinity: Tensor | None = None) -> Tensor:
+        """Live-room prior: a log-score (...) from each room's identity signals (..., S) and, with
+        semantic codes, its content affinity (...); zeros without a prior."""
+        if not self.cfg.room_signals:
+            return torch.zeros(signals.shape[:-1], device=signals.device)
+        if signals.shape[-1] != self.cfg.room_signals:
+            raise ValueError(f"{signals.shape[-1]} room signals, the generator's prior reads {self.cfg.room_signals}")
+        if self.cfg.code_dim:
+            if affinity is None:
+                raise ValueError("a prior with semantic codes reads the content affinity too")
+            signals = torch.cat([signals, affinity[..., None]], dim=-1)
+        return self.room_prior(signals).squeeze(-1)
+
+    def room_scores(self, hist: History, cand: Tensor, signals: Tensor) -> Tensor:
+        """Score of live rooms (B, C): exp(log_lp_scale) x log P(their SID cand (B, C, L)) + the
+        prior of their signals (B, C, S); without a prior, log P(SID)."""
+        lp = self.sid_log_prob(hist, cand)
+        if not self.cfg.room_signals:
+            return lp
+        return self.log_lp_scale.exp() * lp + self.live_prior(hist, cand, signals)
+
+    def live_prior(self, hist: History, cand: Tensor, signals: Tensor) -> Tensor:
+        """The prior (B, C) of candidates cand (B, C, L) with signals (B, C, S) after each history."""
+        return self.prior(signals, self.affinity(hist, cand) if self.cfg.code_dim else None)
 
     # ------------------------------------------------------------------------------ encoding
 
@@ -239,12 +285,18 @@ class OneLiveGenerator(nn.Module):
     # --------------------------------------------------------------------------- prediction
 
     def mtp_step(self, level: int, h_prev: Tensor, code_prev: Tensor, kv: tuple[Tensor, Tensor], valid: Tensor) -> Tensor:
-        """Hidden state for level `level` (1-based >= 2) from the previous level's. h_prev: (N, d); code_prev: (N,)."""
+        """Hidden states of level `level` (1-based >= 2) from the previous level's, over the shared KV.
+
+        h_prev (N, d) with code_prev (N,): one continuation per history; or h_prev (B, C, d) with
+        code_prev (B, C): C continuations of each of B histories, read as C queries of one sequence.
+        """
         i = level - 2
-        u = self.mtp_in[i](torch.cat([self.mtp_norm[i](h_prev), self.prev_emb[i](code_prev)], dim=-1))[:, None, :]
+        u = self.mtp_in[i](torch.cat([self.mtp_norm[i](h_prev), self.prev_emb[i](code_prev)], dim=-1))
+        flat = u.dim() == 2
         mask = valid[:, None, None, :]  # (N, 1, 1, T+1): attend to every real token and BOS
-        u, _ = self.mtp[i](u, mask, kv)
-        return self.norm(u[:, 0])
+        u, _ = self.mtp[i](u[:, None, :] if flat else u, mask, kv)
+        u = self.norm(u)
+        return u[:, 0] if flat else u
 
     def forward(self, hist: History, target: Tensor) -> list[Tensor]:
         """Teacher-forced logits of each level for the target SIDs: L tensors (B, K). target: (B, L)."""
@@ -287,20 +339,16 @@ class OneLiveGenerator(nn.Module):
         AR runs the full stack per (history, candidate) pair.
         """
         B, C, L = cand.shape
-        flat = cand.reshape(B * C, L)
         if self.cfg.decode == "ar":
             rep = History(*(t.repeat_interleave(C, dim=0) for t in (hist.codes, hist.kind, hist.watch, hist.time,
                                                                     hist.valid, hist.now)))
-            logits = self.forward(rep, flat)
+            logits = [lg.view(B, C, -1) for lg in self.forward(rep, cand.reshape(B * C, L))]
         else:
             x, valid = self.embed(hist)
             h, kv = self.main(x, valid)
-            h_l = h[:, -1].repeat_interleave(C, dim=0)  # (B*C, d)
-            kv = tuple(t.repeat_interleave(C, dim=0) for t in kv)
-            valid = valid.repeat_interleave(C, dim=0)
+            h_l = h[:, -1:].expand(B, C, -1)  # (B, C, d): [BOS] for every candidate
             logits = [self.level_logits(0, h_l)]
             for level in range(2, L + 1):
-                h_l = self.mtp_step(level, h_l, flat[:, level - 2], kv, valid)
+                h_l = self.mtp_step(level, h_l, cand[..., level - 2], kv, valid)
                 logits.append(self.level_logits(level - 1, h_l))
-        lp = sum(torch.log_softmax(lg, -1).gather(1, flat[:, lv:lv + 1])[:, 0] for lv, lg in enumerate(logits))
-        return lp.view(B, C)
+        return sum(torch.log_softmax(lg, -1).gather(-1, cand[..., lv:lv + 1])[..., 0] for lv, lg in enumerate(logits))

@@ -17,9 +17,10 @@ from livemind.errors import DataError
 from livemind.rec.data import WatchLog, segment_codes, static_codes
 from livemind.rec.evaluate import LiveRooms
 from livemind.rec.generator import OneLiveGenerator
+from livemind.rec.room_signals import RoomSignals
 from livemind.rec.segments import SegmentFrame
 from livemind.rec.tokenizer import DynamicTokenizer
-from livemind.rec.train import GeneratorTrainer, TrainConfig
+from livemind.rec.train import GeneratorTrainer, TrainConfig, fit_room_prior
 from livemind.world.tables import WorldData
 
 
@@ -78,6 +79,7 @@ class TrainResult:
     losses: list[float]
     seconds: float  # wall time of the steps run in this call
     samples: int  # training examples processed in this call
+    prior_fit: tuple[float, float] | None = None  # held-out room cross-entropy before / after refitting the prior
 
     @property
     def samples_per_s(self) -> float:
@@ -86,13 +88,21 @@ class TrainResult:
 
 def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str | Path, resume: bool = True,
                     progress: Callable[[int, int], None] | None = None, live: LiveRooms | None = None,
-                    code_vectors: np.ndarray | None = None) -> TrainResult:
+                    code_vectors: np.ndarray | None = None, signals: RoomSignals | None = None) -> TrainResult:
     """Train (or resume) into `out`; writes the checkpoint, `losses.csv` and `loss.png` there.
 
     `code_vectors`: the tokenizer's codebook centroids (L, K, D), needed when the generator reads
-    semantic codes (`code_dim` > 0).
+    semantic codes (`code_dim` > 0). `signals`: the live rooms' identity signals, needed with a
+    live-room prior (`room_loss` > 0). With one, the targets of the last `prior_holdout_hours` of
+    `rows` are held out of training, and the prior is refit on them once training ends
+    (`fit_room_prior`), then saved with the checkpoint.
     """
-    trainer = GeneratorTrainer(cfg, log, rows, out, live, code_vectors)
+    held = np.zeros(0, dtype=np.int64)
+    if cfg.room_loss and cfg.prior_holdout_hours:
+        rows = np.asarray(rows)
+        late = log.time[rows] >= log.time[rows].max() - cfg.prior_holdout_hours * 3600.0
+        rows, held = rows[~late], rows[late]
+    trainer = GeneratorTrainer(cfg, log, rows, out, live, code_vectors, signals)
     trainer.setup(resume=resume)
     before = trainer.global_step
     t0 = time.perf_counter()
@@ -101,12 +111,19 @@ def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str 
     finally:
         trainer.cleanup()
     seconds = time.perf_counter() - t0
+    prior_fit = None
+    if len(held) and trainer.rank == 0:
+        prior_fit = fit_room_prior(trainer.model, signals, held)
+        trainer.save_checkpoint()
     if trainer.rank == 0:
-        write_loss_curve(Path(out), losses, title=f"generator ({cfg.generator.decode}) training loss")
-    return TrainResult(trainer.model.eval(), losses, seconds, (trainer.global_step - before) * cfg.batch_size)
+        write_loss_curve(Path(out), losses, title=f"generator ({cfg.generator.decode}) training loss",
+                         ylabel="SID + live-room cross-entropy" if cfg.room_loss else "weighted SID cross-entropy")
+    return TrainResult(trainer.model.eval(), losses, seconds, (trainer.global_step - before) * cfg.batch_size,
+                       prior_fit)
 
 
-def write_loss_curve(out: Path, losses: list[float], title: str, smooth: int = 20) -> None:
+def write_loss_curve(out: Path, losses: list[float], title: str, smooth: int = 20,
+                     ylabel: str = "weighted SID cross-entropy") -> None:
     """`losses.csv` (step, loss) and `loss.png` (raw and a running mean) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "losses.csv", "w", newline="") as f:
@@ -125,7 +142,7 @@ def write_loss_curve(out: Path, losses: list[float], title: str, smooth: int = 2
         ax.plot(steps[smooth - 1:], np.convolve(losses, np.ones(smooth) / smooth, mode="valid"),
                 label=f"mean of {smooth}")
     ax.set_xlabel("step")
-    ax.set_ylabel("weighted SID cross-entropy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

@@ -5,6 +5,9 @@
 - A checkpoint is `model.safetensors` + `optimizer.safetensors` (AdamW moments, steps, torch RNG)
   + `state.json` (epoch, step, losses, configs, tokenizer version). Resuming checks that the data
   was tokenised by the same tokenizer version and refuses otherwise.
+- With a live-room prior (`room_loss` > 0, `GeneratorConfig.room_signals` > 0) the loss adds
+  `room_loss` x the cross-entropy of the watched room among the rooms live at its time, scored
+  by log P(SID) + the prior of their identity signals (`livemind.rec.room_signals`).
 - Under `torchrun --nproc-per-node N` (WORLD_SIZE > 1) the model is wrapped in
   DistributedDataParallel (gloo on CPU, nccl on GPU) and each rank takes every N-th batch row;
   only rank 0 writes checkpoints.
@@ -21,13 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from livemind.config import from_dict
 from livemind.errors import DataError
 from livemind.rec.data import WatchLog
 from livemind.rec.evaluate import LiveRooms
-from livemind.rec.generator import GeneratorConfig, OneLiveGenerator
+from livemind.rec.generator import GeneratorConfig, History, OneLiveGenerator
+from livemind.rec.room_signals import SIGNALS, RoomBatch, RoomSignals
 
 FORMAT = "livemind-generator-ckpt/1"
 
@@ -42,6 +47,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200  # steps; a checkpoint is also written at the end
     live_softmax: bool = False  # each level's softmax over the codes of rooms live at the target's time
+    room_loss: float = 0.0  # weight of the softmax over live rooms (log P(SID) + live-room prior); 0 = off
+    room_negatives: int = 31  # other live rooms sampled per target for that softmax
+    prior_holdout_hours: float = 6.0  # latest training targets held out to refit the prior on (fit_room_prior)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
@@ -49,13 +57,43 @@ class TrainConfig:
                              f"{self.epochs}, {self.batch_size}, {self.checkpoint_every}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.prior_holdout_hours < 0:
+            raise ValueError(f"prior_holdout_hours must be non-negative, got {self.prior_holdout_hours}")
+        if self.room_negatives < 1:
+            raise ValueError(f"room_negatives must be at least 1, got {self.room_negatives}")
+        if self.room_loss < 0:
+            raise ValueError(f"room_loss must be non-negative, got {self.room_loss}")
+        if self.room_loss and self.generator.room_signals != len(SIGNALS):
+            raise ValueError(f"room_loss needs generator.room_signals = {len(SIGNALS)} ({', '.join(SIGNALS)}), "
+                             f"got {self.generator.room_signals}")
+
+
+class Objective(torch.nn.Module):
+    """The training loss as one module, so that DistributedDataParallel wraps everything it runs."""
+
+    def __init__(self, model: OneLiveGenerator, room_loss: float) -> None:
+        super().__init__()
+        self.model, self.room_loss = model, room_loss
+
+    def forward(self, hist: History, target: torch.Tensor, allowed: torch.Tensor | None,
+                rooms: RoomBatch | None) -> torch.Tensor:
+        loss, _ = self.model.weighted_loss(self.model(hist, target), target, allowed)
+        if rooms is not None:
+            ok = rooms.target >= 0  # the watched room is live with a segment (always, for a world's log)
+            scores = self.model.room_scores(hist, rooms.codes, rooms.signals).masked_fill(~rooms.mask, float("-inf"))
+            loss = loss + self.room_loss * F.cross_entropy(scores[ok], rooms.target[ok])
+        return loss
 
 
 class GeneratorTrainer:
     def __init__(self, cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out_dir: str | Path,
-                 live: LiveRooms | None = None, code_vectors: np.ndarray | None = None) -> None:
+                 live: LiveRooms | None = None, code_vectors: np.ndarray | None = None,
+                 signals: RoomSignals | None = None) -> None:
         if cfg.live_softmax and live is None:
             raise ValueError("live_softmax needs the live rooms (live=LiveRooms(...)) of the log's world")
+        if cfg.room_loss and signals is None:
+            raise ValueError("room_loss needs the live rooms' identity signals (signals=RoomSignals(...))")
+        self.signals = signals
         if cfg.generator.code_dim and code_vectors is None:
             raise ValueError("code_dim > 0 needs the tokenizer's codebook centroids (code_vectors=...)")
         self.code_vectors = code_vectors
@@ -77,7 +115,8 @@ class GeneratorTrainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         if resume and (self.out / "state.json").is_file():
             self._load()
-        self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else None
+        self.objective = Objective(self.model, self.cfg.room_loss)
+        self.ddp = torch.nn.parallel.DistributedDataParallel(self.objective) if self.world > 1 else None
 
     def _load(self) -> None:
         state = json.loads((self.out / "state.json").read_text())
@@ -110,7 +149,7 @@ class GeneratorTrainer:
         if steps_per_epoch == 0:
             raise DataError(f"{len(self.rows)} training examples are fewer than one batch of {bs}")
         total = steps_per_epoch * self.cfg.epochs
-        module = self.ddp or self.model
+        module = self.ddp or self.objective
         done = 0
         self.model.train()
         while self.epoch < self.cfg.epochs:
@@ -124,7 +163,11 @@ class GeneratorTrainer:
                 if self.cfg.live_softmax:
                     allowed = torch.from_numpy(self.live.allowed(self.log.time[batch], target.numpy(),
                                                                  self.cfg.generator.codebook_size))
-                loss, _ = self.model.weighted_loss(module(hist, target), target, allowed)  # module: DDP-wrapped when distributed
+                rooms = None
+                if self.cfg.room_loss:  # negatives drawn from (seed, step): a resumed run draws the same
+                    rooms = self.signals.batch(batch, self.cfg.room_negatives,
+                                               np.random.default_rng([self.cfg.seed, self.global_step]))
+                loss = module(hist, target, allowed, rooms)  # module: DDP-wrapped when distributed
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
@@ -162,6 +205,56 @@ class GeneratorTrainer:
         if dist.is_initialized():
             dist.barrier()  # let rank 0 finish its checkpoint before the group goes away
             dist.destroy_process_group()
+
+
+def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarray, steps: int = 300,
+                   lr: float = 0.02, chunk: int = 256) -> tuple[float, float]:
+    """Refit the live-room prior and the weight of log P(SID) on held-out request rows, the rest of
+    the generator frozen; returns the room cross-entropy on those rows before and after.
+
+    On its own training targets the generator's log P(SID) is sharper than on new requests, so a
+    prior trained jointly with it undervalues the identity signals; fitting it on watches the
+    generator never trained on (a validation slice before the split) calibrates the two.
+    """
+    if not model.cfg.room_signals:
+        raise ValueError("the generator has no live-room prior (room_signals = 0) to fit")
+    H = model.cfg.max_history
+    lps, priors_in, masks, targets = [], [], [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(rows), chunk):
+            r = np.asarray(rows[i:i + chunk])
+            rb = signals.batch(r)
+            hist, _ = signals.log.batch(r, H)
+            lps.append(model.sid_log_prob(hist, rb.codes))
+            aff = model.affinity(hist, rb.codes) if model.cfg.code_dim else torch.zeros(rb.mask.shape)
+            priors_in.append(torch.cat([rb.signals, aff[..., None]], -1))
+            masks.append(rb.mask)
+            targets.append(rb.target)
+    C = max(x.shape[1] for x in lps)
+    lp = torch.cat([F.pad(x, (0, C - x.shape[1])) for x in lps])
+    x = torch.cat([F.pad(v, (0, 0, 0, C - v.shape[1])) for v in priors_in])
+    mask = torch.cat([F.pad(m, (0, C - m.shape[1])) for m in masks])
+    target = torch.cat(targets)
+    ok = target >= 0
+    lp, x, mask, target = lp[ok], x[ok], mask[ok], target[ok]
+    S = model.cfg.room_signals
+
+    def loss() -> torch.Tensor:
+        prior = model.prior(x[..., :S], x[..., S] if model.cfg.code_dim else None)
+        return F.cross_entropy((model.log_lp_scale.exp() * lp + prior).masked_fill(~mask, float("-inf")), target)
+
+    params = [*model.room_prior.parameters(), model.log_lp_scale]
+    opt = torch.optim.Adam(params, lr=lr)
+    with torch.no_grad():
+        before = loss().item()
+    for _ in range(steps):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    with torch.no_grad():
+        return before, loss().item()
 
 
 def saved_generator_config(directory: str | Path) -> GeneratorConfig | None:

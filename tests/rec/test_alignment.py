@@ -81,3 +81,9 @@ def test_alignment_refuses_another_tokenizer_version(setup, tiny_rec):
             align(AlignConfig(steps=1), gen, rm, state, tiny_rec.log, tiny_rec.live, tiny_rec.train_rows)
     finally:
         rm.tokenizer_version = "test-v1"
+
+
+def test_a_generator_with_a_live_room_prior_is_refused_before_anything_runs():
+    model = OneLiveGenerator(GeneratorConfig(d_model=8, n_heads=2, codebook_size=4, room_signals=4))
+    with pytest.raises(ValueError, match="live-room prior .* is not supported"):
+        align(AlignConfig(), model, None, None, None, None, np.arange(3))

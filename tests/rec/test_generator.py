@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livemind.rec.beam import GeneratorScorer, constrained_beam_search, recommend
+from livemind.rec.beam import GeneratorScorer, constrained_beam_search, prefix_bonus, recommend
 from livemind.rec.generator import GatedAttention, GeneratorConfig, History, OneLiveGenerator
 from livemind.rec.live_index import LiveIndex
 
@@ -156,6 +156,32 @@ def test_fast_beam_search_matches_dense_reference(sids, beam, seed):
         assert [tuple(s) for s in fast[0].tolist()] == exhaustive
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=40),
+       st.integers(1, 12), st.integers(0, 10_000))
+def test_beam_search_with_a_prior_bonus_matches_dense_reference(sids, beam, seed):
+    snap = _snapshot(sids, 3)
+    prior = np.random.default_rng(seed).normal(scale=3.0, size=len(snap.rooms))
+    bonus = prefix_bonus(snap, prior)
+    fast = constrained_beam_search(TableScorer(6, seed), snap, beam, bonus=bonus)
+    ref = constrained_beam_search(TableScorer(6, seed), snap, beam, dense=True, bonus=bonus)
+    assert np.array_equal(fast[0], ref[0]) and np.allclose(fast[1], ref[1])
+    table = TableScorer(6, seed)
+    lp = {tuple(s): sum(table._lp(np.array([s[:i]]))[0, s[i]] for i in range(3)) for s in snap.codes.tolist()}
+    assert np.allclose(fast[1], [lp[tuple(s)] for s in fast[0].tolist()])  # scores stay log P(SID)
+    if beam >= len(lp):  # exhaustive: every live SID, ordered by log P + the best prior of its rooms
+        best = {sid: max(p for s, p in zip(snap.codes.tolist(), prior) if tuple(s) == sid) for sid in lp}
+        assert [tuple(s) for s in fast[0].tolist()] == sorted(lp, key=lambda s: -(lp[s] + best[s]))
+
+
+def test_prefix_bonus_is_the_best_prior_under_each_prefix():
+    snap = _snapshot([(0, 1, 2), (0, 1, 3), (4, 0, 0)], 3)
+    bonus = prefix_bonus(snap, np.array([1.0, 5.0, -2.0]))
+    assert bonus == {(0,): 5.0, (0, 1): 5.0, (0, 1, 2): 1.0, (0, 1, 3): 5.0, (4,): -2.0, (4, 0): -2.0, (4, 0, 0): -2.0}
+    with pytest.raises(ValueError, match="2 prior scores for 3 live rooms"):
+        prefix_bonus(snap, np.zeros(2))
+
+
 @pytest.mark.parametrize("decode", ["mtp", "ar"])
 def test_recommend_returns_only_live_rooms(decode):
     torch.manual_seed(0)
@@ -250,3 +276,81 @@ def test_live_softmax_restricts_each_level_to_allowed_codes():
     assert loss.item() == pytest.approx((math.log(2) + 3 * math.log(4 / 3)) / 4, abs=1e-6)
     unmasked, _ = model.weighted_loss(logits, target)
     assert unmasked.item() > loss.item()
+
+
+def prior_model(decode: str = "mtp", code_dim: int = 0) -> OneLiveGenerator:
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode,
+                                             room_signals=4, code_dim=code_dim)).eval()
+    with torch.no_grad():
+        model.log_lp_scale.fill_(math.log(0.5))  # a room's score: 0.5 log P(SID) + prior
+    return semantic(model) if code_dim else model
+
+
+def test_room_scores_add_the_prior_mlp_to_log_p_sid():
+    model = prior_model()
+    hist = make_history(2, 5, 8)
+    cand = torch.tensor([[[3, 5, 1], [0, 0, 7]], [[1, 1, 1], [7, 6, 5]]])
+    sig = torch.rand(2, 2, 4, generator=torch.Generator().manual_seed(3))
+    lin1, lin2 = model.room_prior[0], model.room_prior[2]
+    want_prior = (F.gelu(sig @ lin1.weight.T + lin1.bias) @ lin2.weight.T + lin2.bias)[..., 0]
+    with torch.no_grad():
+        assert torch.allclose(model.prior(sig), want_prior, atol=1e-6)
+        assert torch.allclose(model.room_scores(hist, cand, sig), 0.5 * model.sid_log_prob(hist, cand) + want_prior,
+                              atol=1e-5)
+    with pytest.raises(ValueError, match="3 room signals, the generator's prior reads 4"):
+        model.prior(torch.zeros(2, 3))
+    assert torch.equal(small_model("mtp", 0).prior(torch.ones(2, 5)), torch.zeros(2))  # no prior: no score
+    with pytest.raises(ValueError, match="room_signals must be non-negative, got -1"):
+        GeneratorConfig(room_signals=-1)
+
+
+def test_content_affinity_is_the_cosine_of_mean_history_and_candidate_sid_vectors():
+    model = prior_model(code_dim=4)
+    hist = make_history(1, 3, 8, n_pad=1)  # two real tokens
+    cand = torch.tensor([[[3, 5, 1], [0, 0, 7]]])
+    C = model.code_vectors
+
+    def vec(sid) -> torch.Tensor:
+        return C[0, sid[0]] + C[1, sid[1]] + C[2, sid[2]]
+
+    h = (vec(hist.codes[0, 1]) + vec(hist.codes[0, 2])) / 2
+    want = torch.stack([F.cosine_similarity(vec(c), h, dim=0) for c in cand[0]])
+    assert torch.allclose(model.affinity(hist, cand)[0], want, atol=1e-6)
+    sig = torch.rand(1, 2, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lin1, lin2 = model.room_prior[0], model.room_prior[2]
+        x = torch.cat([sig, want[None, :, None]], -1)
+        prior = (F.gelu(x @ lin1.weight.T + lin1.bias) @ lin2.weight.T + lin2.bias)[..., 0]
+        assert torch.allclose(model.room_scores(hist, cand, sig), 0.5 * model.sid_log_prob(hist, cand) + prior, atol=1e-5)
+    with pytest.raises(ValueError, match="reads the content affinity too"):
+        model.prior(sig)
+
+
+@pytest.mark.parametrize("decode,code_dim", [("mtp", 0), ("ar", 0), ("mtp", 4)])
+def test_recommend_with_a_prior_ranks_rooms_by_log_p_plus_prior(decode, code_dim):
+    model = prior_model(decode, code_dim)
+    rng = np.random.default_rng(1)
+    snap = _snapshot([tuple(int(c) for c in rng.integers(0, 8, 3)) for _ in range(12)], 3)
+    sig = rng.normal(size=(12, 4)).astype(np.float32)
+    hist = make_history(1, 6, 8)
+    with pytest.raises(ValueError, match="pass signals"):
+        recommend(model, hist, snap, top_k=5)
+    recs = recommend(model, hist, snap, top_k=12, beam=12, signals=sig)  # beam >= live rooms: exhaustive
+    with torch.no_grad():
+        exact = model.room_scores(hist, torch.from_numpy(snap.codes)[None], torch.from_numpy(sig)[None])[0].numpy()
+    want = sorted(zip(snap.rooms.tolist(), exact.tolist()), key=lambda rs: (-rs[1], rs[0]))
+    assert [r for r, _ in recs] == [r for r, _ in want]
+    assert np.allclose([s for _, s in recs], [s for _, s in want], atol=1e-4)
+    if code_dim:
+        return
+    # a viewer's favourite room (a large prior) is recommended first even through a narrow beam
+    fav = int(np.argmin(exact))
+    sig[fav] = 0.0
+    with torch.no_grad():
+        model.room_prior[2].bias.zero_()
+        model.room_prior[0].bias.zero_()
+        model.room_prior[2].weight.fill_(-1.0)
+        model.room_prior[0].weight.fill_(1.0)  # prior = -sum(gelu(sum of signals)): a room with zero signals is best
+    sig[np.arange(12) != fav] = 5.0
+    assert recommend(model, hist, snap, top_k=1, beam=1, signals=sig)[0][0] == snap.rooms[fav]

@@ -1,0 +1,124 @@
+"""What a live room's identity says beside its content: the signals OneLive's live-room prior reads.
+
+A semantic ID describes what a room shows now, not *who* it is, so a generator of SIDs cannot see
+that a live room is the viewer's favourite streamer or that half the site is watching it. LiveRec
+adds exactly this (repeat consumption) to SASRec, and every production cascade ranks on it. For a
+request (viewer v, time t) and each room live at t:
+
+- audience: log1p(watches of the room in the `window` seconds before t);
+- familiarity: log1p(v's watches of the room's streamer before t);
+- follow: 1 if v followed the streamer before t;
+- last: 1 if the streamer is the one v watched last.
+
+Everything is read from the event log as of t, nothing later. The generator adds a learned
+score of these signals to log P(SID) of each live room (`GeneratorConfig.room_signals`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from livemind.rec.data import WatchLog
+from livemind.rec.feedback import ViewerState, time_key
+
+if TYPE_CHECKING:
+    from livemind.rec.evaluate import LiveRooms
+
+SIGNALS: tuple[str, ...] = ("audience", "familiarity", "follow", "last")
+
+
+@dataclass
+class RoomBatch:
+    """The rooms live at each request of a batch, padded to C: what the room softmax ranks.
+
+    rooms (B, C) int64 (-1 = padding); codes (B, C, L) their SIDs now; signals (B, C, S) float32;
+    mask (B, C) bool; target (B,) index of the watched room among them (-1 when it is not live).
+    """
+
+    rooms: np.ndarray
+    codes: torch.Tensor
+    signals: torch.Tensor
+    mask: torch.Tensor
+    target: torch.Tensor
+
+
+class RoomSignals:
+    """Identity signals of live rooms for requests of a watch log (or any viewer and time)."""
+
+    def __init__(self, log: WatchLog, state: ViewerState, live: LiveRooms, window: float = 3600.0) -> None:
+        if not window > 0:
+            raise ValueError(f"window must be positive, got {window}")
+        self.log, self.state, self.live, self.window = log, state, live, window
+        self.t0 = float(log.time.min()) - window - 1.0 if len(log) else 0.0
+        self.span = float(log.time.max() - self.t0 + 2.0) if len(log) else 2.0
+        order = np.lexsort((log.time, log.room))
+        self._room_watches = time_key(log.room[order], log.time[order], self.t0, self.span)  # sorted
+
+    def audience(self, rooms: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Watches of each room in the `window` seconds before each time (broadcast), int."""
+        rooms = np.asarray(rooms, dtype=np.int64)
+        times = np.broadcast_to(np.asarray(times, dtype=np.float64), rooms.shape)
+        hi = np.searchsorted(self._room_watches, time_key(rooms, times, self.t0, self.span), "left")
+        lo = np.searchsorted(self._room_watches, time_key(rooms, times - self.window, self.t0, self.span), "left")
+        return hi - lo
+
+    def signals(self, viewer: int, t: float, last_streamer: int, rooms: np.ndarray) -> np.ndarray:
+        """(C, S) float32 signals of `rooms` for viewer `viewer` at `t`; last_streamer -1 = no history."""
+        rooms = np.asarray(rooms, dtype=np.int64)
+        s = self.live.streamer_of(rooms)
+        v = np.full(len(rooms), viewer)
+        return np.stack([
+            np.log1p(self.audience(rooms, t)),
+            np.log1p(self.state.watches(v, s, t)),
+            self.state.follows(v, s, t).astype(np.float64),
+            (s == last_streamer).astype(np.float64),
+        ], axis=1).astype(np.float32)
+
+    def for_request(self, viewer: int, t: float, rooms: np.ndarray) -> np.ndarray:
+        """(C, S) signals of `rooms` for a request by `viewer` at `t`, from their watches before t."""
+        lo, hi = np.searchsorted(self.log.viewer, viewer, "left"), np.searchsorted(self.log.viewer, viewer, "right")
+        before = np.flatnonzero(self.log.time[lo:hi] < t)
+        return self.signals(viewer, t, int(self.log.streamer[lo + before[-1]]) if len(before) else -1, rooms)
+
+    def last_streamer(self, row: int) -> int:
+        """The streamer the viewer of log row `row` watched just before it (-1: none)."""
+        return int(self.log.streamer[row - 1]) if row > self.log.first[row] else -1
+
+    def at_row(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the request of log row `row`: live rooms with a segment, their SIDs (C, L) and signals (C, S)."""
+        t = float(self.log.time[row])
+        rooms, segs = self.live.live_segments(t)
+        return rooms, self.live.codes[segs], self.signals(int(self.log.viewer[row]), t, self.last_streamer(row), rooms)
+
+    def batch(self, rows: np.ndarray, negatives: int | None = None,
+              rng: np.random.Generator | None = None) -> RoomBatch:
+        """The live rooms of each request row, padded, with the index of the room watched at that row.
+
+        `negatives`: keep the watched room and a random `negatives` of the other live rooms (a
+        sampled softmax, for training); None keeps every live room.
+        """
+        parts = []
+        for r in rows:
+            rooms, codes, sig = self.at_row(int(r))
+            if negatives is not None and len(rooms) > negatives + 1:
+                own = np.flatnonzero(rooms == self.log.room[r])
+                others = np.setdiff1d(np.arange(len(rooms)), own)
+                keep = np.sort(np.r_[own, (rng or np.random.default_rng()).choice(others, negatives, replace=False)])
+                rooms, codes, sig = rooms[keep], codes[keep], sig[keep]
+            parts.append((rooms, codes, sig))
+        B, C = len(parts), max((len(p[0]) for p in parts), default=0)
+        L = self.live.codes.shape[1]
+        rooms = np.full((B, C), -1, dtype=np.int64)
+        codes = np.zeros((B, C, L), dtype=np.int64)
+        sig = np.zeros((B, C, len(SIGNALS)), dtype=np.float32)
+        target = np.full(B, -1, dtype=np.int64)
+        for i, (r, c, s) in enumerate(parts):
+            rooms[i, :len(r)], codes[i, :len(r)], sig[i, :len(r)] = r, c, s
+            hit = np.flatnonzero(r == self.log.room[rows[i]])
+            target[i] = hit[0] if len(hit) else -1
+        return RoomBatch(rooms, torch.from_numpy(codes), torch.from_numpy(sig), torch.from_numpy(rooms >= 0),
+                         torch.from_numpy(target))
