@@ -1,8 +1,9 @@
 """OneLive multi-objective alignment and the simulated online A/B test (issue 5's bars).
 
 World `configs/world/rec.yaml` (three days), the tokenizer of benchmarks/rec_quality.py (fit on
-the first two days, cached), the pretrained generator (`configs/rec/generator.yaml`, trained on
-watches before the split, cached), then:
+the first two days, cached), the pretrained generator (by default OneLive with the live-room prior,
+`configs/rec/generator-prior.yaml`, trained on watches before the split, cached and shared with
+rec_quality.py; `--generator-config configs/rec/generator.yaml` aligns the generator without it), then:
 1. the reward model on impressions before the split, calibrated on those after (table + plot);
 2. GRPO alignment (`configs/rec/align.yaml`) on viewer states before the split (curve);
 3. HR@10 of the pretrained and aligned generators on held-out watches after the split;
@@ -36,6 +37,7 @@ from livemind.rec.alignment import AlignConfig
 from livemind.rec.evaluate import GeneratorRanker, evaluate
 from livemind.rec.feedback import ViewerState
 from livemind.rec.pipeline import prepare, train_generator
+from livemind.rec.room_signals import RoomSignals
 from livemind.rec.tokenizer_fit import TokenizerConfig, fit_or_load
 from livemind.rec.train import TrainConfig
 from livemind.report import abtest_table, calibration_table, rec_metrics_table
@@ -79,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world-config", default="configs/world/rec.yaml")
     parser.add_argument("--tokenizer-config", default="configs/rec/tokenizer.yaml")
-    parser.add_argument("--generator-config", default="configs/rec/generator.yaml")
+    parser.add_argument("--generator-config", default="configs/rec/generator-prior.yaml")
     parser.add_argument("--align-config", default="configs/rec/align.yaml")
     parser.add_argument("--abtest-config", default="configs/rec/abtest.yaml")
     parser.add_argument("--targets", type=int, default=1500, help="held-out watches for HR@10")
@@ -99,14 +101,17 @@ def main() -> None:
     tok = fit_or_load(world, tcfg, wcfg, out, lambda m: stage(m, t0))
     data = prepare(world, tok, split, n_eval=args.targets, seed=0)
     state = ViewerState.from_world(world)
-    if args.fresh:
-        for d in ("gen-onelive", "reward_model", "aligned"):
-            shutil.rmtree(out / d, ignore_errors=True)
-
     gcfg = load_config(args.generator_config, TrainConfig)
-    gen = train_generator(gcfg, data.log, data.train_rows, out / "gen-onelive", resume=True,
-                          code_vectors=data.code_vectors)
-    stage(f"pretrained generator: {'reused' if gen.samples == 0 else f'trained, {gen.samples_per_s:,.0f} samples/s'}", t0)
+    gen_dir = out / ("gen-prior" if gcfg.room_loss else "gen-onelive")  # the directories of rec_quality.py
+    if args.fresh:
+        for d in (gen_dir, out / "reward_model", out / "aligned"):
+            shutil.rmtree(d, ignore_errors=True)
+
+    signals = RoomSignals(data.log, state, data.live) if gcfg.room_loss else None
+    gen = train_generator(gcfg, data.log, data.train_rows, gen_dir, resume=True, live=data.live,
+                          code_vectors=data.code_vectors, signals=signals)
+    stage(f"pretrained generator {gen_dir.name}: "
+          f"{'reused' if gen.samples == 0 else f'trained, {gen.samples_per_s:,.0f} samples/s'}", t0)
 
     acfg = load_config(args.align_config, AlignConfig)
     t = time.perf_counter()
@@ -123,7 +128,7 @@ def main() -> None:
           f"{np.mean([h['value_ref'] for h in history[-20:]]):.3f} -> {np.mean([h['value'] for h in history[-20:]]):.3f}", t0)
 
     H = gcfg.generator.max_history
-    hr = {name: evaluate(GeneratorRanker(m, data.live, H, name=name), data.log, data.eval_rows)
+    hr = {name: evaluate(GeneratorRanker(m, data.live, H, name=name, signals=signals), data.log, data.eval_rows)
           for name, m in (("OneLive pretrained", gen.model), ("OneLive aligned", aligned))}
     console.print(rec_metrics_table(hr, f"Next room, {len(data.eval_rows):,} held-out watches after the split"))
     hr_change = hr["OneLive aligned"]["all"]["hr@10"] / hr["OneLive pretrained"]["all"]["hr@10"] - 1
@@ -167,7 +172,7 @@ def main() -> None:
         "slate8": {k: v for k, v in results["slate8"].items() if k != "per_1000"},
         "per_1000_slate1": s1["per_1000"], "per_1000_slate8": results["slate8"]["per_1000"],
         "calibration": {k: {m: round(x, 4) if isinstance(x, float) else x for m, x in r.items()} for k, r in cal.rows.items()},
-        "align_seconds": round(align_s, 1) if ran else None, "tokenizer_version": tok.version,
+        "align_seconds": round(align_s, 1) if ran else None, "generator": gen_dir.name, "tokenizer_version": tok.version,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     console.print(f"total {out_json['seconds']:.0f} s")

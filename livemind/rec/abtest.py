@@ -35,6 +35,7 @@ from livemind.rec.data import WatchLog
 from livemind.rec.evaluate import LiveRooms, PopularityRanker
 from livemind.rec.feedback import OBJECTIVES, ViewerState
 from livemind.rec.generator import OneLiveGenerator
+from livemind.rec.room_signals import RoomSignals
 from livemind.world.schema import EVENT_KINDS
 from livemind.world.simulator import LiveWorld, WorldConfig, weighted_sum
 from livemind.world.tables import WorldData
@@ -102,15 +103,24 @@ class CascadePolicy:
 
 @dataclass
 class GeneratorPolicy:
+    """A OneLive generator's constrained beam search; `signals` feeds its live-room prior when it has one."""
+
     model: OneLiveGenerator
     live: LiveRooms
     log: WatchLog
     beam: int
     name: str
+    signals: RoomSignals | None = None
 
     def slate(self, viewer: int, t: float, k: int) -> list[int]:
         hist = self.log.history_at(viewer, t, self.model.cfg.max_history)
-        return [r for r, _ in recommend(self.model, hist, self.live.snapshot(t), k, self.beam)]
+        snap = self.live.snapshot(t)
+        sig = None
+        if self.model.cfg.room_signals:
+            if self.signals is None:
+                raise ValueError(f"{self.name} has a live-room prior: pass signals=RoomSignals(...)")
+            sig = self.signals.for_request(viewer, t, snap.rooms)
+        return [r for r, _ in recommend(self.model, hist, snap, k, self.beam, sig)]
 
 
 def sample_visits(world: WorldData, start: float, end: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ from livemind.rec.reward_model import (
     plot_calibration,
     train_reward_model,
 )
+from livemind.rec.room_signals import RoomSignals
 from livemind.rec.train import load_generator, saved_generator_config
 
 
@@ -81,5 +82,6 @@ def standard_policies(data: RecData, state: ViewerState, reward: RewardModel, cf
         PopularityPolicy(pop, data.log),
         CascadePolicy(pop, data.log, scorer, torch.tensor([cfg.objectives[n] for n in names]), cfg.retrieve),
     ]
-    policies += [GeneratorPolicy(m, data.live, data.log, cfg.beam, name) for name, m in generators.items()]
+    signals = RoomSignals(data.log, state, data.live) if any(m.cfg.room_signals for m in generators.values()) else None
+    policies += [GeneratorPolicy(m, data.live, data.log, cfg.beam, name, signals) for name, m in generators.items()]
     return policies

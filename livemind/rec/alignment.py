@@ -5,10 +5,12 @@ after the click, as the reward model predicts it, while an anchor keeps it near 
 
 How a step works (`method="grpo"`):
 1. States: viewers at the times of logged watches before the split (their history then).
-2. The policy over the rooms live at that time: π(room | s) = softmax over live rooms of
-   log P(SID(room) | s) — exactly the distribution the constrained decoder ranks by. With tens
-   of rooms live it is computed in full (MTP scores every live SID from one pass of the main
-   stack), so sampling needs no level-by-level masking.
+2. The policy over the rooms live at that time: π(room | s) = softmax over live rooms of the
+   generator's score of each room — log P(SID(room) | s), plus the live-room prior over the
+   room's identity signals when the generator has one (`OneLiveGenerator.room_scores`) —
+   exactly what the constrained decoder ranks by. With tens of rooms live it is computed in
+   full (MTP scores every live SID from one pass of the main stack), so sampling needs no
+   level-by-level masking. Alignment tunes every weight, the prior's included.
 3. G rooms are sampled per state; the reward model scores each one's objectives; they are
    combined with explicit weights (`livemind.align.objectives`), turned into group-relative
    advantages, and the clipped policy loss with a k3 KL to the frozen pretrained generator
@@ -44,6 +46,7 @@ from livemind.rec.evaluate import LiveRooms
 from livemind.rec.feedback import OBJECTIVES, ViewerState
 from livemind.rec.generator import History, OneLiveGenerator
 from livemind.rec.reward_model import Features, RewardModel, RewardModelConfig
+from livemind.rec.room_signals import RoomSignals
 from livemind.rec.train import FORMAT as GENERATOR_FORMAT
 
 # Business weights of each objective per impression (a click counts 1; a minute watched 0.1 ...).
@@ -108,26 +111,25 @@ class States:
     time: np.ndarray  # (B,)
     room: np.ndarray  # (B, C) live rooms, -1 = padding
     sid: Tensor  # (B, C, L)
+    signals: Tensor  # (B, C, S) identity signals of the rooms (read by a live-room prior)
     mask: Tensor  # (B, C) bool
 
 
-def live_states(log: WatchLog, live: LiveRooms, rows: np.ndarray, max_history: int) -> States:
+def live_states(signals: RoomSignals, rows: np.ndarray, max_history: int) -> States:
+    """The states of log rows `rows`: each viewer's history then and every room live at that time."""
+    log = signals.log
     hist, target = log.batch(rows, max_history)
-    per = [live.live_segments(float(log.time[r])) for r in rows]
-    C = max(len(rooms) for rooms, _ in per)
-    B, L = len(rows), live.codes.shape[1]
-    room = np.full((B, C), -1, dtype=np.int64)
-    sid = np.zeros((B, C, L), dtype=np.int64)
-    for b, (rooms, seg) in enumerate(per):
-        room[b, :len(rooms)], sid[b, :len(rooms)] = rooms, live.codes[seg]
-    return States(hist, target, log.viewer[rows], log.time[rows], room, torch.from_numpy(sid),
-                  torch.from_numpy(room >= 0))
+    rb = signals.batch(rows)
+    return States(hist, target, log.viewer[rows], log.time[rows], rb.rooms, rb.codes, rb.signals, rb.mask)
 
 
 def live_log_probs(model: OneLiveGenerator, st: States) -> Tensor:
     """log π(room | state) over each state's live rooms, (B, C); padding -inf."""
-    lp = model.sid_log_prob(st.hist, st.sid).masked_fill(~st.mask, float("-inf"))
-    return torch.log_softmax(lp, dim=1)
+    if model.cfg.room_signals:
+        score = model.room_scores(st.hist, st.sid, st.signals)
+    else:
+        score = model.sid_log_prob(st.hist, st.sid)
+    return torch.log_softmax(score.masked_fill(~st.mask, float("-inf")), dim=1)
 
 
 class RewardScorer:
@@ -171,9 +173,6 @@ def check_versions(log: WatchLog, reward: RewardModel, live: LiveRooms) -> None:
 def align(cfg: AlignConfig, pretrained: OneLiveGenerator, reward: RewardModel, state: ViewerState, log: WatchLog,
           live: LiveRooms, rows: np.ndarray, progress: Callable[[int, int, dict], None] | None = None) -> AlignResult:
     """Tune a copy of `pretrained` toward the weighted objectives; `rows` are the log rows used as states."""
-    if pretrained.cfg.room_signals:
-        raise ValueError("aligning a generator with a live-room prior (room_signals > 0) is not supported: "
-                         "its policy over live rooms would have to read the room signals too")
     check_versions(log, reward, live)
     if not len(rows):
         raise DataError("no viewer states to align on")
@@ -183,12 +182,13 @@ def align(cfg: AlignConfig, pretrained: OneLiveGenerator, reward: RewardModel, s
     policy = copy.deepcopy(pretrained).train()
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     scorer = RewardScorer(reward, state, log, live, cfg.names)
+    signals = RoomSignals(log, state, live)
     w, G, H = cfg.weights, cfg.group_size, pretrained.cfg.max_history
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for step in range(cfg.steps):
-        st = live_states(log, live, rng.choice(rows, cfg.batch_size, replace=len(rows) < cfg.batch_size), H)
+        st = live_states(signals, rng.choice(rows, cfg.batch_size, replace=len(rows) < cfg.batch_size), H)
         obj = scorer.candidates(st)  # (B, C, M)
         value_c = (obj * w).sum(-1)  # (B, C) weighted reward of every live room
         with torch.no_grad():

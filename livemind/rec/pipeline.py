@@ -95,7 +95,8 @@ def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str 
     semantic codes (`code_dim` > 0). `signals`: the live rooms' identity signals, needed with a
     live-room prior (`room_loss` > 0). With one, the targets of the last `prior_holdout_hours` of
     `rows` are held out of training, and the prior is refit on them once training ends
-    (`fit_room_prior`), then saved with the checkpoint.
+    (`fit_room_prior`), then saved with the checkpoint; resuming a finished, refit checkpoint
+    neither trains nor refits again.
     """
     held = np.zeros(0, dtype=np.int64)
     if cfg.room_loss and cfg.prior_holdout_hours:
@@ -111,15 +112,16 @@ def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str 
     finally:
         trainer.cleanup()
     seconds = time.perf_counter() - t0
-    prior_fit = None
-    if len(held) and trainer.rank == 0:
-        prior_fit = fit_room_prior(trainer.model, signals, held)
+    if trainer.global_step != before:
+        trainer.prior_fit = None  # trained further: the refit is stale
+    if len(held) and trainer.rank == 0 and trainer.prior_fit is None:
+        trainer.prior_fit = fit_room_prior(trainer.model, signals, held)
         trainer.save_checkpoint()
     if trainer.rank == 0:
         write_loss_curve(Path(out), losses, title=f"generator ({cfg.generator.decode}) training loss",
                          ylabel="SID + live-room cross-entropy" if cfg.room_loss else "weighted SID cross-entropy")
     return TrainResult(trainer.model.eval(), losses, seconds, (trainer.global_step - before) * cfg.batch_size,
-                       prior_fit)
+                       trainer.prior_fit)
 
 
 def write_loss_curve(out: Path, losses: list[float], title: str, smooth: int = 20,

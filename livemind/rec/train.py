@@ -102,6 +102,7 @@ class GeneratorTrainer:
         self.rank = int(os.environ.get("RANK", "0"))
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.losses: list[float] = []
+        self.prior_fit: tuple[float, float] | None = None  # set once the live-room prior is refit (saved)
 
     # ------------------------------------------------------------------------------- setup
 
@@ -136,6 +137,7 @@ class GeneratorTrainer:
         torch.set_rng_state(tensors["torch_rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.losses = state["global_step"], state["losses"]
+        self.prior_fit = tuple(state["prior_fit"]) if state.get("prior_fit") else None
 
     # ------------------------------------------------------------------------------- train
 
@@ -196,7 +198,8 @@ class GeneratorTrainer:
         save_file(tensors, str(self.out / "optimizer.safetensors"))
         state = {"format": FORMAT, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                  "global_step": self.global_step, "losses": self.losses, "tokenizer_version": self.log.tokenizer_version,
-                 "generator": asdict(self.cfg.generator), "train": {k: v for k, v in asdict(self.cfg).items() if k != "generator"}}
+                 "generator": asdict(self.cfg.generator), "train": {k: v for k, v in asdict(self.cfg).items() if k != "generator"},
+                 "prior_fit": self.prior_fit}
         tmp = self.out / "state.json.tmp"
         tmp.write_text(json.dumps(state))
         tmp.replace(self.out / "state.json")  # the state file appears only once the tensors are written

@@ -2,6 +2,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from livemind.errors import DataError
 from livemind.rec.abtest import METRICS, ABConfig, ground_truth, run_abtest, sample_visits
@@ -85,3 +86,28 @@ def test_needs_a_simulated_world_and_distinct_names(ab):
         run_abtest(sim, state, [Fixed(sim), Fixed(sim)], np.array([0]), np.array([split]), ABConfig())
     with pytest.raises(DataError, match="no logged visit between"):
         sample_visits(world, 0.0, 10.0, 5, 0)
+
+
+def test_a_generator_policy_with_a_live_room_prior_serves_what_recommend_ranks(ab, tiny_rec):
+    from livemind.rec.abtest import GeneratorPolicy
+    from livemind.rec.beam import recommend
+    from livemind.rec.generator import GeneratorConfig, OneLiveGenerator
+    from livemind.rec.room_signals import RoomSignals
+
+    sim, state, split, world = ab
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(levels=2, codebook_size=8, d_model=16, n_heads=2, n_layers=1,
+                                             max_history=5, level_weights=(1.0, 1.0), room_signals=4)).eval()
+    with torch.no_grad():
+        model.room_prior[-1].weight.fill_(2.0)  # a strong prior: the signals decide the slate
+    signals = RoomSignals(tiny_rec.log, state, tiny_rec.live)
+    policy = GeneratorPolicy(model, tiny_rec.live, tiny_rec.log, 4, "prior", signals)
+    v, t = sample_visits(world, split, split + 6 * 3600, 20, 0)
+    for vi, ti in zip(v.tolist(), t.tolist()):
+        snap = tiny_rec.live.snapshot(ti)
+        hist = tiny_rec.log.history_at(vi, ti, 5)
+        want = [r for r, _ in recommend(model, hist, snap, 3, 4, signals.for_request(vi, ti, snap.rooms))]
+        assert policy.slate(vi, ti, 3) == want
+        assert set(want) <= set(sim.live_rooms(ti).tolist())
+    with pytest.raises(ValueError, match="prior has a live-room prior: pass signals"):
+        GeneratorPolicy(model, tiny_rec.live, tiny_rec.log, 4, "prior").slate(int(v[0]), float(t[0]), 3)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from livemind.rec.alignment import AlignConfig, RewardScorer, align, live_log_pr
 from livemind.rec.feedback import Impressions, ViewerState
 from livemind.rec.generator import GeneratorConfig, OneLiveGenerator
 from livemind.rec.reward_model import RewardModelConfig, train_reward_model
+from livemind.rec.room_signals import RoomSignals
 
 TINY_GEN = GeneratorConfig(levels=2, codebook_size=8, d_model=16, n_heads=2, n_layers=1, max_history=5, level_weights=(1.0, 1.0))
 
@@ -42,9 +45,9 @@ def test_config_rejects_bad_combinations():
 
 
 def test_live_policy_is_a_distribution_over_live_rooms(setup, tiny_rec):
-    gen, _, _ = setup
+    gen, _, state = setup
     rows = tiny_rec.train_rows[:7]
-    st = live_states(tiny_rec.log, tiny_rec.live, rows, 5)
+    st = live_states(RoomSignals(tiny_rec.log, state, tiny_rec.live), rows, 5)
     lp = live_log_probs(gen, st)
     for b, r in enumerate(rows):
         live = tiny_rec.live.rooms(float(tiny_rec.log.time[r]))
@@ -63,14 +66,20 @@ def test_alignment_moves_the_policy_toward_the_best_live_rooms(setup, tiny_rec, 
     assert res.history[-1]["kl"] > 0
     # on a spread of its training states: the reward-model value of the policy, against the pretrained
     # generator's and the best achievable (always picking the highest-valued live room)
-    st = live_states(tiny_rec.log, tiny_rec.live, tiny_rec.train_rows[::20], 5)
+    before, after, best = policy_values(gen, res.model, rm, state, tiny_rec, cfg)
+    assert best > before
+    assert after - before > 0.5 * (best - before)
+
+
+def policy_values(gen, aligned, rm, state, tiny_rec, cfg) -> tuple[float, float, float]:
+    """Reward-model value of the pretrained and aligned policies on a spread of training states,
+    and the best achievable (always the highest-valued live room)."""
+    st = live_states(RoomSignals(tiny_rec.log, state, tiny_rec.live), tiny_rec.train_rows[::20], 5)
     value = (RewardScorer(rm, state, tiny_rec.log, tiny_rec.live, cfg.names).candidates(st) * cfg.weights).sum(-1)
     with torch.no_grad():
         before = float((live_log_probs(gen, st).exp() * value).sum(1).mean())
-        after = float((live_log_probs(res.model, st).exp() * value).sum(1).mean())
-    best = float(value.masked_fill(~st.mask, -1.0).max(1).values.mean())
-    assert best > before
-    assert after - before > 0.5 * (best - before)
+        after = float((live_log_probs(aligned, st).exp() * value).sum(1).mean())
+    return before, after, float(value.masked_fill(~st.mask, -1.0).max(1).values.mean())
 
 
 def test_alignment_refuses_another_tokenizer_version(setup, tiny_rec):
@@ -83,7 +92,34 @@ def test_alignment_refuses_another_tokenizer_version(setup, tiny_rec):
         rm.tokenizer_version = "test-v1"
 
 
-def test_a_generator_with_a_live_room_prior_is_refused_before_anything_runs():
-    model = OneLiveGenerator(GeneratorConfig(d_model=8, n_heads=2, codebook_size=4, room_signals=4))
-    with pytest.raises(ValueError, match="live-room prior .* is not supported"):
-        align(AlignConfig(), model, None, None, None, None, np.arange(3))
+def test_the_policy_of_a_generator_with_a_live_room_prior_reads_the_signals(setup, tiny_rec):
+    _, _, state = setup
+    torch.manual_seed(1)
+    gen = OneLiveGenerator(dataclasses.replace(TINY_GEN, room_signals=4)).eval()
+    with torch.no_grad():
+        gen.room_prior[-1].bias.zero_()
+        gen.room_prior[-1].weight.fill_(0.5)  # the prior matters: not a near-zero initial output
+    signals = RoomSignals(tiny_rec.log, state, tiny_rec.live)
+    rows = tiny_rec.train_rows[:5]
+    st = live_states(signals, rows, 5)
+    rb = signals.batch(rows)
+    torch.testing.assert_close(st.signals, rb.signals)
+    with torch.no_grad():
+        lp = live_log_probs(gen, st)
+        want = torch.log_softmax(gen.room_scores(st.hist, st.sid, rb.signals).masked_fill(~st.mask, float("-inf")), 1)
+        plain = torch.log_softmax(gen.sid_log_prob(st.hist, st.sid).masked_fill(~st.mask, float("-inf")), 1)
+    torch.testing.assert_close(lp[st.mask], want[st.mask])
+    assert (lp[st.mask] - plain[st.mask]).abs().max() > 0.05  # the signals change the policy
+
+
+def test_alignment_tunes_a_generator_with_a_live_room_prior(setup, tiny_rec):
+    _, rm, state = setup
+    torch.manual_seed(0)
+    gen = OneLiveGenerator(dataclasses.replace(TINY_GEN, room_signals=4)).eval()
+    cfg = AlignConfig(steps=60, batch_size=16, lr=3e-2, beta=0.01)
+    res = align(cfg, gen, rm, state, tiny_rec.log, tiny_rec.live, tiny_rec.train_rows)
+    moved = {k for k, v in res.model.state_dict().items() if not torch.equal(v, gen.state_dict()[k])}
+    assert any(k.startswith("room_prior.") for k in moved)  # the prior is tuned with the rest
+    before, after, best = policy_values(gen, res.model, rm, state, tiny_rec, cfg)
+    assert best > before
+    assert after - before > 0.5 * (best - before)

@@ -181,3 +181,22 @@ def test_live_room_prior_trains_jointly_and_survives_a_checkpoint(tiny_world, ti
     assert all(torch.equal(frozen[k], v) for k, v in model.state_dict().items() if k in frozen and k != "log_lp_scale")
     with pytest.raises(ValueError, match="has no live-room prior"):
         fit_room_prior(OneLiveGenerator(CFG.generator), sig, tiny_rec.eval_rows)
+
+
+def test_a_finished_refit_checkpoint_is_reused_without_training_or_refitting(tiny_world, tiny_rec, tmp_path):
+    from livemind.rec.feedback import ViewerState
+    from livemind.rec.pipeline import train_generator
+    from livemind.rec.room_signals import SIGNALS, RoomSignals
+
+    _, world = tiny_world
+    sig = RoomSignals(tiny_rec.log, ViewerState.from_world(world), tiny_rec.live)
+    g = dataclasses.replace(CFG.generator, codebook_size=8, room_signals=len(SIGNALS))
+    cfg = dataclasses.replace(CFG, generator=g, room_loss=1.0, epochs=1, prior_holdout_hours=0.5)
+    first = train_generator(cfg, tiny_rec.log, tiny_rec.train_rows, tmp_path / "p", signals=sig)
+    assert first.samples > 0 and first.prior_fit[1] < first.prior_fit[0]
+    again = train_generator(cfg, tiny_rec.log, tiny_rec.train_rows, tmp_path / "p", signals=sig)
+    assert again.samples == 0 and again.prior_fit == first.prior_fit  # read back from the checkpoint
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()))
+    longer = train_generator(dataclasses.replace(cfg, epochs=2), tiny_rec.log, tiny_rec.train_rows, tmp_path / "p",
+                             signals=sig)
+    assert longer.samples > 0 and longer.prior_fit != first.prior_fit  # trained further: refit again
