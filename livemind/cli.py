@@ -364,8 +364,11 @@ def rec_align(
                   f"(reward model) {last['value_ref']:.3f} -> {last['value']:.3f}, KL {last['kl']:.2f}; "
                   f"curve in {out / 'align.png'}")
     if eval_targets:
+        from livemind.rec.room_signals import RoomSignals
+
         gh = pretrained.cfg.max_history
-        results = {name: evaluate(GeneratorRanker(m, data.live, gh, name=name), data.log, data.eval_rows)
+        signals = RoomSignals(data.log, state, data.live) if pretrained.cfg.room_signals else None
+        results = {name: evaluate(GeneratorRanker(m, data.live, gh, name=name, signals=signals), data.log, data.eval_rows)
                    for name, m in (("OneLive pretrained", pretrained), ("OneLive aligned", model))}
         console.print(rec_metrics_table(results, f"{len(data.eval_rows):,} held-out targets after {data.split:.0f}"))
 

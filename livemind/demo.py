@@ -18,9 +18,9 @@ from livemind.world.tables import WorldData
 
 # Mirrors configs/world/small.yaml (a test keeps them equal).
 DEMO_WORLD = WorldConfig(seed=7, n_viewers=1500, n_streamers=120, days=2.0)
-DEMO_EPOCHS = 4  # configs/rec/generator.yaml's model (a test keeps them equal), more epochs on this smaller log
+DEMO_EPOCHS = 4  # configs/rec/generator-prior.yaml (a test keeps them equal), more epochs on this smaller log
 DEMO_TARGETS = 400  # held-out watches evaluated
-DEMO_ALIGN_STEPS = 60  # GRPO steps of 32 viewer states (the benchmark: 150 of 64)
+DEMO_ALIGN_STEPS = 60  # GRPO steps of 32 viewer states (the benchmark: 300 of 64)
 DEMO_AB_VISITS = 800
 DEMO_TASKS = 120  # LiveThinking QA tasks generated for the demo
 
@@ -104,27 +104,33 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console):
     from livemind.cli import progress_bar
     from livemind.rec.baselines import SASRecRanker, live_sasrec_config, train_live_sasrec
     from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
+    from livemind.rec.feedback import ViewerState
     from livemind.rec.pipeline import prepare, train_generator
+    from livemind.rec.room_signals import SIGNALS, RoomSignals
     from livemind.rec.train import saved_generator_config
     from livemind.report import rec_metrics_table
 
     split = DEMO_WORLD.start_time + DEMO_WORLD.days * 86400 * 2 / 3
     data = prepare(world, tok, split, n_eval=DEMO_TARGETS, seed=0)
+    signals = RoomSignals(data.log, ViewerState.from_world(world), data.live)
     cfg = dataclasses.replace(demo_train_config(), epochs=DEMO_EPOCHS)
-    with progress_bar("training the generator") as bar:
+    with progress_bar("training the generator with its live-room prior") as bar:
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log, data.train_rows, out / "generator",
                               resume=saved_generator_config(out / "generator") == cfg.generator,  # retrain after a config change
                               progress=lambda d, n: bar.update(task, completed=d, total=n), live=data.live,
-                              code_vectors=data.code_vectors)
+                              code_vectors=data.code_vectors, signals=signals)
     ran = "resumed from cache, nothing left to train" if res.samples == 0 else f"{res.samples_per_s:,.0f} samples/s"
-    console.print(f"generator: {len(res.losses):,} steps on {len(data.train_rows):,} watches before the split "
-                  f"({ran}); loss {np.mean(res.losses[:20]):.2f} -> {np.mean(res.losses[-20:]):.2f}, "
-                  f"curve in {out / 'generator' / 'loss.png'}")
+    console.print(f"generator: {len(res.losses):,} steps on the watches before the split but the last "
+                  f"{cfg.prior_holdout_hours:g} hours ({ran}); loss {np.mean(res.losses[:20]):.2f} -> "
+                  f"{np.mean(res.losses[-20:]):.2f}, curve in {out / 'generator' / 'loss.png'}")
+    console.print(f"live-room prior refit on those last hours: room cross-entropy {res.prior_fit[0]:.3f} -> "
+                  f"{res.prior_fit[1]:.3f}; a room's score = {res.model.log_lp_scale.exp().item():.3f} x log P(SID) "
+                  f"+ the prior over its identity signals ({', '.join(SIGNALS)}) and the SID affinity")
     g = cfg.generator
     sas, _ = train_live_sasrec(data.log, data.live, split, live_sasrec_config(
         world.streamers.num_rows, g.max_history, repeat_aware=True), availability_aware=True)
-    rankers = [GeneratorRanker(res.model, data.live, g.max_history),
+    rankers = [GeneratorRanker(res.model, data.live, g.max_history, name="OneLive + live-room prior", signals=signals),
                SASRecRanker(sas, data.live, name="SASRec, live + repeat-aware"), PopularityRanker(data.live)]
     results = {r.name: evaluate(r, data.log, data.eval_rows) for r in rankers}
     live_now = np.mean([len(data.live.rooms(float(t))) for t in data.log.time[data.eval_rows]])
@@ -163,6 +169,7 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
     from livemind.rec.align_pipeline import aligned_for, reward_model_for, standard_policies
     from livemind.rec.evaluate import GeneratorRanker, evaluate
     from livemind.rec.feedback import ViewerState
+    from livemind.rec.room_signals import RoomSignals
 
     cfg = demo_align_config()
     state = ViewerState.from_world(data.world)
@@ -181,7 +188,9 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
                   f"policy's choices at {np.mean([h['value'] for h in tail]):.3f} vs {np.mean([h['value_ref'] for h in tail]):.3f} "
                   f"for the pretrained generator (KL {tail[-1]['kl']:.2f}); curve {out / 'aligned' / 'align.png'}")
     H = pretrained.cfg.max_history
-    hr = evaluate(GeneratorRanker(aligned, data.live, H), data.log, data.eval_rows)["all"]["hr@10"]  # same rows as section 3
+    signals = RoomSignals(data.log, state, data.live)
+    hr = evaluate(GeneratorRanker(aligned, data.live, H, signals=signals), data.log,
+                  data.eval_rows)["all"]["hr@10"]  # same rows as section 3
     console.print(f"offline HR@10 on the held-out watches: pretrained {pretrained_hr10:.3f}, aligned {hr:.3f}")
     ab = ABConfig(visits=DEMO_AB_VISITS, bootstrap=500, objectives=cfg.objectives)
     policies = standard_policies(data, state, reward, ab, {"OneLive pretrained": pretrained, "OneLive aligned": aligned})
@@ -294,10 +303,14 @@ def demo_align_config():
 
 
 def demo_train_config():
+    """configs/rec/generator-prior.yaml: OneLive with the live-room prior."""
     from livemind.rec.generator import GeneratorConfig
+    from livemind.rec.room_signals import SIGNALS
     from livemind.rec.train import TrainConfig
 
-    return TrainConfig(generator=GeneratorConfig(d_model=64, n_heads=4, n_layers=3, max_history=30, code_dim=64))
+    return TrainConfig(generator=GeneratorConfig(d_model=64, n_heads=4, n_layers=3, max_history=30, code_dim=64,
+                                                 room_signals=len(SIGNALS)),
+                       room_loss=1.0, room_negatives=31, prior_holdout_hours=6.0)
 
 
 def run_demo(out: Path, console: Console) -> None:

@@ -138,6 +138,22 @@ def test_rec_train_and_recommend_with_the_live_room_prior(tmp_path):
     res = runner.invoke(app, rec + ["--viewer", "3", "--time", str(until + 3600), "--top-k", "3"])
     assert res.exit_code == 0, res.output
     assert "viewer 3 at" in text(res) and text(res).count("room ") == 3
+    # the prior generator is aligned and A/B-tested like any other: its policy reads the room signals
+    acfg = tmp_path / "a.yaml"
+    acfg.write_text("steps: 2\nbatch_size: 8\nreward_model: {epochs: 1, batch_size: 256, history: 5}\n")
+    common = ["--world", str(world), "--tokenizer", str(tok), "--cache", cache]
+    res = runner.invoke(app, ["rec", "align", *common, "--generator", str(prior), "--out", str(tmp_path / "aligned"),
+                              "--config", str(acfg), "--eval-targets", "20"])
+    assert res.exit_code == 0, res.output
+    assert "20 held-out targets" in text(res) and "HR@10" in text(res)
+    assert json.loads((tmp_path / "aligned" / "state.json").read_text())["generator"]["room_signals"] == 4
+    bcfg = tmp_path / "b.yaml"
+    bcfg.write_text("visits: 10\nbootstrap: 20\n")
+    res = runner.invoke(app, ["rec", "abtest", *common, "--generator", str(prior), "--aligned", str(tmp_path / "aligned"),
+                              "--out", str(tmp_path / "ab"), "--config", str(bcfg)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ab" / "abtest.json").read_text())["visits"] == 10
+
     gcfg.write_text(gcfg.read_text().replace("room_signals: 4", "room_signals: 2"))
     res = runner.invoke(app, [*args[:args.index("--out") + 1], str(tmp_path / "bad"), *args[args.index("--out") + 2:]])
     assert res.exit_code == 2 and "room_loss needs generator.room_signals = 4" in text(res)

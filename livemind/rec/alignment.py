@@ -66,7 +66,7 @@ class AlignConfig:
     ntp_weight: float = 0.0  # weight of the logged next-SID cross-entropy anchor (both methods)
     eps: float = 0.2  # ratio clip
     dpo_beta: float = 0.5
-    steps: int = 150
+    steps: int = 300
     batch_size: int = 64  # viewer states per step
     updates_per_batch: int = 2  # policy updates per sampled batch (the ratio moves off 1 after the first)
     lr: float = 1e-3
