@@ -128,12 +128,12 @@ def test_rec_train_resume_and_recommend(tmp_path):
 
 def test_rec_train_and_recommend_with_the_live_room_prior(tmp_path):
     world, tok, cache, gcfg, gen, until, args, _ = tiny_tokenizer_and_generator(tmp_path)
-    gcfg.write_text(gcfg.read_text().replace("level_weights: [1.0, 1.0]", "level_weights: [1.0, 1.0], room_signals: 4")
+    gcfg.write_text(gcfg.read_text().replace("level_weights: [1.0, 1.0]", "level_weights: [1.0, 1.0], room_signals: 5")
                     + "room_loss: 1.0\nroom_negatives: 3\nprior_holdout_hours: 2.0\n")
     prior = tmp_path / "gen-prior"
     res = runner.invoke(app, [*args[:args.index("--out") + 1], str(prior), *args[args.index("--out") + 2:]])
     assert res.exit_code == 0, res.output
-    assert "OneLive" in text(res) and json.loads((prior / "state.json").read_text())["generator"]["room_signals"] == 4
+    assert "OneLive" in text(res) and json.loads((prior / "state.json").read_text())["generator"]["room_signals"] == 5
     rec = ["rec", "recommend", "--world", str(world), "--tokenizer", str(tok), "--generator", str(prior), "--cache", cache]
     res = runner.invoke(app, rec + ["--viewer", "3", "--time", str(until + 3600), "--top-k", "3"])
     assert res.exit_code == 0, res.output
@@ -146,7 +146,7 @@ def test_rec_train_and_recommend_with_the_live_room_prior(tmp_path):
                               "--config", str(acfg), "--eval-targets", "20"])
     assert res.exit_code == 0, res.output
     assert "20 held-out targets" in text(res) and "HR@10" in text(res)
-    assert json.loads((tmp_path / "aligned" / "state.json").read_text())["generator"]["room_signals"] == 4
+    assert json.loads((tmp_path / "aligned" / "state.json").read_text())["generator"]["room_signals"] == 5
     bcfg = tmp_path / "b.yaml"
     bcfg.write_text("visits: 10\nbootstrap: 20\n")
     res = runner.invoke(app, ["rec", "abtest", *common, "--generator", str(prior), "--aligned", str(tmp_path / "aligned"),
@@ -154,9 +154,9 @@ def test_rec_train_and_recommend_with_the_live_room_prior(tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "ab" / "abtest.json").read_text())["visits"] == 10
 
-    gcfg.write_text(gcfg.read_text().replace("room_signals: 4", "room_signals: 2"))
+    gcfg.write_text(gcfg.read_text().replace("room_signals: 5", "room_signals: 2"))
     res = runner.invoke(app, [*args[:args.index("--out") + 1], str(tmp_path / "bad"), *args[args.index("--out") + 2:]])
-    assert res.exit_code == 2 and "room_loss needs generator.room_signals = 4" in text(res)
+    assert res.exit_code == 2 and "room_loss needs generator.room_signals = 5" in text(res)
 
 
 def test_rec_align_and_abtest(tmp_path):

@@ -104,8 +104,7 @@ class GeneratorRanker:
         if self.model.cfg.room_signals:
             if self.signals is None:
                 raise ValueError(f"{self.name} has a live-room prior: pass signals=RoomSignals(...)")
-            sig = self.signals.signals(int(log.viewer[row]), float(log.time[row]), self.signals.last_streamer(row),
-                                       snap.rooms)
+            sig = self.signals.for_row(row, snap.rooms)
         return [r for r, _ in recommend(self.model, hist, snap, self.top_k, self.beam, sig)]
 
 

@@ -8,7 +8,10 @@ request (viewer v, time t) and each room live at t:
 - audience: log1p(watches of the room in the `window` seconds before t);
 - familiarity: log1p(v's watches of the room's streamer before t);
 - follow: 1 if v followed the streamer before t;
-- last: 1 if the streamer is the one v watched last.
+- last: 1 if the streamer is the one v watched last;
+- topic share: the fraction of v's last `history` watches whose segment, when watched, had the
+  topic (product category, or chat) the room's segment has at t. A SID carries the content only
+  as far as the tokenizer's codes separate it; the topic label is the platform's own metadata.
 
 Everything is read from the event log as of t, nothing later. The generator adds a learned
 score of these signals to log P(SID) of each live room (`GeneratorConfig.room_signals`).
@@ -28,7 +31,7 @@ from livemind.rec.feedback import ViewerState, time_key
 if TYPE_CHECKING:
     from livemind.rec.evaluate import LiveRooms
 
-SIGNALS: tuple[str, ...] = ("audience", "familiarity", "follow", "last")
+SIGNALS: tuple[str, ...] = ("audience", "familiarity", "follow", "last", "topic_share")
 
 
 @dataclass
@@ -49,10 +52,17 @@ class RoomBatch:
 class RoomSignals:
     """Identity signals of live rooms for requests of a watch log (or any viewer and time)."""
 
-    def __init__(self, log: WatchLog, state: ViewerState, live: LiveRooms, window: float = 3600.0) -> None:
+    def __init__(self, log: WatchLog, state: ViewerState, live: LiveRooms, window: float = 3600.0,
+                 history: int = 30) -> None:
         if not window > 0:
             raise ValueError(f"window must be positive, got {window}")
-        self.log, self.state, self.live, self.window = log, state, live, window
+        if history < 1:
+            raise ValueError(f"history must be at least 1 watch, got {history}")
+        self.log, self.state, self.live, self.window, self.history = log, state, live, window, history
+        names = {t: i for i, t in enumerate(sorted(set(live.frame.topic.tolist())))}
+        self.topic = np.array([names[t] for t in live.frame.topic], dtype=np.int64)  # per segment
+        seg = live.frame.lookup(log.room, log.time)
+        self.watch_topic = np.where(seg >= 0, self.topic[np.maximum(seg, 0)], -1)  # per log row, when watched
         self.t0 = float(log.time.min()) - window - 1.0 if len(log) else 0.0
         self.span = float(log.time.max() - self.t0 + 2.0) if len(log) else 2.0
         order = np.lexsort((log.time, log.room))
@@ -66,33 +76,41 @@ class RoomSignals:
         lo = np.searchsorted(self._room_watches, time_key(rooms, times - self.window, self.t0, self.span), "left")
         return hi - lo
 
-    def signals(self, viewer: int, t: float, last_streamer: int, rooms: np.ndarray) -> np.ndarray:
-        """(C, S) float32 signals of `rooms` for viewer `viewer` at `t`; last_streamer -1 = no history."""
+    def signals(self, viewer: int, t: float, rooms: np.ndarray, lo: int, end: int,
+                segs: np.ndarray | None = None) -> np.ndarray:
+        """(C, S) float32 signals of `rooms` for viewer `viewer` at `t`, whose watches before t are
+        the log rows [lo, end); `segs`: the rooms' segments at t when the caller has them."""
         rooms = np.asarray(rooms, dtype=np.int64)
         s = self.live.streamer_of(rooms)
         v = np.full(len(rooms), viewer)
+        segs = self.live.frame.lookup(rooms, np.full(len(rooms), t)) if segs is None else np.asarray(segs)
+        now = np.where(segs >= 0, self.topic[np.maximum(segs, 0)], -2)  # -2: no segment, matches nothing
+        past = self.watch_topic[max(lo, end - self.history):end]
+        share = (past[None, :] == now[:, None]).mean(1) if len(past) else np.zeros(len(rooms))
+        last = int(self.log.streamer[end - 1]) if end > lo else -1
         return np.stack([
             np.log1p(self.audience(rooms, t)),
             np.log1p(self.state.watches(v, s, t)),
             self.state.follows(v, s, t).astype(np.float64),
-            (s == last_streamer).astype(np.float64),
+            (s == last).astype(np.float64),
+            share,
         ], axis=1).astype(np.float32)
 
     def for_request(self, viewer: int, t: float, rooms: np.ndarray) -> np.ndarray:
         """(C, S) signals of `rooms` for a request by `viewer` at `t`, from their watches before t."""
         lo, hi = np.searchsorted(self.log.viewer, viewer, "left"), np.searchsorted(self.log.viewer, viewer, "right")
-        before = np.flatnonzero(self.log.time[lo:hi] < t)
-        return self.signals(viewer, t, int(self.log.streamer[lo + before[-1]]) if len(before) else -1, rooms)
+        end = lo + int(np.searchsorted(self.log.time[lo:hi], t, "left"))  # a viewer's rows are sorted by time
+        return self.signals(viewer, t, rooms, int(lo), end)
 
-    def last_streamer(self, row: int) -> int:
-        """The streamer the viewer of log row `row` watched just before it (-1: none)."""
-        return int(self.log.streamer[row - 1]) if row > self.log.first[row] else -1
+    def for_row(self, row: int, rooms: np.ndarray, segs: np.ndarray | None = None) -> np.ndarray:
+        """(C, S) signals of `rooms` for the request of log row `row` (its viewer, at its time)."""
+        return self.signals(int(self.log.viewer[row]), float(self.log.time[row]), rooms, int(self.log.first[row]), row,
+                            segs)
 
     def at_row(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For the request of log row `row`: live rooms with a segment, their SIDs (C, L) and signals (C, S)."""
-        t = float(self.log.time[row])
-        rooms, segs = self.live.live_segments(t)
-        return rooms, self.live.codes[segs], self.signals(int(self.log.viewer[row]), t, self.last_streamer(row), rooms)
+        rooms, segs = self.live.live_segments(float(self.log.time[row]))
+        return rooms, self.live.codes[segs], self.for_row(row, rooms, segs)
 
     def batch(self, rows: np.ndarray, negatives: int | None = None,
               rng: np.random.Generator | None = None) -> RoomBatch:

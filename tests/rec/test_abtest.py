@@ -97,7 +97,7 @@ def test_a_generator_policy_with_a_live_room_prior_serves_what_recommend_ranks(a
     sim, state, split, world = ab
     torch.manual_seed(0)
     model = OneLiveGenerator(GeneratorConfig(levels=2, codebook_size=8, d_model=16, n_heads=2, n_layers=1,
-                                             max_history=5, level_weights=(1.0, 1.0), room_signals=4)).eval()
+                                             max_history=5, level_weights=(1.0, 1.0), room_signals=5)).eval()
     with torch.no_grad():
         model.room_prior[-1].weight.fill_(2.0)  # a strong prior: the signals decide the slate
     signals = RoomSignals(tiny_rec.log, state, tiny_rec.live)

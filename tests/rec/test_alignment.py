@@ -95,7 +95,7 @@ def test_alignment_refuses_another_tokenizer_version(setup, tiny_rec):
 def test_the_policy_of_a_generator_with_a_live_room_prior_reads_the_signals(setup, tiny_rec):
     _, _, state = setup
     torch.manual_seed(1)
-    gen = OneLiveGenerator(dataclasses.replace(TINY_GEN, room_signals=4)).eval()
+    gen = OneLiveGenerator(dataclasses.replace(TINY_GEN, room_signals=5)).eval()
     with torch.no_grad():
         gen.room_prior[-1].bias.zero_()
         gen.room_prior[-1].weight.fill_(0.5)  # the prior matters: not a near-zero initial output
@@ -115,7 +115,7 @@ def test_the_policy_of_a_generator_with_a_live_room_prior_reads_the_signals(setu
 def test_alignment_tunes_a_generator_with_a_live_room_prior(setup, tiny_rec):
     _, rm, state = setup
     torch.manual_seed(0)
-    gen = OneLiveGenerator(dataclasses.replace(TINY_GEN, room_signals=4)).eval()
+    gen = OneLiveGenerator(dataclasses.replace(TINY_GEN, room_signals=5)).eval()
     cfg = AlignConfig(steps=60, batch_size=16, lr=3e-2, beta=0.01)
     res = align(cfg, gen, rm, state, tiny_rec.log, tiny_rec.live, tiny_rec.train_rows)
     moved = {k for k, v in res.model.state_dict().items() if not torch.equal(v, gen.state_dict()[k])}

@@ -25,7 +25,27 @@ def test_signals_count_the_log_before_the_request(tiny_rec, signals):
         assert sig[j, 0] == pytest.approx(np.log1p(np.sum(recent & (log.room == room))))
         assert sig[j, 1] == pytest.approx(np.log1p(signals.state.watches(np.array([v]), np.array([s]), t)[0]))
         assert sig[j, 3] == float(row > log.first[row] and s == log.streamer[row - 1])
+        # topic share: the viewer's last 30 watches before the row, each with its segment's topic then
+        frame = live.frame
+        now = frame.topic[frame.lookup(np.array([room]), np.array([t]))[0]]
+        past = range(max(int(log.first[row]), row - 30), row)
+        then = [frame.topic[frame.lookup(log.room[[h]], log.time[[h]])[0]] for h in past]
+        assert sig[j, 4] == pytest.approx(np.mean([x == now for x in then]) if then else 0.0)
     assert set(np.unique(sig[:, 2])) <= {0.0, 1.0}
+    shares = signals.batch(tiny_rec.eval_rows[:50]).signals[..., 4]
+    assert 0 < shares.max() <= 1.0  # some live rooms show a topic their viewer watched before
+    # the same request made by viewer and time (what serving does) reads the same log rows
+    assert row == log.first[row] or log.time[row - 1] < t
+    assert np.array_equal(signals.for_request(v, t, rooms), sig)
+
+
+def test_a_viewer_without_history_has_no_familiarity_last_or_topic_share(tiny_rec, signals):
+    log = tiny_rec.log
+    row = int(np.flatnonzero(np.arange(len(log)) == log.first)[len(log.first) // 3])  # a viewer's first watch
+    rooms, _, sig = signals.at_row(row)
+    assert np.all(sig[:, [1, 3, 4]] == 0.0)
+    with pytest.raises(ValueError, match="history must be at least 1 watch, got 0"):
+        RoomSignals(log, signals.state, tiny_rec.live, history=0)
 
 
 def test_audience_is_exact_at_the_window_edges(tiny_rec, signals):

@@ -151,7 +151,7 @@ def test_live_room_prior_trains_jointly_and_survives_a_checkpoint(tiny_world, ti
     cfg = dataclasses.replace(CFG, generator=g, room_loss=1.0, epochs=3)
     with pytest.raises(ValueError, match="room_loss needs the live rooms' identity signals"):
         GeneratorTrainer(cfg, tiny_rec.log, tiny_rec.train_rows, tmp_path / "p")
-    with pytest.raises(ValueError, match="room_loss needs generator.room_signals = 4 .*, got 0"):
+    with pytest.raises(ValueError, match="room_loss needs generator.room_signals = 5 .*, got 0"):
         dataclasses.replace(cfg, generator=CFG.generator)
     with pytest.raises(ValueError, match="room_loss must be non-negative, got -1.0"):
         dataclasses.replace(cfg, room_loss=-1.0)
