@@ -16,11 +16,20 @@ import torch
 
 from livemind.config import from_dict
 from livemind.rec.abtest import ABConfig, CascadePolicy, GeneratorPolicy, Policy, PopularityPolicy
-from livemind.rec.alignment import AlignConfig, RewardScorer, align, aligned_config, save_aligned
+from livemind.rec.alignment import (
+    AlignConfig,
+    RewardScorer,
+    align,
+    aligned_config,
+    aligned_reward_fingerprint,
+    reward_fingerprint,
+    save_aligned,
+)
 from livemind.rec.evaluate import PopularityRanker
 from livemind.rec.feedback import Impressions, ViewerState
 from livemind.rec.generator import OneLiveGenerator
 from livemind.rec.pipeline import RecData
+from livemind.rec.reward_model import FORMAT as REWARD_FORMAT
 from livemind.rec.reward_model import (
     Calibration,
     RewardModel,
@@ -43,7 +52,8 @@ def reward_model_for(data: RecData, state: ViewerState, cfg: RewardModelConfig, 
     before = imp.time < data.split
     trained = False
     meta_path = out / "reward_model.json"
-    if meta_path.is_file() and from_dict(RewardModelConfig, json.loads(meta_path.read_text())["config"]) == cfg:
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta.get("format") == REWARD_FORMAT and from_dict(RewardModelConfig, meta["config"]) == cfg:  # else stale: retrain
         model = load_reward_model(out, data.log.tokenizer_version)
     else:
         n_codes = int(data.codes.max()) + 1  # every SID the world can show is among its segments' codes
@@ -61,14 +71,16 @@ def aligned_for(data: RecData, pretrained: OneLiveGenerator, reward: RewardModel
                 out: str | Path, progress: Callable[[int, int, dict], None] | None = None
                 ) -> tuple[OneLiveGenerator, list[dict[str, float]], bool]:
     """(aligned model, per-step history, trained now?); reuses `out` when it was aligned with `cfg`
-    from a generator of the pretrained model's architecture (another one means a stale cache)."""
+    from a generator of the pretrained model's architecture with this very reward model (else the
+    cache is stale)."""
     out = Path(out)
-    if aligned_config(out) == cfg and saved_generator_config(out) == pretrained.cfg:
+    if (aligned_config(out) == cfg and saved_generator_config(out) == pretrained.cfg
+            and aligned_reward_fingerprint(out) == reward_fingerprint(reward)):
         with open(out / "align.csv") as f:
             history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
         return load_generator(out, data.log.tokenizer_version), history, False
     res = align(cfg, pretrained, reward, state, data.log, data.live, data.train_rows, progress)
-    save_aligned(res, cfg, out, data.log.tokenizer_version)
+    save_aligned(res, cfg, out, data.log.tokenizer_version, reward=reward)
     return res.model, res.history, True
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -143,8 +144,11 @@ class RewardScorer:
     def __call__(self, viewers: np.ndarray, rooms: np.ndarray, sids: Tensor, times: np.ndarray) -> Tensor:
         """viewers, rooms, times: (N,); sids: (N, L) -> (N, M) in the order of `names`."""
         streamers = self.live.streamer_of(rooms)
+        seg = self.live.frame.lookup(rooms, times)
+        topic = np.where(seg >= 0, self.live.frame.topic_ids()[np.maximum(seg, 0)], -1)
         f = Features.build(self.log, self.model.cfg.history, viewers, streamers, sids, times,
-                           self.state.watches(viewers, streamers, times), self.state.follows(viewers, streamers, times))
+                           self.state.watches(viewers, streamers, times), self.state.follows(viewers, streamers, times),
+                           topic)
         return self.model.objectives(f, self.names)
 
     def candidates(self, st: States) -> Tensor:
@@ -231,8 +235,17 @@ def align(cfg: AlignConfig, pretrained: OneLiveGenerator, reward: RewardModel, s
     return AlignResult(policy.eval(), history, time.perf_counter() - t0)
 
 
+def reward_fingerprint(reward: RewardModel) -> str:
+    """A short hash of the reward model's weights: an aligned generator is only as current as it."""
+    h = hashlib.sha256()
+    for name, t in sorted(reward.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def save_aligned(res: AlignResult, cfg: AlignConfig, out: str | Path, tokenizer_version: str,
-                 reward_dir: str | Path | None = None) -> Path:
+                 reward_dir: str | Path | None = None, reward: RewardModel | None = None) -> Path:
     """A generator checkpoint (`load_generator` reads it) plus the alignment curve (CSV and PNG)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,10 +257,17 @@ def save_aligned(res: AlignResult, cfg: AlignConfig, out: str | Path, tokenizer_
         writer.writerows(res.history)
     plot_alignment(res.history, out / "align.png")
     state = {"format": GENERATOR_FORMAT, "tokenizer_version": tokenizer_version, "generator": asdict(res.model.cfg),
-             "align": asdict(cfg), "reward_model": str(reward_dir) if reward_dir else None, "seconds": res.seconds,
+             "align": asdict(cfg), "reward_model": str(reward_dir) if reward_dir else None,
+             "reward_fingerprint": reward_fingerprint(reward) if reward is not None else None, "seconds": res.seconds,
              "steps": len(res.history)}
     (out / "state.json").write_text(json.dumps(state, indent=2))
     return out
+
+
+def aligned_reward_fingerprint(out: str | Path) -> str | None:
+    """`reward_fingerprint` of the reward model a saved aligned checkpoint was aligned with."""
+    path = Path(out) / "state.json"
+    return json.loads(path.read_text()).get("reward_fingerprint") if path.is_file() else None
 
 
 def aligned_config(out: str | Path) -> AlignConfig | None:

@@ -51,6 +51,7 @@ class WatchLog:
     sid: np.ndarray  # (N, L) SID at watch time
     first: np.ndarray  # row of the viewer's first token
     tokenizer_version: str
+    topic: np.ndarray | None = None  # (N,) topic id (SegmentFrame.topic_ids) of the segment watched; None: unknown
 
     @classmethod
     def from_world(cls, world: WorldData, tok: DynamicTokenizer, static: bool = False,
@@ -71,7 +72,8 @@ class WatchLog:
             raise DataError("the world has no watch events on rooms with segments")
         starts = np.r_[0, np.flatnonzero(np.diff(ev.viewer)) + 1]
         first = np.repeat(starts, np.diff(np.r_[starts, len(ev)]))
-        return cls(ev.viewer, ev.room, frame.streamer[seg], ev.time, ev.value, codes[seg], first, tok.version)
+        return cls(ev.viewer, ev.room, frame.streamer[seg], ev.time, ev.value, codes[seg], first, tok.version,
+                   frame.topic_ids()[seg])
 
     def __len__(self) -> int:
         return len(self.viewer)

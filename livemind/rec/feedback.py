@@ -74,6 +74,24 @@ class ViewerState:
 
 def history_codes(log: WatchLog, viewers: np.ndarray, times: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
     """SIDs of each viewer's last `length` watches strictly before each time: codes (N, H, L), valid (N, H)."""
+    idx, valid = history_rows(log, viewers, times, length)
+    return log.sid[idx] * valid[..., None], valid
+
+
+def topic_share(log: WatchLog, viewers: np.ndarray, times: np.ndarray, topics: np.ndarray, length: int) -> np.ndarray:
+    """(N,) the fraction of each viewer's last `length` watches before each time whose segment had
+    the topic `topics` (N,) (SegmentFrame.topic_ids; negative: none); 0 without history or topics."""
+    topics = np.asarray(topics, dtype=np.int64)
+    if log.topic is None:
+        return np.zeros(len(topics))
+    idx, valid = history_rows(log, viewers, times, length)
+    hits = (log.topic[idx] == topics[:, None]) & valid
+    return hits.sum(1) / np.maximum(valid.sum(1), 1)
+
+
+def history_rows(log: WatchLog, viewers: np.ndarray, times: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log rows of each viewer's last `length` watches strictly before each time, oldest first:
+    rows (N, H) clipped into the log, valid (N, H)."""
     viewers = np.asarray(viewers, dtype=np.int64)
     times = np.broadcast_to(np.asarray(times, dtype=np.float64), viewers.shape)
     t0 = float(min(log.time.min(), times.min())) if len(times) else 0.0
@@ -83,8 +101,7 @@ def history_codes(log: WatchLog, viewers: np.ndarray, times: np.ndarray, length:
     start = np.searchsorted(log.viewer, viewers, "left")
     idx = pos[:, None] + np.arange(-length, 0)[None, :]  # (N, H)
     valid = idx >= start[:, None]
-    codes = log.sid[np.clip(idx, 0, len(log) - 1)] * valid[..., None]
-    return codes, valid
+    return np.clip(idx, 0, max(len(log) - 1, 0)), valid
 
 
 @dataclass
@@ -98,6 +115,7 @@ class Impressions:
     sid: np.ndarray  # (N, L) the room's SID at the impression
     watches: np.ndarray  # past watches of the streamer by the viewer
     follows: np.ndarray  # bool, viewer followed the streamer before
+    topic: np.ndarray  # topic id (SegmentFrame.topic_ids) of the segment on screen
     labels: dict[str, np.ndarray]  # click, watch (seconds), like, comment, follow, gift, purchase: (N,) float
     tokenizer_version: str
 
@@ -106,7 +124,8 @@ class Impressions:
 
     def take(self, rows: np.ndarray) -> Impressions:
         return Impressions(self.viewer[rows], self.room[rows], self.streamer[rows], self.time[rows], self.sid[rows],
-                           self.watches[rows], self.follows[rows], {k: v[rows] for k, v in self.labels.items()},
+                           self.watches[rows], self.follows[rows], self.topic[rows],
+                           {k: v[rows] for k, v in self.labels.items()},
                            self.tokenizer_version)
 
     @classmethod
@@ -144,4 +163,4 @@ class Impressions:
         state = ViewerState.from_world(world) if state is None else state
         streamer = frame.streamer[seg]
         return cls(imp.viewer, imp.room, streamer, imp.time, codes[seg], state.watches(imp.viewer, streamer, imp.time),
-                   state.follows(imp.viewer, streamer, imp.time), labels, version)
+                   state.follows(imp.viewer, streamer, imp.time), frame.topic_ids()[seg], labels, version)

@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from livemind.config import from_dict
 from livemind.errors import DataError
 from livemind.rec.data import WatchLog
-from livemind.rec.feedback import AFTER_CLICK, OBJECTIVES, Impressions, history_codes
+from livemind.rec.feedback import AFTER_CLICK, OBJECTIVES, Impressions, history_codes, topic_share
 
-FORMAT = "livemind-reward-model/1"
+FORMAT = "livemind-reward-model/2"  # 2: the topic-share feature
 
 
 @dataclass(frozen=True)
@@ -70,20 +70,22 @@ class Features:
     follows: Tensor  # bool
     hist: Tensor  # (N, H, L) SIDs of the viewer's last H watches before the time
     hist_valid: Tensor  # (N, H) bool
+    topic_share: Tensor  # share of those H watches on the topic the room shows now (feedback.topic_share)
 
     @classmethod
     def build(cls, log: WatchLog, history: int, viewer: np.ndarray, streamer: np.ndarray, sid: np.ndarray | Tensor,
-              time: np.ndarray, watches: np.ndarray, follows: np.ndarray) -> Features:
+              time: np.ndarray, watches: np.ndarray, follows: np.ndarray, topic: np.ndarray) -> Features:
         codes, valid = history_codes(log, viewer, time, history)
+        share = topic_share(log, viewer, time, topic, history)
         return cls(torch.from_numpy(np.asarray(viewer, dtype=np.int64)), torch.from_numpy(np.asarray(streamer, dtype=np.int64)),
                    torch.as_tensor(sid), torch.from_numpy(np.asarray(time, dtype=np.float64)),
                    torch.from_numpy(np.asarray(watches)), torch.from_numpy(np.asarray(follows)),
-                   torch.from_numpy(codes), torch.from_numpy(valid))
+                   torch.from_numpy(codes), torch.from_numpy(valid), torch.from_numpy(share.astype(np.float32)))
 
     @classmethod
     def of(cls, imp: Impressions, log: WatchLog, history: int, rows: np.ndarray | slice = slice(None)) -> Features:
         return cls.build(log, history, imp.viewer[rows], imp.streamer[rows], imp.sid[rows], imp.time[rows],
-                         imp.watches[rows], imp.follows[rows])
+                         imp.watches[rows], imp.follows[rows], imp.topic[rows])
 
 
 class RewardModel(nn.Module):
@@ -99,7 +101,7 @@ class RewardModel(nn.Module):
         self.codes = nn.ModuleList([nn.Embedding(codebook_size, d) for _ in range(levels)])
         for emb in (self.viewer, self.streamer, *self.codes):
             nn.init.normal_(emb.weight, std=0.05)
-        self.mlp = nn.Sequential(nn.Linear(7 * d + 5, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden), nn.GELU())
+        self.mlp = nn.Sequential(nn.Linear(7 * d + 6, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden), nn.GELU())
         self.heads = nn.Linear(cfg.hidden, len(OBJECTIVES))  # click, watch (log mean minutes), like ... purchase
 
     @torch.no_grad()
@@ -132,8 +134,8 @@ class RewardModel(nn.Module):
         taste = (h * f.hist_valid[..., None]).sum(1) / n.clamp(min=1)  # (N, d)
         hour = (f.time % 86400.0) / 3600.0
         extra = torch.stack([torch.sin(2 * math.pi * hour / 24), torch.cos(2 * math.pi * hour / 24),
-                             torch.log1p(f.watches.double()), f.follows.double(), torch.log1p(n[:, 0].double())],
-                            dim=-1).float()  # (N, 5)
+                             torch.log1p(f.watches.double()), f.follows.double(), torch.log1p(n[:, 0].double()),
+                             f.topic_share.double()], dim=-1).float()  # (N, 6)
         return self.heads(self.mlp(torch.cat([v, s, c, taste, v * c, v * s, taste * c, extra], dim=-1)))
 
     def predict(self, f: Features) -> dict[str, Tensor]:

@@ -59,10 +59,12 @@ class RoomSignals:
         if history < 1:
             raise ValueError(f"history must be at least 1 watch, got {history}")
         self.log, self.state, self.live, self.window, self.history = log, state, live, window, history
-        names = {t: i for i, t in enumerate(sorted(set(live.frame.topic.tolist())))}
-        self.topic = np.array([names[t] for t in live.frame.topic], dtype=np.int64)  # per segment
-        seg = live.frame.lookup(log.room, log.time)
-        self.watch_topic = np.where(seg >= 0, self.topic[np.maximum(seg, 0)], -1)  # per log row, when watched
+        self.topic = live.frame.topic_ids()  # per segment
+        if log.topic is not None:
+            self.watch_topic = log.topic  # per log row: the segment's topic when watched
+        else:
+            seg = live.frame.lookup(log.room, log.time)
+            self.watch_topic = np.where(seg >= 0, self.topic[np.maximum(seg, 0)], -1)
         self.t0 = float(log.time.min()) - window - 1.0 if len(log) else 0.0
         self.span = float(log.time.max() - self.t0 + 2.0) if len(log) else 2.0
         order = np.lexsort((log.time, log.room))

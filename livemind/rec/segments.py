@@ -6,7 +6,7 @@ was room r showing at time t". `SegmentFrame` answers that for many events at on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,8 @@ class SegmentFrame:
     room_offset: np.ndarray  # (R,) first segment row of each room
     room_count: np.ndarray  # (R,)
     room_end: np.ndarray  # (R,) end_time of each room
+    _key: tuple[np.ndarray, float, float] | None = field(default=None, init=False, repr=False, compare=False)
+    _topic_ids: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_world(cls, world: WorldData) -> SegmentFrame:
@@ -58,13 +60,30 @@ class SegmentFrame:
         r = np.searchsorted(self.room_ids, rooms)
         rc = np.minimum(r, len(self.room_ids) - 1)
         known = (r < len(self.room_ids)) & (self.room_ids[rc] == rooms)
-        # one sorted key over all segments: room rank first, then time (exact in float64)
-        t_min = min(float(self.start_time.min()), float(times.min()) if len(times) else 0.0)
-        span = float(max(self.room_end.max(), times.max() if len(times) else 0.0) - t_min + 1.0)
-        seg_key = np.repeat(np.arange(len(self.room_ids)), self.room_count) * span + (self.start_time - t_min)
-        j = np.searchsorted(seg_key, rc * span + (times - t_min), side="right") - 1
+        seg_key, t0, span = self.segment_key()
+        # a time outside the world's span is clipped into it for the search only: before t0 it lands
+        # before the room's first segment, after the last end it fails the end check below
+        tq = np.clip(times, t0, t0 + span - 1.0)
+        j = np.searchsorted(seg_key, rc * span + (tq - t0), side="right") - 1
         ok = known & (j >= self.room_offset[rc]) & (times < self.room_end[rc])
         return np.where(ok, j, -1)
+
+    def topic_ids(self) -> np.ndarray:
+        """(N,) int64: each segment's topic as its rank among the world's sorted topic names."""
+        if self._topic_ids is None:
+            names, ids = np.unique(self.topic.astype(str), return_inverse=True)
+            self._topic_ids = ids.astype(np.int64)
+        return self._topic_ids
+
+    def segment_key(self) -> tuple[np.ndarray, float, float]:
+        """One sorted key over all segments, room rank first, then start time (exact in float64);
+        built once (lookups happen per request in training and serving)."""
+        if self._key is None:
+            t0 = float(self.start_time.min()) - 1.0
+            span = float(max(self.room_end.max(), self.start_time.max()) - t0 + 2.0)
+            key = np.repeat(np.arange(len(self.room_ids)), self.room_count) * span + (self.start_time - t0)
+            self._key = (key, t0, span)
+        return self._key
 
     def pooled(self, x30: np.ndarray) -> np.ndarray:
         """xpool for every segment: the mean of its room's x30 up to and including it, (N, D)."""

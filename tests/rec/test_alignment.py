@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import numpy as np
@@ -123,3 +124,19 @@ def test_alignment_tunes_a_generator_with_a_live_room_prior(setup, tiny_rec):
     before, after, best = policy_values(gen, res.model, rm, state, tiny_rec, cfg)
     assert best > before
     assert after - before > 0.5 * (best - before)
+
+
+def test_the_aligned_cache_is_reused_only_with_the_same_reward_model(setup, tiny_rec, tmp_path):
+    from livemind.rec.align_pipeline import aligned_for
+
+    gen, rm, state = setup
+    cfg = AlignConfig(steps=2, batch_size=8)
+    _, _, ran = aligned_for(tiny_rec, gen, rm, state, cfg, tmp_path / "a")
+    assert ran
+    _, history, ran = aligned_for(tiny_rec, gen, rm, state, cfg, tmp_path / "a")
+    assert not ran and len(history) == 2
+    other = copy.deepcopy(rm)
+    with torch.no_grad():
+        other.heads.bias.add_(0.1)  # a retrained reward model: the policy was aligned to another one
+    _, _, ran = aligned_for(tiny_rec, gen, other, state, cfg, tmp_path / "a")
+    assert ran

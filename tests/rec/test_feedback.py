@@ -1,7 +1,7 @@
 import numpy as np
 
 from livemind.rec.data import WatchLog
-from livemind.rec.feedback import Impressions, ViewerState, history_codes
+from livemind.rec.feedback import Impressions, ViewerState, history_codes, topic_share
 from livemind.world.schema import EVENT_KINDS, EventBatch
 
 W, F, IMP = EVENT_KINDS.index("watch"), EVENT_KINDS.index("follow"), EVENT_KINDS.index("impression")
@@ -25,6 +25,19 @@ def test_history_codes_by_hand():
     assert codes[:, :, 0].tolist() == [[1, 2], [2, 3], [0, 0], [0, 0]]  # before t=3: watches at 1, 2; t=9: 2, 3
 
 
+def test_topic_share_by_hand():
+    log = WatchLog(viewer=np.array([0, 0, 0, 2]), room=np.zeros(4, int), streamer=np.zeros(4, int),
+                   time=np.array([1.0, 2.0, 3.0, 1.0]), watch=np.ones(4), sid=np.zeros((4, 2), int),
+                   first=np.array([0, 0, 0, 3]), tokenizer_version="v", topic=np.array([5, 7, 5, 7]))
+    v, t = np.array([0, 0, 0, 0, 2, 1]), np.array([9.0, 9.0, 3.0, 9.0, 9.0, 9.0])
+    share = topic_share(log, v, t, np.array([5, 7, 5, -1, 7, 5]), length=3)
+    # viewer 0 before 9: topics 5, 7, 5; before 3: 5, 7; viewer 2: 7; viewer 1 has no history
+    assert share.tolist() == [2 / 3, 1 / 3, 1 / 2, 0.0, 1.0, 0.0]
+    assert topic_share(log, v, t, np.array([5, 7, 5, -1, 7, 5]), length=1).tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    unknown = WatchLog(**{**log.__dict__, "topic": None})
+    assert topic_share(unknown, v, t, np.zeros(6, int), 3).tolist() == [0.0] * 6
+
+
 def test_impressions_credit_every_event_once(tiny_world, tiny_rec):
     _, world = tiny_world
     imp = Impressions.from_world(world, tiny_rec.frame, tiny_rec.codes, "test-v1")
@@ -36,3 +49,4 @@ def test_impressions_credit_every_event_once(tiny_world, tiny_rec):
     assert imp.labels["watch"].sum() == ev.value[ev.kind == W].sum()
     assert np.all(imp.labels["like"] <= imp.labels["click"])  # engagement only after a click
     assert np.array_equal(imp.sid, tiny_rec.codes[tiny_rec.frame.lookup(imp.room, imp.time)])
+    assert np.array_equal(imp.topic, tiny_rec.frame.topic_ids()[tiny_rec.frame.lookup(imp.room, imp.time)])
