@@ -144,8 +144,7 @@ class RewardScorer:
     def __call__(self, viewers: np.ndarray, rooms: np.ndarray, sids: Tensor, times: np.ndarray) -> Tensor:
         """viewers, rooms, times: (N,); sids: (N, L) -> (N, M) in the order of `names`."""
         streamers = self.live.streamer_of(rooms)
-        seg = self.live.frame.lookup(rooms, times)
-        topic = np.where(seg >= 0, self.live.frame.topic_ids()[np.maximum(seg, 0)], -1)
+        topic = self.live.frame.topic_of(self.live.frame.lookup(rooms, times))
         f = Features.build(self.log, self.model.cfg.history, viewers, streamers, sids, times,
                            self.state.watches(viewers, streamers, times), self.state.follows(viewers, streamers, times),
                            topic)

@@ -72,20 +72,14 @@ class ViewerState:
         return cls(world.event_batch(), rooms.column("streamer").to_numpy(), int(world.streamers.num_rows))
 
 
-def history_codes(log: WatchLog, viewers: np.ndarray, times: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """SIDs of each viewer's last `length` watches strictly before each time: codes (N, H, L), valid (N, H)."""
-    idx, valid = history_rows(log, viewers, times, length)
-    return log.sid[idx] * valid[..., None], valid
-
-
-def topic_share(log: WatchLog, viewers: np.ndarray, times: np.ndarray, topics: np.ndarray, length: int) -> np.ndarray:
-    """(N,) the fraction of each viewer's last `length` watches before each time whose segment had
-    the topic `topics` (N,) (SegmentFrame.topic_ids; negative: none); 0 without history or topics."""
+def topic_share(log: WatchLog, rows: np.ndarray, valid: np.ndarray, topics: np.ndarray) -> np.ndarray:
+    """(N,) the fraction of each viewer's history watches (`history_rows`' rows and valid, (N, H))
+    whose segment had the topic `topics` (N,) (SegmentFrame.topic_ids; negative: none); 0 without
+    history or without topics in the log."""
     topics = np.asarray(topics, dtype=np.int64)
     if log.topic is None:
         return np.zeros(len(topics))
-    idx, valid = history_rows(log, viewers, times, length)
-    hits = (log.topic[idx] == topics[:, None]) & valid
+    hits = (log.topic[rows] == topics[:, None]) & valid
     return hits.sum(1) / np.maximum(valid.sum(1), 1)
 
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from livemind.config import from_dict
 from livemind.errors import DataError
 from livemind.rec.data import WatchLog
-from livemind.rec.feedback import AFTER_CLICK, OBJECTIVES, Impressions, history_codes, topic_share
+from livemind.rec.feedback import AFTER_CLICK, OBJECTIVES, Impressions, history_rows, topic_share
 
 FORMAT = "livemind-reward-model/2"  # 2: the topic-share feature
 
@@ -75,8 +75,9 @@ class Features:
     @classmethod
     def build(cls, log: WatchLog, history: int, viewer: np.ndarray, streamer: np.ndarray, sid: np.ndarray | Tensor,
               time: np.ndarray, watches: np.ndarray, follows: np.ndarray, topic: np.ndarray) -> Features:
-        codes, valid = history_codes(log, viewer, time, history)
-        share = topic_share(log, viewer, time, topic, history)
+        rows, valid = history_rows(log, viewer, time, history)
+        codes = log.sid[rows] * valid[..., None]
+        share = topic_share(log, rows, valid, topic)
         return cls(torch.from_numpy(np.asarray(viewer, dtype=np.int64)), torch.from_numpy(np.asarray(streamer, dtype=np.int64)),
                    torch.as_tensor(sid), torch.from_numpy(np.asarray(time, dtype=np.float64)),
                    torch.from_numpy(np.asarray(watches)), torch.from_numpy(np.asarray(follows)),

@@ -59,12 +59,8 @@ class RoomSignals:
         if history < 1:
             raise ValueError(f"history must be at least 1 watch, got {history}")
         self.log, self.state, self.live, self.window, self.history = log, state, live, window, history
-        self.topic = live.frame.topic_ids()  # per segment
-        if log.topic is not None:
-            self.watch_topic = log.topic  # per log row: the segment's topic when watched
-        else:
-            seg = live.frame.lookup(log.room, log.time)
-            self.watch_topic = np.where(seg >= 0, self.topic[np.maximum(seg, 0)], -1)
+        # per log row: the topic of the segment watched (-1: none)
+        self.watch_topic = log.topic if log.topic is not None else live.frame.topic_of(live.frame.lookup(log.room, log.time))
         self.t0 = float(log.time.min()) - window - 1.0 if len(log) else 0.0
         self.span = float(log.time.max() - self.t0 + 2.0) if len(log) else 2.0
         order = np.lexsort((log.time, log.room))
@@ -85,8 +81,8 @@ class RoomSignals:
         rooms = np.asarray(rooms, dtype=np.int64)
         s = self.live.streamer_of(rooms)
         v = np.full(len(rooms), viewer)
-        segs = self.live.frame.lookup(rooms, np.full(len(rooms), t)) if segs is None else np.asarray(segs)
-        now = np.where(segs >= 0, self.topic[np.maximum(segs, 0)], -2)  # -2: no segment, matches nothing
+        segs = self.live.frame.lookup(rooms, np.full(len(rooms), t)) if segs is None else segs
+        now = self.live.frame.topic_of(segs, missing=-2)  # no segment now: matches no past watch
         past = self.watch_topic[max(lo, end - self.history):end]
         share = (past[None, :] == now[:, None]).mean(1) if len(past) else np.zeros(len(rooms))
         last = int(self.log.streamer[end - 1]) if end > lo else -1

@@ -75,6 +75,11 @@ class SegmentFrame:
             self._topic_ids = ids.astype(np.int64)
         return self._topic_ids
 
+    def topic_of(self, seg: np.ndarray, missing: int = -1) -> np.ndarray:
+        """Topic ids of segment rows `seg` (lookup's answer); `missing` where seg is -1."""
+        seg = np.asarray(seg)
+        return np.where(seg >= 0, self.topic_ids()[np.maximum(seg, 0)], missing)
+
     def segment_key(self) -> tuple[np.ndarray, float, float]:
         """One sorted key over all segments, room rank first, then start time (exact in float64);
         built once (lookups happen per request in training and serving)."""

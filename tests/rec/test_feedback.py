@@ -1,7 +1,7 @@
 import numpy as np
 
 from livemind.rec.data import WatchLog
-from livemind.rec.feedback import Impressions, ViewerState, history_codes, topic_share
+from livemind.rec.feedback import Impressions, ViewerState, history_rows, topic_share
 from livemind.world.schema import EVENT_KINDS, EventBatch
 
 W, F, IMP = EVENT_KINDS.index("watch"), EVENT_KINDS.index("follow"), EVENT_KINDS.index("impression")
@@ -16,13 +16,15 @@ def test_viewer_state_counts_strictly_before():
     assert st.follows(v, s, np.array([15.0, 15.5, 99.0, 99.0, 99.0, 99.0])).tolist() == [False, True, True, False, False, False]
 
 
-def test_history_codes_by_hand():
+def test_history_rows_by_hand():
     log = WatchLog(viewer=np.array([0, 0, 0, 2]), room=np.zeros(4, int), streamer=np.zeros(4, int),
                    time=np.array([1.0, 2.0, 3.0, 1.0]), watch=np.ones(4), sid=np.array([[1, 1], [2, 2], [3, 3], [4, 4]]),
                    first=np.array([0, 0, 0, 3]), tokenizer_version="v")
-    codes, valid = history_codes(log, np.array([0, 0, 2, 1]), np.array([3.0, 9.0, 1.0, 5.0]), length=2)
+    rows, valid = history_rows(log, np.array([0, 0, 2, 1]), np.array([3.0, 9.0, 1.0, 5.0]), length=2)
     assert valid.tolist() == [[True, True], [True, True], [False, False], [False, False]]
-    assert codes[:, :, 0].tolist() == [[1, 2], [2, 3], [0, 0], [0, 0]]  # before t=3: watches at 1, 2; t=9: 2, 3
+    assert rows[valid].tolist() == [0, 1, 1, 2]  # before t=3: watches at 1, 2; t=9: 2, 3
+    codes = log.sid[rows] * valid[..., None]  # what the reward model reads
+    assert codes[:, :, 0].tolist() == [[1, 2], [2, 3], [0, 0], [0, 0]]
 
 
 def test_topic_share_by_hand():
@@ -30,12 +32,13 @@ def test_topic_share_by_hand():
                    time=np.array([1.0, 2.0, 3.0, 1.0]), watch=np.ones(4), sid=np.zeros((4, 2), int),
                    first=np.array([0, 0, 0, 3]), tokenizer_version="v", topic=np.array([5, 7, 5, 7]))
     v, t = np.array([0, 0, 0, 0, 2, 1]), np.array([9.0, 9.0, 3.0, 9.0, 9.0, 9.0])
-    share = topic_share(log, v, t, np.array([5, 7, 5, -1, 7, 5]), length=3)
+    topics = np.array([5, 7, 5, -1, 7, 5])
+    share = topic_share(log, *history_rows(log, v, t, 3), topics)
     # viewer 0 before 9: topics 5, 7, 5; before 3: 5, 7; viewer 2: 7; viewer 1 has no history
     assert share.tolist() == [2 / 3, 1 / 3, 1 / 2, 0.0, 1.0, 0.0]
-    assert topic_share(log, v, t, np.array([5, 7, 5, -1, 7, 5]), length=1).tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert topic_share(log, *history_rows(log, v, t, 1), topics).tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     unknown = WatchLog(**{**log.__dict__, "topic": None})
-    assert topic_share(unknown, v, t, np.zeros(6, int), 3).tolist() == [0.0] * 6
+    assert topic_share(unknown, *history_rows(unknown, v, t, 3), np.zeros(6, int)).tolist() == [0.0] * 6
 
 
 def test_impressions_credit_every_event_once(tiny_world, tiny_rec):
