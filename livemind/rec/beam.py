@@ -139,7 +139,7 @@ class GeneratorScorer:
     def start(self) -> np.ndarray:
         x, valid = self.model.embed(self.hist)
         self.x, self.valid = x, valid
-        h, kv = self.model.main(x, valid)
+        h, kv = self.model.main(x, valid, last=1)
         self.h, self.kv = h[:, -1], kv  # (1, d), shared KV (1, H, T+1, hd)
         self.codes = torch.zeros(1, 0, dtype=torch.long)
         self.level = 1
@@ -158,7 +158,7 @@ class GeneratorScorer:
         steps = [self.model.prev_emb[lv](self.codes[:, lv])[:, None, :] for lv in range(self.level - 1)]
         x = torch.cat([self.x.expand(n, -1, -1), *steps], dim=1)
         valid = torch.cat([self.valid.expand(n, -1), torch.ones(n, len(steps), dtype=torch.bool)], dim=1)
-        h, _ = self.model.main(x, valid)
+        h, _ = self.model.main(x, valid, last=1)
         return torch.log_softmax(self.model.level_logits(lv, h[:, -1]), -1).numpy()
 
 

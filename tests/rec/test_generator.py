@@ -249,6 +249,36 @@ def test_scorer_agrees_with_teacher_forced_forward(decode, code_dim):
         assert np.allclose(lp, torch.log_softmax(lg, -1).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("decode", ["mtp", "ar"])
+def test_main_computes_only_the_last_positions_when_asked(decode):
+    model = small_model(decode, 0)
+    x, valid = model.embed(make_history(3, 6, 8, n_pad=2))
+    x = x.detach().requires_grad_(True)
+    h, (k, v) = model.main(x, valid)
+    h2, (k2, v2) = model.main(x, valid, last=2)
+    assert h2.shape == (3, 2, 16)
+    assert torch.allclose(h2, h[:, -2:], atol=1e-6) and torch.equal(k2, k) and torch.equal(v2, v)
+    # the gradient reaching the inputs is the same as through the full stack's last positions
+    g = torch.autograd.grad(h[:, -2:].sum(), x)[0]
+    g2 = torch.autograd.grad(h2.sum(), x)[0]
+    assert torch.allclose(g, g2, atol=1e-6) and g2[:, :2].abs().sum() == 0  # padding gets none
+
+
+@pytest.mark.parametrize("code_dim", [0, 4])
+def test_one_encoding_serves_forward_and_sid_log_prob(code_dim):
+    model = small_model("mtp", code_dim)
+    hist = make_history(2, 5, 8, n_pad=1)
+    target = torch.tensor([[3, 5, 1], [7, 6, 5]])
+    cand = torch.tensor([[[3, 5, 1], [0, 0, 7]], [[1, 1, 1], [7, 6, 5]]])
+    enc = model.encode(hist)
+    assert enc.h.shape == (2, 1, 16) and enc.valid.shape == (2, 6)
+    for a, b in zip(model(hist, target, enc), model(hist, target)):
+        assert torch.equal(a, b)
+    assert torch.equal(model.sid_log_prob(hist, cand, enc), model.sid_log_prob(hist, cand))
+    with pytest.raises(ValueError, match="only an MTP generator"):
+        small_model("ar", 0).encode(hist)
+
+
 @pytest.mark.parametrize("decode,code_dim", [("mtp", 0), ("ar", 0), ("mtp", 4)])
 def test_sid_log_prob_sums_the_teacher_forced_levels(decode, code_dim):
     model = small_model(decode, code_dim)
