@@ -79,17 +79,25 @@ class RoomSignals:
         """(C, S) float32 signals of `rooms` for viewer `viewer` at `t`, whose watches before t are
         the log rows [lo, end); `segs`: the rooms' segments at t when the caller has them."""
         rooms = np.asarray(rooms, dtype=np.int64)
-        s = self.live.streamer_of(rooms)
-        v = np.full(len(rooms), viewer)
         segs = self.live.frame.lookup(rooms, np.full(len(rooms), t)) if segs is None else segs
+        n = len(rooms)
+        return self.entries(np.full(n, viewer), np.full(n, t), rooms, np.full(n, lo), np.full(n, end), segs)
+
+    def entries(self, viewers: np.ndarray, times: np.ndarray, rooms: np.ndarray, lo: np.ndarray, end: np.ndarray,
+                segs: np.ndarray) -> np.ndarray:
+        """(N, S) float32 signals of N (viewer, time, room) entries, all arrays (N,): each viewer's
+        watches before its time are the log rows [lo, end), `segs` the room's segment at the time."""
+        s = self.live.streamer_of(rooms)
         now = self.live.frame.topic_of(segs, missing=-2)  # no segment now: matches no past watch
-        past = self.watch_topic[max(lo, end - self.history):end]
-        share = (past[None, :] == now[:, None]).mean(1) if len(past) else np.zeros(len(rooms))
-        last = int(self.log.streamer[end - 1]) if end > lo else -1
+        idx = end[:, None] - self.history + np.arange(self.history)  # (N, history): the last watches
+        past = idx >= np.maximum(lo, 0)[:, None]
+        hits = (self.watch_topic[np.maximum(idx, 0)] == now[:, None]) & past
+        share = hits.sum(1) / np.maximum(past.sum(1), 1)
+        last = np.where(end > lo, self.log.streamer[np.maximum(end - 1, 0)], -1)
         return np.stack([
-            np.log1p(self.audience(rooms, t)),
-            np.log1p(self.state.watches(v, s, t)),
-            self.state.follows(v, s, t).astype(np.float64),
+            np.log1p(self.audience(rooms, times)),
+            np.log1p(self.state.watches(viewers, s, times)),
+            self.state.follows(viewers, s, times).astype(np.float64),
             (s == last).astype(np.float64),
             share,
         ], axis=1).astype(np.float32)
@@ -117,24 +125,28 @@ class RoomSignals:
         `negatives`: keep the watched room and a random `negatives` of the other live rooms (a
         sampled softmax, for training); None keeps every live room.
         """
+        rows = np.asarray(rows, dtype=np.int64)
         parts = []
         for r in rows:
-            rooms, codes, sig = self.at_row(int(r))
+            rooms, segs = self.live.live_segments(float(self.log.time[r]))
             if negatives is not None and len(rooms) > negatives + 1:
                 own = np.flatnonzero(rooms == self.log.room[r])
                 others = np.setdiff1d(np.arange(len(rooms)), own)
                 keep = np.sort(np.r_[own, (rng or np.random.default_rng()).choice(others, negatives, replace=False)])
-                rooms, codes, sig = rooms[keep], codes[keep], sig[keep]
-            parts.append((rooms, codes, sig))
+                rooms, segs = rooms[keep], segs[keep]
+            parts.append((rooms, segs))
         B, C = len(parts), max((len(p[0]) for p in parts), default=0)
-        L = self.live.codes.shape[1]
         rooms = np.full((B, C), -1, dtype=np.int64)
-        codes = np.zeros((B, C, L), dtype=np.int64)
+        segs = np.zeros((B, C), dtype=np.int64)
+        for i, (r, g) in enumerate(parts):
+            rooms[i, :len(r)], segs[i, :len(r)] = r, g
+        mask = rooms >= 0
+        b = np.nonzero(mask)[0]  # the request of each live (row, room) entry
         sig = np.zeros((B, C, len(SIGNALS)), dtype=np.float32)
-        target = np.full(B, -1, dtype=np.int64)
-        for i, (r, c, s) in enumerate(parts):
-            rooms[i, :len(r)], codes[i, :len(r)], sig[i, :len(r)] = r, c, s
-            hit = np.flatnonzero(r == self.log.room[rows[i]])
-            target[i] = hit[0] if len(hit) else -1
-        return RoomBatch(rooms, torch.from_numpy(codes), torch.from_numpy(sig), torch.from_numpy(rooms >= 0),
+        sig[mask] = self.entries(self.log.viewer[rows][b], self.log.time[rows][b], rooms[mask], self.log.first[rows][b],
+                                 rows[b], segs[mask])
+        codes = np.where(mask[..., None], self.live.codes[segs], 0).astype(np.int64)
+        hit = rooms == self.log.room[rows][:, None]
+        target = np.where(hit.any(1), hit.argmax(1), -1)
+        return RoomBatch(rooms, torch.from_numpy(codes), torch.from_numpy(sig), torch.from_numpy(mask),
                          torch.from_numpy(target))
