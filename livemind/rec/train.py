@@ -77,10 +77,11 @@ class Objective(torch.nn.Module):
 
     def forward(self, hist: History, target: torch.Tensor, allowed: torch.Tensor | None,
                 rooms: RoomBatch | None) -> torch.Tensor:
-        loss, _ = self.model.weighted_loss(self.model(hist, target), target, allowed)
-        if rooms is not None:
+        enc = self.model.encode(hist) if rooms is not None and self.model.cfg.decode == "mtp" else None
+        loss, _ = self.model.weighted_loss(self.model(hist, target, enc), target, allowed)
+        if rooms is not None:  # the room softmax reads the same encoding of the histories
             ok = rooms.target >= 0  # the watched room is live with a segment (always, for a world's log)
-            scores = self.model.room_scores(hist, rooms.codes, rooms.signals).masked_fill(~rooms.mask, float("-inf"))
+            scores = self.model.room_scores(hist, rooms.codes, rooms.signals, enc).masked_fill(~rooms.mask, float("-inf"))
             loss = loss + self.room_loss * F.cross_entropy(scores[ok], rooms.target[ok])
         return loss
 
@@ -113,7 +114,8 @@ class GeneratorTrainer:
         self.model = OneLiveGenerator(self.cfg.generator)
         if self.cfg.generator.code_dim:
             self.model.set_code_vectors(torch.from_numpy(np.asarray(self.code_vectors)))
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+                                     fused=True)  # one kernel per step, not one per parameter
         if resume and (self.out / "state.json").is_file():
             self._load()
         self.objective = Objective(self.model, self.cfg.room_loss)
@@ -210,8 +212,8 @@ class GeneratorTrainer:
             dist.destroy_process_group()
 
 
-def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarray, steps: int = 300,
-                   lr: float = 0.02, chunk: int = 256) -> tuple[float, float]:
+def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarray, iterations: int = 100,
+                   chunk: int = 256) -> tuple[float, float]:
     """Refit the live-room prior and the weight of log P(SID) on held-out request rows, the rest of
     the generator frozen; returns the room cross-entropy on those rows before and after.
 
@@ -222,40 +224,46 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
     if not model.cfg.room_signals:
         raise ValueError("the generator has no live-room prior (room_signals = 0) to fit")
     H = model.cfg.max_history
-    lps, priors_in, masks, targets = [], [], [], []
+    lps, priors_in, at, targets = [], [], [], []  # the fit reads only live (request, room) entries
+    n = C = 0
     model.eval()
     with torch.no_grad():
         for i in range(0, len(rows), chunk):
             r = np.asarray(rows[i:i + chunk])
             rb = signals.batch(r)
             hist, _ = signals.log.batch(r, H)
-            lps.append(model.sid_log_prob(hist, rb.codes))
+            ok = rb.target >= 0  # the watched room is live with a segment (always, for a world's log)
+            m = rb.mask[ok]
+            lps.append(model.sid_log_prob(hist, rb.codes)[ok][m])
             aff = model.affinity(hist, rb.codes) if model.cfg.code_dim else torch.zeros(rb.mask.shape)
-            priors_in.append(torch.cat([rb.signals, aff[..., None]], -1))
-            masks.append(rb.mask)
-            targets.append(rb.target)
-    C = max(x.shape[1] for x in lps)
-    lp = torch.cat([F.pad(x, (0, C - x.shape[1])) for x in lps])
-    x = torch.cat([F.pad(v, (0, 0, 0, C - v.shape[1])) for v in priors_in])
-    mask = torch.cat([F.pad(m, (0, C - m.shape[1])) for m in masks])
-    target = torch.cat(targets)
-    ok = target >= 0
-    lp, x, mask, target = lp[ok], x[ok], mask[ok], target[ok]
+            priors_in.append(torch.cat([rb.signals, aff[..., None]], -1)[ok][m])
+            b, c = torch.nonzero(m, as_tuple=True)
+            at.append((b + n, c))
+            targets.append(rb.target[ok])
+            n, C = n + len(m), max(C, m.shape[1])
+    lp, x, target = torch.cat(lps), torch.cat(priors_in), torch.cat(targets)
+    at = (torch.cat([a[0] for a in at]), torch.cat([a[1] for a in at]))
     S = model.cfg.room_signals
 
     def loss() -> torch.Tensor:
-        prior = model.prior(x[..., :S], x[..., S] if model.cfg.code_dim else None)
-        return F.cross_entropy((model.log_lp_scale.exp() * lp + prior).masked_fill(~mask, float("-inf")), target)
+        score = model.log_lp_scale.exp() * lp + model.prior(x[:, :S], x[:, S] if model.cfg.code_dim else None)
+        return F.cross_entropy(torch.full((n, C), float("-inf")).index_put(at, score), target)
 
     params = [*model.room_prior.parameters(), model.log_lp_scale]
-    opt = torch.optim.Adam(params, lr=lr)
     with torch.no_grad():
         before = loss().item()
-    for _ in range(steps):
+    # a few hundred parameters on every held-out entry at once: full-batch L-BFGS reaches a lower
+    # loss in 100 iterations than 300 Adam steps did, in less than half the time
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure() -> torch.Tensor:
         opt.zero_grad()
         value = loss()
         value.backward()
-        opt.step()
+        return value
+
+    opt.step(closure)
     with torch.no_grad():
         return before, loss().item()
 
