@@ -21,8 +21,8 @@ from livemind.rec.alignment import (
     RewardScorer,
     align,
     aligned_config,
-    aligned_reward_fingerprint,
-    reward_fingerprint,
+    aligned_fingerprints,
+    fingerprint,
     save_aligned,
 )
 from livemind.rec.evaluate import PopularityRanker
@@ -71,16 +71,15 @@ def aligned_for(data: RecData, pretrained: OneLiveGenerator, reward: RewardModel
                 out: str | Path, progress: Callable[[int, int, dict], None] | None = None
                 ) -> tuple[OneLiveGenerator, list[dict[str, float]], bool]:
     """(aligned model, per-step history, trained now?); reuses `out` when it was aligned with `cfg`
-    from a generator of the pretrained model's architecture with this very reward model (else the
-    cache is stale)."""
+    from this very pretrained generator with this very reward model (else the cache is stale)."""
     out = Path(out)
     if (aligned_config(out) == cfg and saved_generator_config(out) == pretrained.cfg
-            and aligned_reward_fingerprint(out) == reward_fingerprint(reward)):
+            and aligned_fingerprints(out) == (fingerprint(pretrained), fingerprint(reward))):
         with open(out / "align.csv") as f:
             history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
         return load_generator(out, data.log.tokenizer_version), history, False
     res = align(cfg, pretrained, reward, state, data.log, data.live, data.train_rows, progress)
-    save_aligned(res, cfg, out, data.log.tokenizer_version, reward=reward)
+    save_aligned(res, cfg, out, data.log.tokenizer_version, reward=reward, pretrained=pretrained)
     return res.model, res.history, True
 
 

@@ -234,18 +234,21 @@ def align(cfg: AlignConfig, pretrained: OneLiveGenerator, reward: RewardModel, s
     return AlignResult(policy.eval(), history, time.perf_counter() - t0)
 
 
-def reward_fingerprint(reward: RewardModel) -> str:
-    """A short hash of the reward model's weights: an aligned generator is only as current as it."""
+def fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights: an aligned generator is only as current as the pretrained
+    generator and the reward model it was aligned from."""
     h = hashlib.sha256()
-    for name, t in sorted(reward.state_dict().items()):
+    for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
 def save_aligned(res: AlignResult, cfg: AlignConfig, out: str | Path, tokenizer_version: str,
-                 reward_dir: str | Path | None = None, reward: RewardModel | None = None) -> Path:
-    """A generator checkpoint (`load_generator` reads it) plus the alignment curve (CSV and PNG)."""
+                 reward_dir: str | Path | None = None, reward: RewardModel | None = None,
+                 pretrained: OneLiveGenerator | None = None) -> Path:
+    """A generator checkpoint (`load_generator` reads it) plus the alignment curve (CSV and PNG);
+    with `reward` and `pretrained`, the fingerprints of both (`aligned_fingerprints`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in res.model.state_dict().items()}, str(out / "model.safetensors"))
@@ -257,16 +260,19 @@ def save_aligned(res: AlignResult, cfg: AlignConfig, out: str | Path, tokenizer_
     plot_alignment(res.history, out / "align.png")
     state = {"format": GENERATOR_FORMAT, "tokenizer_version": tokenizer_version, "generator": asdict(res.model.cfg),
              "align": asdict(cfg), "reward_model": str(reward_dir) if reward_dir else None,
-             "reward_fingerprint": reward_fingerprint(reward) if reward is not None else None, "seconds": res.seconds,
+             "reward_fingerprint": fingerprint(reward) if reward is not None else None,
+             "pretrained_fingerprint": fingerprint(pretrained) if pretrained is not None else None, "seconds": res.seconds,
              "steps": len(res.history)}
     (out / "state.json").write_text(json.dumps(state, indent=2))
     return out
 
 
-def aligned_reward_fingerprint(out: str | Path) -> str | None:
-    """`reward_fingerprint` of the reward model a saved aligned checkpoint was aligned with."""
+def aligned_fingerprints(out: str | Path) -> tuple[str | None, str | None]:
+    """`fingerprint`s of the pretrained generator and the reward model a saved aligned checkpoint
+    was aligned from (None where it has none)."""
     path = Path(out) / "state.json"
-    return json.loads(path.read_text()).get("reward_fingerprint") if path.is_file() else None
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    return state.get("pretrained_fingerprint"), state.get("reward_fingerprint")
 
 
 def aligned_config(out: str | Path) -> AlignConfig | None:

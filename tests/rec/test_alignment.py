@@ -126,7 +126,7 @@ def test_alignment_tunes_a_generator_with_a_live_room_prior(setup, tiny_rec):
     assert after - before > 0.5 * (best - before)
 
 
-def test_the_aligned_cache_is_reused_only_with_the_same_reward_model(setup, tiny_rec, tmp_path):
+def test_the_aligned_cache_is_reused_only_with_the_same_generator_and_reward_model(setup, tiny_rec, tmp_path):
     from livemind.rec.align_pipeline import aligned_for
 
     gen, rm, state = setup
@@ -139,4 +139,11 @@ def test_the_aligned_cache_is_reused_only_with_the_same_reward_model(setup, tiny
     with torch.no_grad():
         other.heads.bias.add_(0.1)  # a retrained reward model: the policy was aligned to another one
     _, _, ran = aligned_for(tiny_rec, gen, other, state, cfg, tmp_path / "a")
+    assert ran
+    _, _, ran = aligned_for(tiny_rec, gen, other, state, cfg, tmp_path / "a")
+    assert not ran
+    retrained = copy.deepcopy(gen)
+    with torch.no_grad():
+        retrained.bos.add_(0.1)  # a retrained generator of the same architecture: the cache is of another
+    _, _, ran = aligned_for(tiny_rec, retrained, other, state, cfg, tmp_path / "a")
     assert ran
