@@ -10,7 +10,9 @@ SIDs), the full-stack autoregressive decoder, OneLive with the live-room prior
 and the availability-aware, repeat-aware SASRec (LiveRec-style). Also: MTP vs AR requests/s on
 the same requests, and training samples/s.
 
-`--quick` runs only the simulated world (budget: 10 minutes on 2 cores). The full run adds
+`--quick` runs only the simulated world (budget: 10 minutes on 2 cores once the tokenizer is cached
+in `--out`; fitting it on a clean machine takes another ~10 minutes). The eight models train
+`--jobs` at a time (default: one per core), each in its own process. The full run adds
 sasrec-games (`../shared/data/sasrec-games/Video.txt`, or `--games PATH`): SASRec under the
 paper's leave-one-out protocol (100 sampled negatives) and full ranking, and the OneLive
 generator on the same split, with item SIDs from residual k-means over SASRec's item embeddings.
@@ -24,6 +26,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing as mp
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,16 +62,30 @@ from livemind.rec.sequences import (
     split_summary,
 )
 from livemind.rec.tokenizer_fit import TokenizerConfig, fit_or_load
-from livemind.rec.train import TrainConfig
+from livemind.rec.train import GeneratorTrainer, TrainConfig, load_generator
 from livemind.report import rec_metrics_table
 from livemind.world.datasets.sequences import read_sequences
 from livemind.world.simulator import WorldConfig, simulate_world
 
 console = Console()
+CORES = len(os.sched_getaffinity(0))
 
 
 def stage(msg: str, t0: float) -> None:
     console.print(f"[dim]{time.perf_counter() - t0:7.1f} s[/dim]  {msg}")
+
+
+def training_rate(cfg: TrainConfig, data: RecData, signals: RoomSignals | None, steps: int = 20) -> float:
+    """Training samples/s of one process on every core: `steps` timed steps after 3 warm-up steps
+    (into a temporary directory; nothing is kept)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = GeneratorTrainer(cfg, data.log, data.train_rows, tmp, data.live, data.code_vectors,
+                                   signals if cfg.room_loss else None)
+        trainer.setup(resume=False)
+        trainer.train(max_steps=3)
+        t = time.perf_counter()
+        trainer.train(max_steps=steps)
+        return steps * cfg.batch_size / (time.perf_counter() - t)
 
 
 def mtp_vs_ar(data: RecData, mtp, ar, rows: np.ndarray, max_history: int, beam: int) -> tuple[float, float]:
@@ -84,6 +103,59 @@ def mtp_vs_ar(data: RecData, mtp, ar, rows: np.ndarray, max_history: int, beam: 
     return rates[0], rates[1]
 
 
+# what every job reads, set before the pool forks its workers (they inherit it, nothing is pickled)
+_JOB_CONTEXT: dict = {}
+
+
+def run_job(job: tuple) -> dict:
+    """Train one model and evaluate it on the held-out targets: in a worker of the pool (one lane of
+    `--jobs`, with its share of the cores) or in this process."""
+    ctx = _JOB_CONTEXT
+    torch.set_num_threads(ctx["threads"])
+    data, args = ctx["data"], ctx["args"]
+    kind, name = job[0], job[1]
+    t = time.perf_counter()
+    if kind == "sasrec":
+        aware = job[2]
+        model, _ = train_live_sasrec(data.log, data.live, data.split, dataclasses.replace(ctx["sasrec"], repeat_aware=aware),
+                                     aware)
+        result = evaluate(SASRecRanker(model, data.live, name=name), data.log, data.eval_rows)
+        return {"name": name, "result": result, "seconds": time.perf_counter() - t}
+    cfg, static, directory = job[2], job[3], job[4]
+    signals = ctx["signals"] if cfg.room_loss else None
+    res = train_generator(cfg, data.log_for(static), data.train_rows, directory, resume=False,
+                          live=data.live_for(static), code_vectors=data.code_vectors, signals=signals)
+    ranker = GeneratorRanker(res.model, data.live_for(static), cfg.generator.max_history, beam=args.beam, name=name,
+                             signals=signals)
+    return {"name": name, "result": evaluate(ranker, data.log_for(static), data.eval_rows), "dir": directory,
+            "steps": len(res.losses), "samples_per_s": res.samples_per_s, "train_seconds": res.seconds,
+            "loss": (float(np.mean(res.losses[:20])), float(np.mean(res.losses[-20:]))), "prior_fit": res.prior_fit,
+            "lp_weight": res.model.log_lp_scale.exp().item() if cfg.room_loss else None,
+            "seconds": time.perf_counter() - t}
+
+
+def run_jobs(jobs: list[tuple], lanes: int, t0: float) -> dict[str, dict]:
+    """Every job, `lanes` at a time in forked worker processes (longest first: give them in that order)."""
+    done = {}
+    pool = mp.get_context("fork").Pool(lanes) if lanes > 1 else None
+    try:
+        for r in (pool.imap_unordered(run_job, jobs, chunksize=1) if pool else map(run_job, jobs)):
+            done[r["name"]] = r
+            what = f"trained and evaluated {r['name']} in {r['seconds']:.0f} s"
+            if "steps" in r:
+                what += (f": {r['steps']} steps, {r['samples_per_s']:,.0f} samples/s, loss {r['loss'][0]:.2f} -> "
+                         f"{r['loss'][1]:.2f}")
+            if r.get("prior_fit"):
+                what += (f"; prior refit on held-out targets: room cross-entropy {r['prior_fit'][0]:.3f} -> "
+                         f"{r['prior_fit'][1]:.3f}, weight of log P(SID) {r['lp_weight']:.3f}")
+            stage(f"{what}; HR@10 {r['result']['all']['hr@10']:.3f}", t0)
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    return done
+
+
 def simulated(args: argparse.Namespace, t0: float) -> dict:
     wcfg = load_config(args.world_config, WorldConfig)
     world = simulate_world(wcfg)
@@ -99,59 +171,43 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
           f"{np.mean(n_live):.0f} live rooms per request on average", t0)
 
     gcfg = load_config(args.config, TrainConfig)
+    pcfg = load_config(args.prior_config, TrainConfig)  # identity signals, joint room softmax, refit
     if args.epochs:
-        gcfg = dataclasses.replace(gcfg, epochs=args.epochs)
+        gcfg, pcfg = (dataclasses.replace(c, epochs=args.epochs) for c in (gcfg, pcfg))
     g = gcfg.generator
-    variants = {
-        "OneLive": (g, False),
-        "OneLive, no time gate": (dataclasses.replace(g, time_gate=False), False),
-        "OneLive, no QK norm": (dataclasses.replace(g, qk_norm=False), False),
-        "OneLive, static SIDs (TIGER-style)": (g, True),
-        "OneLive, full-stack AR decoding": (dataclasses.replace(g, decode="ar"), False),
+    variants = {  # name: (config, static SIDs, directory)
+        "OneLive": (g, False, "gen-onelive"),
+        "OneLive, no time gate": (dataclasses.replace(g, time_gate=False), False, "gen-no-gate"),
+        "OneLive, no QK norm": (dataclasses.replace(g, qk_norm=False), False, "gen-no-qk-norm"),
+        "OneLive, static SIDs (TIGER-style)": (g, True, "gen-static"),
+        "OneLive, full-stack AR decoding": (dataclasses.replace(g, decode="ar"), False, "gen-full-stack"),
     }
-    results, models, train_rate = {}, {}, {}
-    for name, (cfg, static) in variants.items():
-        res = train_generator(dataclasses.replace(gcfg, generator=cfg), data.log_for(static), data.train_rows,
-                              out / ("gen-" + name.split(",")[-1].strip().split()[0].lower()), resume=False,
-                              live=data.live_for(static), code_vectors=data.code_vectors)
-        models[name], train_rate[name] = res.model, res.samples_per_s
-        stage(f"trained {name}: {len(res.losses)} steps, {res.samples_per_s:,.0f} samples/s, "
-              f"loss {np.mean(res.losses[:20]):.2f} -> {np.mean(res.losses[-20:]):.2f}", t0)
-        ranker = GeneratorRanker(res.model, data.live_for(static), cfg.max_history, beam=args.beam, name=name)
-        results[name] = evaluate(ranker, data.log_for(static), data.eval_rows)
-        stage(f"evaluated {name}: HR@10 {results[name]['all']['hr@10']:.3f}", t0)
-
-    # OneLive with the live-room prior: its own config (identity signals, joint room softmax, refit)
-    pcfg = load_config(args.prior_config, TrainConfig)
-    if args.epochs:
-        pcfg = dataclasses.replace(pcfg, epochs=args.epochs)
-    name = "OneLive + live-room prior"
-    signals = RoomSignals(data.log, ViewerState.from_world(world), data.live)
-    res = train_generator(pcfg, data.log, data.train_rows, out / "gen-prior", resume=False, live=data.live,
-                          code_vectors=data.code_vectors, signals=signals)
-    models[name], train_rate[name] = res.model, res.samples_per_s
-    stage(f"trained {name}: {len(res.losses)} steps, {res.samples_per_s:,.0f} samples/s; prior refit on the last "
-          f"{pcfg.prior_holdout_hours:g} h of training targets: room cross-entropy {res.prior_fit[0]:.3f} -> "
-          f"{res.prior_fit[1]:.3f}, weight of log P(SID) {res.model.log_lp_scale.exp().item():.3f}", t0)
-    results[name] = evaluate(GeneratorRanker(res.model, data.live, pcfg.generator.max_history, beam=args.beam,
-                                             name=name, signals=signals), data.log, data.eval_rows)
-    stage(f"evaluated {name}: HR@10 {results[name]['all']['hr@10']:.3f}", t0)
-
-    scfg = live_sasrec_config(world.streamers.num_rows, g.max_history, epochs=args.sasrec_epochs)
-    baselines = [PopularityRanker(data.live)]
-    for aware in (False, True):
-        model, _ = train_live_sasrec(data.log, data.live, split, dataclasses.replace(scfg, repeat_aware=aware), aware)
-        baselines.append(SASRecRanker(model, data.live, name="SASRec, availability- and repeat-aware (LiveRec-style)"
-                                      if aware else "SASRec (room IDs)"))
-        stage(f"trained {baselines[-1].name}", t0)
-    for b in baselines:
-        results[b.name] = evaluate(b, data.log, data.eval_rows)
-    best = max((b.name for b in baselines), key=lambda n: results[n]["all"]["hr@10"])
+    with_prior = "OneLive + live-room prior"
+    aware = "SASRec, availability- and repeat-aware (LiveRec-style)"
+    jobs = [("generator", with_prior, pcfg, False, out / "gen-prior")]  # the longest first
+    jobs += [("generator", n, dataclasses.replace(gcfg, generator=c), st, out / d) for n, (c, st, d) in variants.items()]
+    jobs += [("sasrec", "SASRec (room IDs)", False), ("sasrec", aware, True)]
+    lanes = max(1, min(args.jobs, len(jobs)))
+    _JOB_CONTEXT.update(data=data, args=args, threads=max(1, CORES // lanes),
+                        signals=RoomSignals(data.log, ViewerState.from_world(world), data.live),
+                        sasrec=live_sasrec_config(world.streamers.num_rows, g.max_history, epochs=args.sasrec_epochs))
+    stage(f"{len(jobs)} models to train, {lanes} at a time with {_JOB_CONTEXT['threads']} thread(s) each", t0)
+    done = run_jobs(jobs, lanes, t0)
+    popularity = PopularityRanker(data.live)
+    order = [*variants, with_prior, popularity.name, "SASRec (room IDs)", aware]
+    results = {n: done[n]["result"] if n in done else evaluate(popularity, data.log, data.eval_rows) for n in order}
+    best = max(order[-3:], key=lambda n: results[n]["all"]["hr@10"])
+    models = {n: load_generator(done[n]["dir"], tok.version) for n in ("OneLive", "OneLive, full-stack AR decoding")}
+    lane_rate = {n: done[n]["samples_per_s"] for n in ("OneLive", "OneLive, full-stack AR decoding")}
 
     rows = data.eval_rows[: args.speed_requests]
     mtp_rate, ar_rate = mtp_vs_ar(data, models["OneLive"], models["OneLive, full-stack AR decoding"], rows,
                                   g.max_history, args.beam)
     stage("MTP vs AR timed", t0)
+    train_rate = {n: training_rate(c, data, _JOB_CONTEXT["signals"]) for n, c in
+                  (("MTP", gcfg), ("AR", dataclasses.replace(gcfg, generator=variants["OneLive, full-stack AR decoding"][0])),
+                   ("prior", pcfg))}
+    stage(f"training samples/s, one process on {CORES} cores: " + ", ".join(f"{n} {r:,.0f}" for n, r in train_rate.items()), t0)
 
     console.print(rec_metrics_table(results, f"Next-room prediction, {len(data.eval_rows):,} targets in the held-out "
                                              f"day ({args.world_config}); candidates: rooms live at the request time "
@@ -169,8 +225,11 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
     t2.add_row("  with the live-room prior", "ahead", f"{prior['new']['hr@10']:.3f} vs {base['new']['hr@10']:.3f}")
     t2.add_row("MTP vs AR requests/s", ">= 1.3x", f"{mtp_rate:.1f} vs {ar_rate:.1f} = {mtp_rate / ar_rate:.2f}x")
     t2.add_row("MTP vs AR HR@10, relative change", "within 2%", f"{one['all']['hr@10'] / ar['all']['hr@10'] - 1:+.2%}")
-    t2.add_row("training samples/s (2 cores), OneLive MTP / AR", "", f"{train_rate['OneLive']:,.0f} / "
-               f"{train_rate['OneLive, full-stack AR decoding']:,.0f}")
+    t2.add_row(f"training samples/s, one process on {CORES} cores: OneLive MTP / AR / with the prior", "",
+               f"{train_rate['MTP']:,.0f} / {train_rate['AR']:,.0f} / {train_rate['prior']:,.0f}")
+    t2.add_row(f"  per lane, {lanes} lanes of {_JOB_CONTEXT['threads']} thread(s) (this run's training)", "",
+               f"{lane_rate['OneLive']:,.0f} / {lane_rate['OneLive, full-stack AR decoding']:,.0f} / "
+               f"{done[with_prior]['samples_per_s']:,.0f}")
     console.print(t2)
     return {
         "hr10_onelive": round(one["all"]["hr@10"], 4), "hr10_best_baseline": round(base["all"]["hr@10"], 4),
@@ -181,7 +240,9 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
         "hr10_new_onelive_prior": round(prior["new"]["hr@10"], 4),
         "mtp_speedup": round(mtp_rate / ar_rate, 3), "mtp_requests_per_s": round(mtp_rate, 1),
         "ar_requests_per_s": round(ar_rate, 1), "mtp_hr10_rel_change": round(one["all"]["hr@10"] / ar["all"]["hr@10"] - 1, 4),
-        "train_samples_per_s": round(train_rate["OneLive"], 1),
+        "train_samples_per_s": round(train_rate["MTP"], 1), "train_samples_per_s_ar": round(train_rate["AR"], 1),
+        "train_samples_per_s_prior": round(train_rate["prior"], 1), "train_lanes": lanes,
+        "train_samples_per_s_per_lane": round(lane_rate["OneLive"], 1),
         "rows": {n: {k: round(v, 4) for k, v in r["all"].items()} | {"hr@10_new": round(r["new"]["hr@10"], 4),
                                                                       "hr@10_repeat": round(r["repeat"]["hr@10"], 4)}
                  for n, r in results.items()},
@@ -244,7 +305,7 @@ def main() -> None:
                         help="OneLive with the live-room prior")
     parser.add_argument("--epochs", type=int, default=0, help="override the generator config's epochs")
     parser.add_argument("--sasrec-epochs", type=int, default=8)
-    parser.add_argument("--targets", type=int, default=None, help="held-out targets evaluated (default: 1,000 with --quick, else 1,500)")
+    parser.add_argument("--targets", type=int, default=1500, help="held-out targets evaluated (a seeded sample)")
     parser.add_argument("--beam", type=int, default=32)
     parser.add_argument("--speed-requests", type=int, default=300)
     parser.add_argument("--games", default=None, help="sasrec-games Video.txt (default: the shared data)")
@@ -252,10 +313,11 @@ def main() -> None:
     parser.add_argument("--games-generator-epochs", type=int, default=3)
     parser.add_argument("--games-full-users", type=int, default=5000, help="users for full ranking (a seeded sample)")
     parser.add_argument("--out", default="runs/bench_rec")
+    parser.add_argument("--jobs", type=int, default=CORES,
+                        help="models trained at once, each in its own process with its share of the cores "
+                             "(default: one per core; 1 trains them one after another in this process)")
     args = parser.parse_args()
-    if args.targets is None:
-        args.targets = 1000 if args.quick else 1500
-    torch.set_num_threads(2)
+    torch.set_num_threads(CORES)
     t0 = time.perf_counter()
     out = {} if args.games_only else simulated(args, t0)
     if not args.quick:
