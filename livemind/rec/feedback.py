@@ -72,14 +72,15 @@ class ViewerState:
         return cls(world.event_batch(), rooms.column("streamer").to_numpy(), int(world.streamers.num_rows))
 
 
-def topic_share(log: WatchLog, rows: np.ndarray, valid: np.ndarray, topics: np.ndarray) -> np.ndarray:
-    """(N,) the fraction of each viewer's history watches (`history_rows`' rows and valid, (N, H))
-    whose segment had the topic `topics` (N,) (SegmentFrame.topic_ids; negative: none); 0 without
-    history or without topics in the log."""
+def topic_share(watch_topic: np.ndarray | None, rows: np.ndarray, valid: np.ndarray, topics: np.ndarray) -> np.ndarray:
+    """(N,) the fraction of each viewer's history watches (log rows and valid, (N, H), as
+    `history_rows` gives them) whose segment had the topic `topics` (N,) (SegmentFrame.topic_ids;
+    negative: none). `watch_topic`: the topic watched at each log row (`WatchLog.topic`; None:
+    unknown, every share 0); 0 without history."""
     topics = np.asarray(topics, dtype=np.int64)
-    if log.topic is None:
+    if watch_topic is None:
         return np.zeros(len(topics))
-    hits = (log.topic[rows] == topics[:, None]) & valid
+    hits = (watch_topic[rows] == topics[:, None]) & valid
     return hits.sum(1) / np.maximum(valid.sum(1), 1)
 
 

@@ -77,7 +77,7 @@ class Features:
               time: np.ndarray, watches: np.ndarray, follows: np.ndarray, topic: np.ndarray) -> Features:
         rows, valid = history_rows(log, viewer, time, history)
         codes = log.sid[rows] * valid[..., None]
-        share = topic_share(log, rows, valid, topic)
+        share = topic_share(log.topic, rows, valid, topic)
         return cls(torch.from_numpy(np.asarray(viewer, dtype=np.int64)), torch.from_numpy(np.asarray(streamer, dtype=np.int64)),
                    torch.as_tensor(sid), torch.from_numpy(np.asarray(time, dtype=np.float64)),
                    torch.from_numpy(np.asarray(watches)), torch.from_numpy(np.asarray(follows)),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from livemind.rec.data import WatchLog
-from livemind.rec.feedback import ViewerState, time_key
+from livemind.rec.feedback import ViewerState, time_key, topic_share
 
 if TYPE_CHECKING:
     from livemind.rec.evaluate import LiveRooms
@@ -90,9 +90,7 @@ class RoomSignals:
         s = self.live.streamer_of(rooms)
         now = self.live.frame.topic_of(segs, missing=-2)  # no segment now: matches no past watch
         idx = end[:, None] - self.history + np.arange(self.history)  # (N, history): the last watches
-        past = idx >= np.maximum(lo, 0)[:, None]
-        hits = (self.watch_topic[np.maximum(idx, 0)] == now[:, None]) & past
-        share = hits.sum(1) / np.maximum(past.sum(1), 1)
+        share = topic_share(self.watch_topic, np.maximum(idx, 0), idx >= lo[:, None], now)
         last = np.where(end > lo, self.log.streamer[np.maximum(end - 1, 0)], -1)
         return np.stack([
             np.log1p(self.audience(rooms, times)),

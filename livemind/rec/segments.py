@@ -71,7 +71,7 @@ class SegmentFrame:
     def topic_ids(self) -> np.ndarray:
         """(N,) int64: each segment's topic as its rank among the world's sorted topic names."""
         if self._topic_ids is None:
-            names, ids = np.unique(self.topic.astype(str), return_inverse=True)
+            _, ids = np.unique(self.topic.astype(str), return_inverse=True)
             self._topic_ids = ids.astype(np.int64)
         return self._topic_ids
 

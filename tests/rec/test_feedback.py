@@ -33,12 +33,11 @@ def test_topic_share_by_hand():
                    first=np.array([0, 0, 0, 3]), tokenizer_version="v", topic=np.array([5, 7, 5, 7]))
     v, t = np.array([0, 0, 0, 0, 2, 1]), np.array([9.0, 9.0, 3.0, 9.0, 9.0, 9.0])
     topics = np.array([5, 7, 5, -1, 7, 5])
-    share = topic_share(log, *history_rows(log, v, t, 3), topics)
+    share = topic_share(log.topic, *history_rows(log, v, t, 3), topics)
     # viewer 0 before 9: topics 5, 7, 5; before 3: 5, 7; viewer 2: 7; viewer 1 has no history
     assert share.tolist() == [2 / 3, 1 / 3, 1 / 2, 0.0, 1.0, 0.0]
-    assert topic_share(log, *history_rows(log, v, t, 1), topics).tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    unknown = WatchLog(**{**log.__dict__, "topic": None})
-    assert topic_share(unknown, *history_rows(unknown, v, t, 3), np.zeros(6, int)).tolist() == [0.0] * 6
+    assert topic_share(log.topic, *history_rows(log, v, t, 1), topics).tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert topic_share(None, *history_rows(log, v, t, 3), np.zeros(6, int)).tolist() == [0.0] * 6  # topics unknown
 
 
 def test_impressions_credit_every_event_once(tiny_world, tiny_rec):
