@@ -31,16 +31,25 @@ import torch
 from rich.console import Console
 
 from livemind.config import load_config
-from livemind.rec.abtest import ABConfig, ABResult, ground_truth, plot_abtest, run_abtest, sample_visits
-from livemind.rec.align_pipeline import aligned_for, reward_model_for, standard_policies
-from livemind.rec.alignment import AlignConfig
-from livemind.rec.evaluate import GeneratorRanker, evaluate
-from livemind.rec.feedback import ViewerState
-from livemind.rec.pipeline import prepare, train_generator
-from livemind.rec.room_signals import RoomSignals
-from livemind.rec.tokenizer_fit import TokenizerConfig, fit_or_load
-from livemind.rec.train import TrainConfig
-from livemind.report import abtest_table, calibration_table, rec_metrics_table
+from livemind.rec.alignment.align import AlignConfig
+from livemind.rec.alignment.pipeline import aligned_for, reward_model_for
+from livemind.rec.data.feedback import ViewerState
+from livemind.rec.data.prepare import prepare
+from livemind.rec.eval.abtest import (
+    ABConfig,
+    ABResult,
+    abtest_table,
+    ground_truth,
+    plot_abtest,
+    run_abtest,
+    sample_visits,
+    standard_policies,
+)
+from livemind.rec.eval.offline import GeneratorRanker, evaluate
+from livemind.rec.model.prior import prior_signals
+from livemind.rec.model.train import TrainConfig, train_generator
+from livemind.rec.tokenizer.fit import TokenizerConfig, fit_or_load
+from livemind.report import calibration_table, rec_metrics_table
 from livemind.world.simulator import LiveWorld, WorldConfig, simulate_world
 
 console = Console(width=200)
@@ -107,7 +116,7 @@ def main() -> None:
         for d in (gen_dir, out / "reward_model", out / "aligned"):
             shutil.rmtree(d, ignore_errors=True)
 
-    signals = RoomSignals(data.log, state, data.live) if gcfg.room_loss else None
+    signals = prior_signals(gcfg.generator, data.log, state, data.live)
     gen = train_generator(gcfg, data.log, data.train_rows, gen_dir, resume=True, live=data.live,
                           code_vectors=data.code_vectors, signals=signals)
     stage(f"pretrained generator {gen_dir.name}: "

@@ -33,12 +33,12 @@ from rich.console import Console
 from rich.table import Table
 
 from livemind.config import load_config
-from livemind.rec.abtest import ground_truth
-from livemind.rec.evaluate import PopularityRanker
-from livemind.rec.feedback import ViewerState
-from livemind.rec.pipeline import RecData, prepare
-from livemind.rec.tokenizer_fit import TokenizerConfig, fit_or_load
-from livemind.rec.train import load_generator
+from livemind.rec.baselines.popularity import PopularityRanker
+from livemind.rec.data.feedback import ViewerState
+from livemind.rec.data.prepare import RecData, prepare
+from livemind.rec.eval.abtest import ground_truth
+from livemind.rec.model.checkpoint import load_generator
+from livemind.rec.tokenizer.fit import TokenizerConfig, fit_or_load
 from livemind.world.simulator import WorldConfig, simulate_world
 
 console = Console()

@@ -39,30 +39,21 @@ from rich.table import Table
 
 from livemind.config import load_config
 from livemind.paths import shared_data_dir
-from livemind.rec.baselines import (
-    SASRecRanker,
-    evaluate_full,
-    evaluate_sampled,
-    leave_one_out,
-    live_sasrec_config,
-    train_live_sasrec,
-)
-from livemind.rec.beam import recommend
-from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
-from livemind.rec.feedback import ViewerState
-from livemind.rec.pipeline import RecData, prepare, train_generator
-from livemind.rec.room_signals import RoomSignals
-from livemind.rec.rq import RQConfig
-from livemind.rec.sasrec import SASRecConfig, train_sasrec, unseen_negatives
-from livemind.rec.sequences import (
-    generator_full_ranking,
-    generator_scores,
-    item_sids,
-    sequence_log,
-    split_summary,
-)
-from livemind.rec.tokenizer_fit import TokenizerConfig, fit_or_load
-from livemind.rec.train import GeneratorTrainer, TrainConfig, load_generator
+from livemind.rec.baselines.live_sasrec import SASRecRanker, live_sasrec_config, train_live_sasrec
+from livemind.rec.baselines.popularity import PopularityRanker
+from livemind.rec.baselines.sasrec import SASRecConfig, train_sasrec, unseen_negatives
+from livemind.rec.data.feedback import ViewerState
+from livemind.rec.data.prepare import RecData, prepare
+from livemind.rec.data.room_signals import RoomSignals
+from livemind.rec.eval.offline import GeneratorRanker, evaluate
+from livemind.rec.eval.protocol import evaluate_full, evaluate_sampled, leave_one_out
+from livemind.rec.eval.sequences import generator_full_ranking, generator_scores, item_sids, sequence_log, split_summary
+from livemind.rec.model.beam import recommend
+from livemind.rec.model.checkpoint import load_generator
+from livemind.rec.model.prior import prior_signals
+from livemind.rec.model.train import GeneratorTrainer, TrainConfig, train_generator
+from livemind.rec.tokenizer.fit import TokenizerConfig, fit_or_load
+from livemind.rec.tokenizer.rq import RQConfig
 from livemind.report import rec_metrics_table
 from livemind.world.datasets.sequences import read_sequences
 from livemind.world.simulator import WorldConfig, simulate_world
@@ -189,7 +180,7 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
     jobs += [("sasrec", "SASRec (room IDs)", False), ("sasrec", aware, True)]
     lanes = max(1, min(args.jobs, len(jobs)))
     _JOB_CONTEXT.update(data=data, args=args, threads=max(1, CORES // lanes),
-                        signals=RoomSignals(data.log, ViewerState.from_world(world), data.live),
+                        signals=prior_signals(pcfg.generator, data.log, ViewerState.from_world(world), data.live),
                         sasrec=live_sasrec_config(world.streamers.num_rows, g.max_history, epochs=args.sasrec_epochs))
     stage(f"{len(jobs)} models to train, {lanes} at a time with {_JOB_CONTEXT['threads']} thread(s) each", t0)
     done = run_jobs(jobs, lanes, t0)

@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from livemind.config import load_config
-from livemind.rec.content import SentenceEncoder
-from livemind.rec.segments import SegmentFrame
-from livemind.rec.tokenizer_fit import TokenizerConfig, fit_tokenizer
-from livemind.rec.tokenizer_report import evaluate_tokenizer, plot_report
+from livemind.rec.data.segments import SegmentFrame
+from livemind.rec.tokenizer.content import SentenceEncoder
+from livemind.rec.tokenizer.fit import TokenizerConfig, fit_tokenizer
+from livemind.rec.tokenizer.report import evaluate_tokenizer, plot_report
 from livemind.world.schema import Segment
 from livemind.world.simulator import WorldConfig, simulate_world
 

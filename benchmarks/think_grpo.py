@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from livemind.config import load_config
-from livemind.demo import DEMO_WORLD
+from livemind.demo import demo_world_config
 from livemind.think.backends import Sampling
 from livemind.think.datasets import load_musique
 from livemind.think.distill import ModelSource
@@ -102,7 +102,7 @@ def main() -> None:
             trained = True  # later stages start from a new student: retrain them too
         stage_student = stage_out / "student"
 
-    test = make_tasks(LiveWorld(DEMO_WORLD).products, args.test, 1, "test")  # the held-out set of think_rft.py
+    test = make_tasks(LiveWorld(demo_world_config()).products, args.test, 1, "test")  # the held-out set of think_rft.py
     musique = load_musique(MUSIQUE, args.musique, "supporting") if args.musique else []
     greedy, short = Sampling(temperature=0.0, max_tokens=args.max_tokens), Sampling(temperature=0.0, max_tokens=96)
     cache = rft_dir / "answers.sqlite"

@@ -28,7 +28,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from livemind.demo import DEMO_WORLD
+from livemind.demo import demo_world_config
 from livemind.report import figure
 from livemind.think.backends import Sampling
 from livemind.think.datasets import load_musique
@@ -80,7 +80,7 @@ def main() -> None:
     out = Path(args.out)
     t0 = time.perf_counter()
 
-    products = LiveWorld(DEMO_WORLD).products
+    products = LiveWorld(demo_world_config()).products
     train, test = make_tasks(products, args.train, seed=0, prefix="train"), make_tasks(products, args.test, 1, "test")
     write_tasks(train, out / "tasks/train.jsonl")
     teacher = ModelSource(backend="reference", model="reference") if args.teacher == "reference" else \

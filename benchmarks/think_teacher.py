@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from livemind.demo import DEMO_WORLD
+from livemind.demo import demo_world_config
 from livemind.think.backends import HFBackend, ResponseCache, Sampling
 from livemind.think.rft import accept_report, sample_traces
 from livemind.think.tasks import make_tasks
@@ -36,7 +36,7 @@ def main() -> None:
     torch.set_num_threads(2)
     console = Console(width=160)
     t0 = time.perf_counter()
-    tasks = make_tasks(LiveWorld(DEMO_WORLD).products, args.tasks, seed=1, prefix="test")
+    tasks = make_tasks(LiveWorld(demo_world_config()).products, args.tasks, seed=1, prefix="test")
     backend = HFBackend(args.model, args.gguf_file, cache=ResponseCache(f"{args.out}/cache.sqlite"),
                         float_cache="runs/cache/models")
     t_load = time.perf_counter() - t0

@@ -13,9 +13,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from livemind.errors import LivemindError
+from livemind.progress import StageProgress
+from livemind.progress import progress_bar as _progress_bar
 
 app = typer.Typer(help="livemind: real-time AI for live-stream commerce.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -51,8 +53,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def progress_bar(description: str) -> Progress:
-    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)
+    """A progress bar on the CLI's console."""
+    return _progress_bar(description, console)
 
 
 @world_app.command("simulate")
@@ -114,18 +116,6 @@ def world_load(
                   + (f"; skipped {n_skipped:,} bad rows" if skip_bad else ""))
 
 
-class StageProgress:
-    """A rich progress bar with one task per named stage, for `(stage, done, total)` callbacks."""
-
-    def __init__(self, bar: Progress) -> None:
-        self.bar, self.tasks = bar, {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total)
-        self.bar.update(self.tasks[stage], completed=done, total=total)
-
-
 @tokenizer_app.command("fit")
 @friendly
 def tokenizer_fit(
@@ -139,7 +129,7 @@ def tokenizer_fit(
     import dataclasses
 
     from livemind.config import load_config
-    from livemind.rec.tokenizer_fit import TokenizerConfig, fit_tokenizer
+    from livemind.rec.tokenizer.fit import TokenizerConfig, fit_tokenizer
     from livemind.world.tables import WorldData
 
     cfg = load_config(config, TokenizerConfig) if config else TokenizerConfig()
@@ -170,8 +160,8 @@ def tokenizer_report(
 
     from rich.table import Table
 
-    from livemind.rec.tokenizer import DynamicTokenizer
-    from livemind.rec.tokenizer_report import evaluate_tokenizer, plot_report
+    from livemind.rec.tokenizer.dynamic import DynamicTokenizer
+    from livemind.rec.tokenizer.report import evaluate_tokenizer, plot_report
     from livemind.world.tables import WorldData
 
     meta = DynamicTokenizer.read_meta(tokenizer)
@@ -201,8 +191,8 @@ def tokenizer_report(
 
 def _rec_data(world: Path, tokenizer: Path, split: float | None, cache: Path, n_eval: int | None):
     from livemind.errors import ConfigError
-    from livemind.rec.pipeline import prepare
-    from livemind.rec.tokenizer import DynamicTokenizer
+    from livemind.rec.data.prepare import prepare
+    from livemind.rec.tokenizer.dynamic import DynamicTokenizer
     from livemind.world.tables import WorldData
 
     meta = DynamicTokenizer.read_meta(tokenizer)
@@ -231,19 +221,20 @@ def rec_train(
     import os
 
     from livemind.config import load_config
-    from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
-    from livemind.rec.pipeline import train_generator
-    from livemind.rec.train import TrainConfig
+    from livemind.rec.baselines.popularity import PopularityRanker
+    from livemind.rec.eval.offline import GeneratorRanker, evaluate
+    from livemind.rec.model.train import TrainConfig, train_generator
 
     cfg = load_config(config, TrainConfig) if config else TrainConfig()
     data = _rec_data(world, tokenizer, split, cache, eval_targets or None)
     main = int(os.environ.get("RANK", "0")) == 0
     signals = None
     if cfg.room_loss:  # a live-room prior reads identity signals from the log
-        from livemind.rec.feedback import ViewerState
-        from livemind.rec.room_signals import RoomSignals
+        from livemind.rec.data.feedback import ViewerState
+        from livemind.rec.model.prior import prior_signals
 
-        signals = RoomSignals(data.log_for(static), ViewerState.from_world(data.world), data.live_for(static))
+        signals = prior_signals(cfg.generator, data.log_for(static), ViewerState.from_world(data.world),
+                                data.live_for(static))
     with progress_bar("training") as bar:
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log_for(static), data.train_rows, out, resume=resume,
@@ -280,10 +271,10 @@ def rec_recommend(
     import numpy as np
 
     from livemind.errors import DataError
-    from livemind.rec.beam import recommend
-    from livemind.rec.pipeline import tokenise
-    from livemind.rec.tokenizer import DynamicTokenizer
-    from livemind.rec.train import load_generator
+    from livemind.rec.data.prepare import tokenise
+    from livemind.rec.model.beam import recommend
+    from livemind.rec.model.checkpoint import load_generator
+    from livemind.rec.tokenizer.dynamic import DynamicTokenizer
     from livemind.world.tables import WorldData
 
     if top_k < 1 or beam < 1:
@@ -298,10 +289,10 @@ def rec_recommend(
     snap = live.snapshot(time)
     signals = None
     if model.cfg.room_signals:  # the generator's live-room prior reads identity signals from the log
-        from livemind.rec.feedback import ViewerState
-        from livemind.rec.room_signals import RoomSignals
+        from livemind.rec.data.feedback import ViewerState
+        from livemind.rec.model.prior import prior_signals
 
-        signals = RoomSignals(log, ViewerState.from_world(data), live).for_request(viewer, time, snap.rooms)
+        signals = prior_signals(model.cfg, log, ViewerState.from_world(data), live).for_request(viewer, time, snap.rooms)
     recs = recommend(model, hist, snap, top_k, beam, signals)
     n_hist = int(hist.valid.sum())
     if not recs:
@@ -338,11 +329,11 @@ def rec_align(
 ) -> None:
     """Align the generator to multiple objectives (GRPO or DPO) with a learned reward model."""
     from livemind.config import load_config
-    from livemind.rec.align_pipeline import aligned_for, reward_model_for
-    from livemind.rec.alignment import AlignConfig
-    from livemind.rec.evaluate import GeneratorRanker, evaluate
-    from livemind.rec.feedback import ViewerState
-    from livemind.rec.train import load_generator
+    from livemind.rec.alignment.align import AlignConfig
+    from livemind.rec.alignment.pipeline import aligned_for, reward_model_for
+    from livemind.rec.data.feedback import ViewerState
+    from livemind.rec.eval.offline import GeneratorRanker, evaluate
+    from livemind.rec.model.checkpoint import load_generator
     from livemind.report import calibration_table, rec_metrics_table
 
     cfg = load_config(config, AlignConfig) if config else AlignConfig()  # bad weights fail here, before any work
@@ -364,10 +355,10 @@ def rec_align(
                   f"(reward model) {last['value_ref']:.3f} -> {last['value']:.3f}, KL {last['kl']:.2f}; "
                   f"curve in {out / 'align.png'}")
     if eval_targets:
-        from livemind.rec.room_signals import RoomSignals
+        from livemind.rec.model.prior import prior_signals
 
         gh = pretrained.cfg.max_history
-        signals = RoomSignals(data.log, state, data.live) if pretrained.cfg.room_signals else None
+        signals = prior_signals(pretrained.cfg, data.log, state, data.live)
         results = {name: evaluate(GeneratorRanker(m, data.live, gh, name=name, signals=signals), data.log, data.eval_rows)
                    for name, m in (("OneLive pretrained", pretrained), ("OneLive aligned", model))}
         console.print(rec_metrics_table(results, f"{len(data.eval_rows):,} held-out targets after {data.split:.0f}"))
@@ -391,12 +382,19 @@ def rec_abtest(
     import json
 
     from livemind.config import load_config
-    from livemind.rec.abtest import METRICS, ABConfig, ground_truth, plot_abtest, run_abtest, sample_visits
-    from livemind.rec.align_pipeline import standard_policies
-    from livemind.rec.feedback import ViewerState
-    from livemind.rec.reward_model import load_reward_model
-    from livemind.rec.train import load_generator
-    from livemind.report import abtest_table
+    from livemind.rec.alignment.reward_model import load_reward_model
+    from livemind.rec.data.feedback import ViewerState
+    from livemind.rec.eval.abtest import (
+        METRICS,
+        ABConfig,
+        abtest_table,
+        ground_truth,
+        plot_abtest,
+        run_abtest,
+        sample_visits,
+        standard_policies,
+    )
+    from livemind.rec.model.checkpoint import load_generator
 
     cfg = load_config(config, ABConfig) if config else ABConfig()
     data = _rec_data(world, tokenizer, split, cache, 1)

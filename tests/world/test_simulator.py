@@ -7,7 +7,6 @@ import pytest
 
 from livemind.config import from_dict, load_config
 from livemind.errors import ConfigError, DataError
-from livemind.paths import REPO_ROOT
 from livemind.world.schema import Product, table_to_records
 from livemind.world.simulator import LiveWorld, WorldConfig
 from tests.conftest import TINY
@@ -151,12 +150,6 @@ def test_config_rejects_bad_values_and_unknown_keys(tmp_path):
     bad.write_text("n_streamers: -2\n")
     with pytest.raises(ConfigError, match="n_streamers must be at least 1, got -2"):
         load_config(bad, WorldConfig)
-
-
-def test_demo_config_matches_small_yaml():
-    from livemind.demo import DEMO_WORLD
-
-    assert load_config(REPO_ROOT / "configs/world/small.yaml", WorldConfig) == DEMO_WORLD
 
 
 def test_event_counts_by_kind_are_plausible(tiny_world):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,20 +34,21 @@ from typing import Literal
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from livemind.align.advantages import SCALES, group_advantages
 from livemind.align.loss import dpo_loss, policy_loss
 from livemind.align.objectives import AGGREGATIONS, aggregate, check_weights
+from livemind.config import from_dict
 from livemind.errors import DataError
-from livemind.rec.data import WatchLog
-from livemind.rec.evaluate import LiveRooms
-from livemind.rec.feedback import OBJECTIVES, ViewerState
-from livemind.rec.generator import History, OneLiveGenerator
-from livemind.rec.reward_model import Features, RewardModel, RewardModelConfig
-from livemind.rec.room_signals import RoomSignals
-from livemind.rec.train import FORMAT as GENERATOR_FORMAT
+from livemind.rec.alignment.reward_model import Features, RewardModel, RewardModelConfig
+from livemind.rec.data.feedback import OBJECTIVES, ViewerState
+from livemind.rec.data.room_signals import RoomSignals
+from livemind.rec.data.watch import History, WatchLog
+from livemind.rec.live.rooms import LiveRooms
+from livemind.rec.model.checkpoint import read_state, save_generator
+from livemind.rec.model.generator import OneLiveGenerator
+from livemind.report import figure
 
 # Business weights of each objective per impression (a click counts 1; a minute watched 0.1 ...).
 DEFAULT_OBJECTIVES: dict[str, float] = {
@@ -185,7 +185,7 @@ def align(cfg: AlignConfig, pretrained: OneLiveGenerator, reward: RewardModel, s
     policy = copy.deepcopy(pretrained).train()
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     scorer = RewardScorer(reward, state, log, live, cfg.names)
-    signals = RoomSignals(log, state, live)
+    signals = RoomSignals(log, state, live, pretrained.cfg.signals)
     w, G, H = cfg.weights, cfg.group_size, pretrained.cfg.max_history
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
@@ -240,7 +240,7 @@ def fingerprint(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(t.detach().contiguous().numpy().tobytes())
+        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -251,60 +251,42 @@ def save_aligned(res: AlignResult, cfg: AlignConfig, out: str | Path, tokenizer_
     with `reward` and `pretrained`, the fingerprints of both (`aligned_fingerprints`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in res.model.state_dict().items()}, str(out / "model.safetensors"))
     with open(out / "align.csv", "w", newline="") as f:
         cols = list(res.history[0]) if res.history else ["step"]
         writer = csv.DictWriter(f, cols)
         writer.writeheader()
         writer.writerows(res.history)
     plot_alignment(res.history, out / "align.png")
-    state = {"format": GENERATOR_FORMAT, "tokenizer_version": tokenizer_version, "generator": asdict(res.model.cfg),
-             "align": asdict(cfg), "reward_model": str(reward_dir) if reward_dir else None,
-             "reward_fingerprint": fingerprint(reward) if reward is not None else None,
-             "pretrained_fingerprint": fingerprint(pretrained) if pretrained is not None else None, "seconds": res.seconds,
-             "steps": len(res.history)}
-    (out / "state.json").write_text(json.dumps(state, indent=2))
+    save_generator(res.model, out, tokenizer_version, align=asdict(cfg),
+                   reward_model=str(reward_dir) if reward_dir else None,
+                   reward_fingerprint=fingerprint(reward) if reward is not None else None,
+                   pretrained_fingerprint=fingerprint(pretrained) if pretrained is not None else None,
+                   seconds=res.seconds, steps=len(res.history))
     return out
 
 
 def aligned_fingerprints(out: str | Path) -> tuple[str | None, str | None]:
     """`fingerprint`s of the pretrained generator and the reward model a saved aligned checkpoint
     was aligned from (None where it has none)."""
-    path = Path(out) / "state.json"
-    state = json.loads(path.read_text()) if path.is_file() else {}
+    state = read_state(out) if (Path(out) / "state.json").is_file() else {}
     return state.get("pretrained_fingerprint"), state.get("reward_fingerprint")
 
 
 def aligned_config(out: str | Path) -> AlignConfig | None:
     """The AlignConfig a saved aligned checkpoint was trained with (None: no aligned checkpoint there)."""
-    from livemind.config import from_dict
-
-    path = Path(out) / "state.json"
-    if not path.is_file():
+    if not (Path(out) / "state.json").is_file():
         return None
-    state = json.loads(path.read_text())
+    state = read_state(out)
     return from_dict(AlignConfig, state["align"]) if "align" in state else None
 
 
 def plot_alignment(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [h["step"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(steps, [h["value"] for h in history], label="policy")
-    a.plot(steps, [h["value_ref"] for h in history], label="pretrained", alpha=0.7)
-    a.set_xlabel("step")
-    a.set_ylabel("expected weighted reward")
-    a.set_title("reward-model value of the policy")
-    a.legend()
-    b.plot(steps, [h["kl"] for h in history])
-    b.set_xlabel("step")
-    b.set_ylabel("KL(policy || pretrained)")
-    b.set_title("drift from the pretrained generator")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, 2, (9, 3.2)) as (_, (a, b)):
+        a.plot(steps, [h["value"] for h in history], label="policy")
+        a.plot(steps, [h["value_ref"] for h in history], label="pretrained", alpha=0.7)
+        a.set(xlabel="step", ylabel="expected weighted reward", title="reward-model value of the policy")
+        a.legend()
+        b.plot(steps, [h["kl"] for h in history])
+        b.set(xlabel="step", ylabel="KL(policy || pretrained)", title="drift from the pretrained generator")
 

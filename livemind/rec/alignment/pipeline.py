@@ -12,25 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from livemind.config import from_dict
-from livemind.rec.abtest import ABConfig, CascadePolicy, GeneratorPolicy, Policy, PopularityPolicy
-from livemind.rec.alignment import (
+from livemind.rec.alignment.align import (
     AlignConfig,
-    RewardScorer,
     align,
     aligned_config,
     aligned_fingerprints,
     fingerprint,
     save_aligned,
 )
-from livemind.rec.evaluate import PopularityRanker
-from livemind.rec.feedback import Impressions, ViewerState
-from livemind.rec.generator import OneLiveGenerator
-from livemind.rec.pipeline import RecData
-from livemind.rec.reward_model import FORMAT as REWARD_FORMAT
-from livemind.rec.reward_model import (
+from livemind.rec.alignment.reward_model import FORMAT as REWARD_FORMAT
+from livemind.rec.alignment.reward_model import (
     Calibration,
     RewardModel,
     RewardModelConfig,
@@ -39,8 +32,10 @@ from livemind.rec.reward_model import (
     plot_calibration,
     train_reward_model,
 )
-from livemind.rec.room_signals import RoomSignals
-from livemind.rec.train import load_generator, saved_generator_config
+from livemind.rec.data.feedback import Impressions, ViewerState
+from livemind.rec.data.prepare import RecData
+from livemind.rec.model.checkpoint import load_generator, saved_generator_config
+from livemind.rec.model.generator import OneLiveGenerator
 
 
 def reward_model_for(data: RecData, state: ViewerState, cfg: RewardModelConfig, out: str | Path,
@@ -81,18 +76,3 @@ def aligned_for(data: RecData, pretrained: OneLiveGenerator, reward: RewardModel
     res = align(cfg, pretrained, reward, state, data.log, data.live, data.train_rows, progress)
     save_aligned(res, cfg, out, data.log.tokenizer_version, reward=reward, pretrained=pretrained)
     return res.model, res.history, True
-
-
-def standard_policies(data: RecData, state: ViewerState, reward: RewardModel, cfg: ABConfig,
-                      generators: dict[str, OneLiveGenerator]) -> list[Policy]:
-    """Popularity, the cascade (popularity retrieval -> reward-model ranking) and each generator."""
-    pop = PopularityRanker(data.live)
-    names = tuple(cfg.objectives)
-    scorer = RewardScorer(reward, state, data.log, data.live, names)
-    policies: list[Policy] = [
-        PopularityPolicy(pop, data.log),
-        CascadePolicy(pop, data.log, scorer, torch.tensor([cfg.objectives[n] for n in names]), cfg.retrieve),
-    ]
-    signals = RoomSignals(data.log, state, data.live) if any(m.cfg.room_signals for m in generators.values()) else None
-    policies += [GeneratorPolicy(m, data.live, data.log, cfg.beam, name, signals) for name, m in generators.items()]
-    return policies

@@ -33,8 +33,9 @@ from torch import Tensor, nn
 
 from livemind.config import from_dict
 from livemind.errors import DataError
-from livemind.rec.data import WatchLog
-from livemind.rec.feedback import AFTER_CLICK, OBJECTIVES, Impressions, history_rows, topic_share
+from livemind.rec.data.feedback import AFTER_CLICK, OBJECTIVES, Impressions, history_rows, topic_share
+from livemind.rec.data.watch import WatchLog
+from livemind.report import figure
 
 FORMAT = "livemind-reward-model/2"  # 2: the topic-share feature
 
@@ -272,25 +273,15 @@ def calibration(model: RewardModel, imp: Impressions, log: WatchLog, bins: int =
 
 def plot_calibration(cal: Calibration, path: str | Path) -> Path:
     """Reliability diagrams, one panel per probability head."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(cal.reliability)
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8))
-    for ax, name in zip(np.atleast_1d(axes), names):
-        p, y, n = cal.reliability[name]
-        ok = n > 0
-        hi = float(max(np.nanmax(p[ok]) if ok.any() else 1.0, np.nanmax(y[ok]) if ok.any() else 1.0, 0.05))
-        ax.plot([0, hi], [0, hi], color="grey", lw=0.8)
-        ax.scatter(p[ok], y[ok], s=10 + 40 * n[ok] / n.max())
-        ax.set_title(f"{name}\nECE {cal.rows[name]['ece']:.4f}", fontsize=9)
-        ax.set_xlabel("predicted")
-    np.atleast_1d(axes)[0].set_ylabel("observed")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    with figure(path, len(names), (2.6 * len(names), 2.8)) as (_, axes):
+        for ax, name in zip(np.atleast_1d(axes), names):
+            p, y, n = cal.reliability[name]
+            ok = n > 0
+            hi = float(max(np.nanmax(p[ok]) if ok.any() else 1.0, np.nanmax(y[ok]) if ok.any() else 1.0, 0.05))
+            ax.plot([0, hi], [0, hi], color="grey", lw=0.8)
+            ax.scatter(p[ok], y[ok], s=10 + 40 * n[ok] / n.max())
+            ax.set_title(f"{name}\nECE {cal.rows[name]['ece']:.4f}", fontsize=9)
+            ax.set_xlabel("predicted")
+        np.atleast_1d(axes)[0].set_ylabel("observed")
+    return Path(path)

@@ -19,7 +19,7 @@ Design choices:
 - Negatives come from a `NegativeSampler`: uniform over the catalogue, uniform over the items the
   user never had (`unseen_negatives`, the paper's sampler), or drawn from
   the items *available at the target's time* (LiveRec's availability-aware training; see
-  `livemind.rec.baselines`).
+  `livemind.rec.eval.protocol`).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from livemind.errors import DataError
-from livemind.rec.data import WatchLog
-from livemind.rec.segments import SegmentFrame
+from livemind.rec.data.segments import SegmentFrame
+from livemind.rec.data.watch import WatchLog
 from livemind.world.schema import EVENT_KINDS, EventBatch
 from livemind.world.tables import WorldData
 

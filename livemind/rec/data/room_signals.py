@@ -25,13 +25,28 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from livemind.rec.data import WatchLog
-from livemind.rec.feedback import ViewerState, time_key, topic_share
+from livemind.rec.data.feedback import ViewerState, time_key, topic_share
+from livemind.rec.data.watch import WatchLog
 
 if TYPE_CHECKING:
-    from livemind.rec.evaluate import LiveRooms
+    from livemind.rec.live.rooms import LiveRooms
 
 SIGNALS: tuple[str, ...] = ("audience", "familiarity", "follow", "last", "topic_share")
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    """How the signals are read; part of the generator's config and checkpoint, so that what is
+    served reads them exactly as training did."""
+
+    window: float = 3600.0  # seconds of watches that count as a room's audience now
+    history: int = 30  # the viewer's last watches read for topic share
+
+    def __post_init__(self) -> None:
+        if not self.window > 0:
+            raise ValueError(f"window must be positive, got {self.window}")
+        if self.history < 1:
+            raise ValueError(f"history must be at least 1 watch, got {self.history}")
 
 
 @dataclass
@@ -52,13 +67,12 @@ class RoomBatch:
 class RoomSignals:
     """Identity signals of live rooms for requests of a watch log (or any viewer and time)."""
 
-    def __init__(self, log: WatchLog, state: ViewerState, live: LiveRooms, window: float = 3600.0,
-                 history: int = 30) -> None:
-        if not window > 0:
-            raise ValueError(f"window must be positive, got {window}")
-        if history < 1:
-            raise ValueError(f"history must be at least 1 watch, got {history}")
-        self.log, self.state, self.live, self.window, self.history = log, state, live, window, history
+    def __init__(self, log: WatchLog, state: ViewerState, live: LiveRooms,
+                 config: SignalConfig | None = None) -> None:
+        config = SignalConfig() if config is None else config
+        window = config.window
+        self.log, self.state, self.live, self.config = log, state, live, config
+        self.window, self.history = config.window, config.history
         # per log row: the topic of the segment watched (-1: none)
         self.watch_topic = log.topic if log.topic is not None else live.frame.topic_of(live.frame.lookup(log.room, log.time))
         self.t0 = float(log.time.min()) - window - 1.0 if len(log) else 0.0

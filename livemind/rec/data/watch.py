@@ -13,16 +13,19 @@ its whole life.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from livemind.errors import DataError
-from livemind.rec.generator import History
-from livemind.rec.segments import SegmentFrame
-from livemind.rec.tokenizer import DynamicTokenizer
+from livemind.rec.data.segments import SegmentFrame
 from livemind.world.schema import EVENT_KINDS
 from livemind.world.tables import WorldData
+
+if TYPE_CHECKING:  # any tokenizer with .encoder, .encode_vectors and .version will do
+    from livemind.rec.tokenizer.dynamic import DynamicTokenizer
 
 WATCH = EVENT_KINDS.index("watch")
 
@@ -37,6 +40,22 @@ def segment_codes(tok: DynamicTokenizer, frame: SegmentFrame) -> np.ndarray:
 def static_codes(frame: SegmentFrame, codes: np.ndarray) -> np.ndarray:
     """TIGER-style: every segment of a room gets the SID of the room's first segment."""
     return codes[np.repeat(frame.room_offset, frame.room_count)]
+
+
+@dataclass
+class History:
+    """A batch of viewer histories, left-padded to T tokens.
+
+    codes: (B, T, L) int64 SIDs at watch time; kind: (B, T) int64; watch: (B, T) float seconds;
+    time: (B, T) float64 Unix seconds; valid: (B, T) bool (False = padding); now: (B,) float64 request time.
+    """
+
+    codes: Tensor
+    kind: Tensor
+    watch: Tensor
+    time: Tensor
+    valid: Tensor
+    now: Tensor
 
 
 @dataclass

@@ -26,16 +26,23 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from rich.console import Group
+from rich.table import Table
 
 from livemind.align.objectives import check_weights
 from livemind.errors import DataError
-from livemind.rec.alignment import DEFAULT_OBJECTIVES, RewardScorer
-from livemind.rec.beam import recommend
-from livemind.rec.data import WatchLog
-from livemind.rec.evaluate import LiveRooms, PopularityRanker
-from livemind.rec.feedback import OBJECTIVES, ViewerState
-from livemind.rec.generator import OneLiveGenerator
-from livemind.rec.room_signals import RoomSignals
+from livemind.rec.alignment.align import DEFAULT_OBJECTIVES, RewardScorer
+from livemind.rec.alignment.reward_model import RewardModel
+from livemind.rec.baselines.popularity import PopularityRanker
+from livemind.rec.data.feedback import OBJECTIVES, ViewerState
+from livemind.rec.data.prepare import RecData
+from livemind.rec.data.room_signals import RoomSignals
+from livemind.rec.data.watch import WatchLog
+from livemind.rec.live.rooms import LiveRooms
+from livemind.rec.model.beam import recommend
+from livemind.rec.model.generator import OneLiveGenerator
+from livemind.rec.model.prior import prior_signals
+from livemind.report import figure
 from livemind.world.schema import EVENT_KINDS
 from livemind.world.simulator import LiveWorld, WorldConfig, weighted_sum
 from livemind.world.tables import WorldData
@@ -121,6 +128,21 @@ class GeneratorPolicy:
                 raise ValueError(f"{self.name} has a live-room prior: pass signals=RoomSignals(...)")
             sig = self.signals.for_request(viewer, t, snap.rooms)
         return [r for r, _ in recommend(self.model, hist, snap, k, self.beam, sig)]
+
+
+def standard_policies(data: RecData, state: ViewerState, reward: RewardModel, cfg: ABConfig,
+                      generators: dict[str, OneLiveGenerator]) -> list[Policy]:
+    """Popularity, the cascade (popularity retrieval -> reward-model ranking) and each generator."""
+    pop = PopularityRanker(data.live)
+    names = tuple(cfg.objectives)
+    scorer = RewardScorer(reward, state, data.log, data.live, names)
+    policies: list[Policy] = [
+        PopularityPolicy(pop, data.log),
+        CascadePolicy(pop, data.log, scorer, torch.tensor([cfg.objectives[n] for n in names]), cfg.retrieve),
+    ]
+    policies += [GeneratorPolicy(m, data.live, data.log, cfg.beam, name, prior_signals(m.cfg, data.log, state, data.live))
+                 for name, m in generators.items()]
+    return policies
 
 
 def sample_visits(world: WorldData, start: float, end: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -224,15 +246,34 @@ def ab_table_rows(res: ABResult, baseline: str) -> tuple[list[list[str]], list[l
     return values, lifts
 
 
+def abtest_table(res: ABResult, baseline: str, title: str) -> Group:
+    """Per 1,000 impressions with 95% intervals, then each policy's lift over `baseline`
+    (`livemind.rec.eval.abtest.ABResult`); metrics down, policies across."""
+    values, lifts = ab_table_rows(res, baseline)
+    t1 = Table(title=title)
+    t1.add_column("per 1,000 impressions")
+    for p in res.policies:
+        t1.add_column(f"{p}\n({res.impressions[p]:,} imp.)", justify="right")
+    for row in values:
+        t1.add_row(*row)
+    t2 = Table(title=f"lift over the {baseline} [paired 95% interval]")
+    t2.add_column("metric")
+    for p in res.policies:
+        if p != baseline:
+            t2.add_column(p, justify="right")
+    for row in lifts:
+        t2.add_row(*row)
+    return Group(t1, t2)
+
+
 def plot_abtest(res: ABResult, baseline: str, path) -> None:
     """Lift of each policy over the baseline per metric, with 95% intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     others = [p for p in res.policies if p != baseline]
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    with figure(path, 1, (10, 3.6)) as (_, ax):
+        _plot_lifts(ax, res, baseline, others)
+
+
+def _plot_lifts(ax, res: ABResult, baseline: str, others: list[str]) -> None:
     width = 0.8 / max(len(others), 1)
     x = np.arange(len(METRICS))
     for i, p in enumerate(others):
@@ -244,6 +285,3 @@ def plot_abtest(res: ABResult, baseline: str, path) -> None:
     ax.set_ylabel(f"% lift vs {baseline}")
     ax.set_title("simulated A/B: lift per 1,000 impressions (95% paired bootstrap)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -14,68 +14,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from livemind.rec.beam import recommend
-from livemind.rec.data import WatchLog
-from livemind.rec.generator import OneLiveGenerator
-from livemind.rec.live_index import LiveIndex, LiveSnapshot
-from livemind.rec.room_signals import RoomSignals
-from livemind.rec.segments import SegmentFrame
-from livemind.world.tables import WorldData
-
-
-class LiveRooms:
-    """Rooms live at any time t, with the SID each carries at t (for constrained decoding)."""
-
-    def __init__(self, world: WorldData, frame: SegmentFrame, codes: np.ndarray, version: str) -> None:
-        self.frame, self.codes, self.version = frame, codes, version
-        rooms = world.rooms.sort_by("id")
-        self.room = rooms.column("id").to_numpy()
-        self.streamer = rooms.column("streamer").to_numpy()
-        self.start = rooms.column("start_time").to_numpy()
-        self.end = rooms.column("end_time").to_numpy()
-        self.streamers_total = int(world.streamers.num_rows)
-        self._snapshots: dict[float, LiveSnapshot] = {}  # evaluation asks for the same times again
-
-    def streamer_of(self, rooms: np.ndarray) -> np.ndarray:
-        """Streamer (the room's persistent channel id) of each room."""
-        return self.streamer[np.searchsorted(self.room, rooms)]
-
-    def rooms(self, t: float) -> np.ndarray:
-        """Ids of the rooms live at t, ascending (self.room is sorted)."""
-        return self.room[(self.start <= t) & (t < self.end)]
-
-    def live_segments(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Rooms live at t that have a segment at t, and that segment's row."""
-        rooms = self.rooms(t)
-        seg = self.frame.lookup(rooms, np.full(len(rooms), t))
-        return rooms[seg >= 0], seg[seg >= 0]
-
-    def live_codes(self, t: float) -> np.ndarray:
-        """SIDs (n, L) of the rooms live at t (rooms without a segment at t left out)."""
-        return self.codes[self.live_segments(t)[1]]
-
-    def allowed(self, times: np.ndarray, target: np.ndarray, codebook_size: int) -> np.ndarray:
-        """(B, L, K) bool: at each level, the codes that continue target[:l] among the rooms live at times[b]."""
-        B, L = target.shape
-        out = np.zeros((B, L, codebook_size), dtype=bool)
-        for b in range(B):
-            codes = self.live_codes(float(times[b]))
-            keep = np.ones(len(codes), dtype=bool)
-            for lv in range(L):
-                out[b, lv, codes[keep, lv]] = True
-                keep &= codes[:, lv] == target[b, lv]
-        return out
-
-    def snapshot(self, t: float) -> LiveSnapshot:
-        if t in self._snapshots:
-            return self._snapshots[t]
-        index = LiveIndex(self.codes.shape[1], self.version)
-        for room, s in zip(*self.live_segments(t)):
-            index.upsert(int(room), tuple(int(c) for c in self.codes[s]))
-        if len(self._snapshots) >= 100_000:
-            self._snapshots.clear()
-        self._snapshots[t] = snap = index.snapshot()
-        return snap
+from livemind.rec.data.room_signals import RoomSignals
+from livemind.rec.data.watch import WatchLog
+from livemind.rec.live.rooms import LiveRooms
+from livemind.rec.model.beam import recommend
+from livemind.rec.model.generator import OneLiveGenerator
 
 
 class Ranker(Protocol):
@@ -106,30 +49,6 @@ class GeneratorRanker:
                 raise ValueError(f"{self.name} has a live-room prior: pass signals=RoomSignals(...)")
             sig = self.signals.for_row(row, snap.rooms)
         return [r for r, _ in recommend(self.model, hist, snap, self.top_k, self.beam, sig)]
-
-
-@dataclass
-class PopularityRanker:
-    """Live rooms by watches in the last `window` seconds (ties: room id)."""
-
-    live: LiveRooms
-    window: float = 3600.0
-    name: str = "popularity (live)"
-
-    def rank(self, log: WatchLog, row: int) -> list[int]:
-        return self.rank_at(log, float(log.time[row]))
-
-    def rank_at(self, log: WatchLog, t: float) -> list[int]:
-        """The rooms live at t, by watches in the `window` seconds before t."""
-        rooms = self.live.rooms(t)
-        counts = self.watches(log, rooms, t)
-        return rooms[np.lexsort((rooms, -counts))].tolist()
-
-    def watches(self, log: WatchLog, rooms: np.ndarray, t: float) -> np.ndarray:
-        """Watches of each of `rooms` (ascending ids) in the `window` seconds before t."""
-        recent = (log.time >= t - self.window) & (log.time < t)
-        return np.bincount(np.searchsorted(rooms, log.room[recent][np.isin(log.room[recent], rooms)]),
-                           minlength=len(rooms))
 
 
 def evaluate(ranker: Ranker, log: WatchLog, rows: np.ndarray,

@@ -4,7 +4,7 @@ Such data has no content and no timestamps, so an item's semantic ID comes from 
 residual k-means over item embeddings learned by a sequential model (SASRec's), one static SID
 per item. Sequences become a `WatchLog` (time = position, no watch time) so the generator trains
 with the same recipe as on the live world; `generator_scores` scores candidates by log P(SID).
-Items sharing a SID share a score (ties count half in `livemind.rec.baselines`).
+Items sharing a SID share a score (ties count half in `livemind.rec.eval.protocol`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from livemind.rec.baselines import LeaveOneOut, ScoreFn, eval_users, ranking_metrics
-from livemind.rec.beam import recommend
-from livemind.rec.data import WATCH, WatchLog
-from livemind.rec.generator import History, OneLiveGenerator
-from livemind.rec.live_index import LiveIndex
-from livemind.rec.rq import ResidualQuantizer, RQConfig
-from livemind.rec.sasrec import pad_left
+from livemind.rec.baselines.live_sasrec import ScoreFn
+from livemind.rec.baselines.sasrec import pad_left
+from livemind.rec.data.watch import WATCH, History, WatchLog
+from livemind.rec.eval.protocol import LeaveOneOut, eval_users, ranking_metrics
+from livemind.rec.live.index import LiveIndex
+from livemind.rec.model.beam import recommend
+from livemind.rec.model.generator import OneLiveGenerator
+from livemind.rec.tokenizer.rq import ResidualQuantizer, RQConfig
 
 
 def item_sids(item_vectors: np.ndarray, cfg: RQConfig) -> np.ndarray:

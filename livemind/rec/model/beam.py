@@ -27,8 +27,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from livemind.rec.generator import History, OneLiveGenerator
-from livemind.rec.live_index import SID, LiveSnapshot
+from livemind.rec.data.watch import History
+from livemind.rec.live.index import SID, LiveSnapshot
+from livemind.rec.model.generator import OneLiveGenerator
 
 
 class Scorer(Protocol):

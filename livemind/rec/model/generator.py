@@ -20,7 +20,7 @@ Design choices, each switchable for ablation:
   of the K codes being learned on its own.
 - Live-room prior (`room_signals` > 0): what a SID cannot say — that a live room is the viewer's
   favourite streamer, or that half the site is in it now — comes as a few identity signals per
-  live room (`livemind.rec.room_signals`); a small MLP turns them into a log-score added to
+  live room (`livemind.rec.data.room_signals`); a small MLP turns them into a log-score added to
   log P(SID). It is trained jointly with the generator by a softmax over the rooms live at each
   target's time (`TrainConfig.room_loss`), so the generator learns what content adds beyond them.
 - No biases in attention projections; GELU MLPs.
@@ -29,13 +29,15 @@ Design choices, each switchable for ablation:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from livemind.rec.data.room_signals import SignalConfig
+from livemind.rec.data.watch import History
 from livemind.world.schema import EVENT_KINDS
 
 N_TIME_FEATURES = 6  # sin/cos hour, sin/cos day of week, weekend flag, log1p(hours before now)
@@ -56,12 +58,17 @@ class GeneratorConfig:
     qk_norm: bool = True
     time_gate: bool = True  # sigmoid output gate on attention
     time_features: bool = True  # x += MLP(time features)
-    level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # loss weight of each level, w_0..w_{L-1}
+    level_weights: tuple[float, ...] | None = None  # loss weight of each level, w_0..w_{L-1}; None: all 1
     dropout: float = 0.0
     code_dim: int = 0  # size of the codebook centroids read as semantic code features (0 = off)
     room_signals: int = 0  # identity signals per live room read by the live-room prior (0 = off)
+    signals: SignalConfig = field(default_factory=SignalConfig)  # how the prior's signals are read
 
     def __post_init__(self) -> None:
+        if self.n_heads < 1:
+            raise ValueError(f"n_heads must be at least 1, got {self.n_heads}")
+        if self.level_weights is None:  # derived default: every level weighs the same
+            object.__setattr__(self, "level_weights", (1.0,) * self.levels)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
         if self.decode not in ("mtp", "ar"):
@@ -165,22 +172,6 @@ class Encoding(NamedTuple):
     h: Tensor
     kv: tuple[Tensor, Tensor]
     valid: Tensor
-
-
-@dataclass
-class History:
-    """A batch of viewer histories, left-padded to T tokens.
-
-    codes: (B, T, L) int64 SIDs at watch time; kind: (B, T) int64; watch: (B, T) float seconds;
-    time: (B, T) float64 Unix seconds; valid: (B, T) bool (False = padding); now: (B,) float64 request time.
-    """
-
-    codes: Tensor
-    kind: Tensor
-    watch: Tensor
-    time: Tensor
-    valid: Tensor
-    now: Tensor
 
 
 class OneLiveGenerator(nn.Module):

@@ -7,7 +7,7 @@
   was tokenised by the same tokenizer version and refuses otherwise.
 - With a live-room prior (`room_loss` > 0, `GeneratorConfig.room_signals` > 0) the loss adds
   `room_loss` x the cross-entropy of the watched room among the rooms live at its time, scored
-  by log P(SID) + the prior of their identity signals (`livemind.rec.room_signals`).
+  by log P(SID) + the prior of their identity signals (`livemind.rec.data.room_signals`).
 - Under `torchrun --nproc-per-node N` (WORLD_SIZE > 1) the model is wrapped in
   DistributedDataParallel (gloo on CPU, nccl on GPU) and each rank takes every N-th batch row;
   only rank 0 writes checkpoints.
@@ -15,8 +15,9 @@
 
 from __future__ import annotations
 
-import json
+import csv
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,16 +26,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from livemind.config import from_dict
 from livemind.errors import DataError
-from livemind.rec.data import WatchLog
-from livemind.rec.evaluate import LiveRooms
-from livemind.rec.generator import GeneratorConfig, History, OneLiveGenerator
-from livemind.rec.room_signals import SIGNALS, RoomBatch, RoomSignals
-
-FORMAT = "livemind-generator-ckpt/1"
+from livemind.rec.data.room_signals import SIGNALS, RoomBatch, RoomSignals
+from livemind.rec.data.watch import History, WatchLog
+from livemind.rec.live.rooms import LiveRooms
+from livemind.rec.model.checkpoint import load_tensors, read_state, save_generator, save_tensors, saved_generator_config
+from livemind.rec.model.generator import GeneratorConfig, OneLiveGenerator
+from livemind.rec.model.prior import fit_room_prior
+from livemind.report import figure
 
 
 @dataclass(frozen=True)
@@ -122,16 +122,14 @@ class GeneratorTrainer:
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.objective) if self.world > 1 else None
 
     def _load(self) -> None:
-        state = json.loads((self.out / "state.json").read_text())
-        if state.get("format") != FORMAT:
-            raise DataError(f"{self.out}/state.json: format {state.get('format')!r}, expected {FORMAT!r}")
+        state = read_state(self.out)
         if state["tokenizer_version"] != self.log.tokenizer_version:
             raise DataError(f"checkpoint {self.out} was trained on tokenizer {state['tokenizer_version']}, "
                             f"the data is tokenised by {self.log.tokenizer_version}")
         if saved_generator_config(self.out) != self.cfg.generator:
             raise DataError(f"checkpoint {self.out} has another generator config: {state['generator']}")
-        self.model.load_state_dict(load_file(str(self.out / "model.safetensors")))
-        tensors = load_file(str(self.out / "optimizer.safetensors"))
+        self.model.load_state_dict(load_tensors(self.out / "model.safetensors"))
+        tensors = load_tensors(self.out / "optimizer.safetensors")
         opt_state = self.opt.state_dict()
         for i in opt_state["param_groups"][0]["params"]:
             opt_state["state"][i] = {k: tensors[f"{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")}
@@ -192,19 +190,15 @@ class GeneratorTrainer:
         if self.rank != 0:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(self.out / "model.safetensors"))
         tensors = {"torch_rng": torch.get_rng_state()}
         for i, st in self.opt.state_dict()["state"].items():
             for k, v in st.items():
-                tensors[f"{i}.{k}"] = torch.as_tensor(v).contiguous()
-        save_file(tensors, str(self.out / "optimizer.safetensors"))
-        state = {"format": FORMAT, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                 "global_step": self.global_step, "losses": self.losses, "tokenizer_version": self.log.tokenizer_version,
-                 "generator": asdict(self.cfg.generator), "train": {k: v for k, v in asdict(self.cfg).items() if k != "generator"},
-                 "prior_fit": self.prior_fit}
-        tmp = self.out / "state.json.tmp"
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self.out / "state.json")  # the state file appears only once the tensors are written
+                tensors[f"{i}.{k}"] = torch.as_tensor(v)
+        save_tensors(tensors, self.out / "optimizer.safetensors")
+        save_generator(self.model, self.out, self.log.tokenizer_version, epoch=self.epoch,
+                       step_in_epoch=self.step_in_epoch, global_step=self.global_step, losses=self.losses,
+                       train={k: v for k, v in asdict(self.cfg).items() if k != "generator"},
+                       prior_fit=self.prior_fit)
 
     def cleanup(self) -> None:
         if dist.is_initialized():
@@ -212,78 +206,70 @@ class GeneratorTrainer:
             dist.destroy_process_group()
 
 
-def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarray, iterations: int = 100,
-                   chunk: int = 256) -> tuple[float, float]:
-    """Refit the live-room prior and the weight of log P(SID) on held-out request rows, the rest of
-    the generator frozen; returns the room cross-entropy on those rows before and after.
+@dataclass
+class TrainResult:
+    model: OneLiveGenerator
+    losses: list[float]
+    seconds: float  # wall time of the steps run in this call
+    samples: int  # training examples processed in this call
+    prior_fit: tuple[float, float] | None = None  # held-out room cross-entropy before / after refitting the prior
 
-    On its own training targets the generator's log P(SID) is sharper than on new requests, so a
-    prior trained jointly with it undervalues the identity signals; fitting it on watches the
-    generator never trained on (a validation slice before the split) calibrates the two.
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else float("nan")
+
+
+def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str | Path, resume: bool = True,
+                    progress: Callable[[int, int], None] | None = None, live: LiveRooms | None = None,
+                    code_vectors: np.ndarray | None = None, signals: RoomSignals | None = None) -> TrainResult:
+    """Train (or resume) into `out`; writes the checkpoint, `losses.csv` and `loss.png` there.
+
+    `code_vectors`: the tokenizer's codebook centroids (L, K, D), needed when the generator reads
+    semantic codes (`code_dim` > 0). `signals`: the live rooms' identity signals, needed with a
+    live-room prior (`room_loss` > 0). With one, the targets of the last `prior_holdout_hours` of
+    `rows` are held out of training, and the prior is refit on them once training ends
+    (`fit_room_prior`), then saved with the checkpoint; resuming a finished, refit checkpoint
+    neither trains nor refits again.
     """
-    if not model.cfg.room_signals:
-        raise ValueError("the generator has no live-room prior (room_signals = 0) to fit")
-    H = model.cfg.max_history
-    lps, priors_in, at, targets = [], [], [], []  # the fit reads only live (request, room) entries
-    n = C = 0
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(rows), chunk):
-            r = np.asarray(rows[i:i + chunk])
-            rb = signals.batch(r)
-            hist, _ = signals.log.batch(r, H)
-            ok = rb.target >= 0  # the watched room is live with a segment (always, for a world's log)
-            m = rb.mask[ok]
-            lps.append(model.sid_log_prob(hist, rb.codes)[ok][m])
-            aff = model.affinity(hist, rb.codes) if model.cfg.code_dim else torch.zeros(rb.mask.shape)
-            priors_in.append(torch.cat([rb.signals, aff[..., None]], -1)[ok][m])
-            b, c = torch.nonzero(m, as_tuple=True)
-            at.append((b + n, c))
-            targets.append(rb.target[ok])
-            n, C = n + len(m), max(C, m.shape[1])
-    lp, x, target = torch.cat(lps), torch.cat(priors_in), torch.cat(targets)
-    at = (torch.cat([a[0] for a in at]), torch.cat([a[1] for a in at]))
-    S = model.cfg.room_signals
-
-    def loss() -> torch.Tensor:
-        score = model.log_lp_scale.exp() * lp + model.prior(x[:, :S], x[:, S] if model.cfg.code_dim else None)
-        return F.cross_entropy(torch.full((n, C), float("-inf")).index_put(at, score), target)
-
-    params = [*model.room_prior.parameters(), model.log_lp_scale]
-    with torch.no_grad():
-        before = loss().item()
-    # a few hundred parameters on every held-out entry at once: full-batch L-BFGS reaches a lower
-    # loss in 100 iterations than 300 Adam steps did, in less than half the time
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-9, tolerance_change=1e-12)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        value = loss()
-        value.backward()
-        return value
-
-    opt.step(closure)
-    with torch.no_grad():
-        return before, loss().item()
+    held = np.zeros(0, dtype=np.int64)
+    if cfg.room_loss and cfg.prior_holdout_hours:
+        rows = np.asarray(rows)
+        late = log.time[rows] >= log.time[rows].max() - cfg.prior_holdout_hours * 3600.0
+        rows, held = rows[~late], rows[late]
+    trainer = GeneratorTrainer(cfg, log, rows, out, live, code_vectors, signals)
+    trainer.setup(resume=resume)
+    before = trainer.global_step
+    t0 = time.perf_counter()
+    try:
+        losses = trainer.train(progress=progress)
+    finally:
+        trainer.cleanup()
+    seconds = time.perf_counter() - t0
+    if trainer.global_step != before:
+        trainer.prior_fit = None  # trained further: the refit is stale
+    if len(held) and trainer.rank == 0 and trainer.prior_fit is None:
+        trainer.prior_fit = fit_room_prior(trainer.model, signals, held)
+        trainer.save_checkpoint()
+    if trainer.rank == 0:
+        write_loss_curve(Path(out), losses, title=f"generator ({cfg.generator.decode}) training loss",
+                         ylabel="SID + live-room cross-entropy" if cfg.room_loss else "weighted SID cross-entropy")
+    return TrainResult(trainer.model.eval(), losses, seconds, (trainer.global_step - before) * cfg.batch_size,
+                       trainer.prior_fit)
 
 
-def saved_generator_config(directory: str | Path) -> GeneratorConfig | None:
-    """The architecture of the generator checkpoint in `directory`, None when there is none."""
-    path = Path(directory) / "state.json"
-    return from_dict(GeneratorConfig, json.loads(path.read_text())["generator"]) if path.is_file() else None
-
-
-def load_generator(directory: str | Path, tokenizer_version: str) -> OneLiveGenerator:
-    """The trained model of a checkpoint directory, refusing one of another tokenizer version."""
-    directory = Path(directory)
-    path = directory / "state.json"
-    if not path.is_file():
-        raise DataError(f"{directory}: no state.json; not a generator checkpoint")
-    state = json.loads(path.read_text())
-    if state["tokenizer_version"] != tokenizer_version:
-        raise DataError(f"generator checkpoint {directory} was trained on tokenizer {state['tokenizer_version']}, "
-                        f"the live index uses {tokenizer_version}")
-    model = OneLiveGenerator(from_dict(GeneratorConfig, state["generator"]))
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    return model.eval()
+def write_loss_curve(out: Path, losses: list[float], title: str, smooth: int = 20,
+                     ylabel: str = "weighted SID cross-entropy") -> None:
+    """`losses.csv` (step, loss) and `loss.png` (raw and a running mean) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "losses.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss"])
+        w.writerows((i + 1, f"{v:.6f}") for i, v in enumerate(losses))
+    with figure(out / "loss.png") as (_, ax):
+        steps = np.arange(1, len(losses) + 1)
+        ax.plot(steps, losses, alpha=0.35, label="loss")
+        if len(losses) >= smooth:
+            ax.plot(steps[smooth - 1:], np.convolve(losses, np.ones(smooth) / smooth, mode="valid"),
+                    label=f"mean of {smooth}")
+        ax.set(xlabel="step", ylabel=ylabel, title=title)
+        ax.legend()

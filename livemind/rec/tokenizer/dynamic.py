@@ -29,10 +29,10 @@ from safetensors.torch import load_file, save_file
 
 from livemind.config import from_dict
 from livemind.errors import DataError
-from livemind.rec.content import DEFAULT_MODEL, ContentEncoder, HashingEncoder, SentenceEncoder, check_text
-from livemind.rec.fusion import FusionConfig, RoomTower
-from livemind.rec.live_index import SID, LiveIndex
-from livemind.rec.rq import ResidualQuantizer
+from livemind.rec.live.index import SID, LiveIndex
+from livemind.rec.tokenizer.content import DEFAULT_MODEL, ContentEncoder, HashingEncoder, SentenceEncoder, check_text
+from livemind.rec.tokenizer.fusion import FusionConfig, RoomTower
+from livemind.rec.tokenizer.rq import ResidualQuantizer
 from livemind.world.schema import Segment
 
 FORMAT = "livemind-tokenizer/1"

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from livemind.errors import DataError
-from livemind.rec.content import ContentEncoder
-from livemind.rec.fusion import FusionConfig, RoomTower, ViewerTower, in_batch_softmax_loss
-from livemind.rec.rq import ResidualQuantizer, RQConfig
-from livemind.rec.segments import SegmentFrame
-from livemind.rec.tokenizer import DynamicTokenizer, EncoderConfig, make_encoder
+from livemind.rec.data.segments import SegmentFrame
+from livemind.rec.tokenizer.content import ContentEncoder
+from livemind.rec.tokenizer.dynamic import DynamicTokenizer, EncoderConfig, make_encoder
+from livemind.rec.tokenizer.fusion import FusionConfig, RoomTower, ViewerTower, in_batch_softmax_loss
+from livemind.rec.tokenizer.rq import ResidualQuantizer, RQConfig
 from livemind.world.schema import EVENT_KINDS
 from livemind.world.tables import WorldData
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from livemind.rec.segments import SegmentFrame
-from livemind.rec.tokenizer import DynamicTokenizer
+from livemind.rec.data.segments import SegmentFrame
+from livemind.rec.tokenizer.dynamic import DynamicTokenizer
+from livemind.report import figure
 from livemind.world.tables import WorldData
 
 
@@ -136,12 +137,19 @@ def evaluate_tokenizer(tok: DynamicTokenizer, world: WorldData, start: float | N
 
 
 def plot_report(report: TokenizerReport, path: str | Path, losses: list[float] | None = None) -> Path:
-    import matplotlib
+    with figure(path, 2, (12, 8), nrows=2) as (fig, ax):
+        _plot_panels(fig, ax, report)
+    path = Path(path)
+    if losses:
+        with figure(path.with_name(path.stem + "_loss.png")) as (_, a):
+            a.plot(losses, lw=0.8)
+            a.set(title="room tower training loss (in-batch softmax)", xlabel="step", ylabel="loss")
+    return path
 
-    matplotlib.use("Agg")
+
+def _plot_panels(fig, ax, report: TokenizerReport) -> None:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(2, 2, figsize=(12, 8))
     if report.level1_counts:
         ax[0, 0].bar(range(len(report.level1_counts[0])), report.level1_counts[0], width=1.0)
     ax[0, 0].set(title=f"level-1 code usage, sorted (utilisation {report.utilisation[0]:.0%}, "
@@ -167,16 +175,3 @@ def plot_report(report: TokenizerReport, path: str | Path, losses: list[float] |
     handles = [plt.Line2D([], [], marker="s", ls="", color=colours[tp], label=tp) for tp in topics]
     ax[1, 1].legend(handles=handles, fontsize=7, loc="upper right", ncol=2)
     fig.suptitle(f"tokenizer {report.version}: {report.n_segments:,} segments, collision rate {report.collision_rate:.1%}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    if losses:
-        fig, a = plt.subplots(figsize=(6, 3.5))
-        a.plot(losses, lw=0.8)
-        a.set(title="room tower training loss (in-batch softmax)", xlabel="step", ylabel="loss")
-        fig.tight_layout()
-        fig.savefig(path.with_name(path.stem + "_loss.png"), dpi=110)
-        plt.close(fig)
-    return path

@@ -4,19 +4,20 @@ import numpy as np
 import pytest
 
 from livemind.errors import DataError
-from livemind.rec.baselines import SASRecRanker, live_negatives, train_live_sasrec, viewer_sequences
-from livemind.rec.evaluate import PopularityRanker, evaluate
-from livemind.rec.pipeline import prepare
-from livemind.rec.sasrec import SASRecConfig, pad_left
+from livemind.rec.baselines.live_sasrec import SASRecRanker, live_negatives, train_live_sasrec, viewer_sequences
+from livemind.rec.baselines.popularity import PopularityRanker
+from livemind.rec.baselines.sasrec import SASRecConfig, pad_left
+from livemind.rec.data.prepare import prepare
+from livemind.rec.eval.offline import evaluate
 from tests.conftest import TINY
-from tests.rec.test_tokenizer import FAST
+from tests.rec.tokenizer.test_tokenizer import FAST
 
 SPLIT = TINY.start_time + 16 * 3600
 
 
 @pytest.fixture(scope="module")
 def rec_data(tiny_world):
-    from livemind.rec.tokenizer_fit import fit_tokenizer
+    from livemind.rec.tokenizer.fit import fit_tokenizer
 
     _, world = tiny_world
     tok = fit_tokenizer(world, dataclasses.replace(FAST, epochs=1, train_until=SPLIT)).tokenizer

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from livemind.rec.feedback import ViewerState
-from livemind.rec.room_signals import SIGNALS, RoomSignals
+from livemind.rec.data.feedback import ViewerState
+from livemind.rec.data.room_signals import SIGNALS, RoomSignals, SignalConfig
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_a_viewer_without_history_has_no_familiarity_last_or_topic_share(tiny_re
     rooms, _, sig = signals.at_row(row)
     assert np.all(sig[:, [1, 3, 4]] == 0.0)
     with pytest.raises(ValueError, match="history must be at least 1 watch, got 0"):
-        RoomSignals(log, signals.state, tiny_rec.live, history=0)
+        SignalConfig(history=0)
 
 
 def test_audience_is_exact_at_the_window_edges(tiny_rec, signals):
@@ -57,7 +57,7 @@ def test_audience_is_exact_at_the_window_edges(tiny_rec, signals):
     assert signals.audience(np.array([room]), t)[0] == 0
     assert signals.audience(np.array([room]), t + 3600.0)[0] == np.sum((times >= t) & (times < t + 3600.0))
     with pytest.raises(ValueError, match="window must be positive, got 0"):
-        RoomSignals(log, signals.state, tiny_rec.live, window=0.0)
+        SignalConfig(window=0.0)
 
 
 def test_batch_pads_and_points_at_the_watched_room(tiny_rec, signals):

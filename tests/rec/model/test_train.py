@@ -7,12 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from livemind.errors import DataError
-from livemind.rec.data import WatchLog
-from livemind.rec.evaluate import LiveRooms, PopularityRanker, evaluate
-from livemind.rec.generator import GeneratorConfig, OneLiveGenerator
-from livemind.rec.segments import SegmentFrame
-from livemind.rec.train import GeneratorTrainer, TrainConfig, fit_room_prior, load_generator, saved_generator_config
-from tests.rec.test_tokenizer import FAST
+from livemind.rec.baselines.popularity import PopularityRanker
+from livemind.rec.data.segments import SegmentFrame
+from livemind.rec.data.watch import WatchLog
+from livemind.rec.eval.offline import evaluate
+from livemind.rec.live.rooms import LiveRooms
+from livemind.rec.model.checkpoint import load_generator, saved_generator_config
+from livemind.rec.model.generator import GeneratorConfig, OneLiveGenerator
+from livemind.rec.model.prior import fit_room_prior
+from livemind.rec.model.train import GeneratorTrainer, TrainConfig
+from tests.rec.tokenizer.test_tokenizer import FAST
 
 CFG = TrainConfig(generator=GeneratorConfig(d_model=16, n_heads=2, n_layers=1, levels=2, codebook_size=16,
                                             level_weights=(1.0, 1.0), max_history=8),
@@ -21,7 +25,7 @@ CFG = TrainConfig(generator=GeneratorConfig(d_model=16, n_heads=2, n_layers=1, l
 
 @pytest.fixture(scope="module")
 def watch_log(tiny_world):
-    from livemind.rec.tokenizer_fit import fit_tokenizer
+    from livemind.rec.tokenizer.fit import fit_tokenizer
 
     _, data = tiny_world
     tok = fit_tokenizer(data, dataclasses.replace(FAST, epochs=1)).tokenizer
@@ -34,7 +38,7 @@ def test_watch_log_carries_the_sid_at_watch_time(watch_log):
     assert np.all(np.diff(log.viewer) >= 0)
     same = log.viewer[1:] == log.viewer[:-1]
     assert np.all(np.diff(log.time)[same] >= 0)
-    from livemind.rec.data import segment_codes
+    from livemind.rec.data.watch import segment_codes
 
     codes = segment_codes(tok, frame)
     seg = frame.lookup(log.room, log.time)
@@ -106,7 +110,7 @@ def test_semantic_codes_need_the_centroids_and_survive_a_checkpoint(watch_log, t
 def test_evaluation_metrics_on_popularity(watch_log):
     log, tok, data = watch_log
     frame = SegmentFrame.from_world(data)
-    from livemind.rec.data import segment_codes
+    from livemind.rec.data.watch import segment_codes
 
     live = LiveRooms(data, frame, segment_codes(tok, frame), tok.version)
     rows = log.examples(start=float(np.quantile(log.time, 0.7)))[:150]
@@ -117,15 +121,6 @@ def test_evaluation_metrics_on_popularity(watch_log):
     for row in rows[:20]:  # every ranked room is live at the request time
         ranked = PopularityRanker(live).rank(log, int(row))
         assert set(ranked) == set(live.rooms(float(log.time[row])).tolist())
-
-
-def test_demo_trains_the_configured_generator():
-    from livemind.config import load_config
-    from livemind.demo import demo_train_config
-    from livemind.paths import REPO_ROOT
-
-    want = load_config(REPO_ROOT / "configs/rec/generator-prior.yaml", TrainConfig)
-    assert dataclasses.replace(demo_train_config(), epochs=want.epochs) == want
 
 
 def test_history_at_takes_watches_before_the_request(watch_log):
@@ -142,8 +137,8 @@ def test_history_at_takes_watches_before_the_request(watch_log):
 
 
 def test_live_room_prior_trains_jointly_and_survives_a_checkpoint(tiny_world, tiny_rec, tmp_path):
-    from livemind.rec.feedback import ViewerState
-    from livemind.rec.room_signals import SIGNALS, RoomSignals
+    from livemind.rec.data.feedback import ViewerState
+    from livemind.rec.data.room_signals import SIGNALS, RoomSignals
 
     _, world = tiny_world
     sig = RoomSignals(tiny_rec.log, ViewerState.from_world(world), tiny_rec.live)
@@ -185,9 +180,9 @@ def test_live_room_prior_trains_jointly_and_survives_a_checkpoint(tiny_world, ti
 
 
 def test_a_finished_refit_checkpoint_is_reused_without_training_or_refitting(tiny_world, tiny_rec, tmp_path):
-    from livemind.rec.feedback import ViewerState
-    from livemind.rec.pipeline import train_generator
-    from livemind.rec.room_signals import SIGNALS, RoomSignals
+    from livemind.rec.data.feedback import ViewerState
+    from livemind.rec.data.room_signals import SIGNALS, RoomSignals
+    from livemind.rec.model.train import train_generator
 
     _, world = tiny_world
     sig = RoomSignals(tiny_rec.log, ViewerState.from_world(world), tiny_rec.live)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from livemind.errors import DataError
-from livemind.rec.abtest import METRICS, ABConfig, ground_truth, run_abtest, sample_visits
-from livemind.rec.feedback import ViewerState
+from livemind.rec.data.feedback import ViewerState
+from livemind.rec.eval.abtest import METRICS, ABConfig, ground_truth, run_abtest, sample_visits
 from livemind.world.tables import WorldData
 
 
@@ -89,10 +89,10 @@ def test_needs_a_simulated_world_and_distinct_names(ab):
 
 
 def test_a_generator_policy_with_a_live_room_prior_serves_what_recommend_ranks(ab, tiny_rec):
-    from livemind.rec.abtest import GeneratorPolicy
-    from livemind.rec.beam import recommend
-    from livemind.rec.generator import GeneratorConfig, OneLiveGenerator
-    from livemind.rec.room_signals import RoomSignals
+    from livemind.rec.data.room_signals import RoomSignals
+    from livemind.rec.eval.abtest import GeneratorPolicy
+    from livemind.rec.model.beam import recommend
+    from livemind.rec.model.generator import GeneratorConfig, OneLiveGenerator
 
     sim, state, split, world = ab
     torch.manual_seed(0)

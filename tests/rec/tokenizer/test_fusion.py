@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from livemind.rec.fusion import ContentFusion, FusionConfig, RoomTower, ViewerTower, in_batch_softmax_loss
+from livemind.rec.tokenizer.fusion import ContentFusion, FusionConfig, RoomTower, ViewerTower, in_batch_softmax_loss
 
 CFG = FusionConfig(content_dim=6, hidden_dim=4, out_dim=3, id_buckets=5, viewer_buckets=7)
 

@@ -1,13 +1,12 @@
 import numpy as np
 import torch
 
-from livemind.rec.baselines import evaluate_sampled, leave_one_out
-from livemind.rec.generator import GeneratorConfig
-from livemind.rec.pipeline import train_generator
-from livemind.rec.rq import RQConfig
-from livemind.rec.sequences import generator_full_ranking, generator_scores, item_sids, sequence_log
-from livemind.rec.train import TrainConfig
-from tests.rec.test_sasrec import cyclic_sequences
+from livemind.rec.eval.protocol import evaluate_sampled, leave_one_out
+from livemind.rec.eval.sequences import generator_full_ranking, generator_scores, item_sids, sequence_log
+from livemind.rec.model.generator import GeneratorConfig
+from livemind.rec.model.train import TrainConfig, train_generator
+from livemind.rec.tokenizer.rq import RQConfig
+from tests.rec.baselines.test_sasrec import cyclic_sequences
 
 
 def test_sequence_log_positions_and_sids():

@@ -1,7 +1,7 @@
 import numpy as np
 
-from livemind.rec.data import WatchLog
-from livemind.rec.feedback import Impressions, ViewerState, history_rows, topic_share
+from livemind.rec.data.feedback import Impressions, ViewerState, history_rows, topic_share
+from livemind.rec.data.watch import WatchLog
 from livemind.world.schema import EVENT_KINDS, EventBatch
 
 W, F, IMP = EVENT_KINDS.index("watch"), EVENT_KINDS.index("follow"), EVENT_KINDS.index("impression")

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from livemind.errors import DataError
-from livemind.rec.content import EmbeddingCache, HashingEncoder, PrecomputedEncoder, SentenceEncoder, check_text
+from livemind.rec.tokenizer.content import (
+    EmbeddingCache,
+    HashingEncoder,
+    PrecomputedEncoder,
+    SentenceEncoder,
+    check_text,
+)
 
 
 def test_check_text_rejects_empty_and_overlong():

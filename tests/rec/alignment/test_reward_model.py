@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from livemind.errors import DataError
-from livemind.rec.feedback import Impressions
-from livemind.rec.reward_model import (
+from livemind.rec.alignment.reward_model import (
     Features,
     RewardModel,
     RewardModelConfig,
@@ -12,6 +11,7 @@ from livemind.rec.reward_model import (
     load_reward_model,
     train_reward_model,
 )
+from livemind.rec.data.feedback import Impressions
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from livemind.errors import DataError
-from livemind.rec.fusion import FusionConfig
-from livemind.rec.rq import ResidualQuantizer, RQConfig
-from livemind.rec.tokenizer import DynamicTokenizer, EncoderConfig
-from livemind.rec.tokenizer_fit import TokenizerConfig, fit_tokenizer
-from livemind.rec.tokenizer_report import evaluate_tokenizer, plot_report
+from livemind.rec.tokenizer.dynamic import DynamicTokenizer, EncoderConfig
+from livemind.rec.tokenizer.fit import TokenizerConfig, fit_tokenizer
+from livemind.rec.tokenizer.fusion import FusionConfig
+from livemind.rec.tokenizer.report import evaluate_tokenizer, plot_report
+from livemind.rec.tokenizer.rq import ResidualQuantizer, RQConfig
 from livemind.world.schema import Segment
 
 FAST = TokenizerConfig(
@@ -168,8 +168,8 @@ def test_config_rejects_bad_values():
 
 @pytest.mark.parametrize("by", ["card", "topic"])
 def test_content_pairs_share_the_card_or_its_topic(tiny_world, by):
-    from livemind.rec.segments import SegmentFrame
-    from livemind.rec.tokenizer_fit import CardPairs
+    from livemind.rec.data.segments import SegmentFrame
+    from livemind.rec.tokenizer.fit import CardPairs
 
     frame = SegmentFrame.from_world(tiny_world[1])
     anchor, partner = CardPairs(frame, np.arange(len(frame)), by).pairs(500, np.random.default_rng(0))

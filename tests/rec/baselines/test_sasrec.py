@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from livemind.rec.baselines import evaluate_full, evaluate_sampled, leave_one_out
-from livemind.rec.sasrec import (
+from livemind.rec.baselines.sasrec import (
     SASRec,
     SASRecConfig,
     pad_left,
@@ -12,6 +11,7 @@ from livemind.rec.sasrec import (
     uniform_negatives,
     unseen_negatives,
 )
+from livemind.rec.eval.protocol import evaluate_full, evaluate_sampled, leave_one_out
 
 
 def test_config_rejects_bad_values():

@@ -7,11 +7,11 @@ import torch
 
 from livemind.config import from_dict
 from livemind.errors import ConfigError, DataError
-from livemind.rec.alignment import AlignConfig, RewardScorer, align, live_log_probs, live_states
-from livemind.rec.feedback import Impressions, ViewerState
-from livemind.rec.generator import GeneratorConfig, OneLiveGenerator
-from livemind.rec.reward_model import RewardModelConfig, train_reward_model
-from livemind.rec.room_signals import RoomSignals
+from livemind.rec.alignment.align import AlignConfig, RewardScorer, align, live_log_probs, live_states
+from livemind.rec.alignment.reward_model import RewardModelConfig, train_reward_model
+from livemind.rec.data.feedback import Impressions, ViewerState
+from livemind.rec.data.room_signals import RoomSignals
+from livemind.rec.model.generator import GeneratorConfig, OneLiveGenerator
 
 TINY_GEN = GeneratorConfig(levels=2, codebook_size=8, d_model=16, n_heads=2, n_layers=1, max_history=5, level_weights=(1.0, 1.0))
 
@@ -41,7 +41,7 @@ def test_bad_objective_weights_fail_at_config_time(weights, message):
 def test_config_rejects_bad_combinations():
     with pytest.raises(ConfigError, match="group_size must be at least 2"):
         from_dict(AlignConfig, {"group_size": 1})
-    with pytest.raises(ConfigError, match="aggregation must be one of"):
+    with pytest.raises(ConfigError, match="aggregation: expected one of .sum_then_normalize., .normalize_then_sum., got .mean."):
         from_dict(AlignConfig, {"aggregation": "mean"})
 
 
@@ -127,7 +127,7 @@ def test_alignment_tunes_a_generator_with_a_live_room_prior(setup, tiny_rec):
 
 
 def test_the_aligned_cache_is_reused_only_with_the_same_generator_and_reward_model(setup, tiny_rec, tmp_path):
-    from livemind.rec.align_pipeline import aligned_for
+    from livemind.rec.alignment.pipeline import aligned_for
 
     gen, rm, state = setup
     cfg = AlignConfig(steps=2, batch_size=8)

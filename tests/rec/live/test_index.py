@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from livemind.errors import DataError
-from livemind.rec.live_index import LiveIndex
+from livemind.rec.live.index import LiveIndex
 
 
 def test_upsert_remove_and_prefix_tables():

@@ -1,6 +1,6 @@
 import numpy as np
 
-from livemind.rec.segments import SegmentFrame
+from livemind.rec.data.segments import SegmentFrame
 
 
 def brute_lookup(frame: SegmentFrame, room: int, t: float) -> int:

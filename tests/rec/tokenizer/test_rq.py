@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from livemind.errors import DataError
-from livemind.rec.rq import ResidualQuantizer, RQConfig, balanced_assign
+from livemind.rec.tokenizer.rq import ResidualQuantizer, RQConfig, balanced_assign
 
 
 def test_reconstruction_improves_with_each_level():

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livemind.rec.beam import GeneratorScorer, constrained_beam_search, prefix_bonus, recommend
-from livemind.rec.generator import GatedAttention, GeneratorConfig, History, OneLiveGenerator
-from livemind.rec.live_index import LiveIndex
+from livemind.rec.data.watch import History
+from livemind.rec.live.index import LiveIndex
+from livemind.rec.model.beam import GeneratorScorer, constrained_beam_search, prefix_bonus, recommend
+from livemind.rec.model.generator import GatedAttention, GeneratorConfig, OneLiveGenerator
 
 NOW = 1767650000.0
 
@@ -45,7 +46,7 @@ def test_gated_attention_with_qk_norm_matches_hand_computation():
 
 
 def test_time_features_are_exact_for_unix_seconds():
-    from livemind.rec.generator import time_features
+    from livemind.rec.model.generator import time_features
 
     t = torch.tensor([1767571200.0 + 20.5 * 3600], dtype=torch.float64)  # Monday 20:30 UTC
     f = time_features(t, t + 7200)
