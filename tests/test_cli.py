@@ -124,6 +124,10 @@ def test_rec_train_resume_and_recommend(tmp_path):
     assert res.exit_code == 2 and "viewer 99999 is not in" in text(res)
     res = runner.invoke(app, args[:-2] + ["--split", "1"])  # a split before any watch
     assert res.exit_code == 2 and "no watch has an earlier watch before the split time 1" in text(res)
+    (gen / "state.json").write_text((gen / "state.json").read_text()[:40])  # truncated: one line, exit 2
+    res = runner.invoke(app, rec + ["--viewer", "3", "--time", str(until)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert text(res).startswith(f"error: {gen / 'state.json'}: truncated or not JSON")
 
 
 def test_rec_train_and_recommend_with_the_live_room_prior(tmp_path):

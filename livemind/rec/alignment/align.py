@@ -28,7 +28,7 @@ import csv
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -99,7 +99,11 @@ class AlignConfig:
 
     @property
     def weights(self) -> Tensor:
-        return torch.tensor(list(self.objectives.values()))
+        return self.weights_on("cpu")
+
+    def weights_on(self, device: torch.device | str) -> Tensor:
+        """(M,) float32 weights in the order of `names`, on `device`."""
+        return torch.tensor(list(self.objectives.values()), dtype=torch.float32, device=device)
 
 
 @dataclass
@@ -114,6 +118,11 @@ class States:
     sid: Tensor  # (B, C, L)
     signals: Tensor  # (B, C, S) identity signals of the rooms (read by a live-room prior)
     mask: Tensor  # (B, C) bool
+
+    def to(self, device: torch.device) -> States:
+        """The tensors on `device` (the numpy arrays stay on the host for the reward model)."""
+        return replace(self, hist=self.hist.to(device), target=self.target.to(device),
+                    sid=self.sid.to(device), signals=self.signals.to(device), mask=self.mask.to(device))
 
 
 def live_states(signals: RoomSignals, rows: np.ndarray, max_history: int) -> States:
@@ -130,7 +139,7 @@ def live_log_probs(model: OneLiveGenerator, st: States) -> Tensor:
         score = model.room_scores(st.hist, st.sid, st.signals)
     else:
         score = model.sid_log_prob(st.hist, st.sid)
-    return torch.log_softmax(score.masked_fill(~st.mask, float("-inf")), dim=1)
+    return torch.log_softmax(score.masked_fill(~st.mask.to(score.device), float("-inf")), dim=1)
 
 
 class RewardScorer:
@@ -154,9 +163,10 @@ class RewardScorer:
         """(B, C, M) objectives of every live room of every state (padding 0)."""
         B, C = st.room.shape
         keep = st.room >= 0
-        out = torch.zeros(B, C, len(self.names))
-        out[torch.from_numpy(keep)] = self(np.repeat(st.viewer, C)[keep.ravel()], st.room[keep],
-                                           st.sid[torch.from_numpy(keep)], np.repeat(st.time, C)[keep.ravel()])
+        out = torch.zeros(B, C, len(self.names), device=next(self.model.parameters()).device)
+        sel = torch.from_numpy(keep).to(out.device)
+        out[sel] = self(np.repeat(st.viewer, C)[keep.ravel()], st.room[keep],
+                                           st.sid.cpu()[torch.from_numpy(keep)], np.repeat(st.time, C)[keep.ravel()])
         return out
 
 
@@ -186,13 +196,15 @@ def align(cfg: AlignConfig, pretrained: OneLiveGenerator, reward: RewardModel, s
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     scorer = RewardScorer(reward, state, log, live, cfg.names)
     signals = RoomSignals(log, state, live, pretrained.cfg.signals)
-    w, G, H = cfg.weights, cfg.group_size, pretrained.cfg.max_history
-    gen = torch.Generator().manual_seed(cfg.seed)
+    dev = policy.device
+    w, G, H = cfg.weights_on(dev), cfg.group_size, pretrained.cfg.max_history
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for step in range(cfg.steps):
         st = live_states(signals, rng.choice(rows, cfg.batch_size, replace=len(rows) < cfg.batch_size), H)
-        obj = scorer.candidates(st)  # (B, C, M)
+        obj = scorer.candidates(st).to(dev)  # (B, C, M), from the reward model on the host
+        st = st.to(dev)
         value_c = (obj * w).sum(-1)  # (B, C) weighted reward of every live room
         with torch.no_grad():
             old = live_log_probs(policy, st)

@@ -57,6 +57,12 @@ class History:
     valid: Tensor
     now: Tensor
 
+    def to(self, device: torch.device | str) -> History:
+        """The same histories on `device` (self when they are there already)."""
+        if self.codes.device == torch.device(device):
+            return self
+        return History(*(t.to(device) for t in (self.codes, self.kind, self.watch, self.time, self.valid, self.now)))
+
 
 @dataclass
 class WatchLog:

@@ -123,6 +123,11 @@ def rooms_from_sids(snapshot: LiveSnapshot, sids: np.ndarray, scores: np.ndarray
     return out
 
 
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """Scores to the CPU for the search (the model may sit on a GPU)."""
+    return t.float().cpu().numpy()
+
+
 class GeneratorScorer:
     """Scores beams for one request with the generator, in its configured decode mode.
 
@@ -142,25 +147,26 @@ class GeneratorScorer:
         self.x, self.valid = x, valid
         h, kv = self.model.main(x, valid, last=1)
         self.h, self.kv = h[:, -1], kv  # (1, d), shared KV (1, H, T+1, hd)
-        self.codes = torch.zeros(1, 0, dtype=torch.long)
+        self.codes = torch.zeros(1, 0, dtype=torch.long, device=self.model.device)
         self.level = 1
-        return torch.log_softmax(self.model.level_logits(0, self.h), -1).numpy()
+        return _numpy(torch.log_softmax(self.model.level_logits(0, self.h), -1))
 
     @torch.inference_mode()
     def extend(self, parents: np.ndarray, codes: np.ndarray) -> np.ndarray:
         self.level += 1
-        p, c = torch.from_numpy(parents), torch.from_numpy(codes)
+        dev = self.model.device
+        p, c = torch.from_numpy(parents).to(dev), torch.from_numpy(codes).to(dev)
         self.codes = torch.cat([self.codes[p], c[:, None]], dim=1)  # (N, level-1)
         n, lv = len(parents), self.level - 1
         if self.model.cfg.decode == "mtp":
             kv = tuple(t.expand(n, -1, -1, -1) for t in self.kv)
             self.h = self.model.mtp_step(self.level, self.h[p], c, kv, self.valid.expand(n, -1))
-            return torch.log_softmax(self.model.level_logits(lv, self.h), -1).numpy()
+            return _numpy(torch.log_softmax(self.model.level_logits(lv, self.h), -1))
         steps = [self.model.prev_emb[lv](self.codes[:, lv])[:, None, :] for lv in range(self.level - 1)]
         x = torch.cat([self.x.expand(n, -1, -1), *steps], dim=1)
-        valid = torch.cat([self.valid.expand(n, -1), torch.ones(n, len(steps), dtype=torch.bool)], dim=1)
+        valid = torch.cat([self.valid.expand(n, -1), torch.ones(n, len(steps), dtype=torch.bool, device=dev)], dim=1)
         h, _ = self.model.main(x, valid, last=1)
-        return torch.log_softmax(self.model.level_logits(lv, h[:, -1]), -1).numpy()
+        return _numpy(torch.log_softmax(self.model.level_logits(lv, h[:, -1]), -1))
 
 
 def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, top_k: int = 10,
@@ -181,8 +187,9 @@ def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, to
             raise ValueError("this generator ranks live rooms with a prior over their identity signals: pass signals")
         with torch.inference_mode():
             scale = float(model.log_lp_scale.exp())
-            prior = model.live_prior(hist, torch.from_numpy(snapshot.codes)[None],
-                                     torch.as_tensor(signals, dtype=torch.float32)[None])[0].numpy() / scale
+            cand = torch.from_numpy(snapshot.codes)[None].to(model.device)
+            sig = torch.as_tensor(np.asarray(signals, dtype=np.float32), device=model.device)[None]
+            prior = _numpy(model.live_prior(hist, cand, sig)[0]) / scale
         bonus = prefix_bonus(snapshot, prior)  # in units of log P: a room's score is scale x (log P + prior)
     sids, scores = constrained_beam_search(GeneratorScorer(model, hist), snapshot, max(beam, top_k), bonus=bonus)
     return [(room, scale * s) for room, s in rooms_from_sids(snapshot, sids, scores, top_k, prior)]

@@ -23,7 +23,7 @@ Design choices, each switchable for ablation:
   live room (`livemind.rec.data.room_signals`); a small MLP turns them into a log-score added to
   log P(SID). It is trained jointly with the generator by a softmax over the rooms live at each
   target's time (`TrainConfig.room_loss`), so the generator learns what content adds beyond them.
-- No biases in attention projections; GELU MLPs.
+- No biases in attention projections; GELU MLPs; embeddings initialised at std 0.02 (GPT-2).
 """
 
 from __future__ import annotations
@@ -201,13 +201,21 @@ class OneLiveGenerator(nn.Module):
             self.mtp_in = nn.ModuleList([nn.Linear(2 * d, d, bias=False) for _ in range(L - 1)])
             self.mtp_norm = nn.ModuleList([nn.RMSNorm(d) for _ in range(L - 1)])
             self.mtp = nn.ModuleList([Block(cfg, shared_kv=True) for _ in range(L - 1)])
+        for m in self.modules():  # small embeddings, as GPT-2 does: a history token sums five of them,
+            if isinstance(m, nn.Embedding):  # which at N(0, 1) would dwarf [BOS] (std 0.02) and the time MLP
+                nn.init.normal_(m.weight, std=0.02)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are: inputs (histories, candidates, signals) are moved here."""
+        return self.bos.device
 
     def set_code_vectors(self, centroids: Tensor) -> None:
         """Load the tokenizer's codebook centroids (L, K, code_dim), e.g. `ResidualQuantizer.centroids`."""
         shape = (self.cfg.levels, self.cfg.codebook_size, self.cfg.code_dim)
         if not self.cfg.code_dim or tuple(centroids.shape) != shape:
             raise ValueError(f"code vectors of shape {tuple(centroids.shape)}, the generator expects {shape}")
-        self.code_vectors.copy_(torch.as_tensor(centroids, dtype=torch.float32))
+        self.code_vectors.copy_(torch.as_tensor(centroids, dtype=torch.float32, device=self.device))
 
     def code_embed(self, level: int, codes: Tensor) -> Tensor:
         """Input embedding of codes (any shape) of a level (0-based): free part + projected centroid."""
@@ -226,6 +234,8 @@ class OneLiveGenerator(nn.Module):
     def affinity(self, hist: History, cand: Tensor) -> Tensor:
         """Content affinity (B, C): cosine between the mean of the history's SID vectors and each
         candidate's (a SID's vector: the sum of its codes' centroids, the tokenizer's reconstruction)."""
+        hist, cand = hist.to(self.device), cand.to(self.device)
+
         def vec(codes: Tensor) -> Tensor:
             return sum(self.code_vectors[lv][codes[..., lv]] for lv in range(self.cfg.levels))
 
@@ -236,7 +246,8 @@ class OneLiveGenerator(nn.Module):
         """Live-room prior: a log-score (...) from each room's identity signals (..., S) and, with
         semantic codes, its content affinity (...); zeros without a prior."""
         if not self.cfg.room_signals:
-            return torch.zeros(signals.shape[:-1], device=signals.device)
+            return torch.zeros(signals.shape[:-1], device=self.device)
+        signals = signals.to(self.device)
         if signals.shape[-1] != self.cfg.room_signals:
             raise ValueError(f"{signals.shape[-1]} room signals, the generator's prior reads {self.cfg.room_signals}")
         if self.cfg.code_dim:
@@ -264,6 +275,7 @@ class OneLiveGenerator(nn.Module):
 
     def embed(self, hist: History) -> tuple[Tensor, Tensor]:
         """Token embeddings [history..., BOS]: (B, T+1, d) and the validity mask (B, T+1)."""
+        hist = hist.to(self.device)
         x = sum(self.code_embed(lv, hist.codes[..., lv]) for lv in range(self.cfg.levels))  # (B, T, d)
         x = x + self.kind_emb(hist.kind) + self.watch_emb(self._watch_bucket(hist.watch))
         B = x.shape[0]
@@ -324,11 +336,12 @@ class OneLiveGenerator(nn.Module):
     def forward(self, hist: History, target: Tensor, enc: Encoding | None = None) -> list[Tensor]:
         """Teacher-forced logits of each level for the target SIDs: L tensors (B, K). target: (B, L).
         `enc`: the histories' `encode`, when the caller has it (MTP)."""
+        target = target.to(self.device)
         if self.cfg.decode == "ar":
             x, valid = self.embed(hist)
             steps = [self.prev_emb[lv](target[:, lv]) for lv in range(self.cfg.levels - 1)]
             x = torch.cat([x, *(s[:, None, :] for s in steps)], dim=1)
-            valid = torch.cat([valid, torch.ones(x.shape[0], len(steps), dtype=torch.bool)], dim=1)
+            valid = torch.cat([valid, torch.ones(x.shape[0], len(steps), dtype=torch.bool, device=x.device)], dim=1)
             h, _ = self.main(x, valid, last=self.cfg.levels)  # [BOS] and the L-1 appended codes
             return [self.level_logits(lv, h[:, lv]) for lv in range(self.cfg.levels)]
         h, kv, valid = enc if enc is not None else self.encode(hist)
@@ -346,7 +359,9 @@ class OneLiveGenerator(nn.Module):
         target's prefix among the rooms live at the target's time (the constrained decoder's
         choice set); it must allow every target code.
         """
+        target = target.to(self.device)
         if allowed is not None:
+            allowed = allowed.to(self.device)
             logits = [lg.masked_fill(~allowed[:, lv], float("-inf")) for lv, lg in enumerate(logits)]
         ces = [F.cross_entropy(lg, target[:, lv]) for lv, lg in enumerate(logits)]
         w = self.cfg.level_weights
@@ -362,6 +377,7 @@ class OneLiveGenerator(nn.Module):
         modules per candidate; AR runs the full stack per (history, candidate) pair.
         """
         B, C, L = cand.shape
+        cand = cand.to(self.device)
         if self.cfg.decode == "ar":
             rep = History(*(t.repeat_interleave(C, dim=0) for t in (hist.codes, hist.kind, hist.watch, hist.time,
                                                                     hist.valid, hist.now)))

@@ -34,6 +34,7 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
     lps, priors_in, at, targets = [], [], [], []  # the fit reads only live (request, room) entries
     n = C = 0
     model.eval()
+    dev = model.device
     with torch.no_grad():
         for i in range(0, len(rows), chunk):
             r = np.asarray(rows[i:i + chunk])
@@ -41,12 +42,12 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
             hist, _ = signals.log.batch(r, H)
             ok = rb.target >= 0  # the watched room is live with a segment (always, for a world's log)
             m = rb.mask[ok]
-            lps.append(model.sid_log_prob(hist, rb.codes)[ok][m])
-            aff = model.affinity(hist, rb.codes) if model.cfg.code_dim else torch.zeros(rb.mask.shape)
-            priors_in.append(torch.cat([rb.signals, aff[..., None]], -1)[ok][m])
+            lps.append(model.sid_log_prob(hist, rb.codes)[ok.to(dev)][m.to(dev)])
+            aff = model.affinity(hist, rb.codes) if model.cfg.code_dim else torch.zeros(rb.mask.shape, device=dev)
+            priors_in.append(torch.cat([rb.signals.to(dev), aff[..., None]], -1)[ok.to(dev)][m.to(dev)])
             b, c = torch.nonzero(m, as_tuple=True)
-            at.append((b + n, c))
-            targets.append(rb.target[ok])
+            at.append((b.to(dev) + n, c.to(dev)))
+            targets.append(rb.target[ok].to(dev))
             n, C = n + len(m), max(C, m.shape[1])
     lp, x, target = torch.cat(lps), torch.cat(priors_in), torch.cat(targets)
     at = (torch.cat([a[0] for a in at]), torch.cat([a[1] for a in at]))
@@ -54,7 +55,7 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
 
     def loss() -> torch.Tensor:
         score = model.log_lp_scale.exp() * lp + model.prior(x[:, :S], x[:, S] if model.cfg.code_dim else None)
-        return F.cross_entropy(torch.full((n, C), float("-inf")).index_put(at, score), target)
+        return F.cross_entropy(torch.full((n, C), float("-inf"), device=dev).index_put(at, score), target)
 
     params = [*model.room_prior.parameters(), model.log_lp_scale]
     with torch.no_grad():

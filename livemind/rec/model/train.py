@@ -50,6 +50,7 @@ class TrainConfig:
     room_loss: float = 0.0  # weight of the softmax over live rooms (log P(SID) + live-room prior); 0 = off
     room_negatives: int = 31  # other live rooms sampled per target for that softmax
     prior_holdout_hours: float = 6.0  # latest training targets held out to refit the prior on (fit_room_prior)
+    device: str = "cpu"  # cpu, cuda or cuda:N; under torchrun, "cuda" puts each rank on cuda:LOCAL_RANK
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
@@ -59,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.prior_holdout_hours < 0:
             raise ValueError(f"prior_holdout_hours must be non-negative, got {self.prior_holdout_hours}")
+        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if self.room_negatives < 1:
             raise ValueError(f"room_negatives must be at least 1, got {self.room_negatives}")
         if self.room_loss < 0:
@@ -66,6 +69,14 @@ class TrainConfig:
         if self.room_loss and self.generator.room_signals != len(SIGNALS):
             raise ValueError(f"room_loss needs generator.room_signals = {len(SIGNALS)} ({', '.join(SIGNALS)}), "
                              f"got {self.generator.room_signals}")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices and embeddings only; none on norms, biases and scalars
+    (decaying a norm's gain or a bias toward 0 only fights the model, as nanoGPT notes)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
 class Objective(torch.nn.Module):
@@ -80,9 +91,11 @@ class Objective(torch.nn.Module):
         enc = self.model.encode(hist) if rooms is not None and self.model.cfg.decode == "mtp" else None
         loss, _ = self.model.weighted_loss(self.model(hist, target, enc), target, allowed)
         if rooms is not None:  # the room softmax reads the same encoding of the histories
-            ok = rooms.target >= 0  # the watched room is live with a segment (always, for a world's log)
-            scores = self.model.room_scores(hist, rooms.codes, rooms.signals, enc).masked_fill(~rooms.mask, float("-inf"))
-            loss = loss + self.room_loss * F.cross_entropy(scores[ok], rooms.target[ok])
+            dev = self.model.device
+            target_room, mask = rooms.target.to(dev), rooms.mask.to(dev)
+            ok = target_room >= 0  # the watched room is live with a segment (always, for a world's log)
+            scores = self.model.room_scores(hist, rooms.codes, rooms.signals, enc).masked_fill(~mask, float("-inf"))
+            loss = loss + self.room_loss * F.cross_entropy(scores[ok], target_room[ok])
         return loss
 
 
@@ -111,15 +124,18 @@ class GeneratorTrainer:
         torch.manual_seed(self.cfg.seed)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        self.model = OneLiveGenerator(self.cfg.generator)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local}" if self.cfg.device == "cuda" and self.world > 1 else self.cfg.device)
+        self.model = OneLiveGenerator(self.cfg.generator).to(self.device)
         if self.cfg.generator.code_dim:
             self.model.set_code_vectors(torch.from_numpy(np.asarray(self.code_vectors)))
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+        self.opt = torch.optim.AdamW(param_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr,
                                      fused=True)  # one kernel per step, not one per parameter
         if resume and (self.out / "state.json").is_file():
             self._load()
         self.objective = Objective(self.model, self.cfg.room_loss)
-        self.ddp = torch.nn.parallel.DistributedDataParallel(self.objective) if self.world > 1 else None
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids) if self.world > 1 else None
 
     def _load(self) -> None:
         state = read_state(self.out)
@@ -131,7 +147,7 @@ class GeneratorTrainer:
         self.model.load_state_dict(load_tensors(self.out / "model.safetensors"))
         tensors = load_tensors(self.out / "optimizer.safetensors")
         opt_state = self.opt.state_dict()
-        for i in opt_state["param_groups"][0]["params"]:
+        for i in (i for group in opt_state["param_groups"] for i in group["params"]):
             opt_state["state"][i] = {k: tensors[f"{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")}
         self.opt.load_state_dict(opt_state)
         torch.set_rng_state(tensors["torch_rng"])

@@ -385,3 +385,23 @@ def test_recommend_with_a_prior_ranks_rooms_by_log_p_plus_prior(decode, code_dim
         model.room_prior[0].weight.fill_(1.0)  # prior = -sum(gelu(sum of signals)): a room with zero signals is best
     sig[np.arange(12) != fav] = 5.0
     assert recommend(model, hist, snap, top_k=1, beam=1, signals=sig)[0][0] == snap.rooms[fav]
+
+
+def test_embeddings_start_small_and_only_matrices_decay():
+    from livemind.rec.model.train import param_groups
+
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=64, n_heads=4, codebook_size=256, room_signals=5))
+    embs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    assert len(embs) == 3 + 2 + 2  # codes per level, kind, watch bucket, chosen code of levels 1..2
+    assert all(abs(e.std().item() - 0.02) < 0.004 for e in embs)
+    hist = make_history(4, 10, 256)
+    tokens = sum(model.code_embed(lv, hist.codes[..., lv]) for lv in range(3)) + model.kind_emb(hist.kind)
+    assert tokens.std().item() < 0.06  # four N(0, 0.02) embeddings: std 0.04, not ~2 as at N(0, 1)
+    decay, rest = param_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and rest["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in rest["params"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay = {names[id(p)] for p in rest["params"]}
+    assert {"bos", "norm.weight", "log_lp_scale", "room_prior.0.bias", "blocks.0.n1.weight"} <= no_decay
+    assert len(decay["params"]) + len(rest["params"]) == len(list(model.parameters()))
