@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from livemind.cli import app
@@ -62,6 +63,7 @@ def tiny_world_and_tokenizer_config(tmp_path):
     return world, tcfg
 
 
+@pytest.mark.slow
 def test_tokenizer_fit_and_report(tmp_path):
     world, tcfg = tiny_world_and_tokenizer_config(tmp_path)
     tok = tmp_path / "tok"
@@ -101,6 +103,7 @@ def tiny_tokenizer_and_generator(tmp_path):
     return world, tok, cache, gcfg, gen, until, args, res
 
 
+@pytest.mark.slow
 def test_rec_train_resume_and_recommend(tmp_path):
     world, tok, cache, gcfg, gen, until, args, res = tiny_tokenizer_and_generator(tmp_path)
     for needle in ("steps, loss", "40 held-out targets", "OneLive", "popularity"):
@@ -130,6 +133,7 @@ def test_rec_train_resume_and_recommend(tmp_path):
     assert text(res).startswith(f"error: {gen / 'state.json'}: truncated or not JSON")
 
 
+@pytest.mark.slow
 def test_rec_train_and_recommend_with_the_live_room_prior(tmp_path):
     world, tok, cache, gcfg, gen, until, args, _ = tiny_tokenizer_and_generator(tmp_path)
     gcfg.write_text(gcfg.read_text().replace("level_weights: [1.0, 1.0]", "level_weights: [1.0, 1.0], room_signals: 5")
@@ -163,6 +167,7 @@ def test_rec_train_and_recommend_with_the_live_room_prior(tmp_path):
     assert res.exit_code == 2 and "room_loss needs generator.room_signals = 5" in text(res)
 
 
+@pytest.mark.slow
 def test_rec_align_and_abtest(tmp_path):
     world, tok, cache, _, gen, until, _, _ = tiny_tokenizer_and_generator(tmp_path)
     acfg = tmp_path / "a.yaml"
@@ -234,6 +239,7 @@ def think_tasks_and_tiny_student(tmp_path, kinds, student_dir="student0"):
     return tasks, student
 
 
+@pytest.mark.slow
 def test_think_distill_with_a_local_teacher_server(tmp_path):
     import yaml
 
@@ -261,6 +267,7 @@ def test_think_distill_with_a_local_teacher_server(tmp_path):
     assert res.exit_code == 2 and "tasks.jsonl:1: missing field(s) ['question', 'gold']" in text(res)
 
 
+@pytest.mark.slow
 def test_think_distill_from_reference_solutions(tmp_path):
     import dataclasses
 
@@ -284,6 +291,7 @@ def test_think_distill_from_reference_solutions(tmp_path):
     assert res.exit_code == 2 and "task 'q0' has no reference solution" in text(res)
 
 
+@pytest.mark.slow
 def test_think_grpo_then_eval_report(tmp_path):
     import yaml
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from livemind.paths import REPO_ROOT
 
 LINT = Path(sys.executable).with_name("lint-imports")
@@ -19,12 +21,14 @@ def lint(root: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_package_keeps_every_layering_contract():
     res = lint(REPO_ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "0 broken" in res.stdout
 
 
+@pytest.mark.slow
 def test_a_deliberate_violation_breaks_its_contract(tmp_path):
     shutil.copytree(REPO_ROOT / "livemind", tmp_path / "livemind", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path)

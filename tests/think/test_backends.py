@@ -25,6 +25,7 @@ def test_cache_makes_a_rerun_send_no_requests(tmp_path):
         assert state["requests"] == 8
 
 
+@pytest.mark.slow
 def test_timeouts_are_retried_and_failures_recorded_not_cached(tmp_path):
     cache = ResponseCache(tmp_path / "c.sqlite")
     with openai_server() as (url, state):

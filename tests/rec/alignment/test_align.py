@@ -126,6 +126,7 @@ def test_alignment_tunes_a_generator_with_a_live_room_prior(setup, tiny_rec):
     assert after - before > 0.5 * (best - before)
 
 
+@pytest.mark.slow
 def test_the_aligned_cache_is_reused_only_with_the_same_generator_and_reward_model(setup, tiny_rec, tmp_path):
     from livemind.rec.alignment.pipeline import aligned_for
 

@@ -49,6 +49,7 @@ def test_bad_updates_leave_the_index_unchanged():
     assert idx.snapshot() is before
 
 
+@pytest.mark.slow
 def test_concurrent_readers_always_see_a_consistent_index():
     idx = LiveIndex(3, "v")
     rng = np.random.default_rng(0)

@@ -72,6 +72,7 @@ def test_forward_beam_search_and_prior_refit_make_nothing_off_the_model_device(t
     assert after <= before
 
 
+@pytest.mark.slow
 def test_a_training_step_and_an_alignment_step_make_nothing_off_the_model_device(tiny_world, tiny_rec, world_parts,
                                                                                    tmp_path):
     state, signals, centroids = world_parts

@@ -50,6 +50,7 @@ def test_hashing_and_precomputed_encoders():
         pre.encode(["room-3"])
 
 
+@pytest.mark.slow
 def test_packaged_minilm_encodes_offline_with_meaning(tmp_path):
     enc = SentenceEncoder(cache_dir=tmp_path)
     texts = ["on the card: Luma matte lipstick | the lipstick is on the card now",

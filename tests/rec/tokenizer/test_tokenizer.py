@@ -141,6 +141,7 @@ def test_tampered_weights_are_refused(fitted, tmp_path):
         DynamicTokenizer.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_report_measures_the_held_out_window(fitted, tiny_world, tmp_path):
     result, split = fitted
     _, data = tiny_world
