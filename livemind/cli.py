@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from livemind.errors import LivemindError
+from livemind.errors import DataError, LivemindError
 from livemind.progress import StageProgress
 from livemind.progress import progress_bar as _progress_bar
 
@@ -574,6 +574,74 @@ def demo(
     from livemind.demo import run_demo
 
     run_demo(out, console)
+
+
+@app.command()
+@friendly
+def serve(
+    tokenizer: TokenizerDir,
+    generator: Annotated[Path, typer.Option(help="a generator checkpoint (livemind rec train / align)")],
+    store: Annotated[Path, typer.Option(help="the durable live event log (DuckDB); the state is rebuilt from it")] = Path("runs/serve/events.duckdb"),
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    cache: EmbeddingCache = DEFAULT_CACHE,
+    beam: Annotated[int, typer.Option(help="beam width of the constrained search")] = 32,
+    max_batch: Annotated[int, typer.Option(help="recommendation requests per forward pass")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="how long a request waits to share a forward pass")] = 2.0,
+    threads: Annotated[int, typer.Option(help="torch threads (the HTTP server and the client need cores too)")] = 1,
+) -> None:
+    """The live service: ingest live events, recommend rooms live now (API key: $LIVEMIND_API_KEY)."""
+    import os
+
+    import torch
+    import uvicorn
+
+    from livemind.serve.app import ServeConfig, create_app
+    from livemind.serve.engine import EngineConfig
+
+    for path, what in ((tokenizer, "tokenizer"), (generator, "generator")):
+        if not path.is_dir():
+            raise DataError(f"--{what} {str(path)!r} is not a folder")
+    torch.set_num_threads(threads)
+    cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam), os.environ.get("LIVEMIND_API_KEY") or None,
+                      max_batch, max_wait_ms)
+    console.print(f"livemind serving on http://{host}:{port} (ready once /readyz says so)")
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
+
+
+@app.command()
+@friendly
+def replay(
+    world: WorldDir,
+    url: Annotated[str, typer.Option(help="the service, e.g. http://127.0.0.1:8000")],
+    speed: Annotated[float, typer.Option(help="x real time from --from on (0: as fast as the service takes it)")] = 10.0,
+    start: Annotated[float | None, typer.Option("--from", help="Unix time the live part starts (default: 2/3 of the world)")] = None,
+    until: Annotated[float | None, typer.Option(help="Unix time to stop (default: the world's end)")] = None,
+    targets: Annotated[int | None, typer.Option(help="held-out watches to ask recommendations for (default all)")] = None,
+    batch: Annotated[int, typer.Option(help="events per POST /v1/events")] = 500,
+    seed: Annotated[int, typer.Option(help="seed of the target sample")] = 0,
+) -> None:
+    """Stream a world to a running service in time order; recommend before each held-out watch."""
+    import os
+
+    from livemind.serve.replay import replay as run_replay
+    from livemind.serve.replay import watch_targets
+    from livemind.world.tables import WorldData
+
+    data = WorldData.load(world)
+    t = data.events.column("time").to_numpy()
+    t0, t1 = float(t.min()), float(t.max()) + 1.0
+    start = t0 + (t1 - t0) * 2 / 3 if start is None else start
+    until = t1 if until is None else until
+    chosen = watch_targets(data, start, until, targets, seed)
+    with progress_bar("replaying") as bar:
+        task = bar.add_task("replay", total=len(chosen))
+        res = run_replay(data, url, start, until, speed, batch, chosen, api_key=os.environ.get("LIVEMIND_API_KEY"),
+                         progress=lambda d, n: bar.update(task, completed=d, total=n))
+    s = res.summary()
+    console.print(f"{s['events']:,} events in {s['seconds']:.1f} s; {s['requests']:,} recommendations: "
+                  f"HR@10 {s['hr10_all']:.3f} (new {s['hr10_new']:.3f} on {s['n_new']}, repeat {s['hr10_repeat']:.3f} "
+                  f"on {s['n_repeat']}); latency p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,24 @@ class SignalConfig:
             raise ValueError(f"history must be at least 1 watch, got {self.history}")
 
 
+def signal_matrix(audience: np.ndarray, watches: np.ndarray, follows: np.ndarray, same_as_last: np.ndarray,
+                  share: np.ndarray) -> np.ndarray:
+    """(N, S) float32 signals in the order of SIGNALS from their counts: the one formula that offline
+    evaluation (`RoomSignals`) and the live state (`livemind.rec.live.state`) share.
+
+    >>> signal_matrix(np.array([0, 3]), np.array([1, 0]), np.array([True, False]), np.array([False, True]),
+    ...               np.array([0.5, 0.0])).astype(float).round(3).tolist()
+    [[0.0, 0.693, 1.0, 0.0, 0.5], [1.386, 0.0, 0.0, 1.0, 0.0]]
+    """
+    return np.stack([
+        np.log1p(np.asarray(audience, dtype=np.float64)),  # watches of the room in the window before t
+        np.log1p(np.asarray(watches, dtype=np.float64)),  # the viewer's watches of its streamer before t
+        np.asarray(follows, dtype=np.float64),  # the viewer followed its streamer before t
+        np.asarray(same_as_last, dtype=np.float64),  # its streamer is the viewer's last watched
+        np.asarray(share, dtype=np.float64),  # topic share of the viewer's last watches
+    ], axis=1).astype(np.float32)
+
+
 @dataclass
 class RoomBatch:
     """The rooms live at each request of a batch, padded to C: what the room softmax ranks.
@@ -106,13 +124,8 @@ class RoomSignals:
         idx = end[:, None] - self.history + np.arange(self.history)  # (N, history): the last watches
         share = topic_share(self.watch_topic, np.maximum(idx, 0), idx >= lo[:, None], now)
         last = np.where(end > lo, self.log.streamer[np.maximum(end - 1, 0)], -1)
-        return np.stack([
-            np.log1p(self.audience(rooms, times)),
-            np.log1p(self.state.watches(viewers, s, times)),
-            self.state.follows(viewers, s, times).astype(np.float64),
-            (s == last).astype(np.float64),
-            share,
-        ], axis=1).astype(np.float32)
+        return signal_matrix(self.audience(rooms, times), self.state.watches(viewers, s, times),
+                             self.state.follows(viewers, s, times), s == last, share)
 
     def for_request(self, viewer: int, t: float, rooms: np.ndarray) -> np.ndarray:
         """(C, S) signals of `rooms` for a request by `viewer` at `t`, from their watches before t."""

@@ -57,6 +57,37 @@ class History:
     valid: Tensor
     now: Tensor
 
+    @classmethod
+    def one(cls, sid: np.ndarray, watch: np.ndarray, time: np.ndarray, now: float) -> History:
+        """One request's history from its watches, oldest first: sid (T, L), watch seconds (T,), time
+        (T,); T = 0 is a cold start. The offline log and the live state both build histories here."""
+        T, L = sid.shape
+        return cls(
+            codes=torch.from_numpy(np.ascontiguousarray(sid, dtype=np.int64).reshape(1, T, L)),
+            kind=torch.full((1, T), WATCH, dtype=torch.long),
+            watch=torch.from_numpy(np.asarray(watch, dtype=np.float64)[None]).float(),
+            time=torch.from_numpy(np.asarray(time, dtype=np.float64)[None]),
+            valid=torch.ones(1, T, dtype=torch.bool),
+            now=torch.tensor([now], dtype=torch.float64),
+        )
+
+    @classmethod
+    def stack(cls, hists: list[History]) -> History:
+        """Several histories as one batch, left-padded to the longest (padding: valid False)."""
+        T = max(h.codes.shape[1] for h in hists)
+
+        def pad(t: Tensor, value: float | bool) -> Tensor:
+            n = T - t.shape[1]
+            if n == 0:
+                return t
+            filler = torch.full((t.shape[0], n, *t.shape[2:]), value, dtype=t.dtype, device=t.device)
+            return torch.cat([filler, t], dim=1)
+
+        return cls(codes=torch.cat([pad(h.codes, 0) for h in hists]), kind=torch.cat([pad(h.kind, WATCH) for h in hists]),
+                   watch=torch.cat([pad(h.watch, 0.0) for h in hists]),
+                   time=torch.cat([pad(h.time, float(h.now[0])) for h in hists]),
+                   valid=torch.cat([pad(h.valid, False) for h in hists]), now=torch.cat([h.now for h in hists]))
+
     def to(self, device: torch.device | str) -> History:
         """The same histories on `device` (self when they are there already)."""
         if self.codes.device == torch.device(device):
@@ -133,15 +164,7 @@ class WatchLog:
         """One request: the viewer's last `max_history` watches before `now` (none: cold start, T = 0)."""
         lo, hi = np.searchsorted(self.viewer, viewer, "left"), np.searchsorted(self.viewer, viewer, "right")
         rows = np.arange(lo, hi)[self.time[lo:hi] < now][-max_history:]
-        T = len(rows)
-        return History(
-            codes=torch.from_numpy(self.sid[rows].reshape(1, T, -1)) if T else torch.zeros(1, 0, self.sid.shape[1], dtype=torch.long),
-            kind=torch.full((1, T), WATCH, dtype=torch.long),
-            watch=torch.from_numpy(self.watch[rows][None]).float(),
-            time=torch.from_numpy(self.time[rows][None]),
-            valid=torch.ones(1, T, dtype=torch.bool),
-            now=torch.tensor([now], dtype=torch.float64),
-        )
+        return History.one(self.sid[rows], self.watch[rows], self.time[rows], now)
 
     def is_repeat(self, rows: np.ndarray) -> np.ndarray:
         """Whether each target's streamer appears earlier in the viewer's history (repeat consumption)."""

@@ -22,7 +22,7 @@ Scorers decouple the search from the model: `start()` gives level-1 log-probabil
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -128,6 +128,31 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.float().cpu().numpy()
 
 
+class Encoded(NamedTuple):
+    """One request's encoding by the main stack: tokens x (1, T+1, d), valid (1, T+1), [BOS]'s
+    hidden state h (1, d) and the last layer's keys and values (each (1, H, T+1, hd))."""
+
+    x: torch.Tensor
+    valid: torch.Tensor
+    h: torch.Tensor
+    kv: tuple[torch.Tensor, torch.Tensor]
+
+
+@torch.inference_mode()
+def encode_requests(model: OneLiveGenerator, hists: list[History]) -> list[Encoded]:
+    """Encode many requests' histories in one forward pass of the main stack (left-padded to the
+    longest; padding is masked, so each request's encoding is its own up to float rounding)."""
+    batch = History.stack(hists)
+    x, valid = model.embed(batch)
+    h, kv = model.main(x, valid, last=1)
+    out = []
+    for b, hist in enumerate(hists):
+        T = hist.codes.shape[1] + 1  # its own tokens and [BOS], the last T positions
+        out.append(Encoded(x[b:b + 1, -T:], valid[b:b + 1, -T:], h[b:b + 1, -1],
+                           (kv[0][b:b + 1, :, -T:], kv[1][b:b + 1, :, -T:])))
+    return out
+
+
 class GeneratorScorer:
     """Scores beams for one request with the generator, in its configured decode mode.
 
@@ -135,18 +160,17 @@ class GeneratorScorer:
     AR: each level re-runs the full stack with the chosen codes appended as tokens.
     """
 
-    def __init__(self, model: OneLiveGenerator, hist: History) -> None:
+    def __init__(self, model: OneLiveGenerator, hist: History, encoded: Encoded | None = None) -> None:
         if hist.codes.shape[0] != 1:
             raise ValueError(f"a scorer serves one request, got a batch of {hist.codes.shape[0]}")
-        self.model, self.hist = model, hist
+        self.model, self.hist, self.encoded = model, hist, encoded
         self.level = 1
 
     @torch.inference_mode()
     def start(self) -> np.ndarray:
-        x, valid = self.model.embed(self.hist)
+        x, valid, h, kv = self.encoded if self.encoded is not None else encode_requests(self.model, [self.hist])[0]
         self.x, self.valid = x, valid
-        h, kv = self.model.main(x, valid, last=1)
-        self.h, self.kv = h[:, -1], kv  # (1, d), shared KV (1, H, T+1, hd)
+        self.h, self.kv = h, kv  # (1, d), shared KV (1, H, T+1, hd)
         self.codes = torch.zeros(1, 0, dtype=torch.long, device=self.model.device)
         self.level = 1
         return _numpy(torch.log_softmax(self.model.level_logits(0, self.h), -1))
@@ -170,12 +194,14 @@ class GeneratorScorer:
 
 
 def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, top_k: int = 10,
-              beam: int = 32, signals: np.ndarray | None = None) -> list[tuple[int, float]]:
+              beam: int = 32, signals: np.ndarray | None = None,
+              encoded: Encoded | None = None) -> list[tuple[int, float]]:
     """Top-k live rooms for one viewer: constrained beam search, then SIDs -> rooms.
 
     `signals` (n, S): identity signals of `snapshot.rooms` (`RoomSignals.signals`), required when
     the generator has a live-room prior. Nothing live: an empty list. A viewer with no history
-    (T = 0) is scored from [BOS] alone.
+    (T = 0) is scored from [BOS] alone. `encoded`: the request's `encode_requests` output when the
+    caller batched the main stack over several requests (the live service does).
     """
     if not len(snapshot.rooms):
         return []
@@ -191,5 +217,5 @@ def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, to
             sig = torch.as_tensor(np.asarray(signals, dtype=np.float32), device=model.device)[None]
             prior = _numpy(model.live_prior(hist, cand, sig)[0]) / scale
         bonus = prefix_bonus(snapshot, prior)  # in units of log P: a room's score is scale x (log P + prior)
-    sids, scores = constrained_beam_search(GeneratorScorer(model, hist), snapshot, max(beam, top_k), bonus=bonus)
+    sids, scores = constrained_beam_search(GeneratorScorer(model, hist, encoded), snapshot, max(beam, top_k), bonus=bonus)
     return [(room, scale * s) for room, s in rooms_from_sids(snapshot, sids, scores, top_k, prior)]

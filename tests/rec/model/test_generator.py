@@ -405,3 +405,17 @@ def test_embeddings_start_small_and_only_matrices_decay():
     no_decay = {names[id(p)] for p in rest["params"]}
     assert {"bos", "norm.weight", "log_lp_scale", "room_prior.0.bias", "blocks.0.n1.weight"} <= no_decay
     assert len(decay["params"]) + len(rest["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("decode", ["mtp", "ar"])
+def test_requests_encoded_in_one_batch_decode_as_they_do_alone(decode):
+    from livemind.rec.model.beam import encode_requests
+
+    model = small_model(decode, 0)
+    hists = [make_history(1, T, 8, seed=T) for T in (0, 3, 7)]
+    snap = _snapshot([(a, b, c) for a in range(3) for b in range(2) for c in range(4)], 3)
+    for hist, enc in zip(hists, encode_requests(model, hists)):
+        alone = recommend(model, hist, snap, top_k=5, beam=8)
+        batched = recommend(model, hist, snap, top_k=5, beam=8, encoded=enc)
+        assert [r for r, _ in batched] == [r for r, _ in alone]
+        assert np.allclose([s for _, s in batched], [s for _, s in alone], atol=1e-5)

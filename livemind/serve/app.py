@@ -1,0 +1,218 @@
+"""`livemind serve`: one FastAPI app over the live engine.
+
+Routes are thin: parse, call one method of the engine, shape the reply. Startup loads the models
+and rebuilds the live state from the durable log in a background thread, so `/healthz` answers at
+once and `/readyz` says 503 until the state is ready. Errors have one shape on these routes,
+`{"error", "field", "value", "expected", "index"}`, from one set of handlers. Write routes
+(`/v1/events`, `/v1/admin/*`) need `Authorization: Bearer <key>` when an API key is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from livemind.errors import LivemindError
+from livemind.rec.live.state import BatchError
+from livemind.serve.batching import Batcher
+from livemind.serve.engine import EngineConfig, RecEngine, RecRequest
+from livemind.serve.metrics import Metrics
+from livemind.serve.protocol import (
+    Accepted,
+    EventBatchIn,
+    LiveRoomsOut,
+    RecommendIn,
+    RecommendOut,
+    ReloadIn,
+    to_record,
+)
+
+log = logging.getLogger("livemind.serve")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    engine: EngineConfig
+    api_key: str | None = None  # LIVEMIND_API_KEY: required on write routes when set
+    max_batch: int = 32  # recommendation requests per forward pass
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for others
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, error: str, **detail: Any) -> None:
+        self.status, self.error, self.detail = status, error, detail
+
+
+def _error(status: int, error: str, field: str | None = None, value: Any = None, expected: str | None = None,
+           index: int | None = None) -> JSONResponse:
+    if isinstance(value, str | bytes) and len(value) > 200:
+        value = value[:200] + "..."
+    body = {"error": error, "field": field, "value": value, "expected": expected, "index": index}
+    try:
+        return JSONResponse(body, status_code=status)
+    except (TypeError, ValueError):  # a value JSON cannot carry: its text
+        return JSONResponse({**body, "value": repr(value)}, status_code=status)
+
+
+def _validation_error(exc: ValidationError | RequestValidationError) -> JSONResponse:
+    err = exc.errors()[0]
+    if err["type"] == "json_invalid":
+        return _error(400, f"the body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}",
+                      expected="a JSON object")
+    loc = [p for p in err["loc"] if p != "body"]
+    index, field = None, ".".join(str(p) for p in loc) or None
+    if loc[:1] == ["events"] and len(loc) >= 2 and isinstance(loc[1], int):  # events, i, kind tag, field...
+        index, field = loc[1], ".".join(str(p) for p in loc[3:]) or None
+    if err["type"] == "union_tag_invalid":
+        field = "kind"
+        value = err["ctx"]["tag"]
+        expected = "one of " + err["ctx"]["expected_tags"]
+    elif err["type"] == "missing":
+        value, expected = None, "a value (the field is required)"
+    else:
+        value, expected = err.get("input"), err["msg"]
+    where = f"event {index}: " if index is not None else ""
+    return _error(422, f"{where}{field}: {err['msg']}", field=field, value=value, expected=expected, index=index)
+
+
+def create_app(cfg: ServeConfig, engine: RecEngine | None = None) -> FastAPI:
+    """The app; `engine` given: serve it as it is (tests), else load it from `cfg.engine` at startup."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.engine, app.state.load_error = None, None
+        app.state.batcher = Batcher(lambda reqs: app.state.engine.recommend_many(reqs), cfg.max_batch,
+                                    cfg.max_wait_ms / 1000, metrics.batch.observe)
+
+        def load() -> None:
+            try:
+                eng = engine or RecEngine(cfg.engine)
+                started = time.perf_counter()
+                n = eng.open()
+                log.info("live state rebuilt from %d logged events in %.1f s", n, time.perf_counter() - started)
+                app.state.engine = eng
+            except Exception as exc:  # shown by /readyz; the process stays up for the operator to see it
+                log.exception("loading failed")
+                app.state.load_error = f"{type(exc).__name__}: {exc}"
+
+        threading.Thread(target=load, name="livemind-load", daemon=True).start()
+        yield
+        await app.state.batcher.close()
+        if app.state.engine is not None:
+            app.state.engine.close()
+
+    app = FastAPI(title="livemind", version="0.1", lifespan=lifespan)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return _error(exc.status, exc.error, **exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_error(exc)
+
+    @app.exception_handler(BatchError)
+    async def batch_error(_: Request, exc: BatchError) -> JSONResponse:
+        return _error(422, str(exc), field=exc.field, value=exc.value, expected=exc.expected, index=exc.index)
+
+    @app.exception_handler(LivemindError)
+    async def livemind_error(_: Request, exc: LivemindError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = route.path if route is not None else "unmatched"
+        metrics.requests.labels(name, str(response.status_code)).inc()
+        metrics.latency.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    def engine_of(request: Request) -> RecEngine:
+        eng = request.app.state.engine
+        if eng is None:
+            error = request.app.state.load_error
+            raise ServiceError(503, "the service is not ready: " + (error or "loading models and the live state"))
+        return eng
+
+    def authorised(request: Request) -> None:
+        if cfg.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        if not hmac.compare_digest(header.encode(), f"Bearer {cfg.api_key}".encode()):
+            raise ServiceError(401, "missing or wrong API key", field="Authorization", expected="Bearer <LIVEMIND_API_KEY>")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        eng = request.app.state.engine
+        if eng is None:
+            return _error(503, "not ready: " + (request.app.state.load_error or "loading models and the live state"))
+        return JSONResponse({"ready": True, "generator": eng.served.fingerprint, **eng.state.counts()})
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        eng = request.app.state.engine
+        if eng is not None:
+            metrics.live_rooms.set(eng.state.counts()["live_rooms"])
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/v1/events", response_model=Accepted, dependencies=[Depends(authorised)])
+    async def events(request: Request) -> Accepted:
+        eng = engine_of(request)
+        if int(request.headers.get("content-length") or 0) > cfg.max_body_bytes:
+            raise ServiceError(413, f"the body is over {cfg.max_body_bytes} bytes", field="events",
+                               expected=f"at most {cfg.engine.max_events} events per batch")
+        body = await request.body()
+        try:
+            batch = EventBatchIn.model_validate_json(body)
+        except ValidationError as exc:
+            return _validation_error(exc)
+        if len(batch.events) > cfg.engine.max_events:
+            raise ServiceError(413, f"a batch of {len(batch.events)} events is too large", field="events",
+                               value=len(batch.events), expected=f"at most {cfg.engine.max_events} events per batch")
+        records = [to_record(e) for e in batch.events]
+        reencodes = eng.state.reencodes
+        n, offset = await run_in_threadpool(eng.ingest, records)
+        metrics.events.inc(n)
+        metrics.reencodes.inc(eng.state.reencodes - reencodes)
+        return Accepted(accepted=n, offset=offset)
+
+    @app.post("/v1/recommend", response_model=RecommendOut)
+    async def recommend(body: RecommendIn, request: Request) -> dict:
+        engine_of(request)
+        return await request.app.state.batcher.submit(RecRequest(body.viewer, body.time, body.k))
+
+    @app.get("/v1/rooms/live", response_model=LiveRoomsOut)
+    async def rooms_live(request: Request) -> dict:
+        return engine_of(request).live_rooms()
+
+    @app.post("/v1/admin/reload", dependencies=[Depends(authorised)])
+    async def reload(body: ReloadIn, request: Request) -> dict:
+        eng = engine_of(request)
+        try:
+            served = await run_in_threadpool(eng.reload, body.generator)
+        except LivemindError:
+            metrics.reloads.labels("failed").inc()
+            raise
+        metrics.reloads.labels("swapped").inc()
+        return {"generator": served.path, "fingerprint": served.fingerprint, "seconds": round(eng.last_reload_s, 3)}
+
+    return app

@@ -1,0 +1,155 @@
+"""The live recommendation engine: durable ingest into the live state, and OneLive's decoding over
+the rooms live now. A plain class (no HTTP): the service wraps it with batching, timeouts and
+metrics; the replay benchmark and the tests can drive it directly.
+
+- `ingest(records)`: check the whole batch against the live state, append it to the durable log in
+  one transaction, then apply it (segments re-encoded by the dynamic tokenizer in one embedding
+  call). The reply comes after both: an acknowledged event is durable and already live.
+- `recommend_many(requests)`: each request's history, live snapshot and room signals from the live
+  state; the histories go through the main stack in one forward pass; then the constrained beam
+  search of `livemind.rec.model.beam.recommend` — the function the offline evaluation calls.
+- `open`: rebuild the state by re-applying the durable log (after a crash or a restart), so the
+  restarted engine answers exactly as one that never stopped.
+- `reload`: load another generator beside the serving one and swap the reference atomically.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from livemind.errors import ConfigError, DataError
+from livemind.rec.alignment.align import fingerprint
+from livemind.rec.live.state import LiveState
+from livemind.rec.model.beam import encode_requests, recommend
+from livemind.rec.model.checkpoint import load_generator
+from livemind.rec.model.generator import OneLiveGenerator
+from livemind.rec.tokenizer.dynamic import DynamicTokenizer
+from livemind.world.live_log import LiveLog, LiveRecord
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    tokenizer: Path  # a tokenizer folder (livemind rec tokenizer fit)
+    generator: Path  # a generator checkpoint folder (livemind rec train / align)
+    store: Path = Path("runs/serve/events.duckdb")  # the durable live event log (":memory:" for none)
+    cache: Path | None = Path("runs/cache/embeddings")  # segment-embedding cache (restarts re-embed from it)
+    beam: int = 32  # beam width of the constrained search (the offline evaluation's)
+    max_events: int = 10_000  # events per ingest batch; more is refused (HTTP 413)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.beam < 1 or self.max_events < 1:
+            raise ConfigError(f"beam and max_events must be >= 1, got {self.beam}, {self.max_events}")
+
+
+@dataclass(frozen=True)
+class RecRequest:
+    viewer: int
+    time: float | None = None  # None: the latest time the state has seen
+    k: int = 10
+
+
+@dataclass
+class ServedModel:
+    model: OneLiveGenerator
+    path: str
+    fingerprint: str
+
+
+class RecEngine:
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        self.tokenizer = DynamicTokenizer.load(cfg.tokenizer, cache_dir=cfg.cache)
+        self.served = self._load(cfg.generator)
+        self.state = LiveState(self.tokenizer, self.served.model.cfg.signals)
+        self.log = LiveLog(cfg.store)
+        self._ingest_lock = threading.Lock()
+
+    def _load(self, path: str | Path) -> ServedModel:
+        model = load_generator(path, self.tokenizer.version, device=self.cfg.device)
+        return ServedModel(model, str(path), fingerprint(model))
+
+    # ------------------------------------------------------------------------------ writes
+
+    def open(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the live state from the durable log; returns the number of events re-applied."""
+        done, total = 0, self.log.offset
+        with self._ingest_lock:
+            for records in self.log.read(batch=5_000):
+                self.state.apply(records)
+                done += len(records)
+                if progress:
+                    progress(done, total)
+        return done
+
+    def ingest(self, records: Sequence[LiveRecord]) -> tuple[int, int]:
+        """(events accepted, offset of the last); a bad batch raises a BatchError and stores nothing."""
+        if len(records) > self.cfg.max_events:
+            raise DataError(f"a batch of {len(records)} events; at most {self.cfg.max_events} per request")
+        with self._ingest_lock:  # batches are checked, stored and applied one at a time, in order
+            self.state.check(records)
+            offset = self.log.append(records)
+            self.state.apply(records)
+        return len(records), offset
+
+    # ------------------------------------------------------------------------------ reads
+
+    def recommend_many(self, requests: Sequence[RecRequest]) -> list[dict]:
+        """One answer per request: {"time", "rooms": [{room, streamer, sid, product, score}], ...}."""
+        served = self.served  # one model for the whole batch, even if a reload swaps it meanwhile
+        model = served.model
+        H = model.cfg.max_history
+        now = self.state.now()
+        times = [r.time if r.time is not None else now for r in requests]
+        hists = [self.state.history(r.viewer, t, H) if t > float("-inf") else None for r, t in zip(requests, times)]
+        live = [i for i, h in enumerate(hists) if h is not None]
+        encoded = dict(zip(live, encode_requests(model, [hists[i] for i in live]))) if live else {}
+        out = []
+        for i, (req, t) in enumerate(zip(requests, times)):
+            answer = {"viewer": req.viewer, "time": None if t == float("-inf") else t, "rooms": [],
+                      "generator": served.fingerprint, "cold_start": hists[i] is None or hists[i].codes.shape[1] == 0}
+            if hists[i] is not None:
+                snap = self.state.snapshot(t)
+                if len(snap.rooms):
+                    signals = self.state.signals_for(req.viewer, t, snap.rooms) if model.cfg.room_signals else None
+                    with torch.inference_mode():
+                        recs = recommend(model, hists[i], snap, req.k, max(self.cfg.beam, req.k), signals, encoded[i])
+                    for room, score in recs:
+                        info = self.state.room_info(room, t)
+                        answer["rooms"].append({"room": room, "streamer": info["streamer"], "sid": info["sid"],
+                                                "product": info["product"], "score": score})
+            out.append(answer)
+        return out
+
+    def live_rooms(self) -> dict:
+        t = self.state.now()
+        snap = self.state.snapshot()
+        rooms = []
+        for room in snap.rooms:
+            info = self.state.room_info(int(room))
+            rooms.append({"room": int(room), "streamer": info["streamer"], "sid": info["sid"],
+                          "product": info["product"], "since": info["since"]})
+        return {"time": None if t == float("-inf") else t, "rooms": rooms}
+
+    # ------------------------------------------------------------------------------ models
+
+    def reload(self, path: str | Path | None = None) -> ServedModel:
+        """Load a generator (default: the configured one again) and swap it in atomically; the old one
+        serves until the new one is ready, and a failed load leaves it serving."""
+        started = time.perf_counter()
+        new = self._load(path or self.cfg.generator)
+        if new.model.cfg.signals != self.state.signals or new.model.cfg.levels != self.tokenizer.levels:
+            raise DataError(f"{path}: a generator with other room-signal settings or SID length than the live state "
+                            f"({new.model.cfg.signals}, {new.model.cfg.levels} levels); restart the service for it")
+        self.served = new
+        self.last_reload_s = time.perf_counter() - started
+        return new
+
+    def close(self) -> None:
+        self.log.close()
