@@ -134,7 +134,7 @@ class RecEngine:
         for room in snap.rooms:
             info = self.state.room_info(int(room))
             rooms.append({"room": int(room), "streamer": info["streamer"], "sid": info["sid"],
-                          "product": info["product"], "since": info["since"]})
+                          "product": info["product"], "since": info["since"], "segment": info["segment"]})
         return {"time": None if t == float("-inf") else t, "rooms": rooms}
 
     # ------------------------------------------------------------------------------ models

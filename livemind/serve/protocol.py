@@ -81,6 +81,7 @@ class RoomOut(BaseModel):
     streamer: int
     sid: list[int] | None
     product: int | None
+    segment: int | None = None  # index of the segment shown (the live list only)
     score: float | None = None  # the generator's score (recommendations only)
     since: float | None = None  # when the room went live (the live list only)
 
