@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import torch
 
 from livemind.config import load_config
@@ -107,7 +109,7 @@ def stream_items(world, until: float) -> list[tuple[float, int, dict, tuple | No
 
 
 def post_events(http: httpx.Client, events: list[dict]) -> int:
-    r = http.post("/v1/events", json={"events": events})
+    r = http.post("/v1/events", content=orjson.dumps({"events": events}), headers={"content-type": "application/json"})
     if r.status_code != 200:
         raise RuntimeError(f"refused: {r.status_code} {r.text[:300]}")
     return r.json()["offset"]
@@ -181,8 +183,9 @@ async def open_loop(url: str, rate: float, seconds: float, viewers: np.ndarray, 
         await asyncio.gather(*tasks)
 
 
-def paced_stream(url: str, items, t_from: float, speed: float, stop: threading.Event, fresh: list) -> None:
-    """The stream from t_from at `speed` x real time until `stop`; per segment batch, ack -> SID seen."""
+def paced_stream(url: str, items, t_from: float, speed: float, stop, fresh) -> None:
+    """The stream from t_from at `speed` x real time until `stop` (in its own process, so that it does not
+    share the load generator's interpreter); per segment batch, (wall time, ack -> new segment seen ms)."""
     http = httpx.Client(base_url=url, timeout=30.0)
     i0 = next(i for i, x in enumerate(items) if x[0] >= t_from)
     wall0 = time.perf_counter()
@@ -202,7 +205,7 @@ def paced_stream(url: str, items, t_from: float, speed: float, stop: threading.E
                     live = {r["room"]: r for r in http.get("/v1/rooms/live").json()["rooms"]}
                     got = live.get(want["room"])
                     if got is None or got["segment"] >= want["index"]:
-                        fresh.append(1000 * (time.perf_counter() - acked))
+                        fresh.append((time.time(), 1000 * (time.perf_counter() - acked)))
                         break
         if ahead > 0.02:
             time.sleep(ahead)
@@ -211,10 +214,14 @@ def paced_stream(url: str, items, t_from: float, speed: float, stop: threading.E
 
 def latency_phase(srv: ServerProcess, items, t_from: float, viewers: np.ndarray, rates: list[float], window: float,
                   gen_path: Path) -> dict:
-    stop, fresh = threading.Event(), []
-    feeder = threading.Thread(target=paced_stream, args=(srv.url, items, t_from, 10.0, stop, fresh), daemon=True)
+    ctx = multiprocessing.get_context("fork")
+    manager = ctx.Manager()
+    stop, fresh = manager.Event(), manager.list()
+    feeder = ctx.Process(target=paced_stream, args=(srv.url, items, t_from, 10.0, stop, fresh), daemon=True)
     feeder.start()
+    time.sleep(2.0)  # the stream is flowing before the first window
     out: dict = {"by_rate": {}}
+    windows = {}
     swap_fails: list = []
     for rate in rates:
         lat, fails = [], []
@@ -226,7 +233,9 @@ def latency_phase(srv: ServerProcess, items, t_from: float, viewers: np.ndarray,
                 out["swap_status"] = r.status_code
             swapper = threading.Thread(target=swap)
             swapper.start()
+        w0 = time.time()
         asyncio.run(open_loop(srv.url, rate, window, viewers, lat, fails))
+        windows[rate] = (w0, time.time())
         if swapper:
             swapper.join()
             swap_fails = fails
@@ -237,7 +246,10 @@ def latency_phase(srv: ServerProcess, items, t_from: float, viewers: np.ndarray,
               f"{len(fails)} failed", flush=True)
     stop.set()
     feeder.join(timeout=30)
-    out["fresh"] = fresh
+    w0, w1 = windows[rates[0]]
+    out["fresh"] = [ms for at, ms in list(fresh) if w0 <= at <= w1]  # while 100 requests/s are served
+    out["fresh_all"] = [ms for _, ms in list(fresh)]
+    manager.shutdown()
     out["swap_failed"] = len(swap_fails)
     return out
 

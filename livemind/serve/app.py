@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -87,6 +88,32 @@ def _validation_error(exc: ValidationError | RequestValidationError) -> JSONResp
     return _error(422, f"{where}{field}: {err['msg']}", field=field, value=value, expected=expected, index=index)
 
 
+class Observe:
+    """ASGI middleware: per-route request counts (by status) and latency into the metrics."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            name = route.path if route is not None else "unmatched"
+            self.metrics.requests.labels(name, str(status[0])).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+
 def create_app(cfg: ServeConfig, engine: RecEngine | None = None) -> FastAPI:
     """The app; `engine` given: serve it as it is (tests), else load it from `cfg.engine` at startup."""
     metrics = Metrics()
@@ -132,15 +159,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None) -> FastAPI:
     async def livemind_error(_: Request, exc: LivemindError) -> JSONResponse:
         return _error(400, str(exc))
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = route.path if route is not None else "unmatched"
-        metrics.requests.labels(name, str(response.status_code)).inc()
-        metrics.latency.labels(name).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(Observe, metrics=metrics)
 
     def engine_of(request: Request) -> RecEngine:
         eng = request.app.state.engine
@@ -196,9 +215,10 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None) -> FastAPI:
         return Accepted(accepted=n, offset=offset)
 
     @app.post("/v1/recommend", response_model=RecommendOut)
-    async def recommend(body: RecommendIn, request: Request) -> dict:
+    async def recommend(body: RecommendIn, request: Request) -> Response:
         engine_of(request)
-        return await request.app.state.batcher.submit(RecRequest(body.viewer, body.time, body.k))
+        answer = await request.app.state.batcher.submit(RecRequest(body.viewer, body.time, body.k))
+        return Response(orjson.dumps(answer), media_type="application/json")  # the engine's dict is the schema
 
     @app.get("/v1/rooms/live", response_model=LiveRoomsOut)
     async def rooms_live(request: Request) -> dict:

@@ -6,8 +6,9 @@ metrics; the replay benchmark and the tests can drive it directly.
   one transaction, then apply it (segments re-encoded by the dynamic tokenizer in one embedding
   call). The reply comes after both: an acknowledged event is durable and already live.
 - `recommend_many(requests)`: each request's history, live snapshot and room signals from the live
-  state; the histories go through the main stack in one forward pass; then the constrained beam
-  search of `livemind.rec.model.beam.recommend` — the function the offline evaluation calls.
+  state, decoded by `livemind.rec.model.beam.recommend_batch`: the constrained beam search of
+  `recommend` (the function the offline evaluation calls) with every model call batched over the
+  requests.
 - `open`: rebuild the state by re-applying the durable log (after a crash or a restart), so the
   restarted engine answers exactly as one that never stopped.
 - `reload`: load another generator beside the serving one and swap the reference atomically.
@@ -21,12 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from livemind.errors import ConfigError, DataError
 from livemind.rec.alignment.align import fingerprint
 from livemind.rec.live.state import LiveState
-from livemind.rec.model.beam import encode_requests, recommend
+from livemind.rec.model.beam import recommend_batch
 from livemind.rec.model.checkpoint import load_generator
 from livemind.rec.model.generator import OneLiveGenerator
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
@@ -104,27 +103,25 @@ class RecEngine:
         """One answer per request: {"time", "rooms": [{room, streamer, sid, product, score}], ...}."""
         served = self.served  # one model for the whole batch, even if a reload swaps it meanwhile
         model = served.model
-        H = model.cfg.max_history
-        now = self.state.now()
+        H, now = model.cfg.max_history, self.state.now()
         times = [r.time if r.time is not None else now for r in requests]
-        hists = [self.state.history(r.viewer, t, H) if t > float("-inf") else None for r, t in zip(requests, times)]
-        live = [i for i, h in enumerate(hists) if h is not None]
-        encoded = dict(zip(live, encode_requests(model, [hists[i] for i in live]))) if live else {}
+        ask = [i for i, t in enumerate(times) if t > float("-inf")]  # nothing seen yet: nothing is live
+        hists = {i: self.state.history(requests[i].viewer, times[i], H) for i in ask}
+        snaps = {i: self.state.snapshot(times[i]) for i in ask}
+        signals = [self.state.signals_for(requests[i].viewer, times[i], snaps[i].rooms)
+                   if model.cfg.room_signals and len(snaps[i].rooms) else None for i in ask]
+        k = max((r.k for r in requests), default=10)
+        recs = dict(zip(ask, recommend_batch(model, [hists[i] for i in ask], [snaps[i] for i in ask], k,
+                                             max(self.cfg.beam, k), signals)))
         out = []
         for i, (req, t) in enumerate(zip(requests, times)):
-            answer = {"viewer": req.viewer, "time": None if t == float("-inf") else t, "rooms": [],
-                      "generator": served.fingerprint, "cold_start": hists[i] is None or hists[i].codes.shape[1] == 0}
-            if hists[i] is not None:
-                snap = self.state.snapshot(t)
-                if len(snap.rooms):
-                    signals = self.state.signals_for(req.viewer, t, snap.rooms) if model.cfg.room_signals else None
-                    with torch.inference_mode():
-                        recs = recommend(model, hists[i], snap, req.k, max(self.cfg.beam, req.k), signals, encoded[i])
-                    for room, score in recs:
-                        info = self.state.room_info(room, t)
-                        answer["rooms"].append({"room": room, "streamer": info["streamer"], "sid": info["sid"],
-                                                "product": info["product"], "score": score})
-            out.append(answer)
+            rooms = []
+            for room, score in recs.get(i, [])[:req.k]:
+                info = self.state.room_info(room, t)
+                rooms.append({"room": room, "streamer": info["streamer"], "sid": info["sid"],
+                              "product": info["product"], "score": score})
+            out.append({"viewer": req.viewer, "time": None if t == float("-inf") else t, "rooms": rooms,
+                        "generator": served.fingerprint, "cold_start": i not in hists or hists[i].codes.shape[1] == 0})
         return out
 
     def live_rooms(self) -> dict:

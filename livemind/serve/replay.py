@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
+import orjson
 
 from livemind.errors import DataError
 from livemind.world.live_log import LiveRecord, RoomEnd, kind_of
@@ -137,7 +138,8 @@ def replay(world: WorldData, url: str, start: float, until: float, speed: float 
         if not pending:
             return
         t0 = time.perf_counter()
-        r = http.post("/v1/events", json={"events": pending}, headers=headers)
+        r = http.post("/v1/events", content=orjson.dumps({"events": pending}),
+                      headers={**headers, "content-type": "application/json"})
         if r.status_code != 200:
             raise DataError(f"the service refused a batch: HTTP {r.status_code} {r.text[:300]}")
         res.ingest_ms.append(1000 * (time.perf_counter() - t0))

@@ -22,6 +22,7 @@ Scorers decouple the search from the model: `start()` gives level-1 log-probabil
 
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -59,6 +60,20 @@ def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int, d
     `bonus` (from `prefix_bonus`) is added to a beam's log-probability when ranking beams, and the
     order returned is by log P + bonus; the scores returned stay log-probabilities.
     """
+    steps = beam_steps(snapshot, beam, dense, bonus)
+    ask = next(steps)
+    try:
+        while True:
+            ask = steps.send(scorer.start() if ask is None else scorer.extend(*ask))
+    except StopIteration as done:
+        return done.value
+
+
+def beam_steps(snapshot: LiveSnapshot, beam: int, dense: bool = False, bonus: dict[SID, float] | None = None
+               ) -> Generator[tuple[np.ndarray, np.ndarray] | None, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The search of `constrained_beam_search` as a generator, so that a caller can score the beams of
+    many requests in one batch: it yields None for the first level's log-probabilities (1, K), then
+    (parents, codes) of the kept beams for the next level's (N, K), and returns (SIDs, scores)."""
     if beam < 1:
         raise ValueError(f"beam must be at least 1, got {beam}")
     L = snapshot.levels
@@ -66,7 +81,7 @@ def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int, d
         return np.zeros((0, L), dtype=np.int64), np.zeros(0)
     prefixes = np.zeros((1, 0), dtype=np.int64)
     scores = np.zeros(1)
-    lp = np.asarray(scorer.start(), dtype=np.float64)
+    lp = np.asarray((yield None), dtype=np.float64)
     for level in range(L):
         K = lp.shape[1]
         if dense:
@@ -98,7 +113,7 @@ def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int, d
         prefixes = np.concatenate([prefixes[parents], codes[:, None]], axis=1)
         scores = new_scores
         if level + 1 < L:
-            lp = np.asarray(scorer.extend(parents, codes), dtype=np.float64)
+            lp = np.asarray((yield parents, codes), dtype=np.float64)
     return prefixes, scores
 
 
@@ -205,7 +220,8 @@ def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, to
     """
     if not len(snapshot.rooms):
         return []
-    model.eval()
+    if model.training:  # eval() walks every module: per request that is most of the Python overhead
+        model.eval()
     prior = bonus = None
     scale = 1.0
     if model.cfg.room_signals:
@@ -219,3 +235,80 @@ def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, to
         bonus = prefix_bonus(snapshot, prior)  # in units of log P: a room's score is scale x (log P + prior)
     sids, scores = constrained_beam_search(GeneratorScorer(model, hist, encoded), snapshot, max(beam, top_k), bonus=bonus)
     return [(room, scale * s) for room, s in rooms_from_sids(snapshot, sids, scores, top_k, prior)]
+
+
+@torch.inference_mode()
+def recommend_batch(model: OneLiveGenerator, hists: Sequence[History], snapshots: Sequence[LiveSnapshot],
+                    top_k: int = 10, beam: int = 32, signals: Sequence[np.ndarray | None] | None = None
+                    ) -> list[list[tuple[int, float]]]:
+    """`recommend` for many requests at once, the same search with every model call batched: one
+    main-stack pass over all histories, one prior pass, and per SID level one MTP step over the beams
+    of every request. The answers are `recommend`'s up to float rounding (tests and the serving
+    benchmark check it). AR generators take `recommend` request by request."""
+    B = len(hists)
+    signals = list(signals) if signals is not None else [None] * B
+    if model.cfg.decode != "mtp" or B == 0:
+        return [recommend(model, h, s, top_k, beam, g) for h, s, g in zip(hists, snapshots, signals)]
+    if model.training:
+        model.eval()
+    dev = model.device
+    batch = History.stack(list(hists)).to(dev)
+    x, valid = model.embed(batch)
+    h0, kv = model.main(x, valid, last=1)  # (B, 1, d), KV (B, H, T+1, hd)
+    scale, priors = 1.0, [None] * B
+    if model.cfg.room_signals:
+        if any(g is None for g, snap in zip(signals, snapshots) if len(snap.rooms)):
+            raise ValueError("this generator ranks live rooms with a prior over their identity signals: pass signals")
+        scale = float(model.log_lp_scale.exp())
+        C = max(1, max(len(snap.rooms) for snap in snapshots))
+        cand = np.zeros((B, C, model.cfg.levels), dtype=np.int64)  # padding: code 0, signals 0, sliced off below
+        sig = np.zeros((B, C, model.cfg.room_signals), dtype=np.float32)
+        for b, (snap, g) in enumerate(zip(snapshots, signals)):
+            cand[b, :len(snap.rooms)] = snap.codes
+            if g is not None:
+                sig[b, :len(snap.rooms)] = g
+        prior = _numpy(model.live_prior(batch, torch.from_numpy(cand).to(dev), torch.from_numpy(sig).to(dev))) / scale
+        priors = [prior[b, :len(snap.rooms)] for b, snap in enumerate(snapshots)]
+    searches, asks, hidden = {}, {}, {}
+    for b, snap in enumerate(snapshots):
+        if len(snap.rooms):
+            bonus = prefix_bonus(snap, priors[b]) if priors[b] is not None else None
+            searches[b] = beam_steps(snap, max(beam, top_k), bonus=bonus)
+            asks[b] = next(searches[b])
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    live = list(searches)
+    if live:
+        hidden = {b: h0[b:b + 1, -1] for b in live}  # (1, d): [BOS]
+        lp0 = _numpy(torch.log_softmax(model.level_logits(0, h0[live, -1]), -1))
+        lps = {b: lp0[i:i + 1] for i, b in enumerate(live)}
+    level = 1
+    while live:
+        asking = []
+        for b in live:
+            try:
+                asks[b] = searches[b].send(lps[b])
+                asking.append(b)
+            except StopIteration as done:
+                results[b] = done.value
+        live = asking
+        if not live:
+            break
+        level += 1
+        rows = [np.full(len(asks[b][0]), b) for b in live]
+        owner = torch.from_numpy(np.concatenate(rows)).to(dev)  # (N,) request of each beam
+        h_prev = torch.cat([hidden[b][torch.from_numpy(asks[b][0]).to(dev)] for b in live])  # (N, d)
+        codes = torch.from_numpy(np.concatenate([asks[b][1] for b in live])).to(dev)  # (N,)
+        h = model.mtp_step(level, h_prev, codes, (kv[0][owner], kv[1][owner]), valid[owner])  # (N, d)
+        lp = _numpy(torch.log_softmax(model.level_logits(level - 1, h), -1))
+        start = 0
+        for b, r in zip(live, rows):
+            hidden[b], lps[b] = h[start:start + len(r)], lp[start:start + len(r)]
+            start += len(r)
+    out = []
+    for b, snap in enumerate(snapshots):
+        if b not in results:
+            out.append([])
+            continue
+        sids, scores = results[b]
+        out.append([(room, scale * sc) for room, sc in rooms_from_sids(snap, sids, scores, top_k, priors[b])])
+    return out

@@ -204,12 +204,22 @@ class DynamicTokenizer:
         return sids
 
     def _sequential(self, rooms: Sequence[int], vec: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """Codes when a room has several segments in one batch: each segment's `previous` is its room's
+        code before it, so the batch goes in rounds (every room's first segment, then every room's
+        second, ...), each round one vectorised `encode`; the same codes as one segment at a time."""
         codes = np.empty_like(previous)
-        last: dict[int, np.ndarray] = {}
+        rank = np.zeros(len(rooms), dtype=np.int64)
+        seen: dict[int, int] = {}
         for i, r in enumerate(rooms):
-            prev = last.get(r, previous[i])
-            codes[i] = self.quantizer.encode(vec[i:i + 1], prev[None, :], self.sticky)[0]
-            last[r] = codes[i]
+            rank[i] = seen.get(r, 0)
+            seen[r] = rank[i] + 1
+        last: dict[int, np.ndarray] = {}
+        for k in range(int(rank.max()) + 1):
+            idx = np.flatnonzero(rank == k)
+            prev = np.stack([last.get(rooms[i], previous[i]) for i in idx])
+            codes[idx] = self.quantizer.encode(vec[idx], prev, self.sticky)
+            for i in idx:
+                last[rooms[i]] = codes[i]
         return codes
 
     def encode_vectors(self, x30: np.ndarray, xpool: np.ndarray, streamers: np.ndarray,

@@ -419,3 +419,24 @@ def test_requests_encoded_in_one_batch_decode_as_they_do_alone(decode):
         batched = recommend(model, hist, snap, top_k=5, beam=8, encoded=enc)
         assert [r for r, _ in batched] == [r for r, _ in alone]
         assert np.allclose([s for _, s in batched], [s for _, s in alone], atol=1e-5)
+
+
+
+@pytest.mark.parametrize("decode, code_dim, with_prior", [("mtp", 0, False), ("mtp", 4, True), ("ar", 0, True)])
+def test_a_batch_of_requests_decodes_as_each_does_alone(decode, code_dim, with_prior):
+    from livemind.rec.model.beam import recommend_batch
+
+    model = prior_model(decode, code_dim) if with_prior else small_model(decode, code_dim)
+    rng = np.random.default_rng(0)
+    snaps = [_snapshot([(a, b, c) for a in range(3) for b in range(2) for c in range(4)], 3),
+             _snapshot([tuple(int(x) for x in rng.integers(0, 8, 3)) for _ in range(9)], 3),
+             _snapshot([], 3),  # nothing live: no rooms
+             _snapshot([(1, 2, 3)], 3)]
+    hists = [make_history(1, T, 8, seed=T) for T in (0, 5, 3, 9)]
+    sigs = [rng.random((len(s.rooms), 4)).astype(np.float32) if with_prior else None for s in snaps]
+    batched = recommend_batch(model, hists, snaps, top_k=6, beam=5, signals=sigs)
+    for h, snap, sig, got in zip(hists, snaps, sigs, batched):
+        alone = recommend(model, h, snap, top_k=6, beam=5, signals=sig)
+        assert [r for r, _ in got] == [r for r, _ in alone]
+        assert np.allclose([x for _, x in got], [x for _, x in alone], atol=1e-5)
+    assert batched[2] == [] and len(batched[3]) == 1
