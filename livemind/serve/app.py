@@ -9,6 +9,7 @@ once and `/readyz` says 503 until the state is ready. Errors have one shape on t
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 import threading
@@ -130,6 +131,8 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None) -> FastAPI:
                 started = time.perf_counter()
                 n = eng.open()
                 log.info("live state rebuilt from %d logged events in %.1f s", n, time.perf_counter() - started)
+                gc.collect()
+                gc.freeze()  # the models and the rebuilt state are long-lived: later collections skip them
                 app.state.engine = eng
             except Exception as exc:  # shown by /readyz; the process stays up for the operator to see it
                 log.exception("loading failed")

@@ -100,7 +100,8 @@ class SASRecRanker:
         if not len(rooms):
             return []
         first = int(log.first[row])
-        hist = log.streamer[max(first, row - self.model.cfg.max_len):row] + 1
+        before = first + int(np.searchsorted(log.time[first:row], t, "left"))  # strictly before t, as served
+        hist = log.streamer[max(first, before - self.model.cfg.max_len):before] + 1
         seq = torch.from_numpy(pad_left([hist], self.model.cfg.max_len))  # cold start: all padding
         cand = torch.from_numpy(self.live.streamer_of(rooms) + 1)[None]
         with torch.inference_mode():

@@ -1,7 +1,8 @@
 """Offline evaluation of next-room prediction on a held-out later window.
 
 For each target watch, the candidates are the rooms live at the request time; a ranker returns
-rooms best first. Metrics: HR@{1,5,10}, NDCG@10 and MRR (1/rank within the returned list, 0 when
+rooms best first, knowing only what happened strictly before that time (half the watches of the
+simulated world share their instant with another watch of the same visit: those are not history). Metrics: HR@{1,5,10}, NDCG@10 and MRR (1/rank within the returned list, 0 when
 absent), split into all / new (the viewer never watched the target's streamer before) / repeat.
 """
 
@@ -41,13 +42,16 @@ class GeneratorRanker:
     signals: RoomSignals | None = None
 
     def rank(self, log: WatchLog, row: int) -> list[int]:
-        hist, _ = log.batch(np.array([row]), self.max_history)
-        snap = self.live.snapshot(float(log.time[row]))
+        # the request as the live service gets it: the viewer's watches strictly before its time (a
+        # watch at the same instant, another room of the same visit, is not known yet)
+        viewer, t = int(log.viewer[row]), float(log.time[row])
+        hist = log.history_at(viewer, t, self.max_history)
+        snap = self.live.snapshot(t)
         sig = None
         if self.model.cfg.room_signals:
             if self.signals is None:
                 raise ValueError(f"{self.name} has a live-room prior: pass signals=RoomSignals(...)")
-            sig = self.signals.for_row(row, snap.rooms)
+            sig = self.signals.for_request(viewer, t, snap.rooms)
         return [r for r, _ in recommend(self.model, hist, snap, self.top_k, self.beam, sig)]
 
 
