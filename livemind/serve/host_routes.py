@@ -1,0 +1,258 @@
+"""The host's routes: `/v1/host/ask` (JSON or server-sent events) and the OpenAI-compatible
+`/v1/chat/completions` and `/v1/models`.
+
+`/v1/host/ask` builds the prompt from the product on the room's card now (the live state) and the
+viewer's earlier turns there; livemind's error shape. The OpenAI routes follow the Chat Completions
+API (stream with `[DONE]`, `stream_options.include_usage`, `max_tokens` / `max_completion_tokens`,
+`temperature`, `top_p`, `stop`, `seed`, `n`) and answer errors in OpenAI's shape
+`{"error": {"message", "type", "param", "code"}}`, so the official `openai` client works unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from livemind.errors import DataError
+from livemind.serve.host import MAX_QUESTION_CHARS, Generation, Host, HostBusy
+from livemind.serve.metrics import Metrics
+
+
+class AskIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    room: int
+    viewer: int = Field(ge=0)
+    question: str = Field(max_length=MAX_QUESTION_CHARS)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=2048)
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # other OpenAI fields (user, logprobs: false, ...) are accepted
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=8)
+
+
+def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
+
+
+def _sse(payload: Any) -> bytes:
+    return b"data: " + (payload if isinstance(payload, bytes) else orjson.dumps(payload)) + b"\n\n"
+
+
+def _locked(host: Host, pieces: Iterator[str]) -> Iterator[str]:
+    """Hold the generator slot for the whole stream (taken before the first piece is asked for)."""
+    try:
+        yield from pieces
+    finally:
+        host.streamer.lock.release()
+
+
+def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
+    def observe(gen: Generation, answer_s: float | None) -> None:
+        metrics.host_e2e.observe(gen.seconds)
+        if gen.first_token_s is not None:
+            metrics.host_ttft.observe(gen.first_token_s)
+        if answer_s is not None:
+            metrics.host_answer.observe(answer_s)
+        if gen.completion_tokens > 1 and gen.first_token_s is not None:
+            metrics.host_tpot.observe((gen.seconds - gen.first_token_s) / (gen.completion_tokens - 1))
+        metrics.host_tokens.inc(gen.completion_tokens)
+
+    async def acquire(host: Host) -> None:
+        metrics.host_queue.set(host.waiting + 1)
+        try:
+            await run_in_threadpool(host.slot().__enter__)
+        finally:
+            metrics.host_queue.set(host.waiting)
+
+    # ------------------------------------------------------------------------------ livemind
+
+    @app.post("/v1/host/ask")
+    async def ask(request: Request) -> Response:
+        try:
+            body = AskIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return livemind_error(exc)
+        host = request.app.state.host
+        engine = request.app.state.engine
+        if host is None or engine is None:
+            return JSONResponse({"error": "the host is not ready", "field": None, "value": None, "expected": None,
+                                 "index": None}, status_code=503)
+        if not body.question.strip():
+            return JSONResponse({"error": "question: empty; expected the viewer's text", "field": "question",
+                                 "value": body.question, "expected": "a non-empty question", "index": None}, status_code=422)
+        try:
+            info = engine.state.room_info(body.room)
+        except DataError:
+            return JSONResponse({"error": f"room {body.room} is unknown", "field": "room", "value": body.room,
+                                 "expected": "a room started by a room_start event", "index": None}, status_code=404)
+        chat = host.prompt(info["product"], body.room, body.viewer, body.question)
+        max_tokens = body.max_tokens or host.cfg.max_tokens
+        try:
+            await acquire(host)
+        except HostBusy as exc:
+            return JSONResponse({"error": str(exc), "field": None, "value": None, "expected": None, "index": None},
+                                status_code=503)
+        gen = Generation()
+        pieces = _locked(host, host.stream(chat, gen, max_tokens=max_tokens))
+
+        def reply(answer_s: float | None) -> dict:
+            a = host.answer_of(gen, info["product"])
+            host.remember(body.room, body.viewer, body.question, a.answer)
+            observe(gen, answer_s)
+            return {"room": body.room, "viewer": body.viewer, "product": info["product"], "answer": a.answer,
+                    "reasoning": a.reasoning, "finish_reason": gen.finish_reason,
+                    "usage": {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
+                              "total_tokens": gen.prompt_tokens + gen.completion_tokens},
+                    "timings": {"ttft_ms": _ms(gen.first_token_s), "answer_ms": _ms(answer_s), "total_ms": _ms(gen.seconds)}}
+
+        if not body.stream:
+            text, answer_s = "", None
+            async for piece in iterate_in_threadpool(pieces):
+                text += piece
+                if answer_s is None and _answering(text):
+                    answer_s = time.perf_counter() - gen.started
+            return Response(orjson.dumps(reply(answer_s)), media_type="application/json")
+
+        async def events():
+            text, answer_s = "", None
+            async for piece in iterate_in_threadpool(pieces):
+                text += piece
+                if answer_s is None and _answering(text):
+                    answer_s = time.perf_counter() - gen.started
+                yield _sse({"delta": piece})
+            yield _sse({"done": True, **reply(answer_s)})
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    # ------------------------------------------------------------------------------ OpenAI
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        host = request.app.state.host
+        data = [] if host is None else [{"id": host.cfg.name, "object": "model", "created": 0, "owned_by": "livemind"}]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = ChatIn.model_validate_json(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            if err["type"] == "json_invalid":
+                return openai_error(400, f"the body is not valid JSON: {err['msg']}")
+            param = ".".join(str(p) for p in err["loc"]) or None
+            return openai_error(400, f"{param}: {err['msg']} (got {err.get('input')!r})", param=param)
+        host = request.app.state.host
+        if host is None:
+            return openai_error(503, "the host model is not loaded", kind="server_error")
+        if body.model != host.cfg.name:
+            return openai_error(404, f"The model `{body.model}` does not exist; this server serves `{host.cfg.name}`",
+                                param="model", code="model_not_found")
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        if len(stop) > 4:
+            return openai_error(400, f"stop: at most 4 sequences, got {len(stop)}", param="stop")
+        chat = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
+        max_tokens = body.max_completion_tokens or body.max_tokens or host.cfg.max_tokens
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        base = {"id": rid, "created": created, "model": host.cfg.name}
+
+        def sampling(i: int) -> dict:
+            seed = None if body.seed is None else body.seed + i
+            return {"max_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p, "seed": seed,
+                    "stop": stop}
+
+        gens = [Generation() for _ in range(body.n)]
+
+        def usage() -> dict:
+            done = sum(g.completion_tokens for g in gens)
+            return {"prompt_tokens": gens[0].prompt_tokens, "completion_tokens": done,
+                    "total_tokens": gens[0].prompt_tokens + done}
+
+        try:
+            await acquire(host)
+        except HostBusy as exc:
+            return openai_error(503, str(exc), kind="server_error", code="overloaded")
+
+        def all_choices() -> Iterator[tuple[int, str]]:
+            for i, g in enumerate(gens):
+                g.started = time.perf_counter()
+                for piece in host.stream(chat, g, **sampling(i)):
+                    yield i, piece
+                observe(g, None)
+
+        pieces = _locked(host, all_choices())
+        if not body.stream:
+            texts = [""] * body.n
+            async for i, piece in iterate_in_threadpool(pieces):
+                texts[i] += piece
+            choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
+                        "finish_reason": g.finish_reason, "logprobs": None} for i, g in enumerate(gens)]
+            return Response(orjson.dumps({**base, "object": "chat.completion", "choices": choices, "usage": usage()}),
+                            media_type="application/json")
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def events():
+            chunk = {**base, "object": "chat.completion.chunk"}
+            opened = set()
+            last = -1
+            async for i, piece in iterate_in_threadpool(pieces):
+                if i != last and last >= 0:
+                    yield _sse({**chunk, "choices": [{"index": last, "delta": {}, "finish_reason": gens[last].finish_reason}]})
+                last = i
+                delta = {"content": piece} if i in opened else {"role": "assistant", "content": piece}
+                opened.add(i)
+                yield _sse({**chunk, "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
+            for i, g in enumerate(gens):  # choices that made no text, and the last one's end
+                if i not in opened:
+                    yield _sse({**chunk, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                      "finish_reason": None}]})
+                if i not in opened or i == last:
+                    yield _sse({**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": g.finish_reason}]})
+            if include_usage:
+                yield _sse({**chunk, "choices": [], "usage": usage()})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 2)
+
+
+def _answering(text: str) -> bool:
+    """Whether the answer (after the reasoning) has begun in `text`."""
+    if "<think>" in text:
+        return "</think>" in text and bool(text.split("</think>", 1)[1].strip())
+    return bool(text.strip())

@@ -1,0 +1,165 @@
+"""The live host over real HTTP: /v1/host/ask (JSON and SSE) and the OpenAI-compatible API driven
+by the official `openai` client; a tiny random model keeps it fast."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import httpx
+import openai
+import pytest
+
+from livemind.serve.host import Generation, Host, HostConfig, TokenStreamer
+from livemind.think.tasks import card, products_of
+from tests.serve.conftest import Server
+from tests.serve.test_rec_service import ROOM, SEG
+from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
+
+MODEL = "livemind-host"
+
+
+@pytest.fixture(scope="module")
+def catalog(tiny_world):
+    _, world = tiny_world
+    return {p.id: p for p in products_of(world)}
+
+
+@pytest.fixture
+def host(catalog):
+    return Host(HostConfig("tiny", max_tokens=24, max_wait_s=2.0), TokenStreamer(tiny_tokenizer(), tiny_llama()), catalog)
+
+
+@pytest.fixture
+def served(serve_config, host):
+    cfg = dataclasses.replace(serve_config, host=host.cfg)
+    with Server(cfg, host=host) as srv:
+        srv.wait_ready()
+        seg = {**SEG, "product": 7}
+        assert httpx.post(srv.url + "/v1/events", json={"events": [ROOM, seg]}).status_code == 200
+        yield srv
+
+
+def client(srv) -> openai.OpenAI:
+    return openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+
+
+CHAT = [{"role": "system", "content": "You are a live host."}, {"role": "user", "content": "how much is the mug?"}]
+
+
+def test_chat_completions_with_the_official_client_streaming_and_not(served, host):
+    c = client(served)
+    assert [m.id for m in c.models.list().data] == [MODEL]
+    full = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=12, temperature=0)
+    gen = Generation()
+    direct = "".join(host.streamer.stream(CHAT, 12, gen=gen))  # the same decoding, without HTTP
+    assert full.choices[0].message.content == direct and full.choices[0].message.role == "assistant"
+    assert full.choices[0].finish_reason == gen.finish_reason
+    assert full.usage.prompt_tokens == gen.prompt_tokens and full.usage.completion_tokens == gen.completion_tokens
+    assert full.usage.total_tokens == gen.prompt_tokens + gen.completion_tokens
+    chunks = list(c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=12, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == direct
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == gen.finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == gen.completion_tokens
+    assert len(chunks) >= 3  # token by token, not one block
+
+
+def test_max_tokens_stop_seed_and_n(served, host):
+    c = client(served)
+    five = c.chat.completions.create(model=MODEL, messages=CHAT, max_completion_tokens=5, temperature=0)
+    assert five.usage.completion_tokens <= 5
+    if five.usage.completion_tokens == 5:
+        assert five.choices[0].finish_reason == "length"
+    text = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=20, temperature=0).choices[0].message.content
+    cut = text[len(text) // 2:len(text) // 2 + 3]
+    if cut.strip():
+        stopped = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=20, temperature=0, stop=[cut])
+        assert stopped.choices[0].message.content == text[:text.find(cut)]
+        assert stopped.choices[0].finish_reason == "stop"
+        streamed = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=20, temperature=0, stop=cut, stream=True)
+        assert "".join(ch.choices[0].delta.content or "" for ch in streamed if ch.choices) == text[:text.find(cut)]
+    a = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=10, temperature=1.0, seed=3, n=2)
+    b = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=10, temperature=1.0, seed=3, n=2)
+    assert [x.message.content for x in a.choices] == [x.message.content for x in b.choices]  # seeded
+    assert [x.index for x in a.choices] == [0, 1]
+    assert 2 <= a.usage.completion_tokens <= 20  # both choices' tokens
+    c_ = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=10, temperature=1.0, seed=4, n=2)
+    assert [x.message.content for x in c_.choices] != [x.message.content for x in a.choices]  # another seed
+
+
+@pytest.mark.parametrize("kwargs, status, param", [
+    ({"model": "gpt-4o"}, 404, "model"),
+    ({"max_tokens": 0}, 400, "max_tokens"),
+    ({"temperature": -1}, 400, "temperature"),
+    ({"messages": []}, 400, "messages"),
+])
+def test_bad_requests_get_openai_errors(served, kwargs, status, param):
+    args = {"model": MODEL, "messages": CHAT, **kwargs}
+    with pytest.raises(openai.APIStatusError) as err:
+        client(served).chat.completions.create(**args)
+    assert err.value.status_code == status
+    body = err.value.response.json()["error"]
+    assert set(body) == {"message", "type", "param", "code"} and body["param"] == param and body["message"]
+
+
+def test_host_ask_answers_from_the_card_now_and_remembers_the_viewer(served, host, catalog):
+    url = served.url + "/v1/host/ask"
+    r = httpx.post(url, json={"room": 900, "viewer": 5, "question": "how much is it?"}, timeout=60).json()
+    assert r["product"] == 7 and r["room"] == 900 and isinstance(r["answer"], str)
+    assert r["usage"]["completion_tokens"] >= 1 and r["timings"]["total_ms"] > 0
+    assert r["finish_reason"] in ("stop", "length")
+    # the card changes: the next question is answered about the new product, with the first turn as history
+    nxt = {**SEG, "index": 1, "start_time": SEG["start_time"] + 30, "product": 8}
+    assert httpx.post(served.url + "/v1/events", json={"events": [nxt]}).status_code == 200
+    chat = host.prompt(8, 900, 5, "and this one?")
+    assert card(catalog[8]) in chat[0]["content"] and card(catalog[7]) not in chat[0]["content"]
+    assert [m["role"] for m in chat] == ["system", "user", "assistant", "user"]
+    assert chat[1]["content"] == "how much is it?" and chat[2]["content"] == r["answer"]  # as the tasks keep turns
+    again = httpx.post(url, json={"room": 900, "viewer": 5, "question": "and this one?"}, timeout=60).json()
+    assert again["product"] == 8
+    other = host.prompt(8, 900, 6, "hi")  # another viewer has no turns
+    assert [m["role"] for m in other] == ["system", "user"]
+
+
+def test_host_ask_streams_server_sent_events(served):
+    with httpx.stream("POST", served.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "ships when?",
+                                                                 "stream": True}, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    deltas, done = events[:-1], events[-1]
+    assert len(deltas) >= 2 and all(set(e) == {"delta"} for e in deltas)
+    text = "".join(e["delta"] for e in deltas)
+    assert done["done"] is True and done["usage"]["completion_tokens"] >= len(deltas)
+    assert done["answer"] in text and done["product"] == 7
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"room": 12345, "viewer": 1, "question": "hi?"}, 404, "room"),
+    ({"room": 900, "viewer": 1, "question": "   "}, 422, "question"),
+    ({"room": 900, "viewer": 1, "question": "x" * 100_000}, 422, "question"),
+    ({"room": 900, "viewer": -1, "question": "hi?"}, 422, "viewer"),
+    ({"room": 900, "viewer": 1}, 422, "question"),
+])
+def test_host_ask_bad_input(served, body, status, field):
+    r = httpx.post(served.url + "/v1/host/ask", json=body)
+    assert r.status_code == status and r.json()["field"] == field and r.json()["error"]
+
+
+def test_a_request_that_cannot_get_the_generator_in_time_is_refused(serve_config, catalog):
+    busy = Host(HostConfig("tiny", max_wait_s=0.2), TokenStreamer(tiny_tokenizer(), tiny_llama()), catalog)
+    with Server(dataclasses.replace(serve_config, host=busy.cfg), host=busy) as srv:
+        srv.wait_ready()
+        httpx.post(srv.url + "/v1/events", json={"events": [ROOM, SEG]})
+        busy.streamer.lock.acquire()  # a long generation holds the slot
+        try:
+            r = httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "hi?"})
+            assert r.status_code == 503 and "busy" in r.json()["error"]
+            with pytest.raises(openai.APIStatusError) as err:
+                client(srv).chat.completions.create(model=MODEL, messages=CHAT)
+            assert err.value.status_code == 503
+        finally:
+            busy.streamer.lock.release()
+        assert httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "hi?"}).status_code == 200
+        metrics = httpx.get(srv.url + "/metrics").text
+        assert "livemind_host_ttft_seconds_count 1.0" in metrics and "livemind_host_queue_depth 0.0" in metrics
