@@ -42,7 +42,7 @@ _SCHEMA = pa.schema([
     ("streamer", pa.int64()), ("time", pa.float64()), ("value", pa.float64()), ("index", pa.int64()),
     ("product", pa.int64()), ("topic", pa.string()), ("text", pa.string()), ("title", pa.string()),
 ])
-_DDL = ('CREATE TABLE IF NOT EXISTS live_events ("offset" BIGINT PRIMARY KEY, kind VARCHAR, room BIGINT, '
+_DDL = ('CREATE TABLE IF NOT EXISTS live_events ("offset" BIGINT, kind VARCHAR, room BIGINT, '
         'viewer BIGINT, streamer BIGINT, time DOUBLE, value DOUBLE, "index" BIGINT, product BIGINT, '
         'topic VARCHAR, text VARCHAR, title VARCHAR)')
 
