@@ -143,6 +143,10 @@ def run_stream(http, items, targets: set, start_at: int = 0, stop_at: int | None
             asked.add(key)
             r = http.post("/v1/recommend", json={"viewer": key[0], "time": t, "k": 10})
             answers[key] = [x["room"] for x in r.json()["rooms"]]
+        if warm_until is not None and t >= warm_until and rates is not None and "warm_s" not in rates:
+            if pending:
+                send()  # every warm-up event acknowledged: the warm-up's rate ends here
+            rates["warm_events"], rates["warm_s"] = n_warm, time.perf_counter() - t_warm
         pending.append(body)
         if warm_until is not None and t < warm_until:
             n_warm += 1
@@ -151,7 +155,7 @@ def run_stream(http, items, targets: set, start_at: int = 0, stop_at: int | None
         i += 1
     if pending:
         send()
-    if rates is not None and warm_until is not None:
+    if rates is not None and warm_until is not None and "warm_s" not in rates:
         rates["warm_events"], rates["warm_s"] = n_warm, time.perf_counter() - t_warm
     return i
 
