@@ -45,8 +45,7 @@ import torch
 from livemind.config import load_config
 from livemind.rec.data.feedback import ViewerState
 from livemind.rec.data.prepare import prepare
-from livemind.rec.eval.offline import GeneratorRanker, evaluate
-from livemind.rec.model.beam import recommend
+from livemind.rec.eval.offline import GeneratorRanker, evaluate, recommend_at
 from livemind.rec.model.checkpoint import load_generator
 from livemind.rec.model.prior import prior_signals
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
@@ -295,9 +294,7 @@ def main() -> None:
     offline_top = {}
     with torch.inference_mode():
         for v, t in keys:
-            snap = data.live.snapshot(t)
-            hist = data.log.history_at(v, t, model.cfg.max_history)
-            offline_top[(v, t)] = [r for r, _ in recommend(model, hist, snap, 10, 32, signals.for_request(v, t, snap.rooms))]
+            offline_top[(v, t)] = [r for r, _ in recommend_at(model, data.log, data.live, signals, v, t, 10, 32)]
     stage(f"offline: HR@10 {offline_hr['all']['hr@10']:.4f} on {len(rows)} targets", t0)
 
     items = stream_items(world, float(data.log.time.max()) + 1)

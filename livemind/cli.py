@@ -272,7 +272,7 @@ def rec_recommend(
 
     from livemind.errors import DataError
     from livemind.rec.data.prepare import tokenise
-    from livemind.rec.model.beam import recommend
+    from livemind.rec.eval.offline import recommend_at
     from livemind.rec.model.checkpoint import load_generator
     from livemind.rec.tokenizer.dynamic import DynamicTokenizer
     from livemind.world.tables import WorldData
@@ -285,16 +285,15 @@ def rec_recommend(
     if viewer not in set(data.viewers.column("id").to_numpy().tolist()):
         raise DataError(f"viewer {viewer} is not in {world}")
     _, _, log, live = tokenise(data, tok)
-    hist = log.history_at(viewer, time, model.cfg.max_history)
-    snap = live.snapshot(time)
     signals = None
     if model.cfg.room_signals:  # the generator's live-room prior reads identity signals from the log
         from livemind.rec.data.feedback import ViewerState
         from livemind.rec.model.prior import prior_signals
 
-        signals = prior_signals(model.cfg, log, ViewerState.from_world(data), live).for_request(viewer, time, snap.rooms)
-    recs = recommend(model, hist, snap, top_k, beam, signals)
-    n_hist = int(hist.valid.sum())
+        signals = prior_signals(model.cfg, log, ViewerState.from_world(data), live)
+    recs = recommend_at(model, log, live, signals, viewer, time, top_k, beam)  # the request the service gets
+    n_hist = int(log.history_at(viewer, time, model.cfg.max_history).valid.sum())
+    snap = live.snapshot(time)
     if not recs:
         console.print(f"no room is live at {time:.0f}: nothing to recommend")
         return

@@ -12,7 +12,7 @@ import pytest
 
 from livemind.rec.data.feedback import ViewerState
 from livemind.rec.data.prepare import tokenise
-from livemind.rec.model.beam import recommend
+from livemind.rec.eval.offline import recommend_at
 from livemind.rec.model.checkpoint import load_generator
 from livemind.rec.model.prior import prior_signals
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
@@ -37,10 +37,7 @@ class Offline:
         self.signals = prior_signals(self.model.cfg, self.log, ViewerState.from_world(world), self.live)
 
     def top(self, viewer: int, t: float, k: int = 10) -> list[int]:
-        snap = self.live.snapshot(t)
-        sig = self.signals.for_request(viewer, t, snap.rooms)
-        hist = self.log.history_at(viewer, t, self.model.cfg.max_history)
-        return [r for r, _ in recommend(self.model, hist, snap, k, 32, sig)]
+        return [r for r, _ in recommend_at(self.model, self.log, self.live, self.signals, viewer, t, k, 32)]
 
 
 @pytest.mark.slow

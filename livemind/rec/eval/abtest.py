@@ -38,8 +38,8 @@ from livemind.rec.data.feedback import OBJECTIVES, ViewerState
 from livemind.rec.data.prepare import RecData
 from livemind.rec.data.room_signals import RoomSignals
 from livemind.rec.data.watch import WatchLog
+from livemind.rec.eval.offline import recommend_at
 from livemind.rec.live.rooms import LiveRooms
-from livemind.rec.model.beam import recommend
 from livemind.rec.model.generator import OneLiveGenerator
 from livemind.rec.model.prior import prior_signals
 from livemind.report import figure
@@ -120,14 +120,7 @@ class GeneratorPolicy:
     signals: RoomSignals | None = None
 
     def slate(self, viewer: int, t: float, k: int) -> list[int]:
-        hist = self.log.history_at(viewer, t, self.model.cfg.max_history)
-        snap = self.live.snapshot(t)
-        sig = None
-        if self.model.cfg.room_signals:
-            if self.signals is None:
-                raise ValueError(f"{self.name} has a live-room prior: pass signals=RoomSignals(...)")
-            sig = self.signals.for_request(viewer, t, snap.rooms)
-        return [r for r, _ in recommend(self.model, hist, snap, k, self.beam, sig)]
+        return [r for r, _ in recommend_at(self.model, self.log, self.live, self.signals, viewer, t, k, self.beam)]
 
 
 def standard_policies(data: RecData, state: ViewerState, reward: RewardModel, cfg: ABConfig,

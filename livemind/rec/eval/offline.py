@@ -42,17 +42,24 @@ class GeneratorRanker:
     signals: RoomSignals | None = None
 
     def rank(self, log: WatchLog, row: int) -> list[int]:
-        # the request as the live service gets it: the viewer's watches strictly before its time (a
-        # watch at the same instant, another room of the same visit, is not known yet)
-        viewer, t = int(log.viewer[row]), float(log.time[row])
-        hist = log.history_at(viewer, t, self.max_history)
-        snap = self.live.snapshot(t)
-        sig = None
-        if self.model.cfg.room_signals:
-            if self.signals is None:
-                raise ValueError(f"{self.name} has a live-room prior: pass signals=RoomSignals(...)")
-            sig = self.signals.for_request(viewer, t, snap.rooms)
-        return [r for r, _ in recommend(self.model, hist, snap, self.top_k, self.beam, sig)]
+        recs = recommend_at(self.model, log, self.live, self.signals, int(log.viewer[row]), float(log.time[row]),
+                            self.top_k, self.beam)
+        return [r for r, _ in recs]
+
+
+def recommend_at(model: OneLiveGenerator, log: WatchLog, live: LiveRooms, signals: RoomSignals | None, viewer: int,
+                 t: float, top_k: int = 10, beam: int = 32) -> list[tuple[int, float]]:
+    """A request of a recorded world as the live service gets it: the viewer's watches strictly before t
+    (a watch at the same instant, another room of the same visit, is not known yet), the rooms live
+    at t, and their signals for the live-room prior, decoded by `recommend`."""
+    hist = log.history_at(viewer, t, model.cfg.max_history)
+    snap = live.snapshot(t)
+    sig = None
+    if model.cfg.room_signals:
+        if signals is None:
+            raise ValueError("this generator has a live-room prior: pass signals=RoomSignals(...)")
+        sig = signals.for_request(viewer, t, snap.rooms)
+    return recommend(model, hist, snap, top_k, beam, sig)
 
 
 def evaluate(ranker: Ranker, log: WatchLog, rows: np.ndarray,

@@ -109,5 +109,5 @@ def test_a_generator_policy_with_a_live_room_prior_serves_what_recommend_ranks(a
         want = [r for r, _ in recommend(model, hist, snap, 3, 4, signals.for_request(vi, ti, snap.rooms))]
         assert policy.slate(vi, ti, 3) == want
         assert set(want) <= set(sim.live_rooms(ti).tolist())
-    with pytest.raises(ValueError, match="prior has a live-room prior: pass signals"):
+    with pytest.raises(ValueError, match="this generator has a live-room prior: pass signals"):
         GeneratorPolicy(model, tiny_rec.live, tiny_rec.log, 4, "prior").slate(int(v[0]), float(t[0]), 3)
