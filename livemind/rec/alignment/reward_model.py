@@ -80,7 +80,9 @@ class Features:
         codes = log.sid[rows] * valid[..., None]
         share = topic_share(log.topic, rows, valid, topic)
         return cls(torch.from_numpy(np.asarray(viewer, dtype=np.int64)), torch.from_numpy(np.asarray(streamer, dtype=np.int64)),
-                   torch.as_tensor(sid), torch.from_numpy(np.asarray(time, dtype=np.float64)),
+                   # on the host, like every feature: as_tensor would move a tensor to the default device
+                   sid.to("cpu") if isinstance(sid, torch.Tensor) else torch.from_numpy(np.asarray(sid, dtype=np.int64)),
+                   torch.from_numpy(np.asarray(time, dtype=np.float64)),
                    torch.from_numpy(np.asarray(watches)), torch.from_numpy(np.asarray(follows)),
                    torch.from_numpy(codes), torch.from_numpy(valid), torch.from_numpy(share.astype(np.float32)))
 
@@ -117,7 +119,7 @@ class RewardModel(nn.Module):
         minutes = float(imp.labels["watch"][clicked].mean() / 60.0) if clicked.any() else 1.0
         bias = [logit(float(imp.labels["click"].mean())), math.log(max(minutes, 1e-3))]
         bias += [logit(float(imp.labels[n][clicked].mean()) if clicked.any() else 1e-4) for n in AFTER_CLICK]
-        self.heads.bias.copy_(torch.tensor(bias))
+        self.heads.bias.copy_(torch.tensor(bias, device=self.heads.bias.device))
         self.heads.weight.mul_(0.1)
 
     def _check(self, f: Features) -> None:

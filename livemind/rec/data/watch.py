@@ -64,11 +64,11 @@ class History:
         T, L = sid.shape
         return cls(
             codes=torch.from_numpy(np.ascontiguousarray(sid, dtype=np.int64).reshape(1, T, L)),
-            kind=torch.full((1, T), WATCH, dtype=torch.long),
+            kind=torch.full((1, T), WATCH, dtype=torch.long, device="cpu"),
             watch=torch.from_numpy(np.asarray(watch, dtype=np.float64)[None]).float(),
             time=torch.from_numpy(np.asarray(time, dtype=np.float64)[None]),
-            valid=torch.ones(1, T, dtype=torch.bool),
-            now=torch.tensor([now], dtype=torch.float64),
+            valid=torch.ones(1, T, dtype=torch.bool, device="cpu"),
+            now=torch.tensor([now], dtype=torch.float64, device="cpu"),
         )
 
     @classmethod
@@ -152,7 +152,7 @@ class WatchLog:
         idx = np.where(valid, idx, rows[:, None])  # padded slots read the target row, masked out below
         hist = History(
             codes=torch.from_numpy(np.where(valid[..., None], self.sid[idx], 0)),
-            kind=torch.full(idx.shape, WATCH, dtype=torch.long),
+            kind=torch.full(idx.shape, WATCH, dtype=torch.long, device="cpu"),
             watch=torch.from_numpy(np.where(valid, self.watch[idx], 0.0)).float(),
             time=torch.from_numpy(np.where(valid, self.time[idx], self.time[rows][:, None])),  # float64
             valid=torch.from_numpy(valid),

@@ -131,7 +131,7 @@ def standard_policies(data: RecData, state: ViewerState, reward: RewardModel, cf
     scorer = RewardScorer(reward, state, data.log, data.live, names)
     policies: list[Policy] = [
         PopularityPolicy(pop, data.log),
-        CascadePolicy(pop, data.log, scorer, torch.tensor([cfg.objectives[n] for n in names]), cfg.retrieve),
+        CascadePolicy(pop, data.log, scorer, torch.tensor([cfg.objectives[n] for n in names], device="cpu"), cfg.retrieve),
     ]
     policies += [GeneratorPolicy(m, data.live, data.log, cfg.beam, name, prior_signals(m.cfg, data.log, state, data.live))
                  for name, m in generators.items()]

@@ -209,7 +209,7 @@ class GeneratorTrainer:
         tensors = {"torch_rng": torch.get_rng_state()}
         for i, st in self.opt.state_dict()["state"].items():
             for k, v in st.items():
-                tensors[f"{i}.{k}"] = torch.as_tensor(v)
+                tensors[f"{i}.{k}"] = v.detach() if torch.is_tensor(v) else torch.tensor(v, device="cpu")
         save_tensors(tensors, self.out / "optimizer.safetensors")
         save_generator(self.model, self.out, self.log.tokenizer_version, epoch=self.epoch,
                        step_in_epoch=self.step_in_epoch, global_step=self.global_step, losses=self.losses,

@@ -184,7 +184,7 @@ class DynamicTokenizer:
             pool_sum[r] += x30[i]
             count[r] += 1
             pools[i] = pool_sum[r] / count[r]
-        streamers = torch.tensor([st.streamer for st in states], dtype=torch.long)
+        streamers = torch.tensor([st.streamer for st in states], dtype=torch.long, device="cpu")  # the tower's
         with torch.inference_mode():
             vec = self.tower(torch.from_numpy(x30), torch.from_numpy(pools), streamers).numpy()  # (N, out)
         previous = np.array([self.index.sid_of(r) or (-1,) * self.levels for r in rooms], dtype=np.int64)
@@ -228,9 +228,9 @@ class DynamicTokenizer:
         out = []
         with torch.inference_mode():
             for i in range(0, len(x30), batch_size):
-                out.append(self.tower(torch.as_tensor(x30[i:i + batch_size], dtype=torch.float32),
-                                      torch.as_tensor(xpool[i:i + batch_size], dtype=torch.float32),
-                                      torch.as_tensor(streamers[i:i + batch_size], dtype=torch.long)).numpy())
+                out.append(self.tower(torch.as_tensor(x30[i:i + batch_size], dtype=torch.float32, device="cpu"),
+                                      torch.as_tensor(xpool[i:i + batch_size], dtype=torch.float32, device="cpu"),
+                                      torch.as_tensor(streamers[i:i + batch_size], dtype=torch.long, device="cpu")).numpy())
         vec = np.concatenate(out) if out else np.zeros((0, self.tower.cfg.out_dim), dtype=np.float32)
         return vec, self.quantizer.encode(vec) if len(vec) else np.zeros((0, self.levels), dtype=np.int64)
 
