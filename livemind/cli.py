@@ -611,9 +611,9 @@ def serve(
     if student is not None and catalog is None:
         raise DataError("--student needs --catalog: a world folder with the products the host answers about")
     torch.set_num_threads(threads)
-    host = HostConfig(student, host_name, host_tokens) if student is not None else None
+    live_host = HostConfig(student, host_name, host_tokens) if student is not None else None
     cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam), os.environ.get("LIVEMIND_API_KEY") or None,
-                      max_batch, max_wait_ms, host=host, catalog=catalog)
+                      max_batch, max_wait_ms, host=live_host, catalog=catalog)
     console.print(f"livemind serving on http://{host}:{port} (ready once /readyz says so)")
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
 

@@ -18,10 +18,10 @@ from livemind.serve.replay import wire, world_stream
 pytestmark = pytest.mark.slow
 
 
-def start(models, store, port: int) -> subprocess.Popen:
+def start(models, store, port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     root, _ = models
     cmd = [sys.executable, "-m", "livemind.cli", "serve", "--tokenizer", str(root / "tok"), "--generator",
-           str(root / "gen"), "--store", str(store), "--port", str(port), "--cache", str(store.parent / "cache")]
+           str(root / "gen"), "--store", str(store), "--port", str(port), "--cache", str(store.parent / "cache"), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "LIVEMIND_API_KEY": ""})
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -67,6 +67,37 @@ def test_kill_9_loses_no_acknowledged_event_and_the_restart_answers_the_same(mod
         more = httpx.post(url + "/v1/events", json={"events": [wire(r) for _, _, r in
                                                                world_stream(world, 1767571200.0 + 22 * 3600)][len(events):][:50]})
         assert more.json()["offset"] == acked + 50  # the log continues where it stopped
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_the_cli_serves_the_host_from_a_student_folder(models, tiny_world, tmp_path):
+    from typer.testing import CliRunner
+
+    from livemind.cli import app
+    from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
+
+    root, _ = models
+    res = CliRunner().invoke(app, ["serve", "--tokenizer", str(root / "tok"), "--generator", str(root / "gen"),
+                                   "--student", "x"])
+    assert res.exit_code == 2 and "--student needs --catalog" in " ".join(res.output.split())
+    _, world = tiny_world
+    world.save(tmp_path / "world")
+    student = tmp_path / "student"
+    tiny_llama().save_pretrained(student)
+    tiny_tokenizer().save_pretrained(student)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = start(models, tmp_path / "events.duckdb", port, ("--student", str(student), "--catalog", str(tmp_path / "world"),
+                                                            "--host-name", "tiny-host", "--host-tokens", "8"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(url + "/readyz").json()["host"] == "tiny-host"
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "tiny-host", "messages": [{"role": "user", "content": "hi"}]},
+                       timeout=60).json()
+        assert r["object"] == "chat.completion" and 1 <= r["usage"]["completion_tokens"] <= 8
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
