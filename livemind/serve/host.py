@@ -15,10 +15,11 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -65,6 +66,7 @@ class Generation:
     finish_reason: str | None = None
     started: float = field(default_factory=time.perf_counter)
     first_token_s: float | None = None  # from the start to the first token
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     seconds: float = 0.0
 
 
@@ -76,8 +78,10 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
 class TokenStreamer:
     """Token-by-token decoding of a causal LM with its KV cache (batch 1)."""
 
-    def __init__(self, tokenizer: Any, module: Any, device: str = "cpu") -> None:
+    def __init__(self, tokenizer: Any, module: Any, device: str = "cpu", prefix_cache: int = 64) -> None:
         self.tok, self.lm, self.device = tokenizer, module.to(device).eval(), device
+        self.prefix_cache = prefix_cache  # system prompts (a card and its rules) whose KV is kept, 0 = off
+        self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.lock = threading.Lock()
         configured = getattr(module.generation_config, "eos_token_id", None)
         eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
@@ -100,7 +104,9 @@ class TokenStreamer:
         rng = torch.Generator(device=self.device)
         if seed is not None:
             rng.manual_seed(int(seed))
-        out = self.lm(input_ids=ids, use_cache=True)
+        past, start = self._prefix(chat, ids)
+        gen.cached_tokens = start
+        out = self.lm(input_ids=ids[:, start:], use_cache=True, **({self._cache_arg: past} if past is not None else {}))
         past, logits = out.past_key_values, out.logits[:, -1]
         made: list[int] = []
         sent, final = "", ""
@@ -132,6 +138,26 @@ class TokenStreamer:
             yield final[len(sent):]
         gen.text = final
         gen.seconds = time.perf_counter() - gen.started
+
+    def _prefix(self, chat: Sequence[dict[str, str]], ids: torch.Tensor) -> tuple[Any, int]:
+        """(a copy of the KV of the prompt's system message, its length) when the prompt starts with
+        a system message: many viewers ask about the same card, so its prefill is done once."""
+        if not self.prefix_cache or not chat or chat[0].get("role") != "system":
+            return None, 0
+        head = self.tok.apply_chat_template(list(chat[:1]), tokenize=False, add_generation_prompt=False)
+        key = tuple(self.tok(head, add_special_tokens=False)["input_ids"])
+        n = len(key)
+        if n >= ids.shape[1] or tuple(ids[0, :n].tolist()) != key:  # the template does not split there
+            return None, 0
+        entry = self._prefixes.get(key)
+        if entry is None:
+            entry = self.lm(input_ids=ids[:, :n], use_cache=True).past_key_values
+            self._prefixes[key] = entry
+            if len(self._prefixes) > self.prefix_cache:
+                self._prefixes.popitem(last=False)
+        else:
+            self._prefixes.move_to_end(key)
+        return copy.deepcopy(entry), n  # generation appends to the cache: the stored one stays the prefix
 
     @staticmethod
     def _pick(logits: torch.Tensor, temperature: float, top_p: float, rng: torch.Generator) -> int:

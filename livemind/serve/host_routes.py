@@ -132,7 +132,8 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
             return {"room": body.room, "viewer": body.viewer, "product": info["product"], "answer": a.answer,
                     "reasoning": a.reasoning, "finish_reason": gen.finish_reason,
                     "usage": {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-                              "total_tokens": gen.prompt_tokens + gen.completion_tokens},
+                              "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+                              "cached_prompt_tokens": gen.cached_tokens},
                     "timings": {"ttft_ms": _ms(gen.first_token_s), "answer_ms": _ms(answer_s), "total_ms": _ms(gen.seconds)}}
 
         if not body.stream:
@@ -197,7 +198,8 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
         def usage() -> dict:
             done = sum(g.completion_tokens for g in gens)
             return {"prompt_tokens": gens[0].prompt_tokens, "completion_tokens": done,
-                    "total_tokens": gens[0].prompt_tokens + done}
+                    "total_tokens": gens[0].prompt_tokens + done,
+                    "prompt_tokens_details": {"cached_tokens": gens[0].cached_tokens}}
 
         try:
             await acquire(host)

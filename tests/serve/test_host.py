@@ -163,3 +163,20 @@ def test_a_request_that_cannot_get_the_generator_in_time_is_refused(serve_config
         assert httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "hi?"}).status_code == 200
         metrics = httpx.get(srv.url + "/metrics").text
         assert "livemind_host_ttft_seconds_count 1.0" in metrics and "livemind_host_queue_depth 0.0" in metrics
+
+
+def test_the_card_prefix_is_prefilled_once_and_changes_nothing(catalog):
+    card_chat = Host(HostConfig("tiny"), TokenStreamer(tiny_tokenizer(), tiny_llama()), catalog).prompt(7, 1, 1, "price?")
+    plain = TokenStreamer(tiny_tokenizer(), tiny_llama(), prefix_cache=0)
+    cached = TokenStreamer(tiny_tokenizer(), tiny_llama(), prefix_cache=2)
+    for question in ("price?", "does it ship today?", "and in blue?"):
+        chat = [card_chat[0], {"role": "user", "content": question}]
+        a, b = Generation(), Generation()
+        assert "".join(plain.stream(chat, 12, gen=a)) == "".join(cached.stream(chat, 12, gen=b))
+        assert a.cached_tokens == 0 and b.cached_tokens > 100  # the card's system message
+        assert (a.prompt_tokens, a.completion_tokens) == (b.prompt_tokens, b.completion_tokens)
+    assert len(cached._prefixes) == 1  # one card, prefilled once
+    other = [{"role": "system", "content": "another card"}, {"role": "user", "content": "hi"}]
+    "".join(cached.stream(other, 3))
+    "".join(cached.stream([{"role": "system", "content": "a third"}, {"role": "user", "content": "hi"}], 3))
+    assert len(cached._prefixes) == 2  # bounded: the oldest card left
