@@ -66,7 +66,8 @@ def main() -> None:
     world_dir = ROOT / "runs/bench_host/world"
     if not (world_dir / "products.parquet").is_file():
         simulate_world(demo_world_config()).save(world_dir)
-    tasks = make_tasks(LiveWorld(demo_world_config()).products, args.tasks, 1, "test")
+    tasks = make_tasks(LiveWorld(demo_world_config()).products, args.tasks + 1, 1, "test")
+    tasks, fresh_card = tasks[:args.tasks], tasks[args.tasks]  # a card the main loop never shows
     bench = ROOT / args.bench
     tok = sorted(bench.glob("tokenizer-*"))[-1]
     port = free_port()
@@ -120,7 +121,7 @@ def main() -> None:
                              "correct": verify(task, text).correct is True})
                 print(f"  task {i + 1}/{len(tasks)}: {n} tokens, TTFT {1000 * first:.0f} ms, e2e {1000 * e2e:.0f} ms", flush=True)
             # many viewers, one card: the card's prefix is prefilled once (the first question), then reused
-            same = [messages(dataclasses.replace(t, documents=tasks[0].documents)) for t in tasks[1:args.same_card + 1]]
+            same = [messages(dataclasses.replace(t, documents=fresh_card.documents)) for t in tasks[:args.same_card]]
             for chat in same:
                 start = time.perf_counter()
                 r = http.post("/v1/chat/completions", json={"model": "livemind-host", "messages": chat, "temperature": 0,
