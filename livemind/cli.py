@@ -578,8 +578,9 @@ def demo(
 @app.command()
 @friendly
 def serve(
-    tokenizer: TokenizerDir,
-    generator: Annotated[Path, typer.Option(help="a generator checkpoint (livemind rec train / align)")],
+    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="a tokenizer directory (livemind rec tokenizer fit)")] = None,
+    generator: Annotated[Path | None, typer.Option(help="a generator checkpoint (livemind rec train / align)")] = None,
+    host_only: Annotated[bool, typer.Option("--host-only", help="the host alone: no tokenizer, no generator")] = False,
     store: Annotated[Path, typer.Option(help="the durable live event log (DuckDB); the state is rebuilt from it")] = Path("runs/serve/events.duckdb"),
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
@@ -605,9 +606,13 @@ def serve(
     from livemind.serve.engine import EngineConfig
     from livemind.serve.host import HostConfig
 
-    for path, what in ((tokenizer, "tokenizer"), (generator, "generator")):
-        if not path.is_dir():
-            raise DataError(f"--{what} {str(path)!r} is not a folder")
+    if host_only:
+        if student is None or tokenizer is not None or generator is not None:
+            raise DataError("--host-only serves the host alone: give --student and --catalog, not --tokenizer or --generator")
+    else:
+        for path, what in ((tokenizer, "tokenizer"), (generator, "generator")):
+            if path is None or not path.is_dir():
+                raise DataError(f"--{what} {str(path)!r} is not a folder (or run the host alone with --host-only)")
     if student is not None and catalog is None:
         raise DataError("--student needs --catalog: a world folder with the products the host answers about")
     torch.set_num_threads(threads)

@@ -208,7 +208,8 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         if eng is None:
             return _error(503, "not ready: " + (request.app.state.load_error or "loading models and the live state"))
         host = request.app.state.host
-        return JSONResponse({"ready": True, "generator": eng.served.fingerprint, **eng.state.counts(),
+        return JSONResponse({"ready": True, "generator": eng.served.fingerprint if eng.served else None,
+                             **eng.state.counts(),
                              "host": None if host is None else host.cfg.name})
 
     @app.get("/metrics")

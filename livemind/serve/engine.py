@@ -34,8 +34,8 @@ from livemind.world.live_log import LiveLog, LiveRecord
 
 @dataclass(frozen=True)
 class EngineConfig:
-    tokenizer: Path  # a tokenizer folder (livemind rec tokenizer fit)
-    generator: Path  # a generator checkpoint folder (livemind rec train / align)
+    tokenizer: Path | None  # a tokenizer folder (livemind rec tokenizer fit); None with generator None: host only
+    generator: Path | None  # a generator checkpoint folder (livemind rec train / align)
     store: Path = Path("runs/serve/events.duckdb")  # the durable live event log (":memory:" for none)
     cache: Path | None = Path("runs/cache/embeddings")  # segment-embedding cache (restarts re-embed from it)
     beam: int = 32  # beam width of the constrained search (the offline evaluation's)
@@ -43,6 +43,8 @@ class EngineConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if (self.tokenizer is None) != (self.generator is None):
+            raise ConfigError("a tokenizer and a generator together, or neither (a host-only service)")
         if self.beam < 1 or self.max_events < 1:
             raise ConfigError(f"beam and max_events must be >= 1, got {self.beam}, {self.max_events}")
 
@@ -64,9 +66,9 @@ class ServedModel:
 class RecEngine:
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
-        self.tokenizer = DynamicTokenizer.load(cfg.tokenizer, cache_dir=cfg.cache)
-        self.served = self._load(cfg.generator)
-        self.state = LiveState(self.tokenizer, self.served.model.cfg.signals)
+        self.tokenizer = DynamicTokenizer.load(cfg.tokenizer, cache_dir=cfg.cache) if cfg.tokenizer else None
+        self.served = self._load(cfg.generator) if cfg.generator else None  # None: host only
+        self.state = LiveState(self.tokenizer, self.served.model.cfg.signals if self.served else None)
         self.log = LiveLog(cfg.store)
         self._ingest_lock = threading.Lock()
 
@@ -102,6 +104,8 @@ class RecEngine:
     def recommend_many(self, requests: Sequence[RecRequest]) -> list[dict]:
         """One answer per request: {"time", "rooms": [{room, streamer, sid, product, score}], ...}."""
         served = self.served  # one model for the whole batch, even if a reload swaps it meanwhile
+        if served is None:
+            raise DataError("this service runs the host only (--host-only): no recommender is loaded")
         model = served.model
         H, now = model.cfg.max_history, self.state.now()
         times = [r.time if r.time is not None else now for r in requests]
@@ -126,9 +130,8 @@ class RecEngine:
 
     def live_rooms(self) -> dict:
         t = self.state.now()
-        snap = self.state.snapshot()
         rooms = []
-        for room in snap.rooms:
+        for room in (self.state.snapshot().rooms if self.tokenizer is not None else self.state.live_now()):
             info = self.state.room_info(int(room))
             rooms.append({"room": int(room), "streamer": info["streamer"], "sid": info["sid"],
                           "product": info["product"], "since": info["since"], "segment": info["segment"]})
@@ -139,6 +142,8 @@ class RecEngine:
     def reload(self, path: str | Path | None = None) -> ServedModel:
         """Load a generator (default: the configured one again) and swap it in atomically; the old one
         serves until the new one is ready, and a failed load leaves it serving."""
+        if self.served is None:
+            raise DataError("this service runs the host only (--host-only): there is no generator to reload")
         started = time.perf_counter()
         new = self._load(path or self.cfg.generator)
         if new.model.cfg.signals != self.state.signals or new.model.cfg.levels != self.tokenizer.levels:

@@ -180,3 +180,21 @@ def test_the_card_prefix_is_prefilled_once_and_changes_nothing(catalog):
     "".join(cached.stream(other, 3))
     "".join(cached.stream([{"role": "system", "content": "a third"}, {"role": "user", "content": "hi"}], 3))
     assert len(cached._prefixes) == 2  # bounded: the oldest card left
+
+
+def test_the_host_runs_alone_without_recommender_models(tmp_path, host):
+    from livemind.serve.app import ServeConfig
+    from livemind.serve.engine import EngineConfig
+
+    cfg = ServeConfig(EngineConfig(None, None, tmp_path / "events.duckdb", cache=None), host=host.cfg)
+    with Server(cfg, host=host) as srv:
+        assert srv.wait_ready()["generator"] is None
+        assert httpx.post(srv.url + "/v1/events", json={"events": [ROOM, {**SEG, "product": 7}]}).json()["accepted"] == 2
+        live = httpx.get(srv.url + "/v1/rooms/live").json()["rooms"]
+        assert [(r["room"], r["product"], r["sid"]) for r in live] == [(900, 7, None)]
+        r = httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "price?"}, timeout=60)
+        assert r.status_code == 200 and r.json()["product"] == 7
+        rec = httpx.post(srv.url + "/v1/recommend", json={"viewer": 1})
+        assert rec.status_code == 400 and "host only" in rec.json()["error"]
+        assert httpx.post(srv.url + "/v1/admin/reload", json={}).status_code == 400
+        assert [m.id for m in client(srv).models.list().data] == [MODEL]

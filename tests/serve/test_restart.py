@@ -72,7 +72,7 @@ def test_kill_9_loses_no_acknowledged_event_and_the_restart_answers_the_same(mod
         proc.wait()
 
 
-def test_the_cli_serves_the_host_from_a_student_folder(models, tiny_world, tmp_path):
+def test_the_cli_serves_the_host_alone_from_a_student_folder(models, tiny_world, tmp_path):
     from typer.testing import CliRunner
 
     from livemind.cli import app
@@ -82,6 +82,10 @@ def test_the_cli_serves_the_host_from_a_student_folder(models, tiny_world, tmp_p
     res = CliRunner().invoke(app, ["serve", "--tokenizer", str(root / "tok"), "--generator", str(root / "gen"),
                                    "--student", "x"])
     assert res.exit_code == 2 and "--student needs --catalog" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["serve", "--host-only", "--tokenizer", str(root / "tok")])
+    assert res.exit_code == 2 and "--host-only serves the host alone" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["serve"])
+    assert res.exit_code == 2 and "--tokenizer 'None' is not a folder" in " ".join(res.output.split())
     _, world = tiny_world
     world.save(tmp_path / "world")
     student = tmp_path / "student"
@@ -90,8 +94,18 @@ def test_the_cli_serves_the_host_from_a_student_folder(models, tiny_world, tmp_p
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = start(models, tmp_path / "events.duckdb", port, ("--student", str(student), "--catalog", str(tmp_path / "world"),
-                                                            "--host-name", "tiny-host", "--host-tokens", "8"))
+    proc = subprocess.Popen([sys.executable, "-m", "livemind.cli", "serve", "--host-only", "--port", str(port),
+                             "--store", str(tmp_path / "events.duckdb"), "--student", str(student), "--catalog",
+                             str(tmp_path / "world"), "--host-name", "tiny-host", "--host-tokens", "8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.1)
     try:
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/readyz").json()["host"] == "tiny-host"

@@ -97,8 +97,10 @@ class LiveState:
     Writers (`apply`) are serialised by a lock; readers see each batch whole.
     """
 
-    def __init__(self, tokenizer: DynamicTokenizer, signals: SignalConfig | None = None) -> None:
-        tokenizer.reset()
+    def __init__(self, tokenizer: DynamicTokenizer | None, signals: SignalConfig | None = None) -> None:
+        """`tokenizer` None: rooms, cards and viewers only, no SIDs (a host-only service)."""
+        if tokenizer is not None:
+            tokenizer.reset()
         self.tokenizer = tokenizer
         self.signals = signals or SignalConfig()
         self.rooms: dict[int, _RoomLog] = {}
@@ -201,16 +203,18 @@ class LiveState:
 
     def _start(self, r: Room) -> None:
         self.rooms[r.id] = _RoomLog(int(r.streamer), float(r.start_time), title=r.title)
-        self.tokenizer.start_room(r.id, r.streamer)
+        if self.tokenizer is not None:
+            self.tokenizer.start_room(r.id, r.streamer)
         self._touch(r.start_time)
 
     def _end(self, r: RoomEnd) -> None:
         self.rooms[r.room].end = float(r.time)
-        self.tokenizer.end_room(r.room)
+        if self.tokenizer is not None:
+            self.tokenizer.end_room(r.room)
         self._touch(r.time)
 
     def _encode(self, segments: list[Segment]) -> None:
-        sids = self.tokenizer.update_many(segments)
+        sids = self.tokenizer.update_many(segments) if self.tokenizer is not None else [None] * len(segments)
         for s, sid in zip(segments, sids):
             log = self.rooms[s.room]
             log.seg_start.append(float(s.start_time))
@@ -242,6 +246,8 @@ class LiveState:
 
     def snapshot(self, t: float | None = None) -> LiveSnapshot:
         """The rooms live at t with the SID of the segment each shows at t (None: now)."""
+        if self.tokenizer is None:
+            raise DataError("this live state keeps no SIDs (no tokenizer): nothing to decode over")
         with self._lock:
             if t is None or t >= self.last_time:  # "now": the tokenizer's own live index
                 return self.tokenizer.index.snapshot()
@@ -260,6 +266,8 @@ class LiveState:
         """The viewer's last `max_history` watches before t, as the generator reads them."""
         with self._lock:
             v = self.viewers.get(int(viewer))
+            if self.tokenizer is None:
+                raise DataError("this live state keeps no SIDs (no tokenizer): no generator history")
             L = self.tokenizer.levels
             if v is None:
                 return History.one(np.zeros((0, L), dtype=np.int64), np.zeros(0), np.zeros(0), t)
@@ -302,7 +310,7 @@ class LiveState:
                 raise DataError(f"room {room} is unknown")
             j = len(log.seg_start) - 1 if t is None else log.segment_at(t)
             return {"room": int(room), "streamer": log.streamer, "since": log.start, "title": log.title,
-                    "live": log.end == math.inf, "sid": list(log.seg_codes[j]) if j >= 0 else None,
+                    "live": log.end == math.inf, "sid": list(log.seg_codes[j]) if j >= 0 and log.seg_codes[j] else None,
                     "product": log.seg_product[j] if j >= 0 else None,
                     "segment": log.seg_index[j] if j >= 0 else None}
 
@@ -313,6 +321,11 @@ class LiveState:
             if v is None or log is None:
                 return False
             return log.streamer in v.streamer[:bisect.bisect_left(v.time, t)]
+
+    def live_now(self) -> list[int]:
+        """Rooms live now (started, not ended) that have shown a segment, ascending."""
+        with self._lock:
+            return sorted(r for r, g in self.rooms.items() if g.end == math.inf and g.seg_start)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
