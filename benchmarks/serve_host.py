@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -38,6 +39,18 @@ from livemind.think.prompts import messages, split_reasoning  # noqa: E402
 from livemind.think.tasks import make_tasks  # noqa: E402
 from livemind.think.verify import verify  # noqa: E402
 from livemind.world.simulator import LiveWorld, simulate_world  # noqa: E402
+
+
+def _packed(module) -> list:
+    """The int8 weights of dynamically quantised Linears (not parameters: packed buffers)."""
+    import torch
+
+    out = []
+    for m in module.modules():
+        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
+            w, b = m._weight_bias()
+            out += [w.int_repr()] + ([b] if b is not None else [])
+    return out
 
 
 def read_bandwidth_gb_s() -> float:
@@ -59,6 +72,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--same-card", type=int, default=10, help="questions about one card (prefix cache hits)")
+    ap.add_argument("--weights", choices=("fp32", "int8"), default="fp32", help="the host's weights (livemind serve --host-weights)")
     ap.add_argument("--bench", default="runs/bench_rec", help="rec_quality.py's folder (the service's OneLive half)")
     args = ap.parse_args()
     grpo = ROOT / "runs/think_grpo/student"
@@ -76,7 +90,8 @@ def main() -> None:
     store.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "livemind.cli", "serve", "--tokenizer", str(tok), "--generator",
                              str(bench / "gen-prior"), "--store", str(store), "--port", str(port), "--student", student,
-                             "--catalog", str(world_dir), "--threads", "2", "--host-tokens", str(args.max_tokens)],
+                             "--catalog", str(world_dir), "--threads", "2", "--host-tokens", str(args.max_tokens),
+                             "--host-weights", args.weights],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "LIVEMIND_API_KEY": ""})
     t0 = time.perf_counter()
     while True:
@@ -135,11 +150,19 @@ def main() -> None:
     from livemind.think.backends import load_causal_lm
 
     _, lm = load_causal_lm(student)
-    weight_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
+    if args.weights == "int8":
+        from livemind.serve.host import quantize_int8
+
+        lm = quantize_int8(lm)
+    # bytes read per decoded token: every weight matrix; an embedding table not tied to the head is
+    # only looked up (one row), so with int8 (the head quantised apart) it does not count
+    looked_up = {id(m.weight) for m in lm.modules() if isinstance(m, torch.nn.Embedding)} if args.weights == "int8" else set()
+    weight_bytes = sum(t.numel() * t.element_size() for t in lm.parameters() if id(t) not in looked_up)
+    weight_bytes += sum(t.numel() * t.element_size() for t in _packed(lm))
     bw = read_bandwidth_gb_s()
     floor = bw * 1e9 / weight_bytes
     result = {
-        "student": student, "engine": "transformers fp32 (token by token over the KV cache)", "n": len(rows),
+        "student": student, "engine": f"transformers {args.weights} (token by token over the KV cache)", "n": len(rows),
         "ttft_p50_ms": round(pct("ttft", 50), 1), "ttft_p95_ms": round(pct("ttft", 95), 1),
         "answer_p50_ms": round(pct("answer", 50), 1) if any(r["answer"] for r in rows) else None,
         "e2e_p50_ms": round(pct("e2e", 50), 1), "e2e_p95_ms": round(pct("e2e", 95), 1),

@@ -30,7 +30,7 @@ from livemind.errors import DataError, LivemindError
 from livemind.rec.live.state import BatchError
 from livemind.serve.batching import Batcher
 from livemind.serve.engine import EngineConfig, RecEngine, RecRequest
-from livemind.serve.host import Host, HostConfig, TokenStreamer
+from livemind.serve.host import Host, HostConfig, TokenStreamer, quantize_int8
 from livemind.serve.host_routes import add_host_routes
 from livemind.serve.metrics import Metrics
 from livemind.serve.protocol import (
@@ -130,6 +130,8 @@ def load_host(cfg: ServeConfig) -> Host:
         raise DataError("the host needs a catalog: a world folder whose products it answers about (--catalog)")
     catalog = {p.id: p for p in products_of(WorldData.load(cfg.catalog))}
     tokenizer, module = load_causal_lm(cfg.host.student)
+    if cfg.host.weights == "int8":
+        module = quantize_int8(module)
     return Host(cfg.host, TokenStreamer(tokenizer, module, cfg.host.device), catalog)
 
 

@@ -34,6 +34,17 @@ from livemind.world.schema import Product
 MAX_QUESTION_CHARS = 2000  # a chat message; more is not a viewer's question
 
 
+def quantize_int8(module: Any) -> Any:
+    """Every nn.Linear with int8 weights and dynamically quantised activations (torch's CPU kernels):
+    a quarter of the bytes to read per token. Quantised tokens differ from fp32 ones: judge the
+    answers (benchmarks/serve_host.py), not the tokens."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao's API, moving to torchao
+        return torch.ao.quantization.quantize_dynamic(module.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class HostBusy(Exception):
     """No generation slot within the configured wait."""
 
@@ -47,6 +58,7 @@ class HostConfig:
     turns: int = 6  # a viewer's earlier turns kept per room (question + answer count as two)
     reasoning: Literal["separate", "drop"] = "separate"  # return the <think> part apart, or not at all
     device: str = "cpu"
+    weights: Literal["fp32", "int8"] = "fp32"  # int8: torch dynamic quantisation of every Linear (CPU)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1 or self.max_wait_s <= 0 or self.turns < 0:
@@ -54,6 +66,10 @@ class HostConfig:
                               f"{self.max_tokens}, {self.max_wait_s}, {self.turns}")
         if self.reasoning not in ("separate", "drop"):
             raise ConfigError(f"reasoning must be 'separate' or 'drop', got {self.reasoning!r}")
+        if self.weights not in ("fp32", "int8"):
+            raise ConfigError(f"weights must be 'fp32' or 'int8', got {self.weights!r}")
+        if self.weights == "int8" and self.device != "cpu":
+            raise ConfigError(f"int8 dynamic quantisation runs on the CPU, not on {self.device!r}")
 
 
 @dataclass

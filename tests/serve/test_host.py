@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import httpx
+import torch
 import openai
 import pytest
 
@@ -198,3 +199,19 @@ def test_the_host_runs_alone_without_recommender_models(tmp_path, host):
         assert rec.status_code == 400 and "host only" in rec.json()["error"]
         assert httpx.post(srv.url + "/v1/admin/reload", json={}).status_code == 400
         assert [m.id for m in client(srv).models.list().data] == [MODEL]
+
+
+def test_int8_weights_quantise_every_linear_and_still_stream():
+    from livemind.errors import ConfigError
+    from livemind.serve.host import quantize_int8
+
+    q = quantize_int8(tiny_llama())
+    assert not any(type(m) is torch.nn.Linear for m in q.modules())  # every Linear is now int8
+    assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in q.modules()) == 2 * 7 + 1  # 2 layers + head
+    g = Generation()
+    text = "".join(TokenStreamer(tiny_tokenizer(), q).stream(CHAT, 10, gen=g))
+    assert g.completion_tokens >= 1 and g.finish_reason in ("stop", "length") and text == g.text
+    with pytest.raises(ConfigError, match="weights must be 'fp32' or 'int8', got 'int4'"):
+        HostConfig("x", weights="int4")
+    with pytest.raises(ConfigError, match="int8 dynamic quantisation runs on the CPU"):
+        HostConfig("x", weights="int8", device="cuda")
