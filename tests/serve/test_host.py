@@ -7,9 +7,9 @@ import dataclasses
 import json
 
 import httpx
-import torch
 import openai
 import pytest
+import torch
 
 from livemind.serve.host import Generation, Host, HostConfig, TokenStreamer
 from livemind.think.tasks import card, products_of
