@@ -245,7 +245,11 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         return Accepted(accepted=n, offset=offset)
 
     @app.post("/v1/recommend", response_model=RecommendOut)
-    async def recommend(body: RecommendIn, request: Request) -> Response:
+    async def recommend(request: Request) -> Response:
+        try:  # JSON whatever the content type says (curl -d sends it as a form)
+            body = RecommendIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _validation_error(exc)
         engine_of(request)
         answer = await request.app.state.batcher.submit(RecRequest(body.viewer, body.time, body.k))
         return Response(orjson.dumps(answer), media_type="application/json")  # the engine's dict is the schema
@@ -255,7 +259,12 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         return engine_of(request).live_rooms()
 
     @app.post("/v1/admin/reload", dependencies=[Depends(authorised)])
-    async def reload(body: ReloadIn, request: Request) -> dict:
+    async def reload(request: Request) -> dict:
+        raw = await request.body()
+        try:
+            body = ReloadIn.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            return _validation_error(exc)
         eng = engine_of(request)
         try:
             served = await run_in_threadpool(eng.reload, body.generator)

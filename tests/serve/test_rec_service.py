@@ -80,6 +80,10 @@ def test_a_new_segment_changes_the_sid_that_recommend_serves(serve_config):
         post = lambda events: httpx.post(srv.url + "/v1/events", json={"events": events})  # noqa: E731
         assert post([ROOM, SEG, WATCH]).json() == {"accepted": 3, "offset": 3}
         first = httpx.get(srv.url + "/v1/rooms/live").json()["rooms"]
+        # curl -d sends JSON labelled as a form: the body is read as JSON all the same
+        form = httpx.post(srv.url + "/v1/recommend", content=b'{"viewer": 5, "k": 3}',
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+        assert form.status_code == 200 and form.json()["time"] == WATCH["time"]  # "now": the latest event
         assert [(r["room"], r["product"], r["since"]) for r in first] == [(900, 7, 1767571300.0)]
         other = {**SEG, "index": 1, "start_time": 1767571330.0, "product": 8, "topic": "kitchen",
                  "text": "on the card: Brava cast iron skillet | free shipping over 50"}

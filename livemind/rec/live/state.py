@@ -110,6 +110,7 @@ class LiveState:
         self.events = 0  # records applied
         self.reencodes = 0  # segments re-encoded
         self.last_time = -math.inf  # latest time of a room or segment record: the live index is "now" after it
+        self.latest = -math.inf  # latest time of any record: a request without a time is served then
         self._snap_cache: tuple[int, LiveSnapshot] | None = None
         self._version = 0  # bumped by every structural change
 
@@ -200,6 +201,8 @@ class LiveState:
             for e in viewer_events:
                 self._viewer_event(e)
             self.events += len(records)
+            if records:
+                self.latest = max(self.latest, max(time_of(r) for r in records))
 
     def _start(self, r: Room) -> None:
         self.rooms[r.id] = _RoomLog(int(r.streamer), float(r.start_time), title=r.title)
@@ -259,8 +262,8 @@ class LiveState:
             return index.snapshot()
 
     def now(self) -> float:
-        """The latest time the state has seen a room or a segment at (-inf: none yet)."""
-        return self.last_time
+        """The latest time of any event the state has seen (-inf: none yet)."""
+        return self.latest
 
     def history(self, viewer: int, t: float, max_history: int) -> History:
         """The viewer's last `max_history` watches before t, as the generator reads them."""
