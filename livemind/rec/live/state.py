@@ -317,14 +317,6 @@ class LiveState:
                     "product": log.seg_product[j] if j >= 0 else None,
                     "segment": log.seg_index[j] if j >= 0 else None}
 
-    def is_repeat(self, viewer: int, room: int, t: float) -> bool:
-        """Whether the viewer watched the room's streamer before t (new vs repeat consumption)."""
-        with self._lock:
-            v, log = self.viewers.get(int(viewer)), self.rooms.get(int(room))
-            if v is None or log is None:
-                return False
-            return log.streamer in v.streamer[:bisect.bisect_left(v.time, t)]
-
     def live_now(self) -> list[int]:
         """Rooms live now (started, not ended) that have shown a segment, ascending."""
         with self._lock:
