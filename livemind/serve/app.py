@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import hmac
 import logging
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from livemind.errors import DataError, LivemindError
 from livemind.rec.live.state import BatchError
 from livemind.serve.batching import Batcher
 from livemind.serve.engine import EngineConfig, RecEngine, RecRequest
-from livemind.serve.host import Host, HostConfig, TokenStreamer, quantize_int8
+from livemind.serve.host import Host, HostConfig, make_host
 from livemind.serve.host_routes import add_host_routes
 from livemind.serve.metrics import Metrics
 from livemind.serve.protocol import (
@@ -129,10 +130,14 @@ def load_host(cfg: ServeConfig) -> Host:
     if cfg.catalog is None:
         raise DataError("the host needs a catalog: a world folder whose products it answers about (--catalog)")
     catalog = {p.id: p for p in products_of(WorldData.load(cfg.catalog))}
+    if cfg.host.backend == "openai":
+        from livemind.serve.remote import RemoteDecoder
+
+        remote = RemoteDecoder(cfg.host.url, cfg.host.student, os.environ.get("LIVEMIND_HOST_API_KEY"),
+                               cfg.host.max_batch, cfg.host.max_wait_s)
+        return Host(cfg.host, remote, catalog)
     tokenizer, module = load_causal_lm(cfg.host.student)
-    if cfg.host.weights == "int8":
-        module = quantize_int8(module)
-    return Host(cfg.host, TokenStreamer(tokenizer, module, cfg.host.device), catalog)
+    return make_host(cfg.host, tokenizer, module, catalog)
 
 
 def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | None = None) -> FastAPI:
@@ -165,6 +170,8 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         await app.state.batcher.close()
         if app.state.engine is not None:
             app.state.engine.close()
+        if host is None and app.state.host is not None:  # a host handed in by the caller is the caller's to close
+            app.state.host.decoder.close()
 
     app = FastAPI(title="livemind", version="0.1", lifespan=lifespan)
 
@@ -220,7 +227,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         if eng is not None:
             metrics.live_rooms.set(eng.state.counts()["live_rooms"])
         if request.app.state.host is not None:
-            metrics.host_queue.set(request.app.state.host.waiting)
+            metrics.host_queue.set(request.app.state.host.decoder.waiting)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/v1/events", response_model=Accepted, dependencies=[Depends(authorised)])

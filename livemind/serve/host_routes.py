@@ -68,14 +68,6 @@ def _sse(payload: Any) -> bytes:
     return b"data: " + (payload if isinstance(payload, bytes) else orjson.dumps(payload)) + b"\n\n"
 
 
-def _locked(host: Host, pieces: Iterator[str]) -> Iterator[str]:
-    """Hold the generator slot for the whole stream (taken before the first piece is asked for)."""
-    try:
-        yield from pieces
-    finally:
-        host.streamer.lock.release()
-
-
 def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
     def observe(gen: Generation, answer_s: float | None) -> None:
         metrics.host_e2e.observe(gen.seconds)
@@ -87,12 +79,13 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
             metrics.host_tpot.observe((gen.seconds - gen.first_token_s) / (gen.completion_tokens - 1))
         metrics.host_tokens.inc(gen.completion_tokens)
 
-    async def acquire(host: Host) -> None:
-        metrics.host_queue.set(host.waiting + 1)
+    async def start(host: Host, chat: list[dict[str, str]], gen: Generation, **sampling) -> Iterator[str]:
+        """The request's pieces once its first is made; HostBusy when no batch row came free in time."""
+        metrics.host_queue.set(host.decoder.waiting + 1)
         try:
-            await run_in_threadpool(host.slot().__enter__)
+            return await run_in_threadpool(host.submit, chat, gen, **sampling)
         finally:
-            metrics.host_queue.set(host.waiting)
+            metrics.host_queue.set(host.decoder.waiting)
 
     # ------------------------------------------------------------------------------ livemind
 
@@ -117,13 +110,12 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
                                  "expected": "a room started by a room_start event", "index": None}, status_code=404)
         chat = host.prompt(info["product"], body.room, body.viewer, body.question)
         max_tokens = body.max_tokens or host.cfg.max_tokens
+        gen = Generation()
         try:
-            await acquire(host)
+            pieces = await start(host, chat, gen, max_tokens=max_tokens)
         except HostBusy as exc:
             return JSONResponse({"error": str(exc), "field": None, "value": None, "expected": None, "index": None},
                                 status_code=503)
-        gen = Generation()
-        pieces = _locked(host, host.stream(chat, gen, max_tokens=max_tokens))
 
         def reply(answer_s: float | None) -> dict:
             a = host.answer_of(gen, info["product"])
@@ -201,19 +193,21 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
                     "total_tokens": gens[0].prompt_tokens + done,
                     "prompt_tokens_details": {"cached_tokens": gens[0].cached_tokens}}
 
+        reqs = [host.decoder.submit(chat, gen=g, **sampling(i)) for i, g in enumerate(gens)]  # decoded together
         try:
-            await acquire(host)
+            head = await run_in_threadpool(host.decoder.first, reqs[0])
         except HostBusy as exc:
+            for r in reqs[1:]:
+                r.cancelled = True
             return openai_error(503, str(exc), kind="server_error", code="overloaded")
 
         def all_choices() -> Iterator[tuple[int, str]]:
             for i, g in enumerate(gens):
-                g.started = time.perf_counter()
-                for piece in host.stream(chat, g, **sampling(i)):
+                for piece in head if i == 0 else host.decoder.pieces(reqs[i]):
                     yield i, piece
                 observe(g, None)
 
-        pieces = _locked(host, all_choices())
+        pieces = all_choices()
         if not body.stream:
             texts = [""] * body.n
             async for i, piece in iterate_in_threadpool(pieces):

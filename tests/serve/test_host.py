@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import httpx
 import openai
 import pytest
 import torch
 
-from livemind.serve.host import Generation, Host, HostConfig, TokenStreamer
+from livemind.serve.decoder import BatchDecoder
+from livemind.serve.host import Generation, Host, HostConfig
 from livemind.think.tasks import card, products_of
 from tests.serve.conftest import Server
 from tests.serve.test_rec_service import ROOM, SEG
@@ -28,7 +30,9 @@ def catalog(tiny_world):
 
 @pytest.fixture
 def host(catalog):
-    return Host(HostConfig("tiny", max_tokens=24, max_wait_s=2.0), TokenStreamer(tiny_tokenizer(), tiny_llama()), catalog)
+    h = Host(HostConfig("tiny", max_tokens=24, max_wait_s=2.0), BatchDecoder(tiny_tokenizer(), tiny_llama()), catalog)
+    yield h
+    h.decoder.close()
 
 
 @pytest.fixture
@@ -53,7 +57,7 @@ def test_chat_completions_with_the_official_client_streaming_and_not(served, hos
     assert [m.id for m in c.models.list().data] == [MODEL]
     full = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=12, temperature=0)
     gen = Generation()
-    direct = "".join(host.streamer.stream(CHAT, 12, gen=gen))  # the same decoding, without HTTP
+    direct = "".join(host.decoder.stream(CHAT, 12, gen=gen))  # the same decoding, without HTTP
     assert full.choices[0].message.content == direct and full.choices[0].message.role == "assistant"
     assert full.choices[0].finish_reason == gen.finish_reason
     assert full.usage.prompt_tokens == gen.prompt_tokens and full.usage.completion_tokens == gen.completion_tokens
@@ -147,29 +151,43 @@ def test_host_ask_bad_input(served, body, status, field):
     assert r.status_code == status and r.json()["field"] == field and r.json()["error"]
 
 
-def test_a_request_that_cannot_get_the_generator_in_time_is_refused(serve_config, catalog):
-    busy = Host(HostConfig("tiny", max_wait_s=0.2), TokenStreamer(tiny_tokenizer(), tiny_llama()), catalog)
+def test_a_request_that_cannot_get_a_batch_row_in_time_is_refused(serve_config, catalog):
+    busy = Host(HostConfig("tiny", max_wait_s=0.2, max_batch=1), BatchDecoder(tiny_tokenizer(), tiny_llama(), max_batch=1,
+                                                                              max_wait_s=0.2), catalog)
     with Server(dataclasses.replace(serve_config, host=busy.cfg), host=busy) as srv:
         srv.wait_ready()
         httpx.post(srv.url + "/v1/events", json={"events": [ROOM, SEG]})
-        busy.streamer.lock.acquire()  # a long generation holds the slot
-        try:
-            r = httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "hi?"})
-            assert r.status_code == 503 and "busy" in r.json()["error"]
-            with pytest.raises(openai.APIStatusError) as err:
-                client(srv).chat.completions.create(model=MODEL, messages=CHAT)
-            assert err.value.status_code == 503
-        finally:
-            busy.streamer.lock.release()
-        assert httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "hi?"}).status_code == 200
+        lm, stop_ids = busy.decoder.lm, busy.decoder.stop_ids
+        plain = lm.forward
+
+        def slow(*a, **kw):
+            time.sleep(0.5)
+            return plain(*a, **kw)
+
+        lm.forward, busy.decoder.stop_ids = slow, set()  # one long generation holds the only row (>= 1.5 s)
+        blocker = busy.decoder.submit(CHAT, 4)
+        deadline = time.time() + 5
+        while busy.decoder.running == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        r = httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "hi?"}, timeout=10)
+        assert r.status_code == 503 and "busy" in r.json()["error"]
+        with pytest.raises(openai.APIStatusError) as err:
+            client(srv).chat.completions.create(model=MODEL, messages=CHAT)
+        assert err.value.status_code == 503
+        assert "".join(busy.decoder.pieces(blocker)) == blocker.gen.text and blocker.gen.completion_tokens == 4
+        del lm.forward
+        busy.decoder.stop_ids = stop_ids
+        assert httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "hi?"},
+                          timeout=30).status_code == 200
         metrics = httpx.get(srv.url + "/metrics").text
         assert "livemind_host_ttft_seconds_count 1.0" in metrics and "livemind_host_queue_depth 0.0" in metrics
+    busy.decoder.close()
 
 
 def test_the_card_prefix_is_prefilled_once_and_changes_nothing(catalog):
-    card_chat = Host(HostConfig("tiny"), TokenStreamer(tiny_tokenizer(), tiny_llama()), catalog).prompt(7, 1, 1, "price?")
-    plain = TokenStreamer(tiny_tokenizer(), tiny_llama(), prefix_cache=0)
-    cached = TokenStreamer(tiny_tokenizer(), tiny_llama(), prefix_cache=2)
+    card_chat = Host(HostConfig("tiny"), BatchDecoder(tiny_tokenizer(), tiny_llama()), catalog).prompt(7, 1, 1, "price?")
+    plain = BatchDecoder(tiny_tokenizer(), tiny_llama(), prefix_cache=0)
+    cached = BatchDecoder(tiny_tokenizer(), tiny_llama(), prefix_cache=2)
     for question in ("price?", "does it ship today?", "and in blue?"):
         chat = [card_chat[0], {"role": "user", "content": question}]
         a, b = Generation(), Generation()
@@ -181,6 +199,8 @@ def test_the_card_prefix_is_prefilled_once_and_changes_nothing(catalog):
     "".join(cached.stream(other, 3))
     "".join(cached.stream([{"role": "system", "content": "a third"}, {"role": "user", "content": "hi"}], 3))
     assert len(cached._prefixes) == 2  # bounded: the oldest card left
+    plain.close()
+    cached.close()
 
 
 def test_the_host_runs_alone_without_recommender_models(tmp_path, host):
@@ -209,9 +229,41 @@ def test_int8_weights_quantise_every_linear_and_still_stream():
     assert not any(type(m) is torch.nn.Linear for m in q.modules())  # every Linear is now int8
     assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in q.modules()) == 2 * 7 + 1  # 2 layers + head
     g = Generation()
-    text = "".join(TokenStreamer(tiny_tokenizer(), q).stream(CHAT, 10, gen=g))
+    decoder = BatchDecoder(tiny_tokenizer(), q)
+    text = "".join(decoder.stream(CHAT, 10, gen=g))
+    decoder.close()
     assert g.completion_tokens >= 1 and g.finish_reason in ("stop", "length") and text == g.text
     with pytest.raises(ConfigError, match="weights must be 'fp32' or 'int8', got 'int4'"):
         HostConfig("x", weights="int4")
     with pytest.raises(ConfigError, match="int8 dynamic quantisation runs on the CPU"):
         HostConfig("x", weights="int8", device="cuda")
+
+
+def test_the_host_can_generate_on_a_remote_openai_server(served, host, serve_config, catalog, tmp_path):
+    """The GPU path: the host's decoding on an OpenAI-compatible server (vLLM in production; here another
+    livemind service with the tiny model stands in for it, over real HTTP)."""
+    from livemind.errors import ConfigError
+    from livemind.serve.engine import EngineConfig
+    from livemind.serve.remote import RemoteDecoder
+
+    cfg = HostConfig(MODEL, max_tokens=24, backend="openai", url=served.url + "/v1")
+    front = Host(cfg, RemoteDecoder(served.url + "/v1", MODEL, max_batch=2), catalog)
+    front_cfg = dataclasses.replace(serve_config, engine=EngineConfig(None, None, tmp_path / "front.duckdb", cache=None),
+                                    host=cfg)
+    with Server(front_cfg, host=front) as srv:
+        srv.wait_ready()
+        assert httpx.post(srv.url + "/v1/events", json={"events": [ROOM, {**SEG, "product": 7}]}).status_code == 200
+        r = httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 2, "question": "price?"}, timeout=60).json()
+        gen = Generation()
+        "".join(host.decoder.stream(front.prompt(7, 900, 3, "price?"), 24, gen=gen))  # what upstream decodes
+        assert r["answer"] == host.answer_of(gen, 7).answer and r["product"] == 7
+        assert r["usage"]["completion_tokens"] == gen.completion_tokens and r["usage"]["prompt_tokens"] == gen.prompt_tokens
+        streamed = list(client(srv).chat.completions.create(model=MODEL, messages=CHAT, max_tokens=12, temperature=0,
+                                                            stream=True))
+        assert "".join(ch.choices[0].delta.content or "" for ch in streamed if ch.choices) == \
+            "".join(host.decoder.stream(CHAT, 12))
+    front.decoder.close()
+    with pytest.raises(ConfigError, match="needs a url"):
+        HostConfig(MODEL, backend="openai")
+    with pytest.raises(ConfigError, match="must be an http"):
+        RemoteDecoder("gpu:8001", MODEL)

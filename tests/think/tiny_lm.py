@@ -38,3 +38,17 @@ def tiny_llama(seed: int = 0):
                       num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=t.eos_token_id,
                       pad_token_id=t.pad_token_id)
     return LlamaForCausalLM(cfg)
+
+
+def tiny_moe(seed: int = 0):
+    """Qwen3-MoE: 2 layers, 4 experts, 2 active per token."""
+    import torch
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(seed)
+    t = tiny_tokenizer()
+    cfg = Qwen3MoeConfig(vocab_size=len(t), hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, head_dim=16, num_experts=4,
+                         num_experts_per_tok=2, max_position_embeddings=1024, eos_token_id=t.eos_token_id,
+                         pad_token_id=t.pad_token_id)
+    return Qwen3MoeForCausalLM(cfg)

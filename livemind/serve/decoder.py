@@ -1,0 +1,410 @@
+"""Continuous batching for the live host: every admitted request advances one token per step.
+
+Design (what vLLM's scheduler does, in plain PyTorch over a Hugging Face causal LM):
+- One loop thread owns the model. A request is *admitted* when a batch row is free: its prompt is
+  prefilled alone (batch 1, the room card's KV taken from the prefix cache when it was seen
+  before), and its KV is joined to the running batch, left-padded to the batch's length.
+- Each step picks one token per row from that row's logits (greedy at temperature 0, else
+  temperature + top-p with the request's own seeded generator), ends the rows that stopped, and
+  runs one forward for the rest: `input_ids` (B, 1), `attention_mask` (B, T+1) with zeros over the
+  left padding, `position_ids` (B, 1) each row's own position. Decoding reads the weights once per
+  step whatever B is (it is memory-bound), so B viewers cost about what one does.
+- A request that waits more than `max_wait_s` for a row is refused (`HostBusy`, HTTP 503) rather
+  than queued forever; a consumer that goes away cancels its row.
+- Text is streamed piece by piece as whole characters; stop strings are cut and never streamed
+  half-made; `finish_reason` is "stop" (end-of-turn token or stop string) or "length".
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from livemind.errors import ConfigError
+
+
+class HostBusy(Exception):
+    """No batch row within the configured wait."""
+
+
+@dataclass
+class Generation:
+    """What one generation made: the text so far, and its counts and timings."""
+
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    first_token_s: float | None = None  # from the start to the first token
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    seconds: float = 0.0
+    batch: int = 0  # the largest batch this request decoded in
+
+
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """How many trailing characters of `text` could begin a stop string (not streamed yet)."""
+    return max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+
+
+_END = object()  # the last item of a request's piece queue
+
+
+class _Request:
+    """One request's sampling settings, the tokens it made and the text it has streamed."""
+
+    def __init__(self, ids: torch.Tensor | None, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float,
+                 top_p: float, seed: int | None, stop: Sequence[str], gen: Generation) -> None:
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ConfigError(f"temperature >= 0 and 0 < top_p <= 1 expected, got {temperature}, {top_p}")
+        self.ids, self.chat, self.max_tokens = ids, chat, max_tokens  # ids: (1, L), None for a remote host
+        self.temperature, self.top_p, self.stop, self.gen = temperature, top_p, [s for s in stop if s], gen
+        self.seed = seed
+        self.rng = torch.Generator()  # sampling runs on the CPU: the same draws on every device
+        if seed is not None:
+            self.rng.manual_seed(int(seed))
+        self.made: list[int] = []
+        self.sent = ""
+        self.pieces: queue.Queue = queue.Queue()
+        self.queued = time.perf_counter()
+        self.cancelled = False
+        self.done = False
+
+    def pick(self, logits: torch.Tensor) -> int:
+        """The next token from this row's logits (V,)."""
+        if self.temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits.float() / self.temperature, -1)
+        if self.top_p < 1.0:
+            p, idx = torch.sort(probs, descending=True)
+            keep = torch.cumsum(p, -1) - p < self.top_p  # the smallest set whose mass reaches top_p
+            probs = torch.zeros_like(probs).scatter(0, idx[keep], p[keep])
+        return int(torch.multinomial(probs.cpu(), 1, generator=self.rng))
+
+    def push(self, token: int, stop_ids: set[int], tok: Any) -> bool:
+        """Take one token; stream what became final; True when the request is done."""
+        gen = self.gen
+        if token in stop_ids:
+            gen.finish_reason = "stop"
+            return self.finish()
+        self.made.append(token)
+        gen.completion_tokens = len(self.made)
+        final = tok.decode(self.made, skip_special_tokens=True)
+        cut = min((final.find(s) for s in self.stop if s in final), default=-1)
+        if cut >= 0:
+            final, gen.finish_reason = final[:cut], "stop"
+        if gen.first_token_s is None:
+            gen.first_token_s = time.perf_counter() - gen.started
+        gen.text = final
+        safe = len(final) - (0 if gen.finish_reason else _held_back(final, self.stop))
+        if safe > len(self.sent) and not final[:safe].endswith("\ufffd"):  # whole characters, no partial stop
+            self.pieces.put(final[len(self.sent):safe])
+            self.sent = final[:safe]
+        if gen.finish_reason:
+            return self.finish()
+        if len(self.made) >= self.max_tokens:
+            gen.finish_reason = "length"
+            return self.finish()
+        return False
+
+    def finish(self, error: Exception | None = None) -> bool:
+        if self.done:
+            return True
+        self.done, gen = True, self.gen
+        if error is None and len(gen.text) > len(self.sent):
+            self.pieces.put(gen.text[len(self.sent):])
+            self.sent = gen.text
+        gen.seconds = time.perf_counter() - gen.started
+        self.pieces.put(error if error is not None else _END)
+        return True
+
+
+class Streams:
+    """Reading a submitted request's pieces; shared by the local and the remote host decoders."""
+
+    def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None) -> _Request:
+        raise NotImplementedError
+
+    def pieces(self, req: _Request) -> Iterator[str]:
+        """The request's text, piece by piece; HostBusy when it waited too long for a row."""
+        try:
+            while True:
+                item = req.pieces.get()
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            req.cancelled = True  # a consumer gone early frees its row at the next step
+
+    def first(self, req: _Request) -> Iterator[str]:
+        """`pieces`, but waits for the first piece (or the refusal) before returning the iterator, so
+        a route can answer 503 before it starts a response."""
+        it = self.pieces(req)
+        try:
+            head = next(it)
+        except StopIteration:
+            return iter(())
+
+        def rest() -> Iterator[str]:
+            yield head
+            yield from it
+        return rest()
+
+    def stream(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None) -> Iterator[str]:
+        """Yield the text of each new token (pieces concatenate to `gen.text`); `gen` gets the counts."""
+        yield from self.pieces(self.submit(chat, max_tokens, temperature, top_p, seed, stop, gen))
+
+
+class BatchDecoder(Streams):
+    """Continuous batching over a causal LM's KV cache (see the module docstring)."""
+
+    def __init__(self, tokenizer: Any, module: Any, device: str = "cpu", max_batch: int = 8,
+                 max_wait_s: float = 5.0, prefix_cache: int = 64) -> None:
+        if max_batch < 1 or max_wait_s <= 0:
+            raise ConfigError(f"max_batch >= 1 and max_wait_s > 0 expected, got {max_batch}, {max_wait_s}")
+        self.tok, self.lm, self.device = tokenizer, module.to(device).eval(), device
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.prefix_cache = prefix_cache  # system prompts (a card and its rules) whose KV is kept, 0 = off
+        self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        configured = getattr(module.generation_config, "eos_token_id", None)
+        eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+        self.stop_ids = {i for i in (*eos, end) if isinstance(i, int)}
+        # transformers 5 renames the KV-cache argument of forward from past_key_values to cache
+        self._cache_arg = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+        self._waiting: deque[_Request] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # the running batch
+        self._rows: list[_Request] = []
+        self._cache: Any = None  # KV of every row, left-padded: per layer (B, H, T, D)
+        self._mask: torch.Tensor | None = None  # (B, T) 1 = a real token, 0 = padding
+        self._pos: torch.Tensor | None = None  # (B,) each row's next position
+        self._logits: torch.Tensor | None = None  # (B, V) each row's next-token logits
+        self.steps = 0  # decode steps run (a metric)
+
+    # ------------------------------------------------------------------------------ public
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._rows)
+
+    def prompt_ids(self, chat: Sequence[dict[str, str]]) -> torch.Tensor:
+        text = self.tok.apply_chat_template(list(chat), tokenize=False, add_generation_prompt=True)
+        return self.tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]  # (1, L)
+
+    def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None) -> _Request:
+        """Queue a request; its pieces arrive on `request.pieces` (see `pieces`)."""
+        gen = gen if gen is not None else Generation()
+        ids = self.prompt_ids(chat)
+        gen.prompt_tokens = int(ids.shape[1])
+        req = _Request(ids, chat, max_tokens, temperature, top_p, seed, stop, gen)
+        with self._wake:
+            if self._closed:
+                raise HostBusy("the host is shutting down")
+            self._waiting.append(req)
+            self._ensure_thread()
+            self._wake.notify()
+        return req
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------------------------ the loop
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="livemind-host-decoder", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting and not self._rows and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    for req in [*self._waiting, *self._rows]:
+                        req.finish(HostBusy("the host is shutting down"))
+                    self._waiting.clear()
+                    return
+                admit = self._take_admissible()
+            try:
+                with torch.inference_mode():
+                    for req in admit:
+                        self._admit(req)
+                    if self._rows:
+                        self._step()
+            except Exception as exc:  # a model failure ends every running request with it, not the loop
+                for req in [*admit, *self._rows]:
+                    req.finish(exc)
+                self._rows, self._cache, self._mask, self._pos, self._logits = [], None, None, None, None
+
+    def _take_admissible(self) -> list[_Request]:
+        """Refuse requests that waited too long; take as many as there are free rows (called locked)."""
+        now, admit = time.perf_counter(), []
+        while self._waiting and (self._waiting[0].cancelled or now - self._waiting[0].queued > self.max_wait_s):
+            req = self._waiting.popleft()
+            if not req.cancelled:
+                req.finish(HostBusy(f"the host is busy: no generation slot within {self.max_wait_s:g} s"))
+        while self._waiting and len(self._rows) + len(admit) < self.max_batch:
+            req = self._waiting.popleft()
+            if not req.cancelled:
+                admit.append(req)
+        return admit
+
+    def _forward(self, ids: torch.Tensor, cache: Any = None, **kw: Any) -> Any:
+        return self.lm(input_ids=ids.to(self.device), use_cache=True, **({self._cache_arg: cache} if cache is not None else {}), **kw)
+
+    def _admit(self, req: _Request) -> None:
+        """Prefill one prompt (batch 1) and join its KV to the batch."""
+        past, start = self._prefix(req.chat, req.ids)
+        req.gen.cached_tokens = start
+        out = self._forward(req.ids[:, start:], past)
+        length = int(req.ids.shape[1])
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]  # each (1, H, L, D)
+        logits = out.logits[:, -1].float()  # (1, V)
+        pos = torch.tensor([length], device=self.device)
+        mask = torch.ones(1, length, dtype=torch.long, device=self.device)
+        if not self._rows:
+            self._rows, self._cache, self._mask, self._pos, self._logits = [req], kv, mask, pos, logits
+            return
+        T = max(self._mask.shape[1], length)
+        self._cache = [(torch.cat([_left_pad(k, T), _left_pad(k1, T)]), torch.cat([_left_pad(v, T), _left_pad(v1, T)]))
+                       for (k, v), (k1, v1) in zip(self._cache, kv)]
+        self._mask = torch.cat([F.pad(self._mask, (T - self._mask.shape[1], 0)), F.pad(mask, (T - length, 0))])
+        self._pos = torch.cat([self._pos, pos])
+        self._logits = torch.cat([self._logits, logits])
+        self._rows.append(req)
+
+    def _step(self) -> None:
+        """One token for every row; drop the rows that ended; one forward for the others."""
+        from transformers import DynamicCache
+
+        tokens, keep = [], []
+        for i, req in enumerate(self._rows):
+            req.gen.batch = max(req.gen.batch, len(self._rows))
+            if req.cancelled:
+                req.finish()
+                continue
+            token = req.pick(self._logits[i])
+            if not req.push(token, self.stop_ids, self.tok):
+                tokens.append(token)
+                keep.append(i)
+        self.steps += 1
+        if len(keep) < len(self._rows):
+            idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+            self._rows = [self._rows[i] for i in keep]
+            if not keep:
+                self._cache, self._mask, self._pos, self._logits = None, None, None, None
+                return
+            self._mask = self._mask[idx]
+            first = int((self._mask.sum(0) > 0).nonzero()[0])  # columns that are padding in every row go
+            self._mask = self._mask[:, first:]
+            self._cache = [(k[idx, :, first:], v[idx, :, first:]) for k, v in self._cache]
+            self._pos = self._pos[idx]
+        B = len(self._rows)
+        mask = torch.cat([self._mask, torch.ones(B, 1, dtype=torch.long, device=self.device)], 1)  # (B, T+1)
+        cache = DynamicCache(ddp_cache_data=self._cache)
+        out = self._forward(torch.tensor(tokens, device=self.device).view(B, 1), cache,
+                            attention_mask=mask, position_ids=self._pos.view(B, 1))
+        self._cache = [(layer.keys, layer.values) for layer in out.past_key_values.layers]  # (B, H, T+1, D)
+        self._mask, self._pos, self._logits = mask, self._pos + 1, out.logits[:, -1].float()
+
+    def _prefix(self, chat: Sequence[dict[str, str]], ids: torch.Tensor) -> tuple[Any, int]:
+        """(a copy of the KV of the prompt's system message, its length) when the prompt starts with
+        a system message: many viewers ask about the same card, so its prefill is done once."""
+        if not self.prefix_cache or not chat or chat[0].get("role") != "system":
+            return None, 0
+        head = self.tok.apply_chat_template(list(chat[:1]), tokenize=False, add_generation_prompt=False)
+        key = tuple(self.tok(head, add_special_tokens=False)["input_ids"])
+        n = len(key)
+        if n >= ids.shape[1] or tuple(ids[0, :n].tolist()) != key:  # the template does not split there
+            return None, 0
+        entry = self._prefixes.get(key)
+        if entry is None:
+            entry = self._forward(ids[:, :n]).past_key_values
+            self._prefixes[key] = entry
+            if len(self._prefixes) > self.prefix_cache:
+                self._prefixes.popitem(last=False)
+        else:
+            self._prefixes.move_to_end(key)
+        return copy.deepcopy(entry), n  # generation appends to the cache: the stored one stays the prefix
+
+
+def _left_pad(x: torch.Tensor, T: int) -> torch.Tensor:
+    """(B, H, t, D) -> (B, H, T, D), zeros on the left (masked out by the attention mask)."""
+    return F.pad(x, (0, 0, T - x.shape[2], 0))
+
+
+class DecoderBackend:
+    """`BatchDecoder` as a `livemind.think.backends.Backend`: `think eval` scores the answers the
+    service streams (the same decoder, prefix cache and weights), submitted together so they batch."""
+
+    def __init__(self, model: str, tokenizer: Any, module: Any, params: int, device: str = "cpu", max_batch: int = 16,
+                 progress: Any = None) -> None:
+        self.model, self.tok, self.params, self.progress = model, tokenizer, params, progress
+        self.decoder = BatchDecoder(tokenizer, module, device, max_batch=max_batch, max_wait_s=1e9)
+        self.lm = self.decoder.lm
+
+    def generate(self, prompts: Sequence[Sequence[dict[str, str]]], sampling: Any) -> list[list[Any]]:
+        from livemind.think.backends import Completion
+
+        gens = [[Generation() for _ in range(sampling.n)] for _ in prompts]
+        reqs = [[self.decoder.submit(m, sampling.max_tokens, sampling.temperature, sampling.top_p,
+                                     None if sampling.seed is None else sampling.seed + i, (), g)
+                 for i, g in enumerate(row)] for m, row in zip(prompts, gens)]
+        out = []
+        for j, row in enumerate(reqs):
+            for r in row:
+                "".join(self.decoder.pieces(r))
+            out.append([Completion(g.text, g.completion_tokens, g.seconds) for g in gens[j]])
+            if self.progress is not None and (j + 1) % 50 == 0:
+                self.progress(j + 1, len(prompts))
+        return out
+
+    def close(self) -> None:
+        self.decoder.close()
+
+
+def engine_backends(device: str = "cpu", float_cache: str | None = "runs/cache/models") -> dict[str, Any]:
+    """`think eval`'s serving engines: "served" (fp32) and "served-int8" (`livemind serve
+    --host-weights int8`), each the service's own decoder over the spec's model."""
+    from livemind.serve.host import quantize_int8
+    from livemind.think.backends import load_causal_lm
+    from livemind.think.evaluate import active_parameters
+
+    def build(int8: bool) -> Any:
+        def make(spec: Any, batch_size: int, progress: Any) -> DecoderBackend:
+            tok, lm = load_causal_lm(spec.model, spec.gguf_file, float_cache)
+            params = active_parameters(lm)
+            return DecoderBackend(f"{spec.model}@{spec.engine}", tok, quantize_int8(lm) if int8 else lm, params, device,
+                                  batch_size, progress)
+        return make
+
+    return {"served": build(False), "served-int8": build(True)}
