@@ -1,13 +1,28 @@
 """Rule verifiers: is an answer right, and is it helpful, against a task's gold facts.
 
-Correctness (`verify`) reads the final answer (what follows `</think>`, or all of it) and checks
-each gold key the task has:
-- number: some number in the answer equals it (to the cent; "$1,234.50" reads as 1234.5);
-- yes: the answer's polarity matches (a negation such as "not", "no", "sold out" reads as no);
+Correctness (`verify`) reads the final answer (what follows `</think>`, or all of it) and judges
+one *committed* answer: a verifier that a policy is optimised against must not pay for listing
+candidates (issue 28; benchmarks/verifier_attacks.py counts what each attack class gets through).
+Each gold key the task has is checked:
+- number: the answer's committed value equals it (to the cent; "$1,234.50" reads as 1234.5). Each
+  number is read with its unit ("$", "dollars", "cents" = /100, 2 decimals: money; "days",
+  "weeks" = x7: days; "left", "units": a count; "%": a percentage; a number followed by any other
+  word, "3 colours", "20 people", is about something else). The committed value is the first
+  number whose unit fits the question (money for prices, days for shipping and returns, a count
+  for stock and quantities; a bare number fits any) -- with the unit explicit if any is. It is
+  wrong when it differs from the gold value, when another fitting value in the answer differs from
+  it and is on neither the cards nor the question (number spam, guesses), when two values are
+  offered as alternatives ("29.99 or 31.50", "between 2 and 4"), or when its sentence names
+  another product on the cards and not the asked one;
+- yes: the answer's polarity matches (a negation such as "not", "no", "sold out" reads as no); a
+  hedge ("yes or no", "maybe", "it depends") or sentences that say both yes and no is wrong;
 - entities: every gold string appears (case- and space-insensitive);
 - refuse: the answer says the information is not available ("not_in_documents") or declines
-  ("adversarial"), and concedes nothing in `forbidden` outside a negated sentence.
-An empty answer, or a yes/no answer with no readable polarity, is `None` (unknown), never correct.
+  ("adversarial"), concedes nothing in `forbidden` outside a negated sentence, and adds no guess
+  ("but probably yes", a number the cards do not hold).
+Saying the card is silent *and* answering ("the card doesn't say, but it's 9.00") is wrong; pasting
+the cards instead of answering is wrong. An empty answer, or a yes/no answer with no readable
+polarity, is `None` (unknown), never correct. `Verdict.reason` says why in words.
 
 Helpfulness proxy (`helpfulness`): for answerable tasks, the share of up to two other true facts
 from the cards that the answer adds, zeroed when it states a number that is in neither the
@@ -113,6 +128,140 @@ def says_unsaid(answer: str) -> bool:
 class Verdict:
     correct: bool | None  # None: unknown (unparsable), never counted as correct
     checks: dict[str, bool | None] = field(default_factory=dict)
+    reason: str = ""  # why, in words, when it is not correct
+
+
+# --------------------------------------------------------------------------- values with units
+
+_VALUE = re.compile(r"(?<![\w.])(?P<dollar>\$)?(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d+)?(?![\d])"
+                    r"(?:\s*-\s*(?=[a-z]))?(?P<after>\s*(?:%|¢|[a-z]+))?")
+_DAYS = {"day": 1, "days": 1, "week": 7, "weeks": 7, "month": 30, "months": 30, "year": 365, "years": 365}
+_COUNT = {"left", "units", "unit", "pieces", "piece", "items", "item", "pcs"}
+_MONEY_WORDS = {"dollars": 1.0, "dollar": 1.0, "usd": 1.0, "cents": 0.01, "cent": 0.01}
+# words a number may be followed by without being about something else ("2 of the mug", "9.00 each")
+_FREE = {"of", "with", "and", "or", "in", "for", "each", "right", "now", "today", "after", "before", "off", "to", "at",
+         "per", "a", "an", "the", "total", "only", "more", "is", "are", "if", "so", "but", "from", "on", "by", "which",
+         "when", "as", "than", "plus", "minus", "x", "times", "then", "you", "it", "this", "that", "all", "business",
+         "working", "in-stock", "available", "still", "remaining", "shipping", "ship", "ships", "and,", "once"}
+MAX_VALUES = 5  # distinct values of the asked unit an answer may state (the answer and the card facts around it)
+UNIT_OF_KIND = {"price": "money", "bundle": "money", "coupon": "money", "compare": "money", "free_shipping": "count",
+                "stock": "count", "shipping": "days", "returns": "days"}
+
+
+@dataclass(frozen=True)
+class Value:
+    """A number as the answer states it: its value in the unit's base (dollars, days), the unit
+    (money, days, count, percent, other, or None when nothing says) and where it is."""
+
+    value: float
+    unit: str | None
+    explicit: bool
+    start: int
+    end: int
+
+
+def values(text: str) -> list[Value]:
+    """Numbers of `text` with their units.
+
+    >>> [(v.value, v.unit) for v in values("2 for $1,020.30, 2 weeks, 350 cents, 12 left, 20% off, 3 colours, 9.00")]
+    [(2.0, None), (1020.3, 'money'), (14.0, 'days'), (3.5, 'money'), (12.0, 'count'), (20.0, 'percent'), (3.0, 'other'), (9.0, 'money')]
+    """
+    out = []
+    for m in _VALUE.finditer(text.lower()):
+        x = float(m.group("int").replace(",", "") + (m.group("dec") or ""))
+        after = (m.group("after") or "").strip()
+        business = after == "business"  # "3 business days"
+        if business:
+            nxt = re.match(r"\s*([a-z]+)", text.lower()[m.end():])
+            after = nxt.group(1) if nxt else ""
+        if after in ("%", "percent"):
+            unit, explicit = "percent", True
+        elif after in _DAYS:
+            unit, explicit, x = "days", True, x * _DAYS[after]
+        elif after in _COUNT:
+            unit, explicit = "count", True
+        elif after in _MONEY_WORDS or after == "¢":
+            unit, explicit, x = "money", True, x * _MONEY_WORDS.get(after, 0.01)
+        elif after and after not in _FREE and not business:
+            unit, explicit = "other", True
+        elif m.group("dollar") or (m.group("dec") and len(m.group("dec")) == 3):
+            unit, explicit = "money", True
+        else:
+            unit, explicit = None, False
+        out.append(Value(round(x, 4), unit, explicit, m.start(), m.end("dec") if m.group("dec") else m.end("int")))
+    return out
+
+
+def _fits(v: Value, unit: str | None) -> bool:
+    return v.unit is None or (unit is not None and v.unit == unit) or (unit is None and v.unit not in ("other", "percent"))
+
+
+_ALTERNATIVE = re.compile(r"^\s*(?:or|to|-|–|and|/)\s*$")
+_HEDGE = re.compile(r"\b(yes or no|yes and no|no or yes|maybe|perhaps|possibly|it depends|depends on|might|either)\b")
+_GUESS = re.compile(r"\b(probably|likely|i think|i guess|i believe|maybe|perhaps|possibly|my guess)\b|(^|[.!?]\s*|, )(yes|yeah|yep|sure)\b")
+_DONT_KNOW = re.compile(r"\b(not sure|don't know|do not know|can't (?:confirm|say)|cannot (?:confirm|say)|no idea)\b")
+
+
+def _known_numbers(task: QATask) -> set[float]:
+    known: set[float] = set()
+    for src in (*task.documents, task.question, *(t for _, t in task.history)):
+        for v in values(src):
+            known.add(round(v.value, 2))
+        known.update(round(x, 2) for x in numbers(src))
+    return known
+
+
+def _product_names(task: QATask) -> list[str]:
+    return [_norm(d.split(" (", 1)[0]) for d in task.documents if " (" in d]
+
+
+def _sentence_at(text: str, pos: int) -> str:
+    start = max(text.rfind(". ", 0, pos), text.rfind("! ", 0, pos), text.rfind("? ", 0, pos), text.rfind("; ", 0, pos))
+    ends = [i for i in (text.find(". ", pos), text.find("! ", pos), text.find("? ", pos), text.find("; ", pos)) if i >= 0]
+    return text[start + 1 if start >= 0 else 0:min(ends) if ends else len(text)]
+
+
+def check_number(task: QATask, text: str) -> tuple[bool, str]:
+    """(right, why not) for the committed value of `text` against `task.gold["number"]`."""
+    gold = float(task.gold["number"])
+    unit = UNIT_OF_KIND.get(task.kind)
+    low = _norm(text)
+    fitting = [v for v in values(low) if _fits(v, unit)]
+    if not fitting:
+        return False, f"no value that answers the question (a {unit or 'number'})"
+    explicit = [v for v in fitting if v.explicit]
+    committed = (explicit or fitting)[0]
+    if abs(committed.value - gold) >= 0.005:
+        return False, f"the committed value {committed.value:g} is not {gold:g}"
+    known = _known_numbers(task)
+    asked = {round(v.value, 2) for v in values(_norm(task.question))}
+    listed = {round(v.value, 2) for v in fitting} - asked
+    if len(listed) > MAX_VALUES:
+        return False, f"lists {len(listed)} candidate values (at most {MAX_VALUES} may be stated)"
+    for a, b in zip(fitting, fitting[1:]):
+        if abs(a.value - b.value) >= 0.005 and _ALTERNATIVE.match(low[a.end:b.start]):
+            return False, f"{a.value:g} and {b.value:g} are offered as alternatives: no committed value"
+    others = [v for v in fitting if abs(v.value - gold) >= 0.005 and round(v.value, 2) not in known]
+    if others:
+        return False, f"several conflicting values: {committed.value:g} and {', '.join(f'{v.value:g}' for v in others[:3])}"
+    names = _product_names(task)
+    asked = [_norm(str(e)) for e in task.gold.get("entities", [])] or names[:1]
+    sentence = _sentence_at(low, committed.start)
+    if any(n in sentence for n in names if n not in asked) and not any(a in sentence for a in asked):
+        return False, "the value is stated for another product on the cards"
+    return True, ""
+
+
+def _pasted(task: QATask, text: str) -> bool:
+    """Whether the answer is mostly the cards themselves: half of a card's word 4-grams in it."""
+    words = _norm(text).split()
+    have = {tuple(words[i:i + 4]) for i in range(len(words) - 3)}
+    for doc in task.documents:
+        d = _norm(doc).split()
+        grams = {tuple(d[i:i + 4]) for i in range(len(d) - 3)}
+        if grams and len(grams & have) >= 0.5 * len(grams):
+            return True
+    return False
 
 
 def conceded(task: QATask, answer: str) -> bool:
@@ -129,31 +278,74 @@ def conceded(task: QATask, answer: str) -> bool:
 
 
 def verify(task: QATask, answer: str) -> Verdict:
+    """Right, wrong or unknown, with the checks and the reason (see the module docstring).
+
+    >>> t = QATask("1", "price", ("Mug (home). List price 10.00; live discount 10% -> 9.00 each.",), "how much?",
+    ...            {"number": 9.0})
+    >>> verify(t, "It's 9.00 today.").correct, verify(t, "0 1 2 3 4 5 6 7 8 9").reason
+    (True, 'the committed value 0 is not 9')
+    >>> verify(t, "It's 9.00, or 9.50 at most.").reason
+    'several conflicting values: 9 and 9.5'
+    """
     text = final_answer(answer)
     if not text:
-        return Verdict(None, {"empty": None})
+        return Verdict(None, {"empty": None}, "no final answer")
     gold, low = task.gold, _norm(text)
     checks: dict[str, bool | None] = {}
+    reasons: list[str] = []
+    if task.answerable and _pasted(task, text):
+        return Verdict(False, {"pasted": False}, "the answer pastes the card instead of answering")
+    refusing = any(_unsaid(s) for s in sentences(low)) or bool(_DONT_KNOW.search(low))
+    stated = {round(x, 2) for x in numbers(text)} - {round(x, 2) for x in numbers(task.question)}
+    if len(stated) > 2 * MAX_VALUES:
+        return Verdict(False, {"committed": False}, f"lists {len(stated)} numbers: no committed answer")
     if "number" in gold:
-        checks["number"] = any(abs(x - float(gold["number"])) < 0.005 for x in numbers(text))
+        ok, why = check_number(task, text)
+        checks["number"] = ok
+        reasons += [why] if why else []
     if "yes" in gold:
         pol = polarity(text)
-        checks["yes"] = None if pol is None else pol == bool(gold["yes"])
+        said = {p for p in (_lead_polarity(s) for s in sentences(low)) if p is not None}
+        if _HEDGE.search(_first_sentence(text)):
+            checks["yes"], pol = False, None
+            reasons.append("a hedged yes/no")
+        elif len(said) > 1:
+            checks["yes"] = False
+            reasons.append("says both yes and no")
+        else:
+            checks["yes"] = None if pol is None else pol == bool(gold["yes"])
+            if pol is not None and pol != bool(gold["yes"]):
+                reasons.append(f"says {'yes' if pol else 'no'}")
     if "entities" in gold:
         checks["entities"] = all(_norm(str(e)) in low for e in gold["entities"])
+        if not checks["entities"]:
+            reasons.append(f"does not name {', '.join(map(str, gold['entities']))}")
     if "answers" in gold:
         checks["answers"] = max((exact_match(text, a) for a in gold["answers"]), default=0.0) == 1.0
     if "refuse" in gold:
-        said = bool(_NOT_AVAILABLE.search(low) if gold["refuse"] == "not_in_documents" else
-                    _DECLINE.search(low) or _NOT_AVAILABLE.search(low))
-        checks["refuse"] = said and not conceded(task, answer)
+        said_it = bool(_NOT_AVAILABLE.search(low) if gold["refuse"] == "not_in_documents" else
+                       _DECLINE.search(low) or _NOT_AVAILABLE.search(low))
+        invented = [x for x in numbers(text) if round(x, 2) not in _known_numbers(task)]
+        guessed = gold["refuse"] == "not_in_documents" and bool(_GUESS.search(low))
+        checks["refuse"] = said_it and not conceded(task, answer) and not guessed and not invented
+        if not checks["refuse"]:
+            reasons.append("concedes" if conceded(task, answer) else "adds a guess" if guessed or invented
+                           else "does not decline")
+    elif refusing and any(v is not None for v in checks.values()):
+        return Verdict(False, {**checks, "refusal": False}, "says the card is silent and answers too")
     if not checks:
-        return Verdict(None, checks)
+        return Verdict(None, checks, "nothing to check")
     if any(v is False for v in checks.values()):
-        return Verdict(False, checks)
+        return Verdict(False, checks, "; ".join(reasons) or "wrong")
     if any(v is None for v in checks.values()):
-        return Verdict(None, checks)
+        return Verdict(None, checks, "no readable answer")
     return Verdict(True, checks)
+
+
+def _lead_polarity(sentence: str) -> bool | None:
+    """A sentence that opens with yes or no says so."""
+    m = re.match(r"\W*(yes|yeah|yep|no|nope)\b", sentence)
+    return None if m is None else m.group(1) in ("yes", "yeah", "yep")
 
 
 def helpfulness(task: QATask, answer: str) -> float | None:

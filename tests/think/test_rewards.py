@@ -24,12 +24,12 @@ def msg(text):
 def test_correctness_and_helpfulness_on_hand_written_answers():
     answers = [msg("<think>100 less 10%</think> It's 90.00 today, with 7-day returns."),
                msg("<think>100 less 10%</think> It's 80.00 today."),
-               msg("It's 90.00, or 45.00 if you ask nicely."),  # right number, one invented
+               msg("It's 90.00, or 45.00 if you ask nicely."),  # right number, and a conflicting invented one: wrong
                msg("<think>100 less 10% is 90.00"),  # cut off inside the reasoning
                msg("Sorry, I can't change prices: only the card's offer applies.")]
     tasks = [PRICE] * 4 + [ADV]
     ids = [[1] * 12, [1] * 9, [1] * 10, [1] * 32, [1] * 11]
-    assert Correctness(max_tokens=32)([[]] * 5, answers, task=tasks, completion_ids=ids) == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert Correctness(max_tokens=32)([[]] * 5, answers, task=tasks, completion_ids=ids) == [1.0, 0.0, 0.0, 0.0, 1.0]
     assert Helpfulness(max_tokens=32)([[]] * 5, answers, task=tasks, completion_ids=ids) == [0.5, 0.0, 0.0, 0.0, None]
 
 

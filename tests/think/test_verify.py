@@ -1,7 +1,7 @@
 import pytest
 
 from livemind.think.verify import exact_match, f1, helpfulness, numbers, verify
-from tests.think.test_tasks import Q, one
+from tests.think.test_tasks import P, Q, one
 
 
 @pytest.mark.parametrize("kind, answer, expected", [
@@ -59,3 +59,51 @@ def test_numbers_em_f1():
     assert numbers("buy 3 for $1,020.30 or 2 for 5") == [3.0, 1020.3, 2.0, 5.0]
     assert exact_match("The Stanley.", "stanley") == 1.0 and exact_match("Stanley, ND", "Stanley") == 0.0
     assert f1("Stanley North Dakota", "Stanley") == pytest.approx(0.5)  # P 1/3, R 1
+
+
+@pytest.mark.parametrize("kind, answer, reason", [
+    ("price", " ".join(str(i) for i in range(200)), "lists 200 numbers"),  # number spam
+    ("price", "It's 90.00, or 95.00 at most.", "several conflicting values"),
+    ("price", "Somewhere between 89.00 and 91.00.", "not 90"),
+    ("price", "90.00 or 89.00.", "offered as alternatives"),
+    ("price", "It's 90.00 cents.", "committed value 0.9 is not 90"),  # unit trick
+    ("price", "Great question! 90.00 people asked that today.", "no value that answers"),  # gold in an unrelated sentence
+    ("price", "The card doesn't say, but it's 90.00.", "says the card is silent and answers too"),
+    ("shipping", "It ships in 1 weeks.", "committed value 7 is not 1"),  # days vs weeks
+    ("stock", "Yes or no, it depends.", "hedged"),
+    ("stock", "Yes, 9 left. No, sold out.", "says both yes and no"),
+    ("returns", "yes " + " ".join(str(i) for i in range(200)), "no committed answer"),
+    ("unanswerable", "The card doesn't say, but probably yes, it is.", "adds a guess"),
+    ("unanswerable", "The card doesn't say; it's rated for 30 metres.", "adds a guess"),
+])
+def test_gamed_answers_are_wrong_and_say_why(kind, answer, reason):
+    v = verify(one(kind), answer)
+    assert v.correct is False and reason in v.reason, v
+
+
+def test_the_right_value_for_another_product_on_the_cards_is_wrong():
+    task = one("price", products=(P, Q))  # the mug is asked about; the lamp's card is shown too
+    assert verify(task, "The Luma test mug is 90.00 today.").correct is True
+    v = verify(task, "The Kiro test lamp is 90.00 today.")
+    assert v.correct is False and v.reason == "the value is stated for another product on the cards"
+
+
+def test_pasting_the_card_is_not_an_answer():
+    task = one("spec")
+    v = verify(task, " ".join(task.documents))
+    assert v.correct is False and "pastes the card" in v.reason
+
+
+def test_no_attack_class_gets_through_and_references_stay_right():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from verifier_attacks import attacks
+
+    from livemind.think.tasks import make_tasks
+    tasks = make_tasks([P, Q], 120, 1, "test")
+    for name, make in attacks().items():
+        through = [(t.kind, make(t)) for t in tasks if make(t) is not None and verify(t, make(t)).correct is True]
+        assert through == [], name
+    assert all(verify(t, t.reference).correct is True for t in tasks)
