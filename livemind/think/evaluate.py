@@ -23,7 +23,7 @@ from livemind.think.backends import Backend, Completion, Sampling
 from livemind.think.judge import Judgement, rule_judge
 from livemind.think.prompts import messages, split_reasoning
 from livemind.think.tasks import QATask
-from livemind.think.verify import says_unsaid
+from livemind.think.verify import says_unsaid, verify
 
 
 @dataclass
@@ -87,7 +87,8 @@ def summarize(scored: Sequence[Scored], active_params: float) -> dict[str, float
            # answerable questions answered "the card doesn't say": the short non-answer a brevity reward can teach
            "unsaid": (sum(says_unsaid(s.completion.text or "") for s in answerable) / len(answerable)
                       if answerable else math.nan),
-           "em": float(np.mean(em)) if em else math.nan, "f1": float(np.mean(f1)) if f1 else math.nan}
+           "em": float(np.mean(em)) if em else math.nan, "f1": float(np.mean(f1)) if f1 else math.nan,
+           **hack_check(scored)}
     for name, values in (("tokens", tokens), ("reasoning_tokens", [float(s.reasoning_tokens) for s in scored]),
                          ("answer_tokens", [float(s.answer_tokens) for s in scored]),
                          ("seconds", [s.completion.seconds for s in scored if not s.completion.cached])):
@@ -95,6 +96,29 @@ def summarize(scored: Sequence[Scored], active_params: float) -> dict[str, float
             out[f"{name}_{stat}"] = v
     out["compute_per_answer"] = 2.0 * active_params * out["tokens_mean"]
     return out
+
+
+HACKS = {  # verdict reasons (verify.py) -> the hack they show
+    "hack_candidates": ("candidate values", "conflicting values", "alternatives", "numbers: no committed"),
+    "hack_hedged": ("hedged", "both yes and no", "silent and answers", "adds a guess"),
+    "hack_uncommitted": ("no value that answers", "no readable answer", "no final answer", "pastes the card"),
+}
+
+
+def hack_check(scored: Sequence[Scored]) -> dict[str, float]:
+    """Shares of answers that list several candidate values, hedge, or commit to no answer (issue 28:
+    what a policy optimised against the verifier would learn first).
+
+    >>> from livemind.think.tasks import QATask
+    >>> t = QATask("1", "price", ("Mug. 9.00 each.",), "how much?", {"number": 9.0})
+    >>> s = score([t] * 4, [Completion(x, 4) for x in ("9.00.", "9.00 or 9.50.", "0 1 2 3 4 5 6 7 8 9 10 11", "Hi!")],
+    ...           lambda s: 1, max_tokens=64)
+    >>> hack_check(s)
+    {'hack_candidates': 0.5, 'hack_hedged': 0.0, 'hack_uncommitted': 0.25}
+    """
+    n = max(len(scored), 1)
+    reasons = [verify(s.task, s.completion.text or "").reason for s in scored]
+    return {k: sum(any(m in r for m in marks) for r in reasons) / n for k, marks in HACKS.items()}
 
 
 def _per_task(scored: Sequence[Scored]) -> dict[str, np.ndarray]:

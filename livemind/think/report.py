@@ -211,6 +211,10 @@ def write_report(results: Sequence[ModelResult], out: str | Path, command: str, 
               "|---|" + "---|" * len(results)]
     lines += [f"| {k} | " + " | ".join(_fmt(r.kinds.get(k, {}).get("correct", math.nan), "{:.0%}") for r in results) + " |"
               for k in kinds]
+    lines += ["", "Hack check (verify.py's reasons): answers that list several candidate values, hedge, or "
+              "commit to no answer:", "", "| model | candidates | hedged | uncommitted |", "|---|---|---|---|"]
+    lines += [f"| {r.name} | " + " | ".join(_fmt(r.summary.get(k, math.nan), "{:.1%}") for k in
+                                           ("hack_candidates", "hack_hedged", "hack_uncommitted")) + " |" for r in results]
     lines += ["", f"![lengths]({plot_lengths(results, out / 'lengths.png').name})"]
     if history:
         lines += ["", f"![rewards]({plot_rewards(history, out / 'rewards.png').name})"]
