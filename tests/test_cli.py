@@ -213,14 +213,18 @@ def test_rec_align_and_abtest(tmp_path):
 def test_think_tasks(tmp_path):
     world, _ = tiny_world_and_tokenizer_config(tmp_path)
     out = tmp_path / "tasks"
-    res = runner.invoke(app, ["think", "tasks", "--world", str(world), "--out", str(out), "--train", "60", "--test", "24"])
+    res = runner.invoke(app, ["think", "tasks", "--world", str(world), "--out", str(out), "--train", "60",
+                              "--validation", "12", "--test", "24"])
     assert res.exit_code == 0, res.output
-    assert "wrote 60 tasks" in text(res) and "wrote 24 tasks" in text(res) and "adversarial" in text(res)
+    assert "wrote 60 tasks" in text(res) and "wrote 12 tasks" in text(res) and "wrote 24 tasks" in text(res)
+    assert "adversarial" in text(res)
     from livemind.think.tasks import read_tasks
 
-    assert len(read_tasks(out / "train.jsonl")) == 60 and len(read_tasks(out / "test.jsonl")) == 24
+    splits = {k: read_tasks(out / f"{k}.jsonl") for k in ("train", "validation", "test")}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 60, "validation": 12, "test": 24}
+    assert all(t.split == k for k, v in splits.items() for t in v)
     res = runner.invoke(app, ["think", "tasks", "--world", str(world), "--out", str(out), "--train", "0"])
-    assert res.exit_code == 2 and "--train and --test must be at least 1, got 0" in text(res)
+    assert res.exit_code == 2 and "--train, --validation and --test must be at least 1, got 0" in text(res)
 
 
 def think_tasks_and_tiny_student(tmp_path, kinds, student_dir="student0"):

@@ -21,6 +21,8 @@ Kinds (`TASK_KINDS`):
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -69,6 +71,7 @@ class QATask:
     answerable: bool = True
     facts: tuple[str, ...] = field(default=())  # other true facts from the documents (helpfulness)
     reference: str = ""  # a worked solution, "<think>reasoning</think>answer" (generated tasks: right by construction)
+    split: str = ""  # train, validation or test (make_splits); "" for tasks made outside a split
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)  # one line of write_tasks' output
@@ -85,7 +88,7 @@ class QATask:
         history = tuple((str(r), str(t)) for r, t in row.get("history", []))
         return cls(str(row["id"]), str(row["kind"]), tuple(row["documents"]), str(row["question"]), row["gold"],
                    history, bool(row.get("answerable", True)), tuple(row.get("facts", ())),
-                   str(row.get("reference", "")))
+                   str(row.get("reference", "")), str(row.get("split", "")))
 
 
 def card(p: Product) -> str:
@@ -278,6 +281,49 @@ def make_tasks(products: Sequence[Product], n: int, seed: int, prefix: str = "t"
         if task is not None:
             out.append(task)
     return out
+
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+SPLIT_SEEDS = {"train": 0, "test": 1, "validation": 2}  # added to the base seed: test keeps the set earlier runs used
+
+
+def make_splits(products: Sequence[Product], sizes: dict[str, int], seed: int = 0) -> dict[str, list[QATask]]:
+    """Train / validation / test tasks, each fixed by its own seed, with no question shared across
+    splits (a validation or test task that repeats an earlier split's documents and question is
+    replaced). Every choice of config, stage or checkpoint is made on validation; test is read
+    once per final model (benchmarks/think_*.py refuse test numbers without --final).
+
+    """
+    unknown = set(sizes) - set(SPLITS)
+    if unknown:
+        raise DataError(f"unknown split(s) {sorted(unknown)}; expected {list(SPLITS)}")
+    seen: set[tuple[tuple[str, ...], str]] = set()
+    out: dict[str, list[QATask]] = {}
+    for split in SPLITS:
+        n = sizes.get(split, 0)
+        if n <= 0:
+            continue
+        extra, tasks = 0, []
+        while len(tasks) < n:
+            pool = make_tasks(products, n + extra, seed + SPLIT_SEEDS[split], split)
+            tasks = [t for t in pool if (t.documents, t.question) not in seen][:n]
+            if extra > 10 * n + 100:
+                raise DataError(f"could only make {len(tasks)} {split} tasks unlike the earlier splits' from "
+                                f"{len(products)} products")
+            extra = 2 * extra + n // 4 + 1
+        tasks = [dataclasses.replace(t, id=f"{split}{i:05d}", split=split) for i, t in enumerate(tasks)]
+        seen.update((t.documents, t.question) for t in tasks)
+        out[split] = tasks
+    return out
+
+
+def final_split(split: str, final: bool) -> None:
+    """The guard of the benchmarks: the test split is read only for a model declared final."""
+    if split not in ("validation", "test"):
+        raise DataError(f"--split must be validation or test, got {split!r}")
+    if split == "test" and not final:
+        raise DataError("test numbers are only printed for a final model: choose on --split validation, then "
+                        "evaluate the chosen one once with --split test --final")
 
 
 def products_of(world) -> list[Product]:

@@ -112,3 +112,23 @@ def test_write_read_roundtrip_and_errors(tmp_path):
     path.write_text(rows[0] + "\n{not json\n")
     with pytest.raises(DataError, match="t.jsonl:2: not valid JSON"):
         read_tasks(path)
+
+
+def test_splits_are_fixed_by_seed_disjoint_and_stored_with_the_tasks(tmp_path):
+    from livemind.think.tasks import final_split, make_splits
+
+    sizes = {"train": 60, "validation": 20, "test": 20}
+    a, b = make_splits([P, Q], sizes), make_splits([P, Q], sizes)
+    assert {k: len(v) for k, v in a.items()} == sizes and a == b  # fixed by the seed
+    assert all(t.split == k and t.id.startswith(k) for k, v in a.items() for t in v)
+    keys = {k: {(t.documents, t.question) for t in v} for k, v in a.items()}
+    assert not keys["train"] & keys["validation"] and not keys["train"] & keys["test"]
+    assert not keys["validation"] & keys["test"]
+    write_tasks(a["validation"], tmp_path / "validation.jsonl")
+    assert read_tasks(tmp_path / "validation.jsonl") == a["validation"]  # the split travels with the task
+    with pytest.raises(DataError, match="only printed for a final model"):
+        final_split("test", final=False)
+    final_split("test", final=True)
+    final_split("validation", final=False)
+    with pytest.raises(DataError, match="unknown split"):
+        make_splits([P, Q], {"dev": 3})
