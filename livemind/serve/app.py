@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from livemind.errors import DataError, LivemindError
 from livemind.rec.live.state import BatchError
 from livemind.serve.batching import Batcher
+from livemind.serve.console_routes import add_console_routes
 from livemind.serve.engine import EngineConfig, RecEngine, RecRequest
 from livemind.serve.host import Host, HostConfig, make_host
 from livemind.serve.host_routes import add_host_routes
@@ -228,6 +229,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             metrics.live_rooms.set(eng.state.counts()["live_rooms"])
         if request.app.state.host is not None:
             metrics.host_queue.set(request.app.state.host.decoder.waiting)
+            metrics.host_batch.set(request.app.state.host.decoder.running)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/v1/events", response_model=Accepted, dependencies=[Depends(authorised)])
@@ -257,8 +259,15 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             body = RecommendIn.model_validate_json(await request.body())
         except ValidationError as exc:
             return _validation_error(exc)
-        engine_of(request)
+        eng = engine_of(request)
+        if body.policy == "popularity":
+            t0 = time.perf_counter()
+            answer = await run_in_threadpool(eng.popular, RecRequest(body.viewer, body.time, body.k))
+            metrics.recent_recommend.add(time.perf_counter() - t0)
+            return Response(orjson.dumps(answer), media_type="application/json")
+        t0 = time.perf_counter()
         answer = await request.app.state.batcher.submit(RecRequest(body.viewer, body.time, body.k))
+        metrics.recent_recommend.add(time.perf_counter() - t0)
         return Response(orjson.dumps(answer), media_type="application/json")  # the engine's dict is the schema
 
     @app.get("/v1/rooms/live", response_model=LiveRoomsOut)
@@ -282,4 +291,5 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         return {"generator": served.path, "fingerprint": served.fingerprint, "seconds": round(eng.last_reload_s, 3)}
 
     add_host_routes(app, metrics, _validation_error)
+    add_console_routes(app, metrics)
     return app

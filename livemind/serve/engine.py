@@ -129,13 +129,32 @@ class RecEngine:
         return out
 
     def live_rooms(self) -> dict:
+        """Rooms live now with what they show and their audience (watches in the signal window)."""
         t = self.state.now()
+        live = [int(r) for r in (self.state.snapshot().rooms if self.tokenizer is not None else self.state.live_now())]
         rooms = []
-        for room in (self.state.snapshot().rooms if self.tokenizer is not None else self.state.live_now()):
-            info = self.state.room_info(int(room))
-            rooms.append({"room": int(room), "streamer": info["streamer"], "sid": info["sid"],
-                          "product": info["product"], "since": info["since"], "segment": info["segment"]})
+        for room, audience in zip(live, self.state.audience(live, t) if live else []):
+            info = self.state.room_info(room)
+            rooms.append({"room": room, "streamer": info["streamer"], "sid": info["sid"], "product": info["product"],
+                          "since": info["since"], "segment": info["segment"], "audience": audience})
         return {"time": None if t == float("-inf") else t, "rooms": rooms}
+
+    def popular(self, req: RecRequest) -> dict:
+        """The popularity baseline (`rec.baselines.popularity`): rooms live at the request's time by
+        their audience in the signal window (ties: room id); the score is that audience."""
+        t = req.time if req.time is not None else self.state.now()
+        if t == float("-inf"):
+            return {"viewer": req.viewer, "time": None, "rooms": [], "generator": "popularity", "cold_start": True}
+        live = ([int(r) for r in self.state.snapshot(t).rooms] if self.tokenizer is not None else
+                [r for r in self.state.live_now() if self.state.room_info(r, t)["segment"] is not None])
+        audience = self.state.audience(live, t) if live else []
+        ranked = sorted(zip(live, audience), key=lambda x: (-x[1], x[0]))[:req.k]
+        rooms = []
+        for room, n in ranked:
+            info = self.state.room_info(room, t)
+            rooms.append({"room": room, "streamer": info["streamer"], "sid": info["sid"], "product": info["product"],
+                          "score": float(n)})
+        return {"viewer": req.viewer, "time": t, "rooms": rooms, "generator": "popularity", "cold_start": False}
 
     # ------------------------------------------------------------------------------ models
 

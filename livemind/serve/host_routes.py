@@ -71,6 +71,7 @@ def _sse(payload: Any) -> bytes:
 def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
     def observe(gen: Generation, answer_s: float | None) -> None:
         metrics.host_e2e.observe(gen.seconds)
+        metrics.recent_host.add(gen.seconds)
         if gen.first_token_s is not None:
             metrics.host_ttft.observe(gen.first_token_s)
         if answer_s is not None:

@@ -74,6 +74,7 @@ class RecommendIn(BaseModel):
     viewer: int = Field(ge=0)
     time: float | None = None  # Unix seconds; None: the latest time the service has seen
     k: int = Field(10, ge=1, le=200)
+    policy: Literal["onelive", "popularity"] = "onelive"  # popularity: live rooms by audience (the baseline)
 
 
 class RoomOut(BaseModel):
@@ -84,6 +85,7 @@ class RoomOut(BaseModel):
     segment: int | None = None  # index of the segment shown (the live list only)
     score: float | None = None  # the generator's score (recommendations only)
     since: float | None = None  # when the room went live (the live list only)
+    audience: int | None = None  # watches in the last signal window: viewers now (the live list only)
 
 
 class RecommendOut(BaseModel):

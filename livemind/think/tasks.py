@@ -22,7 +22,6 @@ Kinds (`TASK_KINDS`):
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field

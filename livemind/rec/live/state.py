@@ -317,6 +317,13 @@ class LiveState:
                     "product": log.seg_product[j] if j >= 0 else None,
                     "segment": log.seg_index[j] if j >= 0 else None}
 
+    def audience(self, rooms: Sequence[int], t: float) -> list[int]:
+        """Watches of each room in the `signals.window` seconds before t: its viewers now."""
+        w = self.signals.window
+        with self._lock:
+            return [bisect.bisect_left(g.watch_times, t) - bisect.bisect_left(g.watch_times, t - w)
+                    for g in (self.rooms[int(r)] for r in rooms)]
+
     def live_now(self) -> list[int]:
         """Rooms live now (started, not ended) that have shown a segment, ascending."""
         with self._lock:
