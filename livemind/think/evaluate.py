@@ -178,7 +178,8 @@ def active_parameters(model) -> int:
     weights plus `num_experts_per_tok` of each layer's `num_experts` experts."""
     total = sum(p.numel() for p in model.parameters())
     cfg = getattr(model, "config", None)
-    n_exp, k = getattr(cfg, "num_experts", None), getattr(cfg, "num_experts_per_tok", None)
+    n_exp = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None)  # Qwen3-MoE / Mixtral
+    k = getattr(cfg, "num_experts_per_tok", None)
     if not n_exp or not k:
         return total
     expert = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)

