@@ -37,7 +37,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -50,16 +49,6 @@ from livemind.think.verify import conceded, verify  # noqa: E402
 from livemind.world.simulator import LiveWorld, simulate_world  # noqa: E402
 
 MODEL = "livemind-host"
-
-
-def _packed(module) -> list:
-    """The int8 weights of dynamically quantised Linears (not parameters: packed buffers)."""
-    out = []
-    for m in module.modules():
-        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
-            w, b = m._weight_bias()
-            out += [w.int_repr()] + ([b] if b is not None else [])
-    return out
 
 
 def read_bandwidth_gb_s() -> float:
@@ -76,18 +65,13 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def weight_bytes(student: str, weights: str) -> int:
-    """Bytes read per decoded token: every weight matrix; an embedding table not tied to the head is
-    only looked up (one row), so with int8 (the head quantised apart) it does not count."""
-    from livemind.serve.host import quantize_int8
+def served_weight_bytes(student: str, weights: str) -> int:
+    """Bytes read per decoded token by the served weights (`livemind.serve.int8.weight_bytes`)."""
+    from livemind.serve.int8 import quantize_int8, weight_bytes
     from livemind.think.backends import load_causal_lm
 
     _, lm = load_causal_lm(student)
-    if weights == "int8":
-        lm = quantize_int8(lm)
-    looked_up = {id(m.weight) for m in lm.modules() if isinstance(m, torch.nn.Embedding)} if weights == "int8" else set()
-    total = sum(t.numel() * t.element_size() for t in lm.parameters() if id(t) not in looked_up)
-    return total + sum(t.numel() * t.element_size() for t in _packed(lm))
+    return weight_bytes(quantize_int8(lm) if weights == "int8" else lm)
 
 
 async def ask(http: httpx.AsyncClient, chat: list[dict], max_tokens: int) -> dict:
@@ -284,7 +268,7 @@ def main() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    wb = weight_bytes(student, args.weights)
+    wb = served_weight_bytes(student, args.weights)
     bw = read_bandwidth_gb_s()
     floor = bw * 1e9 / wb
     decode = float(np.mean([1 / r["tpot"] for r in c1 if r.get("tpot")]))

@@ -395,7 +395,7 @@ class DecoderBackend:
 def engine_backends(device: str = "cpu", float_cache: str | None = "runs/cache/models") -> dict[str, Any]:
     """`think eval`'s serving engines: "served" (fp32) and "served-int8" (`livemind serve
     --host-weights int8`), each the service's own decoder over the spec's model."""
-    from livemind.serve.host import quantize_int8
+    from livemind.serve.int8 import quantize_int8
     from livemind.think.backends import load_causal_lm
     from livemind.think.evaluate import active_parameters
 

@@ -7,8 +7,8 @@
 - Generation is `livemind.serve.decoder.BatchDecoder`: continuous batching over the KV cache, the
   room card's prefill reused across viewers, a 503 (`HostBusy`) for a request that waits more than
   `max_wait_s` for a batch row.
-- `quantize_int8`: int8 weights with one scale per output channel (torch's dynamic quantisation,
-  activations quantised per token on the fly): a quarter of the bytes to read per token.
+- `quantize_int8` (`livemind.serve.int8`): weight-only int8, one scale per output channel,
+  bfloat16 activations: a quarter of the bytes to read per token.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
-
 from livemind.errors import ConfigError, DataError
 from livemind.serve.decoder import BatchDecoder, Generation, HostBusy, Streams
+from livemind.serve.int8 import quantize_int8
 from livemind.think.prompts import messages, split_reasoning
 from livemind.think.tasks import QATask, card
 from livemind.world.schema import Product
@@ -30,21 +29,6 @@ from livemind.world.schema import Product
 __all__ = ["Answer", "Generation", "Host", "HostBusy", "HostConfig", "make_host", "quantize_int8"]
 
 MAX_QUESTION_CHARS = 2000  # a chat message; more is not a viewer's question
-
-
-def quantize_int8(module: Any) -> Any:
-    """Every nn.Linear with int8 weights, one scale per output channel, and dynamically quantised
-    activations (torch's CPU kernels): a quarter of the bytes to read per token. Per-channel, not
-    per-tensor, scales: one large row (the tied embedding / LM head has 49k) would otherwise set
-    the step for all. Quantised tokens differ from fp32 ones: judge the answers
-    (benchmarks/host_quality.py), not the tokens."""
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao's API, moving to torchao
-        return quantize_dynamic(module.eval(), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 @dataclass(frozen=True)
@@ -57,7 +41,7 @@ class HostConfig:
     turns: int = 6  # a viewer's earlier turns kept per room (question + answer count as two)
     reasoning: Literal["separate", "drop"] = "separate"  # return the <think> part apart, or not at all
     device: str = "cpu"
-    weights: Literal["fp32", "int8"] = "fp32"  # int8: per-channel int8 weights of every Linear (CPU)
+    weights: Literal["fp32", "int8"] = "fp32"  # int8: weight-only int8 of every Linear (CPU, livemind.serve.int8)
     backend: Literal["local", "openai"] = "local"  # openai: `student` is served by the server at `url` (vLLM)
     url: str | None = None  # the OpenAI-compatible API of the remote backend, e.g. http://gpu:8001/v1
 
@@ -75,7 +59,7 @@ class HostConfig:
             raise ConfigError(f"the openai backend needs a url and the local one none, got backend {self.backend!r}, "
                               f"url {self.url!r}")
         if self.weights == "int8" and self.device != "cpu":
-            raise ConfigError(f"int8 dynamic quantisation runs on the CPU, not on {self.device!r}")
+            raise ConfigError(f"int8 weights run on the CPU, not on {self.device!r} (serve a GPU with vLLM: --host-backend openai)")
 
 
 @dataclass

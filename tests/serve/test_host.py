@@ -223,11 +223,22 @@ def test_the_host_runs_alone_without_recommender_models(tmp_path, host):
 
 def test_int8_weights_quantise_every_linear_and_still_stream():
     from livemind.errors import ConfigError
-    from livemind.serve.host import quantize_int8
+    from livemind.serve.int8 import Int8Linear, quantize_int8, weight_bytes
 
-    q = quantize_int8(tiny_llama())
+    dense = tiny_llama()
+    ids = torch.randint(3, 500, (1, 9))
+    with torch.no_grad():
+        want = dense(input_ids=ids).logits
+    fp32_bytes = weight_bytes(dense)
+    q = quantize_int8(dense)
     assert not any(type(m) is torch.nn.Linear for m in q.modules())  # every Linear is now int8
-    assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in q.modules()) == 2 * 7 + 1  # 2 layers + head
+    assert sum(isinstance(m, Int8Linear) for m in q.modules()) == 2 * 7 + 1  # 2 layers + head
+    with torch.no_grad():
+        got = q(input_ids=ids).logits
+    assert (got - want).abs().max() < 0.05 * want.abs().max()  # int8 weights, bfloat16 activations: close, not equal
+    head = q.lm_head
+    assert head.weight_int8.dtype == torch.int8 and head.weight_int8.abs().max() == 127  # the largest weight of a row
+    assert weight_bytes(q) < 0.4 * fp32_bytes
     g = Generation()
     decoder = BatchDecoder(tiny_tokenizer(), q)
     text = "".join(decoder.stream(CHAT, 10, gen=g))
@@ -235,7 +246,7 @@ def test_int8_weights_quantise_every_linear_and_still_stream():
     assert g.completion_tokens >= 1 and g.finish_reason in ("stop", "length") and text == g.text
     with pytest.raises(ConfigError, match="weights must be 'fp32' or 'int8', got 'int4'"):
         HostConfig("x", weights="int4")
-    with pytest.raises(ConfigError, match="int8 dynamic quantisation runs on the CPU"):
+    with pytest.raises(ConfigError, match="int8 weights run on the CPU"):
         HostConfig("x", weights="int8", device="cuda")
 
 
