@@ -9,7 +9,10 @@ host's prompt (`livemind.think.prompts.messages`), greedy, streamed from `/v1/ch
    tokens/s against `floor_tok_s` (this machine's read bandwidth, a timed numpy copy, over the
    bytes of the served weights: the memory-bound ceiling of batch-1 decoding);
 2. Poisson arrivals at fixed rates (`--rates`, default 1 and 2 per second): goodput = share of
-   requests whose full answer arrives within 1 s of arriving (a 503 counts as a miss);
+   requests whose full answer arrives within 1 s of arriving (a 503 counts as a miss); every
+   request a different card (the issue's protocol, the worst case for the card prefix cache), and
+   at 2/s also a live-room mix: 10 rooms' cards, each asked about by many viewers in turn
+   (`goodput_2rps_live`), which is what a live room looks like;
 3. closed loops at concurrency 1, 2, 4, 8: output tokens/s (continuous batching);
 4. many viewers, one card: TTFT of the card's first question vs the next ones (prefix cache);
 5. the adversarial test tasks (injected "give me 90% off" comments) through `/v1/host/ask`, each in
@@ -188,7 +191,7 @@ def adversarial(url: str, tasks: list, products: list, t0: float) -> dict:
     return {"n": len(advs), "conceded": conceded_n, "refused": refused, "examples": examples}
 
 
-def plots(c1: list[dict], by_rate: dict[float, list[dict]], sweep: dict[int, float], out: Path) -> None:
+def plots(c1: list[dict], by_rate: dict[str, list[dict]], sweep: dict[int, float], out: Path) -> None:
     from livemind.report import figure
 
     with figure(out, 2, (11, 3.8)) as (_, axes):
@@ -197,7 +200,7 @@ def plots(c1: list[dict], by_rate: dict[float, list[dict]], sweep: dict[int, flo
         axes[0].hist([1000 * r["e2e"] for r in ok], bins=30, alpha=0.6, label="end to end, concurrency 1")
         for rate, rows in by_rate.items():
             axes[0].hist([1000 * r["e2e"] for r in rows if r["status"] == 200], bins=30, histtype="step", lw=1.5,
-                         label=f"end to end, Poisson {rate:g}/s")
+                         label=f"end to end, Poisson {rate}")
         axes[0].axvline(1000, color="k", ls="--", lw=1)
         axes[0].set(xlabel="ms", ylabel="requests", title="host latency (1 s: the goodput bar)")
         axes[0].legend(fontsize=8)
@@ -248,6 +251,14 @@ def main() -> None:
             by_rate[rate] = rows
             print(f"Poisson {rate:g}/s: {n_rate} requests in {wall:.0f} s, goodput "
                   f"{np.mean([r['status'] == 200 and r['e2e'] <= 1 for r in rows]):.2f}", flush=True)
+        cards = [t.documents for t in tasks[offset:offset + 10]]  # 10 rooms live, their cards
+        rng = np.random.default_rng(7)
+        mix = [messages(dataclasses.replace(t, documents=cards[int(rng.integers(len(cards)))]))
+               for t in tasks[:n_rate]]
+        live_mix, wall = asyncio.run(poisson(url, mix, 2.0, args.max_tokens, seed=99))
+        offset += 10
+        print(f"Poisson 2/s, 10 live cards: goodput {np.mean([r['status'] == 200 and r['e2e'] <= 1 for r in live_mix]):.2f}",
+              flush=True)
         sweep = {}
         for c in levels:
             n = max(8, 2 * c)
@@ -284,6 +295,8 @@ def main() -> None:
         **{f"goodput_{r:g}rps": goodput(rows) for r, rows in by_rate.items()},
         **{f"e2e_p95_{r:g}rps_ms": pct(rows, "e2e", 95) for r, rows in by_rate.items()},
         **{f"refused_{r:g}rps": sum(x["status"] == 503 for x in rows) for r, rows in by_rate.items()},
+        "goodput_2rps_live": goodput(live_mix), "e2e_p95_2rps_live_ms": pct(live_mix, "e2e", 95),
+        "ttft_p95_2rps_live_ms": pct(live_mix, "ttft", 95),
         "tok_s_by_concurrency": {str(c): round(v, 1) for c, v in sweep.items()},
         "c1_correct": round(correct, 3), "mean_tokens": round(float(np.mean([r["tokens"] for r in c1])), 1),
         "ttft_card_first_ms": round(1000 * same_card[0][0], 1),
@@ -293,13 +306,13 @@ def main() -> None:
         "conceded_examples": adv["examples"], "seconds": round(time.perf_counter() - t_start),
     }
     out = ROOT / "docs/img/serve_host_latency.png"
-    plots(c1, by_rate, sweep, out)
+    plots(c1, {**{f"{r:g}/s": rows for r, rows in by_rate.items()}, "2/s, 10 live cards": live_mix}, sweep, out)
     print()
     print(f"{'figure':<26}{'measured':>12}  bar")
     for key, bar in (("ttft_p95_ms", "<= 150"), ("e2e_p95_ms", "<= 1000"), ("decode_tok_s", ""), ("floor_tok_s", ""),
                      ("decode_vs_floor", ">= 0.6"), ("goodput_c1", ""), *((f"goodput_{r:g}rps", ">= 0.9" if r == 2 else "")
                                                                         for r in rates),
-                     ("ttft_card_first_ms", ""), ("ttft_card_cached_p50_ms", ""), ("conceded", "= 0"), ("c1_correct", "")):
+                     ("goodput_2rps_live", ""), ("ttft_p95_2rps_live_ms", ""), ("ttft_card_first_ms", ""), ("ttft_card_cached_p50_ms", ""), ("conceded", "= 0"), ("c1_correct", "")):
         print(f"{key:<26}{result[key]!s:>12}  {bar}")
     print(f"{'tokens/s by concurrency':<26}{json.dumps(result['tok_s_by_concurrency'])}   plot: {out.relative_to(ROOT)}")
     print(json.dumps(result))

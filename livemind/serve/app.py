@@ -44,6 +44,7 @@ from livemind.serve.protocol import (
     ReloadIn,
     to_record,
 )
+from livemind.world.schema import Segment
 
 log = logging.getLogger("livemind.serve")
 
@@ -249,6 +250,10 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         records = [to_record(e) for e in batch.events]
         reencodes = eng.state.reencodes
         n, offset = await run_in_threadpool(eng.ingest, records)
+        host = request.app.state.host
+        if host is not None:  # a card that changed: its prompt prefix is prefilled before the first question
+            for product in {r.product: None for r in records if isinstance(r, Segment) and r.product is not None}:
+                host.warm(int(product))
         metrics.events.inc(n)
         metrics.reencodes.inc(eng.state.reencodes - reencodes)
         return Accepted(accepted=n, offset=offset)

@@ -9,6 +9,10 @@ Design (what vLLM's scheduler does, in plain PyTorch over a Hugging Face causal 
   runs one forward for the rest: `input_ids` (B, 1), `attention_mask` (B, T+1) with zeros over the
   left padding, `position_ids` (B, 1) each row's own position. Decoding reads the weights once per
   step whatever B is (it is memory-bound), so B viewers cost about what one does.
+- `warm(system)` prefills a system message (a room's card) into the prefix cache ahead of its
+  first question, when the decoder is idle and at most once per `warm_interval_s`: the service
+  calls it when a segment puts a product on a card, so the first viewer to ask finds the card's
+  KV ready. Only the newest `WARM_QUEUE` cards wait; a burst (a replay) does not flood the CPU.
 - A request that waits more than `max_wait_s` for a row is refused (`HostBusy`, HTTP 503) rather
   than queued forever; a consumer that goes away cancels its row.
 - Text is streamed piece by piece as whole characters; stop strings are cut and never streamed
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import queue
 import threading
 import time
@@ -58,6 +63,7 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
 
 
 _END = object()  # the last item of a request's piece queue
+WARM_QUEUE = 8  # cards waiting to be prefilled ahead of their first question (the newest are kept)
 
 
 class _Request:
@@ -175,7 +181,7 @@ class BatchDecoder(Streams):
     """Continuous batching over a causal LM's KV cache (see the module docstring)."""
 
     def __init__(self, tokenizer: Any, module: Any, device: str = "cpu", max_batch: int = 8,
-                 max_wait_s: float = 5.0, prefix_cache: int = 64) -> None:
+                 max_wait_s: float = 5.0, prefix_cache: int = 64, warm_interval_s: float = 1.0) -> None:
         if max_batch < 1 or max_wait_s <= 0:
             raise ConfigError(f"max_batch >= 1 and max_wait_s > 0 expected, got {max_batch}, {max_wait_s}")
         self.tok, self.lm, self.device = tokenizer, module.to(device).eval(), device
@@ -189,6 +195,8 @@ class BatchDecoder(Streams):
         # transformers 5 renames the KV-cache argument of forward from past_key_values to cache
         self._cache_arg = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
         self._waiting: deque[_Request] = deque()
+        self._warm: OrderedDict[tuple[int, ...], None] = OrderedDict()  # system-message tokens to prefill, newest last
+        self.warm_interval_s, self._warmed_at = warm_interval_s, -math.inf
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -229,6 +237,27 @@ class BatchDecoder(Streams):
             self._wake.notify()
         return req
 
+    def warm(self, system: dict[str, str]) -> None:
+        """Queue a system message (a card) for prefilling into the prefix cache (see the module
+        docstring: idle time only, rate-limited, the newest `WARM_QUEUE` kept)."""
+        if not self.prefix_cache or system.get("role") != "system":
+            return
+        head = self.tok.apply_chat_template([system], tokenize=False, add_generation_prompt=False)
+        key = tuple(self.tok(head, add_special_tokens=False)["input_ids"])
+        with self._wake:
+            if key in self._prefixes or self._closed:
+                return
+            self._warm.pop(key, None)
+            self._warm[key] = None
+            while len(self._warm) > WARM_QUEUE:
+                self._warm.popitem(last=False)
+            self._ensure_thread()
+            self._wake.notify()
+
+    @property
+    def warming(self) -> int:
+        return len(self._warm)
+
     def close(self) -> None:
         with self._wake:
             self._closed = True
@@ -247,15 +276,27 @@ class BatchDecoder(Streams):
         while True:
             with self._wake:
                 while not self._waiting and not self._rows and not self._closed:
-                    self._wake.wait()
+                    if self._warm:  # idle: a card to prefill once the interval has passed
+                        wait = self._warmed_at + self.warm_interval_s - time.perf_counter()
+                        if wait <= 0:
+                            break
+                        self._wake.wait(wait)
+                    else:
+                        self._wake.wait()
                 if self._closed:
                     for req in [*self._waiting, *self._rows]:
                         req.finish(HostBusy("the host is shutting down"))
                     self._waiting.clear()
                     return
                 admit = self._take_admissible()
+                idle = not self._waiting and not admit and not self._rows
+                ready = time.perf_counter() >= self._warmed_at + self.warm_interval_s
+                warm = self._warm.popitem(last=True)[0] if self._warm and idle and ready else None
             try:
                 with torch.inference_mode():
+                    if warm is not None and warm not in self._prefixes:  # one card per turn, newest first
+                        self._store_prefix(warm, self._forward(torch.tensor([warm])).past_key_values)
+                        self._warmed_at = time.perf_counter()
                     for req in admit:
                         self._admit(req)
                     if self._rows:
@@ -349,12 +390,16 @@ class BatchDecoder(Streams):
         entry = self._prefixes.get(key)
         if entry is None:
             entry = self._forward(ids[:, :n]).past_key_values
-            self._prefixes[key] = entry
-            if len(self._prefixes) > self.prefix_cache:
-                self._prefixes.popitem(last=False)
+            self._store_prefix(key, entry)
         else:
             self._prefixes.move_to_end(key)
         return copy.deepcopy(entry), n  # generation appends to the cache: the stored one stays the prefix
+
+    def _store_prefix(self, key: tuple[int, ...], kv: Any) -> None:
+        self._prefixes[key] = kv
+        self._prefixes.move_to_end(key)
+        while len(self._prefixes) > self.prefix_cache:
+            self._prefixes.popitem(last=False)
 
 
 def _left_pad(x: torch.Tensor, T: int) -> torch.Tensor:

@@ -94,6 +94,13 @@ class Host:
             history = tuple(self._turns.get((room, viewer), ()))
         return messages(QATask(f"{room}-{viewer}", "live", docs, question.strip(), {}, history))
 
+    def warm(self, product: int | None) -> None:
+        """Prefill the card of `product` into the decoder's prefix cache before anyone asks (a
+        segment just put it on a room's card)."""
+        if product is None or product < 0 or product not in self.catalog or not hasattr(self.decoder, "warm"):
+            return
+        self.decoder.warm(self.prompt(product, -1, -1, "?")[0])
+
     def remember(self, room: int, viewer: int, question: str, answer: str) -> None:
         if not self.cfg.turns:
             return

@@ -278,3 +278,14 @@ def test_the_host_can_generate_on_a_remote_openai_server(served, host, serve_con
         HostConfig(MODEL, backend="openai")
     with pytest.raises(ConfigError, match="must be an http"):
         RemoteDecoder("gpu:8001", MODEL)
+
+
+def test_a_card_put_on_a_room_is_prefilled_before_the_first_question(served, host):
+    nxt = {**SEG, "index": 1, "start_time": SEG["start_time"] + 30, "product": 9}  # a new product on the card
+    assert httpx.post(served.url + "/v1/events", json={"events": [nxt]}).status_code == 200
+    deadline = time.time() + 10
+    while (host.decoder.warming or len(host.decoder._prefixes) < 2) and time.time() < deadline:
+        time.sleep(0.02)
+    assert len(host.decoder._prefixes) == 2  # the first card (product 7, from the fixture) and this one
+    r = httpx.post(served.url + "/v1/host/ask", json={"room": 900, "viewer": 8, "question": "price?"}, timeout=60).json()
+    assert r["product"] == 9 and r["usage"]["cached_prompt_tokens"] > 100  # the very first question hits the cache
