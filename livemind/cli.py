@@ -634,9 +634,9 @@ def serve(
     catalog: Annotated[Path | None, typer.Option(help="a world folder whose products the host answers about")] = None,
     host_name: Annotated[str, typer.Option(help="the model id of the host on /v1/models")] = "livemind-host",
     host_tokens: Annotated[int, typer.Option(help="the host's default answer budget in tokens")] = 128,
-    host_weights: Annotated[str | None, typer.Option(help="fp32, or int8 (per-channel int8 weights: ~3x faster decoding "
-                                                          "on CPU, other tokens); default: what livemind think export "
-                                                          "wrote, else fp32")] = None,
+    host_weights: Annotated[str | None, typer.Option(help="int8 (weight-only int8: ~3x faster decoding on CPU, answers "
+                                                          "within a point of fp32) or fp32; default: what livemind think "
+                                                          "export wrote, else int8 on the CPU")] = None,
     host_batch: Annotated[int, typer.Option(help="host requests decoded together (continuous batching)")] = 8,
     host_wait: Annotated[float, typer.Option(help="seconds a host request may wait for a batch row before a 503")] = 5.0,
     host_backend: Annotated[str, typer.Option(help="local (this process decodes), or openai: --student is served by "
@@ -668,7 +668,7 @@ def serve(
     if student is not None and host_weights is None:
         from livemind.serve.export import served_weights
 
-        host_weights = served_weights(student) or "fp32"
+        host_weights = served_weights(student) or "auto"
     live_host = (HostConfig(student, host_name, host_tokens, host_wait, max_batch=host_batch, weights=host_weights,
                             backend=host_backend, url=host_url) if student is not None else None)
     cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam), os.environ.get("LIVEMIND_API_KEY") or None,

@@ -181,7 +181,8 @@ class BatchDecoder(Streams):
     """Continuous batching over a causal LM's KV cache (see the module docstring)."""
 
     def __init__(self, tokenizer: Any, module: Any, device: str = "cpu", max_batch: int = 8,
-                 max_wait_s: float = 5.0, prefix_cache: int = 64, warm_interval_s: float = 1.0) -> None:
+                 max_wait_s: float = 5.0, prefix_cache: int = 64, warm_interval_s: float = 1.0,
+                 prefill_threads: int | None = None) -> None:
         if max_batch < 1 or max_wait_s <= 0:
             raise ConfigError(f"max_batch >= 1 and max_wait_s > 0 expected, got {max_batch}, {max_wait_s}")
         self.tok, self.lm, self.device = tokenizer, module.to(device).eval(), device
@@ -197,6 +198,11 @@ class BatchDecoder(Streams):
         self._waiting: deque[_Request] = deque()
         self._warm: OrderedDict[tuple[int, ...], None] = OrderedDict()  # system-message tokens to prefill, newest last
         self.warm_interval_s, self._warmed_at = warm_interval_s, -math.inf
+        # CPU threads of the loop thread: prefill (compute-bound) on all of them; decoding on one,
+        # measured faster in a non-main thread (17 vs 30 ms a step for SmolLM2 int8 on 2 cores) and
+        # leaving the other cores to the HTTP server and the recommender
+        self.prefill_threads = prefill_threads or torch.get_num_threads()
+        self._threads = 0
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -294,17 +300,25 @@ class BatchDecoder(Streams):
                 warm = self._warm.popitem(last=True)[0] if self._warm and idle and ready else None
             try:
                 with torch.inference_mode():
+                    if warm is not None or admit:
+                        self._set_threads(self.prefill_threads)
                     if warm is not None and warm not in self._prefixes:  # one card per turn, newest first
                         self._store_prefix(warm, self._forward(torch.tensor([warm])).past_key_values)
                         self._warmed_at = time.perf_counter()
                     for req in admit:
                         self._admit(req)
                     if self._rows:
+                        self._set_threads(1)
                         self._step()
             except Exception as exc:  # a model failure ends every running request with it, not the loop
                 for req in [*admit, *self._rows]:
                     req.finish(exc)
                 self._rows, self._cache, self._mask, self._pos, self._logits = [], None, None, None, None
+
+    def _set_threads(self, n: int) -> None:
+        if self.device == "cpu" and n != self._threads:
+            torch.set_num_threads(n)  # this thread's own setting (OpenMP's is per thread)
+            self._threads = n
 
     def _take_admissible(self) -> list[_Request]:
         """Refuse requests that waited too long; take as many as there are free rows (called locked)."""

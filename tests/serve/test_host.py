@@ -244,8 +244,10 @@ def test_int8_weights_quantise_every_linear_and_still_stream():
     text = "".join(decoder.stream(CHAT, 10, gen=g))
     decoder.close()
     assert g.completion_tokens >= 1 and g.finish_reason in ("stop", "length") and text == g.text
-    with pytest.raises(ConfigError, match="weights must be 'fp32' or 'int8', got 'int4'"):
+    with pytest.raises(ConfigError, match="weights must be 'auto', 'fp32' or 'int8', got 'int4'"):
         HostConfig("x", weights="int4")
+    assert HostConfig("x").served_weights == "int8" and HostConfig("x", device="cuda").served_weights == "fp32"
+    assert HostConfig("x", weights="fp32").served_weights == "fp32"
     with pytest.raises(ConfigError, match="int8 weights run on the CPU"):
         HostConfig("x", weights="int8", device="cuda")
 
