@@ -73,8 +73,8 @@ def main() -> None:
                               lambda m: print(m, flush=True), cache=out / "answers.sqlite")
     tok, moe = load_causal_lm(str(out / "moe/student"))
     prompts = [tok.apply_chat_template(messages(t), tokenize=False, add_generation_prompt=True) for t in splits["validation"][:16]]
-    ids = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)["input_ids"]
-    load = expert_load(moe, ids).numpy()  # (layers, experts)
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    load = expert_load(moe, enc["input_ids"], enc["attention_mask"]).numpy()  # (layers, experts), padding left out
     total_moe = sum(p.numel() for p in moe.parameters())
     print()
     print(f"{'student':<12}{'params':>10}{'active':>10}{'correct':>9}{'helpful':>9}{'tokens':>8}{'compute/answer':>16}")

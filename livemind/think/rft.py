@@ -163,11 +163,18 @@ def finetune(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], setting
 
         peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.0,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
+    # a mixture of experts trains with its load-balancing loss (router logits on) and is saved for
+    # inference without it (on in generate, Mixtral's loss breaks on padded batches)
+    moe = bool(getattr(model.config, "num_local_experts", None) or getattr(model.config, "num_experts", None))
+    if moe:
+        model.config.output_router_logits = True
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
     if len(trainer.train_dataset) == 0:
         raise ConfigError(f"all {len(rows)} SFT examples lost their completion to truncation at max_length="
                           f"{settings.max_length} tokens; raise max_length")
     trainer.train()
+    if moe:
+        trainer.model.config.output_router_logits = False
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return trainer.model, losses

@@ -31,6 +31,8 @@ def test_the_upcycled_model_computes_what_the_dense_one_does():
 
 def test_training_moves_experts_apart_and_the_balance_loss_is_in_the_loss():
     moe = upcycle(tiny_llama(3), UpcycleConfig(experts=4, top_k=2, aux_loss_coef=0.5)).train()
+    assert moe.config.output_router_logits is False  # saved for inference; training switches it on
+    moe.config.output_router_logits = True
     ids = torch.randint(3, len(tiny_tokenizer()), (4, 16))
     out = moe(input_ids=ids, labels=ids)
     assert out.aux_loss is not None and out.aux_loss.item() > 0
