@@ -249,11 +249,16 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
                                value=len(batch.events), expected=f"at most {cfg.engine.max_events} events per batch")
         records = [to_record(e) for e in batch.events]
         reencodes = eng.state.reencodes
-        n, offset = await run_in_threadpool(eng.ingest, records)
         host = request.app.state.host
-        if host is not None:  # a card that changed: its prompt prefix is prefilled before the first question
-            for product in {r.product: None for r in records if isinstance(r, Segment) and r.product is not None}:
-                host.warm(int(product))
+
+        def ingest() -> tuple[int, int]:
+            out = eng.ingest(records)
+            if host is not None:  # cards just put up: their prompt prefix is prefilled before the first question
+                for product in {r.product: None for r in records if isinstance(r, Segment)}:
+                    host.warm(int(product))
+            return out
+
+        n, offset = await run_in_threadpool(ingest)
         metrics.events.inc(n)
         metrics.reencodes.inc(eng.state.reencodes - reencodes)
         return Accepted(accepted=n, offset=offset)

@@ -198,9 +198,10 @@ class BatchDecoder(Streams):
         self._waiting: deque[_Request] = deque()
         self._warm: OrderedDict[tuple[int, ...], None] = OrderedDict()  # system-message tokens to prefill, newest last
         self.warm_interval_s, self._warmed_at = warm_interval_s, -math.inf
+        self._warm_keys: dict[str, tuple[int, ...]] = {}  # card text -> its tokens (bounded by the catalog)
         # CPU threads of the loop thread: prefill (compute-bound) on all of them; decoding on one,
-        # measured faster in a non-main thread (17 vs 30 ms a step for SmolLM2 int8 on 2 cores) and
-        # leaving the other cores to the HTTP server and the recommender
+        # faster in this non-main thread (benchmarks/host_engines.py: int8 batch 1, 32.5 -> 55.3 tok/s
+        # on 2 cores) and leaving the other cores to the HTTP server and the recommender
         self.prefill_threads = prefill_threads or torch.get_num_threads()
         self._threads = 0
         self._wake = threading.Condition()
@@ -248,8 +249,10 @@ class BatchDecoder(Streams):
         docstring: idle time only, rate-limited, the newest `WARM_QUEUE` kept)."""
         if not self.prefix_cache or system.get("role") != "system":
             return
-        head = self.tok.apply_chat_template([system], tokenize=False, add_generation_prompt=False)
-        key = tuple(self.tok(head, add_special_tokens=False)["input_ids"])
+        key = self._warm_keys.get(system["content"])
+        if key is None:  # a card's text is fixed: tokenise it once, not at every segment that shows it
+            head = self.tok.apply_chat_template([system], tokenize=False, add_generation_prompt=False)
+            key = self._warm_keys[system["content"]] = tuple(self.tok(head, add_special_tokens=False)["input_ids"])
         with self._wake:
             if key in self._prefixes or self._closed:
                 return

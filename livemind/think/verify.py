@@ -142,7 +142,7 @@ _MONEY_WORDS = {"dollars": 1.0, "dollar": 1.0, "usd": 1.0, "cents": 0.01, "cent"
 _FREE = {"of", "with", "and", "or", "in", "for", "each", "right", "now", "today", "after", "before", "off", "to", "at",
          "per", "a", "an", "the", "total", "only", "more", "is", "are", "if", "so", "but", "from", "on", "by", "which",
          "when", "as", "than", "plus", "minus", "x", "times", "then", "you", "it", "this", "that", "all", "business",
-         "working", "in-stock", "available", "still", "remaining", "shipping", "ship", "ships", "and,", "once"}
+         "working", "in-stock", "available", "still", "remaining", "shipping", "ship", "ships", "once"}
 MAX_VALUES = 5  # distinct values of the asked unit an answer may state (the answer and the card facts around it)
 UNIT_OF_KIND = {"price": "money", "bundle": "money", "coupon": "money", "compare": "money", "free_shipping": "count",
                 "stock": "count", "shipping": "days", "returns": "days"}
