@@ -29,6 +29,8 @@ rec_app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(rec_app, name="rec")
 think_app = typer.Typer(help="LiveThinking: the digital host's answers to viewer questions.", no_args_is_help=True)
 app.add_typer(think_app, name="think")
+cluster_app = typer.Typer(help="A local scale-out cluster: redis-server, workers and replicas.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
 console = Console(soft_wrap=True)
 # Options shared by the rec commands
 WorldDir = Annotated[Path, typer.Option("--world", help="a world directory (livemind world simulate)")]
@@ -643,6 +645,8 @@ def serve(
                                                    "the OpenAI-compatible server at --host-url (vLLM on a GPU)")] = "local",
     host_url: Annotated[str | None, typer.Option(help="the remote host's API, e.g. http://gpu:8001/v1 "
                                                       "(key: $LIVEMIND_HOST_API_KEY)")] = None,
+    broker: Annotated[str | None, typer.Option(help="redis://HOST:PORT/DB: run as a replica on Redis Streams "
+                                                    "(needs the livemind workers; see livemind cluster up)")] = None,
 ) -> None:
     """The live service: ingest live events, recommend rooms live now, and (with --student) the live host
     (API key for the write routes: $LIVEMIND_API_KEY)."""
@@ -671,10 +675,85 @@ def serve(
         host_weights = served_weights(student) or "auto"
     live_host = (HostConfig(student, host_name, host_tokens, host_wait, max_batch=host_batch, weights=host_weights,
                             backend=host_backend, url=host_url) if student is not None else None)
-    cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam), os.environ.get("LIVEMIND_API_KEY") or None,
+    cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam, broker=broker),
+                      os.environ.get("LIVEMIND_API_KEY") or None,
                       max_batch, max_wait_ms, host=live_host, catalog=catalog)
     console.print(f"livemind serving on http://{host}:{port} (ready once /readyz says so)")
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
+
+
+@app.command()
+@friendly
+def worker(
+    kind: Annotated[str, typer.Argument(help="tokenizer (re-encodes segments), state (sequences the applied log) "
+                                             "or archive (the DuckDB event store)")],
+    broker: Annotated[str, typer.Option(help="the broker, redis://HOST:PORT/DB")],
+    shard: Annotated[str, typer.Option(help="i/n: a tokenizer worker takes the rooms with room % n == i")] = "0/1",
+    tokenizer: Annotated[Path | None, typer.Option(help="tokenizer worker: the tokenizer folder")] = None,
+    cache: EmbeddingCache = DEFAULT_CACHE,
+    store: Annotated[Path | None, typer.Option(help="archive worker: the DuckDB event store")] = None,
+    consumer: Annotated[str | None, typer.Option(help="consumer name (default KIND-IofN: a restart resumes its "
+                                                      "pending entries)")] = None,
+    claim_idle_ms: Annotated[int, typer.Option(help="take over entries another consumer left pending this long")] = 10_000,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+) -> None:
+    """A worker behind `livemind serve --broker`: runs until SIGTERM or Ctrl-C."""
+    import signal
+    import threading
+
+    import torch
+
+    from livemind.serve.workers import WorkerConfig, parse_shard, run_worker
+
+    cfg = WorkerConfig(kind, broker, parse_shard(shard), tokenizer, cache, store, consumer, claim_idle_ms)
+    torch.set_num_threads(threads)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"livemind {cfg.kind} worker {cfg.name} on {broker}")
+    run_worker(cfg, stop)
+
+
+@cluster_app.command("up")
+@friendly
+def cluster_up(
+    tokenizer: Annotated[Path, typer.Option(help="a tokenizer directory (livemind rec tokenizer fit)")],
+    generator: Annotated[Path, typer.Option(help="a generator checkpoint (livemind rec train / align)")],
+    workers: Annotated[int, typer.Option(help="tokenizer workers (shards)")] = 1,
+    replicas: Annotated[int, typer.Option(help="recommender replicas, on --port, --port + 1, ...")] = 1,
+    out: Annotated[Path, typer.Option("--dir", help="Redis's append-only file, the archive and the logs")] = Path("runs/cluster"),
+    port: Annotated[int, typer.Option(help="the first replica's port")] = 8000,
+    redis_port: Annotated[int | None, typer.Option(help="redis-server's port (default: a free one)")] = None,
+    fsync: Annotated[str, typer.Option(help="Redis appendfsync: always (an acknowledged event is on disk) or everysec")] = "always",
+    cache: EmbeddingCache = DEFAULT_CACHE,
+    threads: Annotated[int, typer.Option(help="torch threads per process")] = 1,
+) -> None:
+    """Start redis-server, the workers and the replicas on this machine; Ctrl-C stops them all."""
+    import signal
+    import threading
+
+    from livemind.serve.cluster import Cluster, ClusterConfig
+
+    for path, what in ((tokenizer, "tokenizer"), (generator, "generator")):
+        if not path.is_dir():
+            raise DataError(f"--{what} {str(path)!r} is not a folder")
+    cluster = Cluster(ClusterConfig(tokenizer, generator, out, workers, replicas, port, redis_port, fsync, cache, threads))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with console.status("starting redis-server, workers and replicas"):
+            cluster.up()
+        for name, cmd in cluster.commands().items():
+            console.print(f"[bold]{name:<12}[/] pid {cluster.procs[name].pid:<8} {' '.join(cmd[2:] if cmd[1] == '-m' else cmd)}")
+        console.print(f"broker {cluster.broker}; replicas: {', '.join(cluster.urls)}; logs in {out / 'logs'}; Ctrl-C stops")
+        while not stop.wait(1.0):
+            dead = [n for n in cluster.procs if not cluster.alive(n)]
+            if dead:
+                raise DataError(f"{', '.join(dead)} exited; see {out / 'logs'}")
+    finally:
+        cluster.down()
+        console.print("cluster stopped")
 
 
 @app.command()

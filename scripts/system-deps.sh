@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests need, installed only when missing: chromium (the console tests drive
-# the system browser through Playwright; nothing is downloaded at test time).
+# the system browser through Playwright; nothing is downloaded at test time) and redis-server (the
+# broker tests start a real one on a free port).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from livemind.errors import DataError, LivemindError
 from livemind.rec.live.state import BatchError
 from livemind.serve.batching import Batcher
+from livemind.serve.broker import BrokerError
 from livemind.serve.console_routes import add_console_routes
 from livemind.serve.engine import EngineConfig, RecEngine, RecRequest
 from livemind.serve.host import Host, HostConfig, make_host
@@ -189,6 +190,10 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
     async def batch_error(_: Request, exc: BatchError) -> JSONResponse:
         return _error(422, str(exc), field=exc.field, value=exc.value, expected=exc.expected, index=exc.index)
 
+    @app.exception_handler(BrokerError)
+    async def broker_error(_: Request, exc: BrokerError) -> JSONResponse:
+        return _error(503, str(exc), expected="a reachable broker (redis-server)")
+
     @app.exception_handler(LivemindError)
     async def livemind_error(_: Request, exc: LivemindError) -> JSONResponse:
         return _error(400, str(exc))
@@ -220,7 +225,8 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             return _error(503, "not ready: " + (request.app.state.load_error or "loading models and the live state"))
         host = request.app.state.host
         return JSONResponse({"ready": True, "generator": eng.served.fingerprint if eng.served else None,
-                             **eng.state.counts(),
+                             **eng.state.counts(), "offset": eng.applied_offset,
+                             "broker": eng.cfg.broker,
                              "host": None if host is None else host.cfg.name})
 
     @app.get("/metrics")
@@ -270,6 +276,10 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         except ValidationError as exc:
             return _validation_error(exc)
         eng = engine_of(request)
+        if body.offset is not None and not await run_in_threadpool(eng.wait_applied, body.offset, 5.0):
+            raise ServiceError(503, f"the live state has applied events up to {eng.applied_offset}, not yet up to "
+                                    f"offset {body.offset} (waited 5 s)", field="offset", value=body.offset,
+                               expected=f"an offset the service has acknowledged (at most {eng.applied_offset} now)")
         if body.policy == "popularity":
             t0 = time.perf_counter()
             answer = await run_in_threadpool(eng.popular, RecRequest(body.viewer, body.time, body.k))

@@ -12,6 +12,12 @@ metrics; the replay benchmark and the tests can drive it directly.
 - `open`: rebuild the state by re-applying the durable log (after a crash or a restart), so the
   restarted engine answers exactly as one that never stopped.
 - `reload`: load another generator beside the serving one and swap the reference atomically.
+
+With `broker` set (`livemind serve --broker redis://...`, issue 26) the engine is a replica: `ingest`
+checks a batch and appends it to the broker's `events` stream (acknowledged once Redis has it), the
+tokenizer, state and archive workers do the rest, and the live state follows the broker's `applied`
+log (`serve.follower`): the same `LiveState`, the same records in the same order, with the SIDs the
+tokenizer workers computed. An acknowledged event is live once `applied_offset` reaches it.
 """
 
 from __future__ import annotations
@@ -41,10 +47,13 @@ class EngineConfig:
     beam: int = 32  # beam width of the constrained search (the offline evaluation's)
     max_events: int = 10_000  # events per ingest batch; more is refused (HTTP 413)
     device: str = "cpu"
+    broker: str | None = None  # redis://HOST:PORT/DB: ingest appends to Redis Streams, the state follows it
 
     def __post_init__(self) -> None:
         if (self.tokenizer is None) != (self.generator is None):
             raise ConfigError("a tokenizer and a generator together, or neither (a host-only service)")
+        if self.broker is not None and self.tokenizer is None:
+            raise ConfigError("--broker serves the recommender: it needs a tokenizer and a generator")
         if self.beam < 1 or self.max_events < 1:
             raise ConfigError(f"beam and max_events must be >= 1, got {self.beam}, {self.max_events}")
 
@@ -66,10 +75,19 @@ class ServedModel:
 class RecEngine:
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
-        self.tokenizer = DynamicTokenizer.load(cfg.tokenizer, cache_dir=cfg.cache) if cfg.tokenizer else None
+        self.broker, self.follower, self.log = None, None, None
+        if cfg.broker is not None:  # a replica: SIDs come from the tokenizer workers through the broker
+            from livemind.serve.broker import Broker
+            from livemind.serve.follower import SidFeed
+
+            meta = DynamicTokenizer.read_meta(cfg.tokenizer)
+            self.tokenizer = SidFeed(int(meta["rq"]["levels"]), meta["version"])
+            self.broker = Broker(cfg.broker)
+        else:
+            self.tokenizer = DynamicTokenizer.load(cfg.tokenizer, cache_dir=cfg.cache) if cfg.tokenizer else None
+            self.log = LiveLog(cfg.store)
         self.served = self._load(cfg.generator) if cfg.generator else None  # None: host only
         self.state = LiveState(self.tokenizer, self.served.model.cfg.signals if self.served else None)
-        self.log = LiveLog(cfg.store)
         self._ingest_lock = threading.Lock()
 
     def _load(self, path: str | Path) -> ServedModel:
@@ -80,6 +98,8 @@ class RecEngine:
 
     def open(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Rebuild the live state from the durable log; returns the number of events re-applied."""
+        if self.broker is not None:
+            return self._follow()
         done, total = 0, self.log.offset
         with self._ingest_lock:
             for records in self.log.read(batch=5_000):
@@ -89,10 +109,36 @@ class RecEngine:
                     progress(done, total)
         return done
 
+    def _follow(self) -> int:
+        from livemind.serve.broker import Group, check_version
+        from livemind.serve.follower import Follower
+
+        self.broker.ping()
+        check_version(self.broker, self.tokenizer.version)
+        for group in ("state", "archive"):  # before the first event, so that no trim passes them by
+            Group(self.broker, self.broker.events, group, "replica")
+        self.follower = Follower(self.broker, self.state, self.tokenizer)
+        n = self.follower.catch_up()
+        self.follower.start()
+        return n
+
+    @property
+    def applied_offset(self) -> int:
+        """The id of the last event the live state has applied (single process: the last acknowledged)."""
+        return self.follower.applied if self.follower is not None else self.log.offset
+
+    def wait_applied(self, offset: int, timeout: float) -> bool:
+        """Block until the live state has applied events up to `offset` (False: not within `timeout` s)."""
+        if self.follower is None:
+            return self.log.offset >= offset  # acknowledged here means applied
+        return self.follower.wait(offset, timeout)
+
     def ingest(self, records: Sequence[LiveRecord]) -> tuple[int, int]:
         """(events accepted, offset of the last); a bad batch raises a BatchError and stores nothing."""
         if len(records) > self.cfg.max_events:
             raise DataError(f"a batch of {len(records)} events; at most {self.cfg.max_events} per request")
+        if self.broker is not None:  # checked against the broker's room facts and appended there
+            return len(records), self.broker.append(records)
         with self._ingest_lock:  # batches are checked, stored and applied one at a time, in order
             self.state.check(records)
             offset = self.log.append(records)
@@ -173,4 +219,9 @@ class RecEngine:
         return new
 
     def close(self) -> None:
-        self.log.close()
+        if self.follower is not None:
+            self.follower.close()
+        if self.broker is not None:
+            self.broker.close()
+        if self.log is not None:
+            self.log.close()

@@ -75,6 +75,8 @@ class RecommendIn(BaseModel):
     time: float | None = None  # Unix seconds; None: the latest time the service has seen
     k: int = Field(10, ge=1, le=200)
     policy: Literal["onelive", "popularity"] = "onelive"  # popularity: live rooms by audience (the baseline)
+    offset: int | None = Field(None, ge=0)  # answer once the live state has applied events up to this
+    # offset (a /v1/events reply's): read-your-writes on a broker replica; waits up to 5 s, else 503
 
 
 class RoomOut(BaseModel):

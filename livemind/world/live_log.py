@@ -133,12 +133,21 @@ class LiveLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def append(self, records: Sequence[LiveRecord]) -> int:
+    def append(self, records: Sequence[LiveRecord], first: int | None = None) -> int:
         """Append `records` in one transaction; returns the offset of the last one. When this returns,
-        the records are committed (durable); on any error nothing of the batch is stored."""
+        the records are committed (durable); on any error nothing of the batch is stored.
+
+        `first`: the offset the batch was numbered from elsewhere (the broker's event ids). A batch the
+        log already holds is skipped (a redelivery changes nothing); one that would leave a gap is refused."""
         if not records:
             return self._offset
         with self._lock:
+            if first is not None:
+                if first + len(records) - 1 <= self._offset:
+                    return self._offset
+                if first != self._offset + 1:
+                    raise DataError(f"a batch numbered from {first}; the log holds offsets up to {self._offset}, "
+                                    f"so it must start at {self._offset + 1}")
             first = self._offset + 1
             table = _columns(first, records)
             cur = self._con.cursor()

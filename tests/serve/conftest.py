@@ -83,3 +83,49 @@ class Server:
 def serve_config(models, tmp_path):
     root, _ = models
     return ServeConfig(EngineConfig(root / "tok", root / "gen", tmp_path / "events.duckdb", cache=None))
+
+
+class RedisServer:
+    """A real redis-server on a free port with its data (AOF, fsync always) in a temporary folder."""
+
+    def __init__(self, folder) -> None:
+        from livemind.serve.cluster import free_port
+
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self) -> RedisServer:
+        import shutil
+        import subprocess
+
+        import redis
+
+        self.proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
+                                      "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                client.ping()
+                client.close()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        raise RuntimeError("redis-server did not start")
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

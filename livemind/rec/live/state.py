@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +51,71 @@ class BatchError(DataError):
     def __init__(self, index: int, field: str, value: object, expected: str) -> None:
         self.index, self.field, self.value, self.expected = index, field, value, expected
         super().__init__(f"event {index}: {field} = {value!r}; expected {expected}; nothing from this batch was stored")
+
+
+@dataclass
+class RoomView:
+    """The facts about a room that decide whether a record of it is accepted."""
+
+    start: float
+    end: float = math.inf  # inf: live
+    last_index: int = -1  # its last segment's index (-1: none yet)
+    last_time: float = -math.inf  # its last segment's start time
+
+
+def check_batch(records: Sequence[LiveRecord], lookup: Callable[[int], RoomView | None]) -> dict[int, RoomView]:
+    """Refuse the whole batch (a BatchError naming the first bad event) unless every record can be
+    applied in order after the ones before it, the rooms being as `lookup` says before the batch.
+    Returns the views of the rooms the batch touches as they are after it (the broker stores them)."""
+    views: dict[int, RoomView | None] = {}
+
+    def view(room: int) -> RoomView | None:
+        if room not in views:
+            v = lookup(room)
+            views[room] = None if v is None else RoomView(v.start, v.end, v.last_index, v.last_time)
+        return views[room]
+
+    for i, r in enumerate(records):
+        t = time_of(r)
+        if not math.isfinite(t):
+            raise BatchError(i, "start_time" if isinstance(r, Room | Segment) else "time", t, "a finite time in seconds")
+        if isinstance(r, Room):
+            if view(r.id) is not None:
+                raise BatchError(i, "room", r.id, "a room id never started before (ids are not reused)")
+            if r.streamer < 0:
+                raise BatchError(i, "streamer", r.streamer, "a non-negative streamer id")
+            views[r.id] = RoomView(t)
+            continue
+        v = view(r.room)
+        if v is None:
+            raise BatchError(i, "room", r.room, "a room started by an earlier room_start")
+        if isinstance(r, RoomEnd):
+            if v.end < math.inf:
+                raise BatchError(i, "room", r.room, "a live room (this one has ended)")
+            if t < v.start:
+                raise BatchError(i, "time", t, f"not before the room's start {v.start:g}")
+            v.end = t
+        elif isinstance(r, Segment):
+            if v.end < math.inf:
+                raise BatchError(i, "room", r.room, "a live room (this one has ended)")
+            if r.index <= v.last_index:
+                raise BatchError(i, "index", r.index, f"above the room's last segment index {v.last_index}")
+            if t < max(v.start, v.last_time):
+                raise BatchError(i, "start_time", t, f"not before the room's start or its last segment "
+                                                     f"({max(v.start, v.last_time):g})")
+            try:
+                check_text(r.text)
+            except DataError as exc:
+                raise BatchError(i, "text", r.text[:40] if isinstance(r.text, str) else r.text, str(exc)) from None
+            v.last_index, v.last_time = int(r.index), t
+        else:
+            if not (v.start <= t < v.end):
+                raise BatchError(i, "time", t, f"a time while room {r.room} is live ({v.start:g} .. {v.end:g})")
+            if r.kind in _VALUE_KINDS and not (math.isfinite(r.value) and r.value >= 0):
+                raise BatchError(i, "value", r.value, f"a non-negative number for a {r.kind.value}")
+            if r.viewer < 0:
+                raise BatchError(i, "viewer", r.viewer, "a non-negative viewer id")
+    return {room: v for room, v in views.items() if v is not None}
 
 
 @dataclass
@@ -119,62 +184,16 @@ class LiveState:
     def check(self, records: Sequence[LiveRecord]) -> None:
         """Refuse the whole batch (a BatchError naming the first bad event) unless every record can be
         applied in order after the ones before it; nothing changes either way."""
-        started: dict[int, tuple[float, float]] = {}  # rooms started / ended within the batch
-        last_seg: dict[int, tuple[int, float]] = {}
         with self._lock:
-            for i, r in enumerate(records):
-                t = time_of(r)
-                if not math.isfinite(t):
-                    raise BatchError(i, "start_time" if isinstance(r, Room | Segment) else "time", t, "a finite time in seconds")
-                if isinstance(r, Room):
-                    if r.id in self.rooms or r.id in started:
-                        raise BatchError(i, "room", r.id, "a room id never started before (ids are not reused)")
-                    if r.streamer < 0:
-                        raise BatchError(i, "streamer", r.streamer, "a non-negative streamer id")
-                    started[r.id] = (t, math.inf)
-                    continue
-                start, end = self._interval(r.room, started)
-                if start is None:
-                    raise BatchError(i, "room", r.room, "a room started by an earlier room_start")
-                if isinstance(r, RoomEnd):
-                    if end < math.inf:
-                        raise BatchError(i, "room", r.room, "a live room (this one has ended)")
-                    if t < start:
-                        raise BatchError(i, "time", t, f"not before the room's start {start:g}")
-                    started[r.room] = (start, t)
-                elif isinstance(r, Segment):
-                    if end < math.inf:
-                        raise BatchError(i, "room", r.room, "a live room (this one has ended)")
-                    prev_index, prev_time = last_seg.get(r.room) or self._last_segment(r.room)
-                    if r.index <= prev_index:
-                        raise BatchError(i, "index", r.index, f"above the room's last segment index {prev_index}")
-                    if t < max(start, prev_time):
-                        raise BatchError(i, "start_time", t, f"not before the room's start or its last segment "
-                                                             f"({max(start, prev_time):g})")
-                    try:
-                        check_text(r.text)
-                    except DataError as exc:
-                        raise BatchError(i, "text", r.text[:40] if isinstance(r.text, str) else r.text, str(exc)) from None
-                    last_seg[r.room] = (r.index, t)
-                else:
-                    if not (start <= t < end):
-                        raise BatchError(i, "time", t, f"a time while room {r.room} is live ({start:g} .. {end:g})")
-                    if r.kind in _VALUE_KINDS and not (math.isfinite(r.value) and r.value >= 0):
-                        raise BatchError(i, "value", r.value, f"a non-negative number for a {r.kind.value}")
-                    if r.viewer < 0:
-                        raise BatchError(i, "viewer", r.viewer, "a non-negative viewer id")
+            check_batch(records, self.room_view)
 
-    def _interval(self, room: int, started: dict[int, tuple[float, float]]) -> tuple[float | None, float]:
-        if room in started:
-            return started[room]
+    def room_view(self, room: int) -> RoomView | None:
+        """What `check_batch` needs of a room (None: never started)."""
         log = self.rooms.get(room)
-        return (None, math.inf) if log is None else (log.start, log.end)
-
-    def _last_segment(self, room: int) -> tuple[int, float]:
-        log = self.rooms.get(room)
-        if log is None or not log.seg_index:
-            return -1, -math.inf
-        return log.seg_index[-1], log.seg_start[-1]
+        if log is None:
+            return None
+        return RoomView(log.start, log.end, log.seg_index[-1] if log.seg_index else -1,
+                        log.seg_start[-1] if log.seg_start else -math.inf)
 
     # ------------------------------------------------------------------------------ applying
 

@@ -1,0 +1,297 @@
+"""Redis Streams as the log between ingest and the workers (DESIGN.md, "Scale-out"; issue 26).
+
+Streams and keys, all under one prefix (`livemind` by default, so several deployments can share a
+Redis):
+
+    {p}:events   every accepted batch, in acceptance order: `first` (the id of its first event; events
+                 are numbered 1, 2, ... across batches), `n`, `data` (the records, compact JSON)
+    {p}:rooms    the same batches' room records (room_start, segment, room_end) with their positions:
+                 what the tokenizer workers read
+    {p}:applied  the state worker's output: each events entry again, with the SIDs of its segments;
+                 what the recommender replicas fold into their live state
+    {p}:seq      the last event id given out
+    {p}:roommeta room -> "start end last_index last_time": what the API checks a batch against
+    {p}:tokstate room -> the tokenizer's state of the room (pooled content, last segment, SID)
+    {p}:sid      "room:index" -> the SID of that segment, until the state worker has applied it
+    {p}:live     room -> "index:c1,c2,.." of every live room that has shown a segment (the live set)
+
+Acceptance (`append`): the batch is checked with the single-process service's rules
+(`rec.live.state.check_batch`) against the rooms' facts in `{p}:roommeta`; one Lua script (atomic
+in Redis) then verifies that none of those rooms changed meanwhile (optimistic concurrency: several
+API processes may append; a conflict re-checks), numbers the events, XADDs the batch to `events`
+(and its room records to `rooms`) and stores the rooms' new facts. Redis answers only after the
+script's writes reach its append-only file under the server's `appendfsync` policy: `always` makes
+an acknowledged batch durable on disk (what `livemind cluster up` runs), `everysec` loses at most
+about a second of acknowledged events to a power cut, for more throughput.
+
+Consumers use consumer groups (`Group`): each entry goes to one consumer of a group, stays pending
+until that consumer acknowledges it, is re-read by the same consumer after a restart (`0` before
+`>`), and can be taken over by another consumer with XAUTOCLAIM once idle. Every worker applies
+an entry and acknowledges it in one MULTI/EXEC transaction together with the state it changed, and
+skips what it already applied, so a redelivered entry changes nothing. Streams read by groups are
+trimmed only behind the slowest group (`trim_behind_groups`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import orjson
+import redis
+
+from livemind.errors import ConfigError, DataError, LivemindError
+from livemind.rec.live.state import RoomView, check_batch
+from livemind.world.live_log import LiveRecord, RoomEnd
+from livemind.world.schema import EVENT_KINDS, Event, EventKind, Room, Segment
+
+_KINDS = [EventKind(k) for k in EVENT_KINDS]
+_KIND_ID = {k: i for i, k in enumerate(_KINDS)}
+
+# KEYS: seq, events, rooms, roommeta. ARGV: n, events data, rooms data ('' for none), m, then m pairs
+# (room, expected facts: '' when absent), then k, then k pairs (room, new facts). Returns {last id, entry
+# id}, or {-1, room} when a room changed since it was read.
+_APPEND = """
+local n = tonumber(ARGV[1])
+local m = tonumber(ARGV[4])
+local i = 5
+for _ = 1, m do
+  local cur = redis.call('HGET', KEYS[4], ARGV[i])
+  if not cur then cur = '' end
+  if cur ~= ARGV[i + 1] then return {-1, ARGV[i]} end
+  i = i + 2
+end
+local last = redis.call('INCRBY', KEYS[1], n)
+local first = last - n + 1
+local id = redis.call('XADD', KEYS[2], '*', 'first', first, 'n', n, 'data', ARGV[2])
+if ARGV[3] ~= '' then redis.call('XADD', KEYS[3], '*', 'first', first, 'data', ARGV[3]) end
+local k = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, k do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+return {last, id}
+"""
+
+
+class BrokerError(LivemindError):
+    """Redis could not be reached or refused a command (the service answers 503)."""
+
+
+def encode(r: LiveRecord) -> list:
+    """A record as a compact JSON list: [kind, fields...] (kind: an event kind's index, or r/e/s)."""
+    if isinstance(r, Room):
+        return ["r", int(r.id), int(r.streamer), float(r.start_time), r.title]
+    if isinstance(r, RoomEnd):
+        return ["e", int(r.room), float(r.time)]
+    if isinstance(r, Segment):
+        return ["s", int(r.room), int(r.index), float(r.start_time), r.text, int(r.product), r.topic]
+    return [_KIND_ID[EventKind(r.kind)], int(r.viewer), int(r.room), float(r.time), float(r.value)]
+
+
+def decode(x: list) -> LiveRecord:
+    kind = x[0]
+    if kind == "r":
+        return Room(x[1], x[2], x[3], math.inf, x[4])
+    if kind == "e":
+        return RoomEnd(x[1], x[2])
+    if kind == "s":
+        return Segment(x[1], x[2], x[3], x[4], x[5], x[6])
+    return Event(x[1], x[2], x[3], _KINDS[kind], x[4])
+
+
+def _facts(v: RoomView) -> str:
+    return f"{v.start!r} {v.end!r} {v.last_index} {v.last_time!r}"
+
+
+def _view(facts: bytes | None) -> RoomView | None:
+    if not facts:
+        return None
+    start, end, last_index, last_time = facts.split()
+    return RoomView(float(start), float(end), int(last_index), float(last_time))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry: a batch of records numbered first .. first + len(records) - 1."""
+
+    id: str
+    first: int
+    records: list[LiveRecord]
+    positions: list[int] | None = None  # rooms stream: each record's position in its batch
+    sids: list | None = None  # applied stream: the SIDs of the batch's segments, in order
+    raw: bytes = b""  # the records as stored (the state worker passes them on without re-encoding)
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.records) - 1 if self.positions is None else self.first + max(self.positions, default=0)
+
+
+def parse_entry(entry_id: bytes | str, fields: dict) -> Entry:
+    data = orjson.loads(fields[b"data"])
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    first = int(fields[b"first"])
+    if b"n" in fields and b"sids" not in fields:  # events
+        return Entry(eid, first, [decode(x) for x in data], raw=fields[b"data"])
+    if b"sids" in fields:  # applied
+        return Entry(eid, first, [decode(x) for x in data], sids=orjson.loads(fields[b"sids"]), raw=fields[b"data"])
+    return Entry(eid, first, [decode(x) for pos, x in data], positions=[pos for pos, _ in data])  # rooms
+
+
+def stream_id(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+class Broker:
+    """A connection to the Redis that carries the live log, and the operations on it."""
+
+    def __init__(self, url: str, prefix: str = "livemind") -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"--broker {url!r}: expected redis://HOST:PORT/DB")
+        self.url, self.prefix = url, prefix
+        self.r = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30)
+        self._append = self.r.register_script(_APPEND)
+        k = lambda name: f"{prefix}:{name}"  # noqa: E731
+        self.events, self.rooms, self.applied = k("events"), k("rooms"), k("applied")
+        self.seq, self.roommeta, self.tokstate, self.sid, self.live = (k("seq"), k("roommeta"), k("tokstate"),
+                                                                       k("sid"), k("live"))
+        self.tokenizer_version = k("tokenizer")
+        self.state_last = k("state:last")
+
+    def ping(self) -> None:
+        try:
+            self.r.ping()
+        except redis.RedisError as exc:
+            raise BrokerError(f"the broker at {self.url} does not answer: {exc}") from exc
+
+    def close(self) -> None:
+        self.r.close()
+
+    # ------------------------------------------------------------------------------ ingest
+
+    def append(self, records: Sequence[LiveRecord], attempts: int = 20) -> int:
+        """Check and append a batch; returns the id of its last event. A bad batch raises a BatchError
+        and stores nothing; an acknowledged one is in Redis under its fsync policy."""
+        if not records:
+            return self.last_event()
+        rooms = sorted({r.id if isinstance(r, Room) else r.room for r in records})
+        data = orjson.dumps([encode(r) for r in records])
+        room_data = orjson.dumps([[i, encode(r)] for i, r in enumerate(records)
+                                  if isinstance(r, Room | RoomEnd | Segment)])
+        try:
+            for _ in range(attempts):
+                facts = dict(zip(rooms, self.r.hmget(self.roommeta, rooms)))
+                after = check_batch(records, lambda room, facts=facts: _view(facts.get(room)))
+                changed = [(room, _facts(v)) for room, v in after.items() if facts.get(room) is None
+                           or _facts(v) != facts[room].decode()]
+                args: list = [len(records), data, room_data if room_data != b"[]" else b"", len(rooms)]
+                for room in rooms:
+                    args += [room, facts[room] or b""]
+                args += [len(changed)]
+                for room, f in changed:
+                    args += [room, f]
+                last, entry = self._append(keys=[self.seq, self.events, self.rooms, self.roommeta], args=args)
+                if int(last) >= 0:
+                    return int(last)
+        except redis.RedisError as exc:
+            raise BrokerError(f"the broker at {self.url} refused the batch: {exc}") from exc
+        raise BrokerError(f"room {int(entry)}'s facts kept changing under concurrent writers ({attempts} attempts)")
+
+    def last_event(self) -> int:
+        return int(self.r.get(self.seq) or 0)
+
+    # ------------------------------------------------------------------------------ reading
+
+    def read_all(self, stream: str, after: str = "0", block_ms: int | None = None,
+                 count: int = 256) -> list[tuple[str, dict]]:
+        """Entries of `stream` after id `after` (no group: every reader sees all)."""
+        out = self.r.xread({stream: after}, count=count, block=block_ms)
+        return [(eid.decode(), fields) for _, entries in out for eid, fields in entries]
+
+    def entries(self, stream: str) -> Iterator[Entry]:
+        """Every entry of a stream, oldest first."""
+        after = "0"
+        while True:
+            batch = self.read_all(stream, after, count=1000)
+            if not batch:
+                return
+            for eid, fields in batch:
+                yield parse_entry(eid, fields)
+            after = batch[-1][0]
+
+    def trim_behind_groups(self, stream: str) -> int:
+        """Drop the entries every group of `stream` has acknowledged; returns how many went."""
+        groups = self.r.xinfo_groups(stream)
+        if not groups:
+            return 0
+        floor = None
+        for g in groups:
+            name = g["name"]
+            pending = self.r.xpending(stream, name)
+            if pending["pending"]:
+                oldest = pending["min"].decode() if isinstance(pending["min"], bytes) else pending["min"]
+            else:  # everything delivered is acknowledged: keep the entries after the last delivered one
+                last = g["last-delivered-id"]
+                last = last.decode() if isinstance(last, bytes) else last
+                ms, seq = stream_id(last)
+                oldest = f"{ms}-{seq + 1}"
+            if floor is None or stream_id(oldest) < stream_id(floor):
+                floor = oldest
+        return int(self.r.xtrim(stream, minid=floor, approximate=False))
+
+
+class Group:
+    """One consumer of a consumer group on a stream: its own pending entries first (after a restart),
+    then entries another consumer left idle for `claim_idle_ms` (XAUTOCLAIM), then new ones."""
+
+    def __init__(self, broker: Broker, stream: str, group: str, consumer: str, claim_idle_ms: int = 10_000,
+                 count: int = 64) -> None:
+        self.b, self.stream, self.group, self.consumer = broker, stream, group, consumer
+        self.claim_idle_ms, self.count = claim_idle_ms, count
+        self._own_pending = True  # re-read what this consumer name holds before reading new entries
+        self._next_claim = 0.0
+        try:
+            broker.r.xgroup_create(stream, group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, block_ms: int = 200) -> list[Entry]:
+        r = self.b.r
+        if self._own_pending:
+            got = r.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=self.count)
+            entries = [(eid, f) for _, es in got for eid, f in es if f]
+            if entries:
+                return [parse_entry(eid, f) for eid, f in entries]
+            self._own_pending = False
+        if time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + self.claim_idle_ms / 4000
+            claimed = self.claim()
+            if claimed:
+                return claimed
+        got = r.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=self.count, block=block_ms)
+        return [parse_entry(eid, f) for _, es in got for eid, f in es]
+
+    def claim(self) -> list[Entry]:
+        """Take over entries other consumers of the group have left pending for `claim_idle_ms` or more."""
+        _, claimed, *_ = self.b.r.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
+                                             start_id="0-0", count=self.count)
+        return [parse_entry(eid, f) for eid, f in claimed if f]
+
+    def pending(self) -> int:
+        return int(self.b.r.xpending(self.stream, self.group)["pending"])
+
+
+def check_version(broker: Broker, version: str) -> None:
+    """One tokenizer version per deployment: the first worker or replica sets it; others must match."""
+    broker.r.set(broker.tokenizer_version, version, nx=True)
+    have = broker.r.get(broker.tokenizer_version).decode()
+    if have != version:
+        raise DataError(f"the broker's SIDs are from tokenizer {have}; this process has {version}: "
+                        "every worker and replica of a deployment must load the same tokenizer")

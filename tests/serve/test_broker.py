@@ -1,0 +1,157 @@
+"""Scale-out on Redis Streams (issue 26), against a real redis-server on a free port: the broker's
+append, the workers' at-least-once, idempotent application, takeover of a dead consumer's entries,
+and the follower that makes a replica's live state equal to the single-process service's."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from livemind.rec.live.state import BatchError, LiveState
+from livemind.rec.tokenizer.dynamic import DynamicTokenizer
+from livemind.serve.broker import Broker, decode, encode
+from livemind.serve.follower import Follower, SidFeed
+from livemind.serve.replay import world_stream
+from livemind.serve.workers import ArchiveWorker, StateWorker, TokenizerWorker, WorkerConfig
+from livemind.world.live_log import LiveLog, RoomEnd
+from livemind.world.schema import Event, EventKind, Room, Segment
+
+T0 = 1767571200.0
+
+
+def world_records(world, hours: float = 20.0) -> list:
+    return [r for _, _, r in world_stream(world, T0 + hours * 3600)]
+
+
+def batches(records: list, size: int = 300) -> list[list]:
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def test_records_cross_the_wire_unchanged():
+    for r in (Room(3, 7, T0, float("inf"), "a title"), RoomEnd(3, T0 + 9.5),
+              Segment(3, 2, T0 + 1, "on the card: lipstick", 12, "beauty"),
+              Event(5, 3, T0 + 2.25, EventKind.GIFT, 9.99)):
+        assert decode(encode(r)) == r
+
+
+def test_append_checks_the_batch_numbers_its_events_and_survives_kill_9_of_redis(redis_server):
+    b = Broker(redis_server.url)
+    room = Room(1, 4, T0, float("inf"), "")
+    assert b.append([room, Segment(1, 0, T0, "hello there", 3, "food")]) == 2
+    assert b.append([Event(9, 1, T0 + 5, EventKind.WATCH, 30.0)]) == 3
+    with pytest.raises(BatchError) as bad:  # a segment index that goes back; nothing of the batch is stored
+        b.append([Event(9, 1, T0 + 6, EventKind.LIKE, 0.0), Segment(1, 0, T0 + 7, "again", 3, "food")])
+    assert (bad.value.index, bad.value.field, bad.value.value) == (1, "index", 0)
+    with pytest.raises(BatchError) as bad:
+        b.append([Event(9, 2, T0 + 6, EventKind.LIKE, 0.0)])
+    assert (bad.value.field, bad.value.value) == ("room", 2)
+    assert b.last_event() == 3 and b.r.xlen(b.events) == 2 and b.r.xlen(b.rooms) == 1
+    b.close()
+    redis_server.kill9()  # appendfsync always: what was acknowledged is on disk
+    redis_server.start()
+    b = Broker(redis_server.url)
+    entries = list(b.entries(b.events))
+    assert [(e.first, len(e.records)) for e in entries] == [(1, 2), (3, 1)]
+    assert entries[0].records[1] == Segment(1, 0, T0, "hello there", 3, "food")
+    with pytest.raises(BatchError):  # the room facts survived too: room 1 cannot start again
+        b.append([Room(1, 4, T0 + 9, float("inf"), "")])
+    assert b.append([RoomEnd(1, T0 + 60)]) == 4
+    b.close()
+
+
+def test_concurrent_appenders_start_a_room_once(redis_server):
+    results: list = []
+
+    def start_room(i: int) -> None:
+        b = Broker(redis_server.url)
+        try:
+            results.append(b.append([Room(77, i, T0, float("inf"), ""), Segment(77, 0, T0, f"seg {i}", 1, "x")]))
+        except BatchError as exc:
+            results.append(exc.field)
+        b.close()
+
+    threads = [threading.Thread(target=start_room, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results, key=str) == [2] + ["room"] * 7
+
+
+def lag(b: Broker, stream: str, group: str) -> int:
+    return next(g["lag"] for g in b.r.xinfo_groups(stream) if g["name"].decode() == group)
+
+
+def run(worker, until) -> None:
+    for _ in range(10_000):
+        if until():
+            return
+        worker.step(block_ms=10)
+    raise AssertionError("the worker did not get there")
+
+
+def test_workers_take_over_a_dead_consumers_entries_and_apply_every_event_once(models, tiny_world, redis_server, tmp_path):
+    root, _ = models
+    _, world = tiny_world
+    records = world_records(world)
+    b = Broker(redis_server.url)
+    for batch in batches(records):
+        b.append(batch)
+    cfg = WorkerConfig("tokenizer", redis_server.url, (0, 1), root / "tok", claim_idle_ms=0, count=4)
+    # a tokenizer worker reads entries and dies before acknowledging them (kill -9 mid-batch)
+    dead = TokenizerWorker(cfg, b)
+    dead.group.consumer = "dead"
+    held = dead.group.read(block_ms=10)
+    assert held and b.r.xpending(b.rooms, "tokenizer-0of1")["pending"] == len(held)
+    # another consumer of the group takes them over (XAUTOCLAIM) and goes on to the end
+    tok = TokenizerWorker(WorkerConfig("tokenizer", redis_server.url, (0, 1), root / "tok", consumer="live",
+                                       claim_idle_ms=0, count=4), b)
+    claimed = tok.group.claim()
+    assert [e.id for e in claimed] == [e.id for e in held]
+    tok.handle(claimed)
+    run(tok, lambda: tok.group.pending() == 0 and lag(b, b.rooms, "tokenizer-0of1") == 0)
+    state = StateWorker(WorkerConfig("state", redis_server.url), b, threading.Event())
+    run(state, lambda: state.group.pending() == 0 and lag(b, b.events, "state") == 0)
+    archive = ArchiveWorker(WorkerConfig("archive", redis_server.url, store=tmp_path / "a.duckdb"), b)
+    run(archive, lambda: archive.log.offset == len(records))
+
+    # the SIDs are the single-process tokenizer's, segment by segment
+    single = LiveState(DynamicTokenizer.load(root / "tok"))
+    for batch in batches(records):
+        single.apply(batch)
+    replica_state = LiveState(SidFeed(single.tokenizer.levels, single.tokenizer.version))
+    follower = Follower(b, replica_state, replica_state.tokenizer)
+    assert follower.catch_up() == len(records) and follower.applied == len(records)
+    assert single.reencodes == replica_state.reencodes == tok.reencoded > 0
+    for room, log in single.rooms.items():
+        assert replica_state.rooms[room].seg_codes == log.seg_codes
+    snap_a, snap_b = single.snapshot(), replica_state.snapshot()
+    assert np.array_equal(snap_a.rooms, snap_b.rooms) and np.array_equal(snap_a.codes, snap_b.codes)
+    viewer = next(iter(single.viewers))
+    t = T0 + 20 * 3600
+    assert np.array_equal(single.history(viewer, t, 8).codes, replica_state.history(viewer, t, 8).codes)
+
+    # redelivered entries change nothing: the same entries handled again by each worker
+    tokstate, applied, archived = b.r.hgetall(b.tokstate), b.r.xlen(b.applied), archive.log.count()
+    tok.handle(list(b.entries(b.rooms)))
+    state.handle(list(b.entries(b.events)))
+    archive.handle(list(b.entries(b.events)))
+    assert b.r.hgetall(b.tokstate) == tokstate and b.r.xlen(b.applied) == applied and archive.log.count() == archived
+    assert np.array_equal(archive.log.offsets(), np.arange(1, len(records) + 1))
+    assert follower.catch_up() == len(records) and replica_state.events == len(records)  # applied once
+    # every group has acknowledged everything: the streams are trimmed to nothing behind them
+    n_entries = b.r.xlen(b.events)
+    assert n_entries == len(batches(records)) and archive.trim() == n_entries and b.r.xlen(b.events) == 0
+    archive.log.close()
+    b.close()
+
+
+def test_a_replay_into_an_archive_needs_contiguous_offsets(tmp_path):
+    log = LiveLog(tmp_path / "x.duckdb")
+    r = [Event(1, 1, T0, EventKind.LIKE, 0.0)] * 3
+    assert log.append(r, first=1) == 3 and log.append(r, first=1) == 3  # a redelivery: skipped
+    with pytest.raises(Exception, match="must start at 4"):
+        log.append(r, first=6)
+    log.close()
