@@ -1,7 +1,7 @@
 """Redis Streams as the log between ingest and the workers (DESIGN.md, "Scale-out"; issue 26).
 
-Streams and keys, all under one prefix (`livemind` by default, so several deployments can share a
-Redis):
+Streams and keys, all under one prefix (`{livemind}` by default: several deployments can share a
+Redis, and on a Redis Cluster the braces keep every key in one hash slot, as the Lua script needs):
 
     {p}:events   every accepted batch, in acceptance order: `first` (the id of its first event; events
                  are numbered 1, 2, ... across batches), `n`, `data` (the records, compact JSON)
@@ -150,7 +150,7 @@ def stream_id(entry_id: str) -> tuple[int, int]:
 class Broker:
     """A connection to the Redis that carries the live log, and the operations on it."""
 
-    def __init__(self, url: str, prefix: str = "livemind") -> None:
+    def __init__(self, url: str, prefix: str = "{livemind}") -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"--broker {url!r}: expected redis://HOST:PORT/DB")

@@ -61,7 +61,7 @@ class WorkerConfig:
     consumer: str | None = None  # the consumer name (default kind-iofn: a restart resumes its pending entries)
     claim_idle_ms: int = 10_000  # entries another consumer left pending this long are taken over
     count: int = 64  # entries per read
-    prefix: str = "livemind"
+    prefix: str = "{livemind}"
 
     def __post_init__(self) -> None:
         if self.kind not in ("tokenizer", "state", "archive"):

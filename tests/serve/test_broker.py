@@ -155,3 +155,30 @@ def test_a_replay_into_an_archive_needs_contiguous_offsets(tmp_path):
     with pytest.raises(Exception, match="must start at 4"):
         log.append(r, first=6)
     log.close()
+
+
+def test_a_replica_refuses_bad_batches_and_answers_503_without_its_broker(models, redis_server):
+    import dataclasses
+
+    import httpx
+
+    from livemind.serve.app import ServeConfig
+    from livemind.serve.engine import EngineConfig
+    from tests.serve.conftest import Server
+
+    root, _ = models
+    cfg = ServeConfig(EngineConfig(root / "tok", root / "gen", cache=None, broker=redis_server.url))
+    room = {"kind": "room_start", "room": 5, "streamer": 2, "start_time": T0, "title": ""}
+    seg = {"kind": "segment", "room": 5, "index": 0, "start_time": T0, "text": "on the card: a kettle", "product": 1,
+           "topic": "home"}
+    with Server(cfg) as srv:
+        assert srv.wait_ready()["broker"] == redis_server.url
+        ok = httpx.post(srv.url + "/v1/events", json={"events": [room, seg]})
+        assert ok.status_code == 200 and ok.json() == {"accepted": 2, "offset": 2}
+        again = httpx.post(srv.url + "/v1/events", json={"events": [{**seg, "start_time": T0 + 30}]})
+        assert again.status_code == 422 and (again.json()["field"], again.json()["value"]) == ("index", 0)
+        redis_server.kill9()
+        gone = httpx.post(srv.url + "/v1/events", json={"events": [{**seg, "index": 1}]}, timeout=60)
+        assert gone.status_code == 503 and redis_server.url in gone.json()["error"]
+    with pytest.raises(Exception, match="tokenizer and a generator"):
+        dataclasses.replace(cfg.engine, tokenizer=None, generator=None)
