@@ -61,6 +61,19 @@ def stage(msg: str, t0: float) -> None:
     print(f"{time.perf_counter() - t0:8.1f} s  {msg}", flush=True)
 
 
+def bench_models(bench: Path) -> tuple:
+    """(world, the held-out split time, tokenizer folder, generator + prior folder) of rec_quality.py's run
+    in `bench`: the world of configs/world/rec.yaml, held out from 2/3 of its days on."""
+    wcfg = load_config(ROOT / "configs/world/rec.yaml", WorldConfig)
+    world = simulate_world(wcfg)
+    split = wcfg.start_time + wcfg.days * 86400 * 2 / 3
+    toks = sorted(bench.glob("tokenizer-*"))
+    gen_dir = bench / "gen-prior"
+    if not toks or not (gen_dir / "state.json").is_file():
+        raise SystemExit(f"run `python benchmarks/rec_quality.py --quick` first: no tokenizer / gen-prior in {bench}")
+    return world, split, toks[-1], gen_dir
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -273,14 +286,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     n_targets = args.targets or (500 if args.quick else 1500)
     window = 8.0 if args.quick else 20.0
-    wcfg = load_config(ROOT / "configs/world/rec.yaml", WorldConfig)
-    world = simulate_world(wcfg)
-    split = wcfg.start_time + wcfg.days * 86400 * 2 / 3
-    toks = sorted(bench.glob("tokenizer-*"))
-    gen_dir = bench / "gen-prior"
-    if not toks or not (gen_dir / "state.json").is_file():
-        raise SystemExit(f"run `python benchmarks/rec_quality.py --quick` first: no tokenizer / gen-prior in {bench}")
-    tok_dir = toks[-1]
+    world, split, tok_dir, gen_dir = bench_models(bench)
     tok = DynamicTokenizer.load(tok_dir, cache_dir=bench / "embeddings")
     data = prepare(world, tok, split, n_eval=n_targets, seed=0)
     model = load_generator(gen_dir, tok.version)

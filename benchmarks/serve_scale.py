@@ -41,9 +41,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from serve_rec import stage, stream_items  # noqa: E402
+from serve_rec import bench_models, stage, stream_items  # noqa: E402
 
-from livemind.config import load_config  # noqa: E402
 from livemind.rec.data.feedback import ViewerState  # noqa: E402
 from livemind.rec.data.prepare import prepare  # noqa: E402
 from livemind.rec.eval.offline import recommend_at  # noqa: E402
@@ -56,7 +55,6 @@ from livemind.serve.cluster import Cluster, ClusterConfig, free_port  # noqa: E4
 from livemind.serve.replay import world_stream  # noqa: E402
 from livemind.world.live_log import LiveLog, RoomEnd  # noqa: E402
 from livemind.world.schema import Room, Segment  # noqa: E402
-from livemind.world.simulator import WorldConfig, simulate_world  # noqa: E402
 
 
 def drained(b: Broker, stream: str, groups: list[str]) -> bool:
@@ -159,14 +157,7 @@ def main() -> None:
     t0 = time.perf_counter()
     bench, out = ROOT / args.bench, ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
-    wcfg = load_config(ROOT / "configs/world/rec.yaml", WorldConfig)
-    world = simulate_world(wcfg)
-    split = wcfg.start_time + wcfg.days * 86400 * 2 / 3
-    toks = sorted(bench.glob("tokenizer-*"))
-    gen_dir = bench / "gen-prior"
-    if not toks or not (gen_dir / "state.json").is_file():
-        raise SystemExit(f"run `python benchmarks/rec_quality.py --quick` first: no tokenizer / gen-prior in {bench}")
-    tok_dir = toks[-1]
+    world, split, tok_dir, gen_dir = bench_models(bench)
     stage(f"world; tokenizer {tok_dir.name}", t0)
 
     # 1. re-encoding with 1 and 2 tokenizer workers

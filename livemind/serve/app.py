@@ -278,7 +278,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         eng = engine_of(request)
         if body.offset is not None and not await run_in_threadpool(eng.wait_applied, body.offset, 5.0):
             raise ServiceError(503, f"the live state has applied events up to {eng.applied_offset}, not yet up to "
-                                    f"offset {body.offset} (waited 5 s)", field="offset", value=body.offset,
+                                    f"offset {body.offset} (a broker replica waits up to 5 s)", field="offset", value=body.offset,
                                expected=f"an offset the service has acknowledged (at most {eng.applied_offset} now)")
         if body.policy == "popularity":
             t0 = time.perf_counter()

@@ -5,8 +5,8 @@ Redis, and on a Redis Cluster the braces keep every key in one hash slot, as the
 
     {p}:events   every accepted batch, in acceptance order: `first` (the id of its first event; events
                  are numbered 1, 2, ... across batches), `n`, `data` (the records, compact JSON)
-    {p}:rooms    the same batches' room records (room_start, segment, room_end) with their positions:
-                 what the tokenizer workers read
+    {p}:rooms    the same batches' room records (room_start, segment, room_end), in order: what the
+                 tokenizer workers read
     {p}:applied  the state worker's output: each events entry again, with the SIDs of its segments;
                  what the recommender replicas fold into their live state
     {p}:seq      the last event id given out
@@ -122,13 +122,8 @@ class Entry:
     id: str
     first: int
     records: list[LiveRecord]
-    positions: list[int] | None = None  # rooms stream: each record's position in its batch
     sids: list | None = None  # applied stream: the SIDs of the batch's segments, in order
     raw: bytes = b""  # the records as stored (the state worker passes them on without re-encoding)
-
-    @property
-    def last(self) -> int:
-        return self.first + len(self.records) - 1 if self.positions is None else self.first + max(self.positions, default=0)
 
 
 def parse_entry(entry_id: bytes | str, fields: dict) -> Entry:
@@ -139,7 +134,7 @@ def parse_entry(entry_id: bytes | str, fields: dict) -> Entry:
         return Entry(eid, first, [decode(x) for x in data], raw=fields[b"data"])
     if b"sids" in fields:  # applied
         return Entry(eid, first, [decode(x) for x in data], sids=orjson.loads(fields[b"sids"]), raw=fields[b"data"])
-    return Entry(eid, first, [decode(x) for pos, x in data], positions=[pos for pos, _ in data])  # rooms
+    return Entry(eid, first, [decode(x) for x in data])  # rooms: the batch's room records
 
 
 def stream_id(entry_id: str) -> tuple[int, int]:
@@ -182,8 +177,7 @@ class Broker:
             return self.last_event()
         rooms = sorted({r.id if isinstance(r, Room) else r.room for r in records})
         data = orjson.dumps([encode(r) for r in records])
-        room_data = orjson.dumps([[i, encode(r)] for i, r in enumerate(records)
-                                  if isinstance(r, Room | RoomEnd | Segment)])
+        room_data = orjson.dumps([encode(r) for r in records if isinstance(r, Room | RoomEnd | Segment)])
         try:
             for _ in range(attempts):
                 facts = dict(zip(rooms, self.r.hmget(self.roommeta, rooms)))
@@ -225,6 +219,14 @@ class Broker:
                 yield parse_entry(eid, fields)
             after = batch[-1][0]
 
+    def ensure_group(self, stream: str, group: str) -> None:
+        """Create consumer group `group` on `stream` from its first entry, unless it exists."""
+        try:
+            self.r.xgroup_create(stream, group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
     def trim_behind_groups(self, stream: str) -> int:
         """Drop the entries every group of `stream` has acknowledged; returns how many went."""
         groups = self.r.xinfo_groups(stream)
@@ -256,11 +258,7 @@ class Group:
         self.claim_idle_ms, self.count = claim_idle_ms, count
         self._own_pending = True  # re-read what this consumer name holds before reading new entries
         self._next_claim = 0.0
-        try:
-            broker.r.xgroup_create(stream, group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        broker.ensure_group(stream, group)
 
     def read(self, block_ms: int = 200) -> list[Entry]:
         r = self.b.r

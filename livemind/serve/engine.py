@@ -110,13 +110,13 @@ class RecEngine:
         return done
 
     def _follow(self) -> int:
-        from livemind.serve.broker import Group, check_version
+        from livemind.serve.broker import check_version
         from livemind.serve.follower import Follower
 
         self.broker.ping()
         check_version(self.broker, self.tokenizer.version)
         for group in ("state", "archive"):  # before the first event, so that no trim passes them by
-            Group(self.broker, self.broker.events, group, "replica")
+            self.broker.ensure_group(self.broker.events, group)
         self.follower = Follower(self.broker, self.state, self.tokenizer)
         n = self.follower.catch_up()
         self.follower.start()

@@ -13,6 +13,8 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
+import redis
+
 from livemind.rec.live.index import SID, LiveIndex
 from livemind.rec.live.state import LiveState
 from livemind.serve.broker import Broker, Entry, parse_entry
@@ -93,7 +95,7 @@ class Follower:
         while not self._stop.is_set():
             try:
                 batch = self.b.read_all(self.b.applied, self._after, block_ms=100)
-            except Exception:  # Redis away for a moment: the replica keeps serving what it has
+            except redis.RedisError:  # Redis away for a moment: the replica keeps serving what it has
                 log.exception("reading the applied log failed; retrying")
                 self._stop.wait(1.0)
                 continue

@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 
 from livemind.errors import ConfigError, DataError
+from livemind.rec.tokenizer.dynamic import DynamicTokenizer, SavedRoom
 from livemind.serve.broker import Broker, Entry, Group, check_version, stream_id
 from livemind.world.live_log import LiveLog, RoomEnd
 from livemind.world.schema import Room, Segment
@@ -83,9 +84,17 @@ def _room_of(r) -> int:
     return r.id if isinstance(r, Room) else r.room
 
 
-def _pack(streamer: int, n: int, last_index: int, sid, pool: np.ndarray) -> bytes:
-    head = orjson.dumps({"s": streamer, "n": n, "i": last_index, "sid": None if sid is None else list(sid)})
-    return head + b"\n" + pool.astype(np.float64).tobytes()
+def _pack(saved: SavedRoom) -> bytes:
+    head = orjson.dumps({"s": saved.streamer, "n": saved.n, "i": saved.last_index,
+                         "sid": None if saved.sid is None else list(saved.sid)})
+    return head + b"\n" + saved.pool_sum.astype(np.float64).tobytes()
+
+
+def _unpack(raw: bytes) -> SavedRoom:
+    head, pool = raw.split(b"\n", 1)
+    st = orjson.loads(head)
+    return SavedRoom(st["s"], np.frombuffer(pool, dtype=np.float64).copy(), st["n"], st["i"],
+                     None if st["sid"] is None else tuple(st["sid"]))
 
 
 _ENDED = b"ended"
@@ -105,11 +114,13 @@ class _GroupWorker:
     def handle(self, entries: list[Entry]) -> None:
         raise NotImplementedError
 
+    def trim(self) -> int:
+        """Trim the stream this worker's group reads behind the slowest group (0: not this worker's job)."""
+        return 0
+
 
 class TokenizerWorker(_GroupWorker):
     def __init__(self, cfg: WorkerConfig, broker: Broker) -> None:
-        from livemind.rec.tokenizer.dynamic import DynamicTokenizer
-
         self.cfg, self.b = cfg, broker
         self.tok = DynamicTokenizer.load(cfg.tokenizer, cache_dir=cfg.cache)
         check_version(broker, self.tok.version)
@@ -125,59 +136,53 @@ class TokenizerWorker(_GroupWorker):
         self.reencoded = 0
 
     def handle(self, entries: list[Entry]) -> None:
+        """Apply this shard's room records of `entries` in order (segments in one embedding call per run
+        between room ends) and publish the outcome with the acknowledgement, in one transaction."""
         i, n = self.cfg.shard
         records = [r for e in entries for r in e.records if _room_of(r) % n == i]
         rooms = sorted({_room_of(r) for r in records})
         stored = dict(zip(rooms, self.b.r.hmget(self.b.tokstate, rooms))) if rooms else {}
         tok = self.tok
         tok.reset()
-        from livemind.rec.tokenizer.dynamic import _RoomState
-
+        last: dict[int, int] = {}  # live room -> its last segment index, as applied so far
         for room, raw in stored.items():
             if raw and raw != _ENDED:
-                head, pool = raw.split(b"\n", 1)
-                st = orjson.loads(head)
-                tok._rooms[room] = _RoomState(st["s"], np.frombuffer(pool, dtype=np.float64).copy(), st["n"], st["i"])
-                if st["sid"] is not None:
-                    tok.index.upsert(room, tuple(st["sid"]))
+                saved = _unpack(raw)
+                tok.restore_room(room, saved)
+                last[room] = saved.last_index
         pending: list[Segment] = []
         sids: dict[tuple[int, int], tuple[int, ...]] = {}
         ended: set[int] = set()
-        touched: set[int] = set()
 
         def flush() -> None:
             for s, sid in zip(pending, tok.update_many(pending) if pending else []):
                 sids[(s.room, s.index)] = sid
             pending.clear()
 
-        for r in records:
+        for r in records:  # what was applied before (a redelivery) is skipped
             room = _room_of(r)
             if isinstance(r, Room):
-                if stored.get(room) is None and room not in touched:  # else: a redelivery
+                if stored.get(room) is None and room not in last and room not in ended:
                     tok.start_room(room, r.streamer)
-                    touched.add(room)
+                    last[room] = -1
             elif isinstance(r, Segment):
-                st = tok._rooms.get(room)
-                last = max([st.last_index if st else -1] + [s.index for s in pending if s.room == room])
-                if st is not None and r.index > last:
+                if room in last and r.index > last[room]:
                     pending.append(r)
-                    touched.add(room)
-            elif isinstance(r, RoomEnd) and room in tok._rooms:
+                    last[room] = r.index
+            elif isinstance(r, RoomEnd) and room in last:
                 if any(s.room == room for s in pending):
                     flush()
                 tok.end_room(room)
+                del last[room]
                 ended.add(room)
-                touched.add(room)
         flush()
         pipe = self.b.r.pipeline(transaction=True)
-        for room in touched:
-            if room in ended:
-                pipe.hset(self.b.tokstate, room, _ENDED)
-                pipe.hdel(self.b.live, room)
-            else:
-                st = tok._rooms[room]
-                pipe.hset(self.b.tokstate, room, _pack(st.streamer, st.n, st.last_index, tok.index.sid_of(room),
-                                                       st.pool_sum))
+        touched = {room for room, _ in sids} | {r.id for r in records if isinstance(r, Room) and r.id in last}
+        for room in touched - ended:
+            pipe.hset(self.b.tokstate, room, _pack(tok.save_room(room)))
+        for room in ended:
+            pipe.hset(self.b.tokstate, room, _ENDED)
+            pipe.hdel(self.b.live, room)
         live: dict[int, str] = {}
         for (room, index), sid in sids.items():
             pipe.hset(self.b.sid, f"{room}:{index}", ",".join(map(str, sid)))
@@ -274,7 +279,7 @@ def run_worker(cfg: WorkerConfig, stop: threading.Event | None = None, trim_ever
             except DataError:
                 log.exception("an entry could not be applied; it stays pending")
                 time.sleep(1.0)
-            if time.monotonic() >= next_trim and hasattr(worker, "trim"):
+            if time.monotonic() >= next_trim:
                 worker.trim()
                 next_trim = time.monotonic() + trim_every_s
     finally:

@@ -16,11 +16,11 @@ import numpy as np
 import orjson
 import pytest
 
+from livemind.serve.broker import Broker
 from livemind.serve.cluster import Cluster, ClusterConfig, free_port
 from livemind.serve.replay import watch_targets, wire
 from livemind.world.live_log import LiveLog
 from tests.serve.conftest import Server
-from livemind.serve.broker import Broker
 from tests.serve.test_broker import T0, batches, lag, world_records
 
 pytestmark = pytest.mark.slow

@@ -73,6 +73,17 @@ def tower_version(tower: RoomTower, encoder_name: str) -> str:
 
 
 @dataclass
+class SavedRoom:
+    """What the tokenizer knows of a live room, outside it (`save_room` / `restore_room`)."""
+
+    streamer: int
+    pool_sum: np.ndarray  # (Dc,) float64 sum of the room's x30 so far
+    n: int  # segments seen
+    last_index: int  # -1: none yet
+    sid: SID | None  # its SID now (the hysteresis of the next encoding reads it)
+
+
+@dataclass
 class _RoomState:
     streamer: int
     pool_sum: np.ndarray  # (Dc,) sum of the room's x30 so far
@@ -142,6 +153,20 @@ class DynamicTokenizer:
         self._rooms.clear()
         self._ended.clear()
         self.index.replace_all({}, self.version)
+
+    def save_room(self, room: int) -> SavedRoom | None:
+        """A live room's state, to keep outside this process (None: the room is not live here)."""
+        st = self._rooms.get(room)
+        if st is None:
+            return None
+        return SavedRoom(st.streamer, st.pool_sum.copy(), st.n, st.last_index, self.index.sid_of(room))
+
+    def restore_room(self, room: int, saved: SavedRoom) -> None:
+        """Make a room live again as `save_room` left it (a tokenizer worker keeps its rooms in Redis)."""
+        self._ended.discard(room)
+        self._rooms[room] = _RoomState(saved.streamer, saved.pool_sum.astype(np.float64), saved.n, saved.last_index)
+        if saved.sid is not None:
+            self.index.upsert(room, tuple(saved.sid))
 
     def room_vector(self, room: int) -> np.ndarray | None:
         """The room's latest quantised-space vector x_ia (None before its first segment)."""

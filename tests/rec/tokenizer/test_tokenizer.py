@@ -87,6 +87,25 @@ def test_batched_updates_equal_one_by_one(fitted, tiny_world):
     assert tok.update_many(segs) == one_by_one
 
 
+def test_a_room_saved_and_restored_elsewhere_goes_on_with_the_same_sids(fitted, tiny_world):
+    tok = fitted[0].tokenizer
+    _, data = tiny_world
+    segs = _segments(data, 1, 6)
+    streamer = int(data.rooms.column("streamer")[1].as_py())
+    tok.reset()
+    tok.start_room(1, streamer)
+    straight = tok.update_many(segs)
+    tok.reset()
+    tok.start_room(1, streamer)
+    first = tok.update_many(segs[:3])
+    saved = tok.save_room(1)
+    assert (saved.n, saved.last_index, saved.sid) == (3, segs[2].index, first[-1])
+    tok.reset()  # another process: nothing of room 1 but what was saved
+    assert tok.save_room(1) is None
+    tok.restore_room(1, saved)
+    assert first + tok.update_many(segs[3:]) == straight
+
+
 def test_save_load_same_version_same_sids(fitted, tiny_world, tmp_path):
     tok = fitted[0].tokenizer
     _, data = tiny_world
