@@ -745,7 +745,8 @@ def cluster_up(
         with console.status("starting redis-server, workers and replicas"):
             cluster.up()
         for name, cmd in cluster.commands().items():
-            console.print(f"[bold]{name:<12}[/] pid {cluster.procs[name].pid:<8} {' '.join(cmd[2:] if cmd[1] == '-m' else cmd)}")
+            shown = ["livemind", *cmd[3:]] if cmd[1:3] == ["-m", "livemind.cli"] else cmd
+            console.print(f"[bold]{name:<12}[/] pid {cluster.procs[name].pid:<8} {' '.join(shown)}")
         console.print(f"broker {cluster.broker}; replicas: {', '.join(cluster.urls)}; logs in {out / 'logs'}; Ctrl-C stops")
         while not stop.wait(1.0):
             dead = [n for n in cluster.procs if not cluster.alive(n)]

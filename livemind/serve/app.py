@@ -233,7 +233,11 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
     async def prometheus(request: Request) -> Response:
         eng = request.app.state.engine
         if eng is not None:
-            metrics.live_rooms.set(eng.state.counts()["live_rooms"])
+            counts = eng.state.counts()
+            metrics.live_rooms.set(counts["live_rooms"])
+            # segments the live state has taken a new SID for (on a broker replica, the workers' SIDs)
+            metrics.reencodes.inc(counts["reencodes"] - metrics.reencodes_counted)
+            metrics.reencodes_counted = counts["reencodes"]
         if request.app.state.host is not None:
             metrics.host_queue.set(request.app.state.host.decoder.waiting)
             metrics.host_batch.set(request.app.state.host.decoder.running)
@@ -254,7 +258,6 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             raise ServiceError(413, f"a batch of {len(batch.events)} events is too large", field="events",
                                value=len(batch.events), expected=f"at most {cfg.engine.max_events} events per batch")
         records = [to_record(e) for e in batch.events]
-        reencodes = eng.state.reencodes
         host = request.app.state.host
 
         def ingest() -> tuple[int, int]:
@@ -266,7 +269,6 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
 
         n, offset = await run_in_threadpool(ingest)
         metrics.events.inc(n)
-        metrics.reencodes.inc(eng.state.reencodes - reencodes)
         return Accepted(accepted=n, offset=offset)
 
     @app.post("/v1/recommend", response_model=RecommendOut)

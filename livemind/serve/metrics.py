@@ -50,6 +50,7 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.events = Counter("livemind_events_ingested", "live events stored and applied", registry=r)
         self.reencodes = Counter("livemind_segment_reencodes", "segments re-encoded into SIDs", registry=r)
+        self.reencodes_counted = 0  # the live state's count when /metrics last read it
         self.live_rooms = Gauge("livemind_live_rooms", "rooms live now", registry=r)
         self.batch = Histogram("livemind_recommend_batch_size", "requests per recommendation forward pass",
                                buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)

@@ -175,6 +175,16 @@ def test_a_replica_refuses_bad_batches_and_answers_503_without_its_broker(models
         assert srv.wait_ready()["broker"] == redis_server.url
         ok = httpx.post(srv.url + "/v1/events", json={"events": [room, seg]})
         assert ok.status_code == 200 and ok.json() == {"accepted": 2, "offset": 2}
+        b = Broker(redis_server.url)  # acknowledged, not yet live: the workers make it live
+        assert httpx.get(srv.url + "/readyz").json()["offset"] == 0
+        tok = TokenizerWorker(WorkerConfig("tokenizer", redis_server.url, (0, 1), root / "tok"), b)
+        state = StateWorker(WorkerConfig("state", redis_server.url), b, threading.Event())
+        run(tok, lambda: tok.reencoded == 1)
+        run(state, lambda: state.applied == 2)
+        live = httpx.post(srv.url + "/v1/recommend", json={"viewer": 1, "offset": 2})
+        assert live.status_code == 200 and [r["room"] for r in live.json()["rooms"]] == [5]
+        assert "livemind_segment_reencodes_total 1.0" in httpx.get(srv.url + "/metrics").text
+        b.close()
         again = httpx.post(srv.url + "/v1/events", json={"events": [{**seg, "start_time": T0 + 30}]})
         assert again.status_code == 422 and (again.json()["field"], again.json()["value"]) == ("index", 0)
         redis_server.kill9()
