@@ -223,6 +223,8 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         eng = request.app.state.engine
         if eng is None:
             return _error(503, "not ready: " + (request.app.state.load_error or "loading models and the live state"))
+        if eng.follower is not None and eng.follower.error:
+            return _error(503, "not ready: the replica stopped following the broker's applied log: " + eng.follower.error)
         host = request.app.state.host
         return JSONResponse({"ready": True, "generator": eng.served.fingerprint if eng.served else None,
                              **eng.state.counts(), "offset": eng.applied_offset,

@@ -60,6 +60,7 @@ class Follower:
     def __init__(self, broker: Broker, state: LiveState, feed: SidFeed) -> None:
         self.b, self.state, self.feed = broker, state, feed
         self.applied = 0
+        self.error: str | None = None  # why the follower stopped (the replica is then not ready)
         self._after = "0"
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -99,9 +100,14 @@ class Follower:
                 log.exception("reading the applied log failed; retrying")
                 self._stop.wait(1.0)
                 continue
-            for eid, fields in batch:
-                self.apply(parse_entry(eid, fields))
-                self._after = eid
+            try:
+                for eid, fields in batch:
+                    self.apply(parse_entry(eid, fields))
+                    self._after = eid
+            except Exception as exc:  # the state cannot go on from here: /readyz says so instead of serving stale
+                log.exception("applying the applied log failed")
+                self.error = f"{type(exc).__name__}: {exc}"
+                return
 
     def wait(self, offset: int, timeout: float) -> bool:
         """Block until events up to `offset` are applied (False: not within `timeout` s)."""

@@ -192,3 +192,22 @@ def test_a_replica_refuses_bad_batches_and_answers_503_without_its_broker(models
         assert gone.status_code == 503 and redis_server.url in gone.json()["error"]
     with pytest.raises(Exception, match="tokenizer and a generator"):
         dataclasses.replace(cfg.engine, tokenizer=None, generator=None)
+
+
+def test_a_follower_that_meets_a_gap_stops_and_says_why(redis_server):
+    import time
+
+    import orjson
+
+    b = Broker(redis_server.url)
+    state = LiveState(SidFeed(2, "tok-test"))
+    follower = Follower(b, state, state.tokenizer)
+    follower.start()
+    b.r.xadd(b.applied, {"first": 5, "n": 1, "data": orjson.dumps([encode(Event(1, 1, T0, EventKind.LIKE, 0.0))]),
+                         "sids": b"[]"})
+    deadline = time.time() + 10
+    while follower.error is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert follower.error == "RuntimeError: the applied log jumps from event 0 to 5" and state.events == 0
+    follower.close()
+    b.close()
