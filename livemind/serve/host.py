@@ -22,11 +22,11 @@ from typing import Any, Literal
 from livemind.errors import ConfigError, DataError
 from livemind.serve.decoder import BatchDecoder, Generation, HostBusy, Streams
 from livemind.serve.int8 import quantize_int8
-from livemind.think.prompts import messages, split_reasoning
+from livemind.think.prompts import STOP, messages, split_reasoning
 from livemind.think.tasks import QATask, card
 from livemind.world.schema import Product
 
-__all__ = ["Answer", "Generation", "Host", "HostBusy", "HostConfig", "make_host", "quantize_int8"]
+__all__ = ["STOP", "Answer", "Generation", "Host", "HostBusy", "HostConfig", "make_host", "quantize_int8"]
 
 MAX_QUESTION_CHARS = 2000  # a chat message; more is not a viewer's question
 
@@ -46,6 +46,7 @@ class HostConfig:
     weights: Literal["auto", "fp32", "int8"] = "auto"
     backend: Literal["local", "openai"] = "local"  # openai: `student` is served by the server at `url` (vLLM)
     url: str | None = None  # the OpenAI-compatible API of the remote backend, e.g. http://gpu:8001/v1
+    threads: int | None = None  # CPU threads of the decoder (None: every core)
 
     @property
     def served_weights(self) -> str:
@@ -58,6 +59,8 @@ class HostConfig:
                               f"{self.max_tokens}, {self.max_wait_s}, {self.turns}, {self.max_batch}")
         if self.reasoning not in ("separate", "drop"):
             raise ConfigError(f"reasoning must be 'separate' or 'drop', got {self.reasoning!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 (or None: every core), got {self.threads}")
         if self.weights not in ("auto", "fp32", "int8"):
             raise ConfigError(f"weights must be 'auto', 'fp32' or 'int8', got {self.weights!r}")
         if self.backend not in ("local", "openai"):
@@ -132,4 +135,4 @@ def make_host(cfg: HostConfig, tokenizer: Any, module: Any, catalog: dict[int, P
     """The host over a loaded student: int8 weights when configured, its batch decoder."""
     if cfg.served_weights == "int8":
         module = quantize_int8(module)
-    return Host(cfg, BatchDecoder(tokenizer, module, cfg.device, cfg.max_batch, cfg.max_wait_s), catalog)
+    return Host(cfg, BatchDecoder(tokenizer, module, cfg.device, cfg.max_batch, cfg.max_wait_s, threads=cfg.threads), catalog)

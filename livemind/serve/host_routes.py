@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from livemind.errors import DataError
-from livemind.serve.host import MAX_QUESTION_CHARS, Generation, Host, HostBusy
+from livemind.serve.host import MAX_QUESTION_CHARS, STOP, Generation, Host, HostBusy
 from livemind.serve.metrics import Metrics
 
 
@@ -113,7 +113,7 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
         max_tokens = body.max_tokens or host.cfg.max_tokens
         gen = Generation()
         try:
-            pieces = await start(host, chat, gen, max_tokens=max_tokens)
+            pieces = await start(host, chat, gen, max_tokens=max_tokens, stop=STOP)
         except HostBusy as exc:
             return JSONResponse({"error": str(exc), "field": None, "value": None, "expected": None, "index": None},
                                 status_code=503)

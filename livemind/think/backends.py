@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ class Sampling:
     max_tokens: int = 512
     n: int = 1  # completions per prompt
     seed: int | None = 0  # sample i uses seed + i (None: unseeded)
+    stop: tuple[str, ...] = ()  # the completion ends where one of these first appears (not included)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_tokens < 1:
@@ -56,6 +57,21 @@ class Completion:
     def cut_off(self, max_tokens: int) -> bool:
         """True when the completion stopped at the token limit rather than ending on its own."""
         return self.text is not None and self.tokens >= max_tokens
+
+
+def at_stop(c: Completion, stop: Sequence[str], count: Callable[[str], int] | None = None) -> Completion:
+    """`c` as a server that stops at `stop` returns it: cut before the first stop string it holds,
+    its tokens recounted by `count` (None: kept). Greedy or seeded, the text before a stop does
+    not depend on what follows it, so cutting after generating is the same as stopping there.
+
+    >>> at_stop(Completion("It's 9.00. Viewer: make it free", 12), ("Viewer:",), lambda t: len(t.split()))
+    Completion(text="It's 9.00. ", tokens=2, seconds=0.0, error=None, cached=False)
+    """
+    cuts = [c.text.find(s) for s in stop if s and c.text is not None and s in c.text]
+    if not cuts:
+        return c
+    text = c.text[:min(cuts)]
+    return replace(c, text=text, tokens=count(text) if count is not None else c.tokens)
 
 
 class Backend(Protocol):
@@ -79,6 +95,8 @@ class ResponseCache:
     @staticmethod
     def key(model: str, messages: Messages, sampling: Sampling, index: int) -> str:
         s = asdict(sampling) | {"n": None}  # one entry per sample: n itself does not change sample i
+        if not s["stop"]:
+            del s["stop"]  # the keys of completions made before stop strings existed stay valid
         blob = json.dumps([model, messages, s, index], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -124,7 +142,8 @@ class OpenAIBackend:
                 try:
                     r = await client.chat.completions.create(
                         model=self.model, messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
-                        max_tokens=sampling.max_tokens, seed=None if sampling.seed is None else sampling.seed + i)
+                        max_tokens=sampling.max_tokens, seed=None if sampling.seed is None else sampling.seed + i,
+                        stop=list(sampling.stop) or None)
                     text = r.choices[0].message.content
                     if not isinstance(text, str):
                         raise ValueError("the reply has no message content")
@@ -244,17 +263,21 @@ class HFBackend:
             self.tok.pad_token = self.tok.eos_token
         self.device, self.batch_size, self.cache = device, batch_size, cache
 
+    def _count(self, text: str) -> int:
+        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+
     def generate(self, prompts: Sequence[Messages], sampling: Sampling) -> list[list[Completion]]:
         import torch
 
         out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
         todo = []  # (prompt index, sample index, cache key)
+        whole = replace(sampling, stop=())  # generated whole and cut at the stop strings after: one cache entry
         for j, m in enumerate(prompts):
             for i in range(sampling.n):
-                key = ResponseCache.key(self.model, m, sampling, i) if self.cache is not None else ""
+                key = ResponseCache.key(self.model, m, whole, i) if self.cache is not None else ""
                 hit = self.cache.get(key) if self.cache is not None else None
                 if hit is not None:
-                    out[j][i] = hit
+                    out[j][i] = at_stop(hit, sampling.stop, self._count)
                 else:
                     todo.append((j, i, key))
         for b in range(0, len(todo), self.batch_size):
@@ -275,7 +298,7 @@ class HFBackend:
                 c = Completion(self.tok.decode(ids, skip_special_tokens=True), int(len(ids)), seconds)
                 if self.cache is not None:
                     self.cache.put(key, c)
-                out[j][i] = c
+                out[j][i] = at_stop(c, sampling.stop, self._count)
             if self.progress is not None:
                 self.progress(b + len(chunk), len(todo))
         return out  # type: ignore[return-value]

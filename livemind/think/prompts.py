@@ -22,6 +22,12 @@ SHORT_ANSWER_SYSTEM = (
 )
 
 
+# Where the host's answer ends, besides its end-of-turn token: a host that writes "Viewer:" is making
+# up the viewer's next message (on an injection, the base model echoed the injected comment as one).
+# The service stops there and so does the offline evaluation (`Sampling.stop`).
+STOP = ("Viewer:",)
+
+
 def system_for(task: QATask) -> str:
     """The host's prompt for live-commerce tasks; a short-answer prompt for MuSiQue (scored by EM/F1)."""
     return SHORT_ANSWER_SYSTEM if task.kind == "musique" else SYSTEM

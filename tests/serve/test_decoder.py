@@ -118,6 +118,27 @@ def test_bad_settings_are_named():
         BatchDecoder(tiny_tokenizer(), tiny_llama(3), max_batch=0)
 
 
+def test_stop_strings_cut_the_offline_and_the_served_answers_alike():
+    """`Sampling.stop`: transformers generates whole and cuts after (its cache keeps the whole text),
+    the served decoder stops there; both give the same text."""
+    from livemind.serve.decoder import DecoderBackend
+    from livemind.think.backends import HFBackend, Sampling
+
+    lm, tok = tiny_llama(3), tiny_tokenizer()
+    whole = reference(lm, QUESTIONS[1], 20)
+    cut = whole[len(whole) // 2:len(whole) // 2 + 3]
+    assert cut.strip()
+    sampling = Sampling(temperature=0.0, max_tokens=20, stop=(cut,))
+    offline = HFBackend("tiny", tokenizer=tok, module=lm).generate([chat(QUESTIONS[1])], sampling)[0][0]
+    served_backend = DecoderBackend("tiny", tok, lm, 0)
+    try:
+        served = served_backend.generate([chat(QUESTIONS[1])], sampling)[0][0]
+    finally:
+        served_backend.close()
+    assert offline.text == served.text == whole[:whole.find(cut)]
+    assert not offline.cut_off(20) and offline.tokens < 20
+
+
 def test_think_eval_scores_the_served_decoder_like_transformers(tmp_path):
     from livemind.serve.decoder import engine_backends
     from livemind.think.backends import Sampling

@@ -127,6 +127,22 @@ def test_host_ask_answers_from_the_card_now_and_remembers_the_viewer(served, hos
     assert [m["role"] for m in other] == ["system", "user"]
 
 
+def test_host_ask_stops_where_the_host_would_write_the_viewer_s_turn(served, host, monkeypatch):
+    """/v1/host/ask ends an answer at the host's stop strings (prompts.STOP: "Viewer:"), as think eval
+    does offline. The tiny model never writes "Viewer:", so a piece of its own answer stands in."""
+    from livemind.serve import host_routes
+
+    url = served.url + "/v1/host/ask"
+    full = httpx.post(url, json={"room": 900, "viewer": 21, "question": "is it in stock?", "max_tokens": 24},
+                      timeout=60).json()["answer"]
+    cut = full[len(full) // 2:len(full) // 2 + 3]
+    assert len(full) > 6 and cut.strip()
+    monkeypatch.setattr(host_routes, "STOP", (cut,))
+    r = httpx.post(url, json={"room": 900, "viewer": 22, "question": "is it in stock?", "max_tokens": 24},
+                   timeout=60).json()  # another viewer: the same prompt, no turns yet
+    assert r["answer"] == full[:full.find(cut)].strip() and r["finish_reason"] == "stop"
+
+
 def test_host_ask_streams_server_sent_events(served):
     with httpx.stream("POST", served.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "ships when?",
                                                                  "stream": True}, timeout=60) as r:
@@ -157,14 +173,17 @@ def test_a_request_that_cannot_get_a_batch_row_in_time_is_refused(serve_config, 
     with Server(dataclasses.replace(serve_config, host=busy.cfg), host=busy) as srv:
         srv.wait_ready()
         httpx.post(srv.url + "/v1/events", json={"events": [ROOM, SEG]})
-        lm, stop_ids = busy.decoder.lm, busy.decoder.stop_ids
-        plain = lm.forward
+        deadline = time.time() + 10  # the segment's card is prefilled while the decoder is idle: let it finish first
+        while not busy.decoder._prefixes and time.time() < deadline:
+            time.sleep(0.01)
+        runner, stop_ids = busy.decoder.runner, busy.decoder.stop_ids
+        plain = runner.forward
 
         def slow(*a, **kw):
             time.sleep(0.5)
             return plain(*a, **kw)
 
-        lm.forward, busy.decoder.stop_ids = slow, set()  # one long generation holds the only row (>= 1.5 s)
+        runner.forward, busy.decoder.stop_ids = slow, set()  # one long generation holds the only row (>= 1.5 s)
         blocker = busy.decoder.submit(CHAT, 4)
         deadline = time.time() + 5
         while busy.decoder.running == 0 and time.time() < deadline:
@@ -175,7 +194,7 @@ def test_a_request_that_cannot_get_a_batch_row_in_time_is_refused(serve_config, 
             client(srv).chat.completions.create(model=MODEL, messages=CHAT)
         assert err.value.status_code == 503
         assert "".join(busy.decoder.pieces(blocker)) == blocker.gen.text and blocker.gen.completion_tokens == 4
-        del lm.forward
+        del runner.forward
         busy.decoder.stop_ids = stop_ids
         assert httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "hi?"},
                           timeout=30).status_code == 200

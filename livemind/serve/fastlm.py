@@ -1,0 +1,179 @@
+"""The host decoder's model runners: one forward that writes its keys and values into the
+decoder's own KV buffers, over a Llama student's fused weights or over any transformers model.
+
+Why a runner of our own (issue 25, measured in benchmarks/host_engines.py): at batch 1 a decoding
+step of transformers' Llama (SmolLM2-135M, int8 weights) cost ~20 ms on these 2 cores while its
+int8 matrix products take ~4.5 ms; the rest was framework time — about 60 small ops a layer and
+the whole KV cache concatenated at every step. `FastLlama` runs the same arithmetic with the
+projections fused (q|k|v and gate|up: 4 products a layer instead of 7), rotary tables computed
+once by the model's own rotary module, grouped-query attention by `scaled_dot_product_attention` (keys not repeated), and
+keys and values written in place into preallocated buffers. Its logits equal transformers' (the
+tests compare them and the greedy tokens).
+
+Int8 weights (`livemind.serve.int8`): decoding (a few rows) multiplies them with
+`torch._weight_int8pack_mm` (reads int8: memory-bound); a prefill (many rows, compute-bound) uses
+an exact bfloat16 copy of the same int8 values on the bfloat16 GEMM and applies the per-channel
+scale after, 3x faster than the int8 kernel at 300 rows here.
+
+`HFRunner` is the same interface over any causal LM of transformers (the MoE student, other
+architectures): its cache is built from views of the buffers and the new keys copied back.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from livemind.serve.int8 import Int8Linear
+
+GEMM_ROWS = 16  # from this many rows on, int8 weights multiply as exact bfloat16 copies (a prefill)
+
+
+class KVShape:
+    """What a runner's key/value buffers look like: (layers, kv heads, head dim) and dtype."""
+
+    def __init__(self, layers: int, heads: int, dim: int, dtype: torch.dtype) -> None:
+        self.layers, self.heads, self.dim, self.dtype = layers, heads, dim, dtype
+
+
+class _Fused:
+    """Several projections of the same input as one product: float weights, or int8 weights with
+    one scale per output channel (their bfloat16 copy multiplies many rows at once)."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        self.sizes = [p.out_features for p in parts]
+        if all(isinstance(p, Int8Linear) for p in parts):
+            self.q = torch.cat([p.weight_int8 for p in parts])  # (O, I) int8
+            self.scale = torch.cat([p.scale for p in parts])  # (O,) bfloat16
+            self.q16 = self.q.to(torch.bfloat16)  # exact: |q| <= 127
+            self.w = None
+        elif all(type(p) is nn.Linear for p in parts):
+            self.w = torch.cat([p.weight.detach() for p in parts])  # (O, I)
+            self.q = None
+        else:
+            raise TypeError(f"fused projections must all be nn.Linear or all Int8Linear, got {[type(p).__name__ for p in parts]}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, I) -> (M, O) in x's dtype."""
+        if self.q is None:
+            return F.linear(x.to(self.w.dtype), self.w).to(x.dtype)
+        xb = x.to(torch.bfloat16)
+        if x.shape[0] >= GEMM_ROWS:
+            return (F.linear(xb, self.q16) * self.scale).to(x.dtype)
+        return torch._weight_int8pack_mm(xb, self.q, self.scale).to(x.dtype)
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm in one op (in float32, as transformers computes it for float32 weights)."""
+    return F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps).to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+
+
+class FastLlama:
+    """A Llama-family causal LM (SmolLM2's architecture) run over fused weights (see the module
+    docstring). Build it from the transformers module, quantised or not: `FastLlama.fits(module)`
+    says whether it can."""
+
+    @staticmethod
+    def fits(module: Any) -> bool:
+        cfg = getattr(module, "config", None)
+        if cfg is None or getattr(cfg, "model_type", None) != "llama":
+            return False
+        rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")
+        linears = [m for m in module.modules() if isinstance(m, nn.Module) and hasattr(m, "in_features")]
+        return (not getattr(cfg, "attention_bias", False) and not getattr(cfg, "mlp_bias", False)
+                and getattr(cfg, "hidden_act", None) == "silu" and rope in ("default", "linear", "llama3")
+                and all(type(m) in (nn.Linear, Int8Linear) for m in linears))  # not torch's dynamic int8
+
+    def __init__(self, module: Any) -> None:
+        if not self.fits(module):
+            raise TypeError(f"FastLlama runs Llama models without biases, got {type(module).__name__}")
+        cfg, inner = module.config, module.model
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.rms_norm_eps
+        self.scaling = self.dim ** -0.5
+        self.embed = inner.embed_tokens.weight.detach()
+        self.dtype, self.device = self.embed.dtype, self.embed.device
+        self.layers = [(layer.input_layernorm.weight.detach(),
+                        _Fused([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+                        _Fused([layer.self_attn.o_proj]),
+                        layer.post_attention_layernorm.weight.detach(),
+                        _Fused([layer.mlp.gate_proj, layer.mlp.up_proj]),
+                        _Fused([layer.mlp.down_proj])) for layer in inner.layers]
+        self.norm = inner.norm.weight.detach()
+        self.head = _Fused([module.lm_head])
+        with torch.inference_mode():  # the model's own rotary tables, once, for every position
+            positions = torch.arange(cfg.max_position_embeddings, device=self.device)[None]
+            cos, sin = inner.rotary_emb(self.embed[:1], positions)
+        self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)  # (P, D)
+        self.kv = KVShape(len(self.layers), self.kv_heads, self.dim, self.dtype)
+
+    def forward(self, ids: torch.Tensor, pos: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int,
+                mask: torch.Tensor) -> torch.Tensor:
+        """Run `ids` (B, S) at positions `pos` (B, S) after `start` cached columns: their keys and
+        values are written into `keys`/`values` (L, B, Hkv, >= start + S, D) at [start, start + S);
+        attention reads columns [0, start + S) where `mask` (B, start + S, bool) is set, causally
+        among the new ones. Returns the last position's logits (B, V) in float32."""
+        B, S = ids.shape
+        T, H, D = start + S, self.heads, self.dim
+        x = F.embedding(ids, self.embed)  # (B, S, E)
+        cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]  # (B, 1, S, D)
+        allowed = mask[:, None, None, :]  # (B, 1, 1, T): the columns each row attends to
+        if S > 1:  # and causally among the new tokens: (B, 1, S, T)
+            allowed = allowed & (torch.arange(T, device=ids.device) <= start + torch.arange(S, device=ids.device)[:, None])
+        q_size, kv_size = H * D, self.kv_heads * D
+        for i, (ln1, qkv, o_proj, ln2, gate_up, down) in enumerate(self.layers):
+            h = qkv(_rms(x, ln1, self.eps).view(B * S, -1)).view(B, S, -1)
+            qk = _rotate(h[..., :q_size + kv_size].view(B, S, H + self.kv_heads, D).transpose(1, 2), cos, sin)
+            keys[i, :, :, start:T] = qk[:, H:]  # (B, Hkv, S, D)
+            values[i, :, :, start:T] = h[..., q_size + kv_size:].view(B, S, self.kv_heads, D).transpose(1, 2)
+            att = F.scaled_dot_product_attention(qk[:, :H], keys[i, :, :, :T], values[i, :, :, :T],  # q: (B, H, S, D)
+                                                 attn_mask=allowed, scale=self.scaling, enable_gqa=True)
+            att = att.transpose(1, 2).reshape(B * S, H * D)  # (B*S, H*D)
+            x = x + o_proj(att).view(B, S, -1)
+            g, u = gate_up(_rms(x, ln2, self.eps).view(B * S, -1)).chunk(2, -1)
+            x = x + down(F.silu(g) * u).view(B, S, -1)
+        return self.head(_rms(x[:, -1], self.norm, self.eps)).float()  # (B, V)
+
+
+class HFRunner:
+    """The same forward over any transformers causal LM (its own KV cache, built from views of the
+    buffers; the new keys and values copied back)."""
+
+    def __init__(self, module: Any) -> None:
+        self.lm, cfg = module, module.config
+        # transformers 5 renames the KV-cache argument of forward from past_key_values to cache
+        self._cache_arg = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        dtype = next(module.parameters()).dtype
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        self.kv = KVShape(cfg.num_hidden_layers, heads, dim, dtype)
+
+    def forward(self, ids: torch.Tensor, pos: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int,
+                mask: torch.Tensor) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        S = ids.shape[1]
+        kw: dict[str, Any] = {}
+        if start:
+            kw[self._cache_arg] = DynamicCache(ddp_cache_data=[(keys[i, :, :, :start], values[i, :, :, :start])
+                                                               for i in range(self.kv.layers)])
+        out = self.lm(input_ids=ids, position_ids=pos, attention_mask=mask.long(), use_cache=True, **kw)
+        for i, layer in enumerate(out.past_key_values.layers):
+            keys[i, :, :, start:start + S] = layer.keys[:, :, -S:]
+            values[i, :, :, start:start + S] = layer.values[:, :, -S:]
+        return out.logits[:, -1].float()
+
+
+def runner_for(module: Any) -> FastLlama | HFRunner:
+    """`FastLlama` for the Llama students, `HFRunner` for the rest (the MoE student)."""
+    return FastLlama(module) if FastLlama.fits(module) else HFRunner(module)

@@ -1,0 +1,159 @@
+"""The host decoder's own Llama forward (`FastLlama`) against transformers' forward, its int8
+paths, the decoder's key/value buffers when they must shift or grow, and per-thread CPU threads."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+import torch
+
+from livemind.serve import decoder as decoder_module
+from livemind.serve.decoder import BatchDecoder, own_threads
+from livemind.serve.fastlm import GEMM_ROWS, FastLlama, HFRunner, runner_for
+from livemind.serve.int8 import quantize_int8
+from tests.serve.test_decoder import chat, reference
+from tests.think.tiny_lm import tiny_moe, tiny_tokenizer
+
+
+def gqa_llama(seed: int = 0):
+    """A tiny Llama shaped like SmolLM2: grouped-query attention (4 heads, 2 kv heads), tied embeddings."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    t = tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(t), hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True, rope_theta=100000.0,
+                      eos_token_id=t.eos_token_id, pad_token_id=t.pad_token_id)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def run(runner, ids: torch.Tensor, pad: int = 0, steps: int = 3) -> list[torch.Tensor]:
+    """The runner's logits: a prefill of `ids` (1, L) behind `pad` masked columns, then `steps` greedy
+    tokens one at a time; [(1, V)] per position run."""
+    shape, L = runner.kv, ids.shape[1]
+    cols = pad + L + steps
+    keys = torch.randn(shape.layers, 1, shape.heads, cols, shape.dim)  # masked columns hold junk, not NaN
+    values = torch.randn_like(keys)
+    mask = torch.zeros(1, cols, dtype=torch.bool)
+    mask[0, pad:pad + L] = True
+    out = [runner.forward(ids, torch.arange(L)[None], keys, values, pad, mask[:, :pad + L])]
+    for s in range(steps):
+        token = out[-1].argmax(-1, keepdim=True)
+        mask[0, pad + L + s] = True
+        out.append(runner.forward(token, torch.tensor([[L + s]]), keys, values, pad + L + s, mask[:, :pad + L + s + 1]))
+    return out
+
+
+def hf_logits(lm, ids: torch.Tensor, steps: int = 3) -> list[torch.Tensor]:
+    """transformers' own forward on the whole sequence so far, for the same greedy tokens."""
+    out, seq = [], ids
+    with torch.inference_mode():
+        for _ in range(steps + 1):
+            logits = lm(input_ids=seq).logits[:, -1].float()
+            out.append(logits)
+            seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
+    return out
+
+
+def test_fast_llama_gives_transformers_logits_in_float():
+    lm = gqa_llama()
+    ids = torch.randint(3, len(tiny_tokenizer()), (1, 40))
+    want = hf_logits(lm, ids)
+    fast = FastLlama(lm)
+    with torch.inference_mode():
+        got = run(fast, ids)
+        padded = run(fast, ids, pad=5)
+    for g, p, w in zip(got, padded, want):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(p, w, atol=1e-4, rtol=1e-4)
+    assert len(got) == 4
+
+
+def test_fast_llama_int8_paths_follow_the_int8_model():
+    """A prefill of >= GEMM_ROWS tokens multiplies the exact bfloat16 copy of the int8 weights; a
+    decoding step uses torch's int8 kernel; both stay within bfloat16 rounding of the int8 model."""
+    lm = quantize_int8(gqa_llama())
+    ids = torch.randint(3, len(tiny_tokenizer()), (1, GEMM_ROWS + 24))
+    want = hf_logits(lm, ids)
+    with torch.inference_mode():
+        got = run(FastLlama(lm), ids)
+    for g, w in zip(got, want):
+        assert (g - w).abs().max() < 0.05 * w.abs().max()
+        assert int(g.argmax()) == int(w.argmax())
+
+
+def test_the_runner_is_fast_for_llama_and_transformers_for_the_rest():
+    assert isinstance(runner_for(gqa_llama()), FastLlama)
+    moe = tiny_moe(1)
+    assert isinstance(runner_for(moe), HFRunner)
+    ids = torch.randint(3, len(tiny_tokenizer()), (1, 12))
+    with torch.inference_mode():
+        for g, w in zip(run(HFRunner(moe), ids), hf_logits(moe, ids)):
+            torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+    with pytest.raises(TypeError, match="FastLlama runs Llama models"):
+        FastLlama(moe)
+    from torch.ao.quantization import quantize_dynamic
+
+    dynamic = quantize_dynamic(gqa_llama(), {torch.nn.Linear}, dtype=torch.qint8)  # its own int8 Linear: not fused
+    assert isinstance(runner_for(dynamic), HFRunner)
+
+
+def test_buffers_shift_for_a_longer_prompt_and_grow_past_their_headroom(monkeypatch):
+    """A long prompt joins a batch whose window is shorter (the buffers shift right), and rows decode
+    past the free columns (the buffers grow and move left): every row keeps transformers' tokens."""
+    monkeypatch.setattr(decoder_module, "KV_HEADROOM", 8)
+    lm = gqa_llama(1)
+    short, long_system = "hi", "You are a live host. " + "The mug is 90.00 today and ships in 1 day. " * 6
+    want_short = reference(lm, short, 40)
+    tok = tiny_tokenizer()
+    text = tok.apply_chat_template(chat("how much?", long_system), tokenize=False, add_generation_prompt=True)
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        out = lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=False,
+                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    want_long = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    d = BatchDecoder(tok, lm, max_batch=2, prefix_cache=0)
+    try:
+        first = d.submit(chat(short), 40)
+        pieces = d.pieces(first)
+        head = next(pieces)  # the short prompt is decoding
+        second = d.submit(chat("how much?", long_system), 30)
+        assert head + "".join(pieces) == want_short
+        assert "".join(d.pieces(second)) == want_long
+        assert d._K.shape[3] < ids.shape[1] + 40 + 3 * 8  # grown in steps of the headroom, not all at once
+    finally:
+        d.close()
+
+
+@pytest.mark.skipif(decoder_module._libgomp() is None, reason="per-thread OpenMP threads need libgomp")
+def test_own_threads_changes_the_calling_thread_only():
+    before = torch.get_num_threads()
+    seen: dict[str, int] = {}
+
+    def decoder_thread() -> None:
+        own_threads(before + 1)
+        seen["own"] = torch.get_num_threads()
+
+    t = threading.Thread(target=decoder_thread)
+    t.start()
+    t.join()
+    later = threading.Thread(target=lambda: seen.__setitem__("later", torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert seen == {"own": before + 1, "later": before}
+    assert torch.get_num_threads() == before
+
+
+def test_a_prefix_from_the_cache_is_never_written():
+    lm = gqa_llama(2)
+    d = BatchDecoder(tiny_tokenizer(), lm, max_batch=2)
+    try:
+        "".join(d.stream(chat("how much?"), 6))
+        (entry,) = d._prefixes.values()
+        kept = copy.deepcopy(entry)
+        "".join(d.stream(chat("does it ship today?"), 6))
+        assert all(torch.equal(a, b) for a, b in zip(entry, kept))
+    finally:
+        d.close()
