@@ -47,6 +47,10 @@ class HostBusy(Exception):
     """No batch row within the configured wait."""
 
 
+class ContextTooLong(ConfigError):
+    """The prompt and its answer budget do not fit the model's context."""
+
+
 @dataclass
 class Generation:
     """What one generation made: the text so far, and its counts and timings."""
@@ -235,6 +239,7 @@ class BatchDecoder(Streams):
         self.stop_ids = {i for i in (*eos, end) if isinstance(i, int)}
         # fast: livemind's own forward for Llama students (livemind.serve.fastlm); False: transformers'
         self.runner = runner_for(self.lm) if fast else HFRunner(self.lm)
+        self.max_context = getattr(module.config, "max_position_embeddings", None)  # prompt + answer tokens
         self._waiting: deque[_Request] = deque()
         self._warm: OrderedDict[tuple[int, ...], None] = OrderedDict()  # system-message tokens to prefill, newest last
         self.warm_interval_s, self._warmed_at = warm_interval_s, -math.inf
@@ -277,6 +282,9 @@ class BatchDecoder(Streams):
         gen = gen if gen is not None else Generation()
         ids = self.prompt_ids(chat)
         gen.prompt_tokens = int(ids.shape[1])
+        if self.max_context and gen.prompt_tokens + max_tokens > self.max_context:
+            raise ContextTooLong(f"this model's maximum context length is {self.max_context} tokens; the messages have "
+                                 f"{gen.prompt_tokens} and max_tokens is {max_tokens}")
         req = _Request(ids, chat, max_tokens, temperature, top_p, seed, stop, gen)
         with self._wake:
             if self._closed:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from livemind.errors import DataError
+from livemind.serve.decoder import ContextTooLong
 from livemind.serve.host import MAX_QUESTION_CHARS, STOP, Generation, Host, HostBusy
 from livemind.serve.metrics import Metrics
 
@@ -117,6 +118,10 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
         except HostBusy as exc:
             return JSONResponse({"error": str(exc), "field": None, "value": None, "expected": None, "index": None},
                                 status_code=503)
+        except ContextTooLong as exc:
+            return JSONResponse({"error": str(exc), "field": "max_tokens", "value": max_tokens,
+                                 "expected": "a question and answer budget within the model's context", "index": None},
+                                status_code=422)
 
         def reply(answer_s: float | None) -> dict:
             a = host.answer_of(gen, info["product"])
@@ -194,7 +199,14 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
                     "total_tokens": gens[0].prompt_tokens + done,
                     "prompt_tokens_details": {"cached_tokens": gens[0].cached_tokens}}
 
-        reqs = [host.decoder.submit(chat, gen=g, **sampling(i)) for i, g in enumerate(gens)]  # decoded together
+        reqs = []
+        try:
+            for i, g in enumerate(gens):  # decoded together
+                reqs.append(host.decoder.submit(chat, gen=g, **sampling(i)))
+        except ContextTooLong as exc:
+            for r in reqs:
+                r.cancelled = True
+            return openai_error(400, str(exc), param="messages", code="context_length_exceeded")
         try:
             head = await run_in_threadpool(host.decoder.first, reqs[0])
         except HostBusy as exc:

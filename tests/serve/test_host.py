@@ -93,19 +93,22 @@ def test_max_tokens_stop_seed_and_n(served, host):
     assert [x.message.content for x in c_.choices] != [x.message.content for x in a.choices]  # another seed
 
 
-@pytest.mark.parametrize("kwargs, status, param", [
-    ({"model": "gpt-4o"}, 404, "model"),
-    ({"max_tokens": 0}, 400, "max_tokens"),
-    ({"temperature": -1}, 400, "temperature"),
-    ({"messages": []}, 400, "messages"),
+@pytest.mark.parametrize("kwargs, status, param, code", [
+    ({"model": "gpt-4o"}, 404, "model", "model_not_found"),
+    ({"max_tokens": 0}, 400, "max_tokens", None),
+    ({"temperature": -1}, 400, "temperature", None),
+    ({"messages": []}, 400, "messages", None),
+    ({"messages": [{"role": "user", "content": "how much is the mug? " * 400}]}, 400, "messages",
+     "context_length_exceeded"),  # past the tiny model's 1,024 positions
 ])
-def test_bad_requests_get_openai_errors(served, kwargs, status, param):
+def test_bad_requests_get_openai_errors(served, kwargs, status, param, code):
     args = {"model": MODEL, "messages": CHAT, **kwargs}
     with pytest.raises(openai.APIStatusError) as err:
         client(served).chat.completions.create(**args)
     assert err.value.status_code == status
     body = err.value.response.json()["error"]
     assert set(body) == {"message", "type", "param", "code"} and body["param"] == param and body["message"]
+    assert body["code"] == code
 
 
 def test_host_ask_answers_from_the_card_now_and_remembers_the_viewer(served, host, catalog):
@@ -161,6 +164,7 @@ def test_host_ask_streams_server_sent_events(served):
     ({"room": 900, "viewer": 1, "question": "x" * 100_000}, 422, "question"),
     ({"room": 900, "viewer": -1, "question": "hi?"}, 422, "viewer"),
     ({"room": 900, "viewer": 1}, 422, "question"),
+    ({"room": 900, "viewer": 1, "question": "hi?", "max_tokens": 1000}, 422, "max_tokens"),  # past the 1,024-token context
 ])
 def test_host_ask_bad_input(served, body, status, field):
     r = httpx.post(served.url + "/v1/host/ask", json=body)
