@@ -314,3 +314,36 @@ def test_a_card_put_on_a_room_is_prefilled_before_the_first_question(served, hos
     assert len(host.decoder._prefixes) == 2  # the first card (product 7, from the fixture) and this one
     r = httpx.post(served.url + "/v1/host/ask", json={"room": 900, "viewer": 8, "question": "price?"}, timeout=60).json()
     assert r["product"] == 9 and r["usage"]["cached_prompt_tokens"] > 100  # the very first question hits the cache
+
+
+def test_an_upcycled_moe_student_is_served_over_http(tmp_path, catalog):
+    """Issue 28's MoE student through the server: upcycled, loaded from its folder as `livemind serve
+    --student` does (transformers' forward: livemind's own fits Llama only; fp32, so that its tokens
+    can be compared), answers over the official client as the dense student it was upcycled from."""
+    from livemind.serve.app import ServeConfig
+    from livemind.serve.engine import EngineConfig
+    from livemind.serve.fastlm import HFRunner
+    from livemind.serve.host import make_host
+    from livemind.think.backends import load_causal_lm
+    from livemind.think.moe import upcycle
+
+    upcycle(tiny_llama(3)).save_pretrained(tmp_path / "moe")
+    tiny_tokenizer().save_pretrained(tmp_path / "moe")
+    tok, lm = load_causal_lm(str(tmp_path / "moe"))
+    moe = make_host(HostConfig(str(tmp_path / "moe"), max_tokens=12, weights="fp32"), tok, lm, catalog)
+    assert isinstance(moe.decoder.runner, HFRunner)
+    dense = BatchDecoder(tiny_tokenizer(), tiny_llama(3))
+    cfg = ServeConfig(EngineConfig(None, None, tmp_path / "events.duckdb", cache=None), host=moe.cfg)
+    try:
+        with Server(cfg, host=moe) as srv:
+            srv.wait_ready()
+            chunks = client(srv).chat.completions.create(model=MODEL, messages=CHAT, max_tokens=12, temperature=0,
+                                                         stream=True)
+            text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+            assert text == "".join(dense.stream(CHAT, 12))  # upcycled = dense before training
+            assert httpx.post(srv.url + "/v1/events", json={"events": [ROOM, {**SEG, "product": 7}]}).status_code == 200
+            r = httpx.post(srv.url + "/v1/host/ask", json={"room": 900, "viewer": 1, "question": "price?"}, timeout=60)
+            assert r.status_code == 200 and r.json()["product"] == 7 and r.json()["usage"]["completion_tokens"] >= 1
+    finally:
+        moe.decoder.close()
+        dense.close()
