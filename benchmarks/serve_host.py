@@ -66,12 +66,6 @@ def read_bandwidth_gb_s() -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def served_weight_bytes(student: str, weights: str) -> int:
     """Bytes read per decoded token by the served weights (`livemind.serve.int8.weight_bytes`)."""
     from livemind.serve.int8 import quantize_int8, weight_bytes

@@ -356,7 +356,7 @@ class BatchDecoder(Streams):
             try:
                 with torch.inference_mode():
                     if warm is not None and warm not in self._prefixes:  # one card per turn, newest first
-                        self._store_prefix(warm, self._prefill(torch.tensor([warm]), None)[1])
+                        self._store_prefix(warm, self._prefill_alone(torch.tensor([warm])))
                         self._warmed_at = time.perf_counter()
                     for req in admit:
                         self._admit(req)
@@ -380,25 +380,27 @@ class BatchDecoder(Streams):
                 admit.append(req)
         return admit
 
-    def _prefill(self, ids: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, Any]:
-        """One prompt (1, L) after its cached prefix `past` (keys, values: (layers, 1, Hkv, n, D)):
-        (its last logits (1, V), its keys and values (layers, 1, Hkv, L, D))."""
+    def _prefill(self, ids: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int) -> torch.Tensor:
+        """Run a prompt (1, L) whose first `start` keys and values are in `keys`/`values` already
+        (layers, 1, Hkv, >= L, D); the rest are written there. Its last logits (1, V)."""
+        L = int(ids.shape[1])
+        return self.runner.forward(ids[:, start:].to(self.device), torch.arange(start, L, device=self.device)[None], keys,
+                                   values, start, torch.ones(1, L, dtype=torch.bool, device=self.device))
+
+    def _prefill_alone(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values (layers, 1, Hkv, L, D) of a prompt (1, L) prefilled on its own (a card
+        for the prefix cache)."""
         shape, L = self.runner.kv, int(ids.shape[1])
-        n = 0 if past is None else int(past[0].shape[3])
-        kv = [torch.zeros(shape.layers, 1, shape.heads, L, shape.dim, dtype=shape.dtype, device=self.device) for _ in "kv"]
-        if n:
-            kv[0][:, :, :, :n], kv[1][:, :, :, :n] = past
-        ids = ids.to(self.device)
-        logits = self.runner.forward(ids[:, n:], torch.arange(n, L, device=self.device)[None], kv[0], kv[1], n,
-                                     torch.ones(1, L, dtype=torch.bool, device=self.device))
-        return logits, (kv[0], kv[1])
+        keys, values = (torch.zeros(shape.layers, 1, shape.heads, L, shape.dim, dtype=shape.dtype, device=self.device)
+                        for _ in "kv")
+        self._prefill(ids, keys, values, 0)
+        return keys, values
 
     def _admit(self, req: _Request) -> None:
-        """Prefill one prompt (batch 1) and put its keys and values into a free row of the batch's
-        buffers, right-aligned with the others (left padding masked out)."""
+        """Prefill one prompt (batch 1) straight into a free row of the batch's buffers, right-aligned
+        with the others (left padding masked out), after the card's cached keys and values."""
         past, start = self._prefix(req.chat, req.ids)
         req.gen.cached_tokens = start
-        logits, (k, v) = self._prefill(req.ids, past)
         length = int(req.ids.shape[1])
         B = len(self._rows)
         if not B:  # an empty batch: reuse the buffers when the prompt fits
@@ -406,7 +408,10 @@ class BatchDecoder(Streams):
         if self._hi < length:  # the prompt is longer than the batch's window: shift the window right
             self._reserve(length - self._hi)
         lo = self._hi - length
-        self._K[:, B, :, lo:self._hi], self._V[:, B, :, lo:self._hi] = k[:, 0], v[:, 0]
+        keys, values = self._K[:, B:B + 1, :, lo:self._hi], self._V[:, B:B + 1, :, lo:self._hi]
+        if start:
+            keys[:, :, :, :start], values[:, :, :, :start] = past
+        logits = self._prefill(req.ids, keys, values, start)
         self._mask[B] = False
         self._mask[B, lo:self._hi] = True
         self._lo = min(self._lo, lo) if B else lo
@@ -479,7 +484,7 @@ class BatchDecoder(Streams):
             return None, 0
         entry = self._prefixes.get(key)
         if entry is None:
-            entry = self._prefill(ids[:, :n], None)[1]
+            entry = self._prefill_alone(ids[:, :n])
             self._store_prefix(key, entry)
         else:
             self._prefixes.move_to_end(key)

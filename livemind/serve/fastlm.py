@@ -22,6 +22,7 @@ architectures): its cache is built from views of the buffers and the new keys co
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,11 +34,14 @@ from livemind.serve.int8 import Int8Linear
 GEMM_ROWS = 16  # from this many rows on, int8 weights multiply as exact bfloat16 copies (a prefill)
 
 
+@dataclass(frozen=True)
 class KVShape:
     """What a runner's key/value buffers look like: (layers, kv heads, head dim) and dtype."""
 
-    def __init__(self, layers: int, heads: int, dim: int, dtype: torch.dtype) -> None:
-        self.layers, self.heads, self.dim, self.dtype = layers, heads, dim, dtype
+    layers: int
+    heads: int
+    dim: int
+    dtype: torch.dtype
 
 
 class _Fused:
@@ -45,7 +49,6 @@ class _Fused:
     one scale per output channel (their bfloat16 copy multiplies many rows at once)."""
 
     def __init__(self, parts: list[nn.Module]) -> None:
-        self.sizes = [p.out_features for p in parts]
         if all(isinstance(p, Int8Linear) for p in parts):
             self.q = torch.cat([p.weight_int8 for p in parts])  # (O, I) int8
             self.scale = torch.cat([p.scale for p in parts])  # (O,) bfloat16
@@ -88,7 +91,7 @@ class FastLlama:
         if cfg is None or getattr(cfg, "model_type", None) != "llama":
             return False
         rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")
-        linears = [m for m in module.modules() if isinstance(m, nn.Module) and hasattr(m, "in_features")]
+        linears = [m for m in module.modules() if hasattr(m, "in_features")]
         return (not getattr(cfg, "attention_bias", False) and not getattr(cfg, "mlp_bias", False)
                 and getattr(cfg, "hidden_act", None) == "silu" and rope in ("default", "linear", "llama3")
                 and all(type(m) in (nn.Linear, Int8Linear) for m in linears))  # not torch's dynamic int8
