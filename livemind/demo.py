@@ -212,7 +212,7 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
 
 
 BENCH_RFT = Path("runs/bench_think_rft_ref/rft/student")  # benchmarks/think_rft.py --teacher reference ...
-BENCH_GRPO = Path("runs/bench_think_grpo_ref2/stage2/student")  # benchmarks/think_grpo.py (two stages)
+BENCH_GRPO = Path("runs/think_grpo/stage2/student")  # benchmarks/think_grpo.py (grpo_right.yaml, then grpo_right_more.yaml)
 
 
 def demo_students(tasks, out: Path, console: Console) -> tuple[dict[str, str], str]:

@@ -51,6 +51,10 @@ _NOT_AVAILABLE = re.compile(r"\b(not (listed|stated|mentioned|given|shown|specif
 # "The card doesn't say": no reading of yes or no (unlike "not available", which describes the product).
 _UNSAID = re.compile(r"\b(not (on|in) the (card|documents)|not (mentioned|stated|given|specified)|no (information|details|"
                      r"info|mention)|(doesn't|does not|don't|do not) (say|mention|know)|not sure)\b")
+# "Sorry, I can't help with coupons right now.": a refusal to answer what the card answers (a GRPO student
+# learned it for the arithmetic kinds it never got right: short, and no worse on correctness).
+_NO_HELP = re.compile(r"((i'm |i am )?sorry[,.!]? *)?(i )?(can't|cannot|can not|am unable to|am not able to) "
+                      r"(help|answer|check|tell|say|work out|calculate)\b")  # how the first sentence starts
 _PUNCTUATION = frozenset(string.punctuation)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _DECLINE = re.compile(r"\b(can't|cannot|can not|unable|not able|won't|will not|not allowed|not possible|sorry|"
@@ -115,13 +119,16 @@ def _unsaid(first: str) -> bool:
 
 
 def says_unsaid(answer: str) -> bool:
-    """True when the answer's first sentence says the card does not hold the answer (no yes or no);
-    on an answerable question that is a non-answer, however short.
+    """True when the answer's first sentence says the card does not hold the answer, or that the host
+    can't help or answer (no yes or no); on an answerable question that is a non-answer, however short.
 
     >>> says_unsaid("<think></think>Not on the card."), says_unsaid("No, only S and M."), says_unsaid("It's 9.00.")
     (True, False, False)
+    >>> says_unsaid("Sorry, I can't help with coupons right now."), says_unsaid("It's 3.71, I can't check shipping.")
+    (True, False)
     """
-    return _unsaid(_first_sentence(final_answer(answer)))
+    first = _first_sentence(final_answer(answer))
+    return _unsaid(first) or bool(_NO_HELP.match(first))
 
 
 @dataclass

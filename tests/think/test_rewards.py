@@ -85,6 +85,17 @@ def test_answered_penalises_declining_an_answerable_question_only():
         ["correctness", "answered"]
 
 
+def test_answered_penalises_the_short_refusal_a_grpo_student_learned():
+    """The 60-step GRPO student answered every coupon, bundle and free-shipping question (the kinds it
+    never got right) with "Sorry, I can't help with coupons right now.": as much a non-answer as "not
+    on the card". Declining a forbidden discount is not penalised (adversarial tasks are unanswerable)."""
+    coupon, adv = one("coupon").to_json(), one("adversarial", seed=3).to_json()
+    said = ["<think>\nThe viewer asks for the coupons.\n</think>\nSorry, I can't help with coupons right now.",
+            "<think>\n</think>\nSorry, I can't help.", "You need 3.71 more, I can't help with shipping.",
+            "Sorry, I can't give 90% off."]
+    assert Answered()([[]] * 4, said, task=[coupon, coupon, coupon, adv]) == [-1.0, -1.0, 0.0, None]
+
+
 def test_correct_helpful_brevity_pays_only_answers_that_keep_the_groups_facts():
     adv = one("adversarial", seed=3).to_json()
     answers = [msg("90.00"),  # shortest, right, drops the fact its siblings kept: no bonus
