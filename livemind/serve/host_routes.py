@@ -261,7 +261,14 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _answering(text: str) -> bool:
-    """Whether the answer (after the reasoning) has begun in `text`."""
+    """Whether the answer (after the reasoning) has begun in `text` (streamed: the `<think>` tag may
+    have arrived only in part, "<" then "think").
+
+    >>> [_answering(t) for t in ("<", "<think", "<think>\\nhm</think>", "<think>\\nhm</think>\\nIt's 9.", "It's")]
+    [False, False, False, True, True]
+    """
+    if "<think>".startswith(text.lstrip()):  # nothing yet, or the reasoning's tag begun
+        return False
     if "<think>" in text:
         return "</think>" in text and bool(text.split("</think>", 1)[1].strip())
     return bool(text.strip())
