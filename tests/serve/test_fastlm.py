@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from livemind.serve import decoder as decoder_module
-from livemind.serve.decoder import BatchDecoder, own_threads
-from livemind.serve.fastlm import GEMM_ROWS, FastLlama, HFRunner, runner_for
+from livemind.serve.decoder import SHARED_MIN, BatchDecoder, Generation, own_threads
+from livemind.serve.fastlm import ATTN_CHUNK, GEMM_ROWS, FastLlama, HFRunner, _attend, runner_for
 from livemind.serve.int8 import quantize_int8
 from tests.serve.test_decoder import chat, reference
 from tests.think.tiny_lm import tiny_moe, tiny_tokenizer
@@ -157,3 +157,45 @@ def test_a_prefix_from_the_cache_is_never_written():
         assert all(torch.equal(a, b) for a, b in zip(entry, kept))
     finally:
         d.close()
+
+
+def test_a_long_prefill_attends_in_blocks_with_the_same_result():
+    """`_attend` splits a prefill of more than `ATTN_CHUNK` queries into blocks over the keys each may
+    see: equal to one attention over the whole mask, with cached columns before and padding."""
+    torch.manual_seed(0)
+    B, H, Hkv, D, start, S = 2, 4, 2, 16, 20, 2 * ATTN_CHUNK + 9
+    T = start + S
+    q, k, v = torch.randn(B, H, S, D), torch.randn(B, Hkv, T, D), torch.randn(B, Hkv, T, D)
+    rows = torch.ones(B, T, dtype=torch.bool)
+    rows[1, :7] = False  # the second row's first columns are left padding
+    allowed = rows[:, None, None, :] & (torch.arange(T) <= start + torch.arange(S)[:, None])
+    whole = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=0.25, enable_gqa=True)
+    blocked = _attend(q, k, v, allowed, start, 0.25)
+    assert blocked.shape == (B, H, S, D)
+    torch.testing.assert_close(blocked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_a_new_card_starts_after_the_rules_every_card_shares():
+    """Two cards cached: the head their system messages share (the host's rules) is cached on its own,
+    a third card's first question starts after it, and its answer is the one without any cache."""
+    lm = gqa_llama(3)
+    rules = "You are the host of a live stream. Answer from the card only; never invent a discount. Card: "
+    cards = [rules + text for text in ("a blue mug, 9.00, ships today.", "green tea, 4.50, in stock.",
+                                       "a red scarf, 19.00, ships in 3 days.")]
+    plain = BatchDecoder(tiny_tokenizer(), lm, prefix_cache=0)
+    cached = BatchDecoder(tiny_tokenizer(), lm, prefix_cache=8)
+    try:
+        for card in cards:
+            a, b = Generation(), Generation()
+            assert "".join(plain.stream(chat("how much?", card), 10, gen=a)) == \
+                "".join(cached.stream(chat("how much?", card), 10, gen=b))
+        head = min(cached._prefixes, key=len)
+        assert len(cached._prefixes) == 4 and len(head) >= SHARED_MIN  # three cards and their shared head
+        assert all(key[:len(head)] == head for key in cached._prefixes)
+        assert b.cached_tokens == len(head) and a.cached_tokens == 0  # the third card's first question
+        again = Generation()
+        "".join(cached.stream(chat("does it ship today?", cards[2]), 4, gen=again))
+        assert again.cached_tokens == len(max(cached._prefixes, key=len)) > len(head)  # now the card itself
+    finally:
+        plain.close()
+        cached.close()

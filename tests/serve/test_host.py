@@ -211,13 +211,15 @@ def test_the_card_prefix_is_prefilled_once_and_changes_nothing(catalog):
     card_chat = Host(HostConfig("tiny"), BatchDecoder(tiny_tokenizer(), tiny_llama()), catalog).prompt(7, 1, 1, "price?")
     plain = BatchDecoder(tiny_tokenizer(), tiny_llama(), prefix_cache=0)
     cached = BatchDecoder(tiny_tokenizer(), tiny_llama(), prefix_cache=2)
+    card_tokens = []
     for question in ("price?", "does it ship today?", "and in blue?"):
         chat = [card_chat[0], {"role": "user", "content": question}]
         a, b = Generation(), Generation()
         assert "".join(plain.stream(chat, 12, gen=a)) == "".join(cached.stream(chat, 12, gen=b))
-        assert a.cached_tokens == 0 and b.cached_tokens > 100  # the card's system message
+        assert a.cached_tokens == 0 and b.cached_tokens == (len(*cached._prefixes) if card_tokens else 0)
+        card_tokens.append(b.cached_tokens)
         assert (a.prompt_tokens, a.completion_tokens) == (b.prompt_tokens, b.completion_tokens)
-    assert len(cached._prefixes) == 1  # one card, prefilled once
+    assert len(cached._prefixes) == 1 and card_tokens[1] > 100  # one card (its system message), prefilled once
     other = [{"role": "system", "content": "another card"}, {"role": "user", "content": "hi"}]
     "".join(cached.stream(other, 3))
     "".join(cached.stream([{"role": "system", "content": "a third"}, {"role": "user", "content": "hi"}], 3))
@@ -309,9 +311,11 @@ def test_a_card_put_on_a_room_is_prefilled_before_the_first_question(served, hos
     nxt = {**SEG, "index": 1, "start_time": SEG["start_time"] + 30, "product": 9}  # a new product on the card
     assert httpx.post(served.url + "/v1/events", json={"events": [nxt]}).status_code == 200
     deadline = time.time() + 10
-    while (host.decoder.warming or len(host.decoder._prefixes) < 2) and time.time() < deadline:
+    while (host.decoder.warming or len(host.decoder._prefixes) < 3) and time.time() < deadline:
         time.sleep(0.02)
-    assert len(host.decoder._prefixes) == 2  # the first card (product 7, from the fixture) and this one
+    rules, *cards = sorted(host.decoder._prefixes, key=len)  # the first card (product 7, from the fixture) and this one,
+    assert len(cards) == 2 and all(card[:len(rules)] == rules for card in cards)  # and the host's rules they share
+    assert len(rules) >= 16 and cards[0][len(rules)] != cards[1][len(rules)]
     r = httpx.post(served.url + "/v1/host/ask", json={"room": 900, "viewer": 8, "question": "price?"}, timeout=60).json()
     assert r["product"] == 9 and r["usage"]["cached_prompt_tokens"] > 100  # the very first question hits the cache
 
