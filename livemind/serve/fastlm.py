@@ -11,9 +11,12 @@ keys and values written in place into preallocated buffers. Its logits equal tra
 tests compare them and the greedy tokens).
 
 Int8 weights (`livemind.serve.int8`): decoding (a few rows) multiplies them with
-`torch._weight_int8pack_mm` (reads int8: memory-bound); a prefill (many rows, compute-bound) uses
-an exact bfloat16 copy of the same int8 values on the bfloat16 GEMM and applies the per-channel
-scale after, 3x faster than the int8 kernel at 300 rows here.
+`torch._weight_int8pack_mm` (reads int8, activations in bfloat16: memory-bound); a prefill (many
+rows, compute-bound) quantises its activations to int8 too, one scale per row (per token), and
+multiplies on the int8 GEMM (`torch._int_mm`, exact int32 sums: ~1.9 TOPS here against ~0.85
+TFLOP/s for the bfloat16 GEMM on the same int8 values, which the previous version used). Per-token
+scales keep what per-tensor quantisation of activations lost (docs/results.md: torch's dynamic int8
+cost 5.6 points); benchmarks/host_quality.py scores the served answers against fp32.
 
 `HFRunner` is the same interface over any causal LM of transformers (the MoE student, other
 architectures): its cache is built from views of the buffers and the new keys copied back.
@@ -31,7 +34,7 @@ from torch import nn
 
 from livemind.serve.int8 import Int8Linear
 
-GEMM_ROWS = 16  # from this many rows on, int8 weights multiply as exact bfloat16 copies (a prefill)
+GEMM_ROWS = 16  # from this many rows on (a prefill), int8 weights multiply int8 activations on the int8 GEMM
 ATTN_CHUNK = 64  # a prefill attends in blocks of this many queries, each over only the keys it may see
 
 
@@ -47,13 +50,13 @@ class KVShape:
 
 class _Fused:
     """Several projections of the same input as one product: float weights, or int8 weights with
-    one scale per output channel (their bfloat16 copy multiplies many rows at once)."""
+    one scale per output channel (see the module docstring for how many rows multiply them)."""
 
     def __init__(self, parts: list[nn.Module]) -> None:
         if all(isinstance(p, Int8Linear) for p in parts):
             self.q = torch.cat([p.weight_int8 for p in parts])  # (O, I) int8
             self.scale = torch.cat([p.scale for p in parts])  # (O,) bfloat16
-            self.q16 = self.q.to(torch.bfloat16)  # exact: |q| <= 127
+            self.scale32 = self.scale.float()
             self.w = None
         elif all(type(p) is nn.Linear for p in parts):
             self.w = torch.cat([p.weight.detach() for p in parts])  # (O, I)
@@ -65,10 +68,12 @@ class _Fused:
         """(M, I) -> (M, O) in x's dtype."""
         if self.q is None:
             return F.linear(x.to(self.w.dtype), self.w).to(x.dtype)
-        xb = x.to(torch.bfloat16)
         if x.shape[0] >= GEMM_ROWS:
-            return (F.linear(xb, self.q16) * self.scale).to(x.dtype)
-        return torch._weight_int8pack_mm(xb, self.q, self.scale).to(x.dtype)
+            xf = x.float()
+            rows = xf.abs().amax(-1, keepdim=True).clamp_(min=1e-8).div_(127)  # (M, 1): one scale per token
+            xq = torch.round(xf / rows).to(torch.int8)
+            return torch.mul(torch._int_mm(xq, self.q.t()), self.scale32).mul_(rows).to(x.dtype)
+        return torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scale).to(x.dtype)
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
