@@ -644,6 +644,8 @@ def serve(
     host_wait: Annotated[float, typer.Option(help="seconds a host request may wait for a batch row before a 503")] = 5.0,
     host_threads: Annotated[int, typer.Option(help="CPU threads of the local host's decoder (0: every core); the rest "
                                                    "of the service then runs on one, whatever --threads says")] = 0,
+    host_speculate: Annotated[int, typer.Option(help="prompt-lookup draft tokens a host request decoding alone checks "
+                                                     "per step (greedy: kept only where its own logits pick them; 0: off)")] = 2,
     host_backend: Annotated[str, typer.Option(help="local (this process decodes), or openai: --student is served by "
                                                    "the OpenAI-compatible server at --host-url (vLLM on a GPU)")] = "local",
     host_url: Annotated[str | None, typer.Option(help="the remote host's API, e.g. http://gpu:8001/v1 "
@@ -679,7 +681,8 @@ def serve(
 
         host_weights = served_weights(student) or "auto"
     live_host = (HostConfig(student, host_name, host_tokens, host_wait, max_batch=host_batch, weights=host_weights,
-                            backend=host_backend, url=host_url, threads=host_threads or None) if student is not None else None)
+                            backend=host_backend, url=host_url, threads=host_threads or None,
+                            speculate=host_speculate) if student is not None else None)
     cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam, broker=broker),
                       os.environ.get("LIVEMIND_API_KEY") or None,
                       max_batch, max_wait_ms, host=live_host, catalog=catalog)

@@ -241,8 +241,11 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             metrics.reencodes.inc(counts["reencodes"] - metrics.reencodes_counted)
             metrics.reencodes_counted = counts["reencodes"]
         if request.app.state.host is not None:
-            metrics.host_queue.set(request.app.state.host.decoder.waiting)
-            metrics.host_batch.set(request.app.state.host.decoder.running)
+            decoder = request.app.state.host.decoder
+            metrics.host_queue.set(decoder.waiting)
+            metrics.host_batch.set(decoder.running)
+            metrics.host_drafted.set(getattr(decoder, "drafted", 0))  # a remote decoder drafts on its own server
+            metrics.host_accepted.set(getattr(decoder, "accepted", 0))
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/v1/events", response_model=Accepted, dependencies=[Depends(authorised)])

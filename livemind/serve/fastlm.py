@@ -146,11 +146,12 @@ class FastLlama:
         self.kv = KVShape(len(self.layers), self.kv_heads, self.dim, self.dtype)
 
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, every: bool = False) -> torch.Tensor:
         """Run `ids` (B, S) at positions `pos` (B, S) after `start` cached columns: their keys and
         values are written into `keys`/`values` (L, B, Hkv, >= start + S, D) at [start, start + S);
         attention reads columns [0, start + S) where `mask` (B, start + S, bool) is set, causally
-        among the new ones. Returns the last position's logits (B, V) in float32."""
+        among the new ones. Returns the last position's logits (B, V) in float32, or every
+        position's (B, S, V) with `every` (a speculative step checks its drafts with them)."""
         B, S = ids.shape
         T, H, D = start + S, self.heads, self.dim
         x = F.embedding(ids, self.embed)  # (B, S, E)
@@ -169,6 +170,8 @@ class FastLlama:
             x = x + o_proj(att).view(B, S, -1)
             g, u = gate_up(_rms(x, ln2, self.eps).view(B * S, -1)).chunk(2, -1)
             x = x + down(F.silu(g) * u).view(B, S, -1)
+        if every:
+            return self.head(_rms(x, self.norm, self.eps).view(B * S, -1)).float().view(B, S, -1)  # (B, S, V)
         return self.head(_rms(x[:, -1], self.norm, self.eps)).float()  # (B, V)
 
 

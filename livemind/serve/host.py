@@ -47,6 +47,7 @@ class HostConfig:
     backend: Literal["local", "openai"] = "local"  # openai: `student` is served by the server at `url` (vLLM)
     url: str | None = None  # the OpenAI-compatible API of the remote backend, e.g. http://gpu:8001/v1
     threads: int | None = None  # CPU threads of the decoder (None: every core)
+    speculate: int = 2  # prompt-lookup draft tokens checked per step by a request decoding alone (0: off)
 
     @property
     def served_weights(self) -> str:
@@ -59,6 +60,8 @@ class HostConfig:
                               f"{self.max_tokens}, {self.max_wait_s}, {self.turns}, {self.max_batch}")
         if self.reasoning not in ("separate", "drop"):
             raise ConfigError(f"reasoning must be 'separate' or 'drop', got {self.reasoning!r}")
+        if not 0 <= self.speculate <= 64:
+            raise ConfigError(f"speculate must be 0 (off) to 64 draft tokens, got {self.speculate}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (or None: every core), got {self.threads}")
         if self.weights not in ("auto", "fp32", "int8"):
@@ -135,4 +138,5 @@ def make_host(cfg: HostConfig, tokenizer: Any, module: Any, catalog: dict[int, P
     """The host over a loaded student: int8 weights when configured, its batch decoder."""
     if cfg.served_weights == "int8":
         module = quantize_int8(module)
-    return Host(cfg, BatchDecoder(tokenizer, module, cfg.device, cfg.max_batch, cfg.max_wait_s, threads=cfg.threads), catalog)
+    return Host(cfg, BatchDecoder(tokenizer, module, cfg.device, cfg.max_batch, cfg.max_wait_s, threads=cfg.threads,
+                                       speculate=cfg.speculate), catalog)

@@ -66,6 +66,9 @@ class Metrics:
         self.host_tokens = Counter("livemind_host_output_tokens", "host: tokens generated", registry=r)
         self.host_queue = Gauge("livemind_host_queue_depth", "host: requests waiting for the generator", registry=r)
         self.host_batch = Gauge("livemind_host_batch_size", "host: requests decoding together now", registry=r)
+        self.host_drafted = Gauge("livemind_host_draft_tokens", "host: prompt-lookup draft tokens checked", registry=r)
+        self.host_accepted = Gauge("livemind_host_draft_tokens_accepted", "host: draft tokens greedy decoding made too",
+                                   registry=r)
         self.recent_recommend = Recent()  # /v1/recommend latencies, for the console
         self.recent_host = Recent()  # host end-to-end latencies, for the console
 

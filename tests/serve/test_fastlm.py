@@ -9,6 +9,7 @@ import threading
 import pytest
 import torch
 
+from livemind.errors import ConfigError
 from livemind.serve import decoder as decoder_module
 from livemind.serve.decoder import SHARED_MIN, BatchDecoder, Generation, own_threads
 from livemind.serve.fastlm import ATTN_CHUNK, GEMM_ROWS, FastLlama, HFRunner, _attend, runner_for
@@ -221,3 +222,30 @@ def test_a_prefill_product_quantises_each_token_to_int8_and_sums_exactly():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
     few = _Fused([layer])(x[:2])  # a decoding step: the weight-only kernel, activations in bfloat16
     assert (few - want[:2]).abs().max() < 0.01 * want[:2].abs().max()
+
+
+def test_prompt_lookup_drafts_keep_the_greedy_tokens_in_fewer_steps():
+    """A row decoding alone checks prompt-lookup drafts: the same greedy text, token count and finish
+    reason as without them, in fewer forward steps; a draft token that ends the request (its budget,
+    a stop string) ends it there."""
+    lm = gqa_llama(4)
+    system = "You are a live host. " + "The blue mug is 9.00 and ships today. " * 4
+    plain = BatchDecoder(tiny_tokenizer(), lm, speculate=0)
+    spec = BatchDecoder(tiny_tokenizer(), lm, speculate=4)
+    try:
+        want = "".join(plain.stream(chat("how much is the blue mug?", system), 60))
+        stop = want[len(want) // 2:len(want) // 2 + 3]  # a stop string that cuts the answer halfway
+        for question, budget, stops in (("how much is the blue mug?", 60, ()), ("how much is the blue mug?", 17, ()),
+                                         ("how much is the blue mug?", 60, (stop,)), ("ships today?", 40, ())):
+            a, b = Generation(), Generation()
+            before = plain.steps, spec.steps
+            assert "".join(plain.stream(chat(question, system), budget, stop=stops, gen=a)) == \
+                "".join(spec.stream(chat(question, system), budget, stop=stops, gen=b))
+            assert (a.text, a.completion_tokens, a.finish_reason) == (b.text, b.completion_tokens, b.finish_reason)
+            assert spec.steps - before[1] <= plain.steps - before[0]
+        assert spec.accepted > 10 and spec.steps < plain.steps and spec.drafted >= spec.accepted
+    finally:
+        plain.close()
+        spec.close()
+    with pytest.raises(ConfigError, match="speculate"):
+        BatchDecoder(tiny_tokenizer(), lm, speculate=-1)
