@@ -76,7 +76,8 @@ class TorchEngine:
 
     def __init__(self, name, tok, lm, nbytes, fast=True):
         self.name, self.tok, self.nbytes = name, tok, nbytes
-        self.decoder = BatchDecoder(tok, lm, max_batch=16, prefix_cache=0, fast=fast)
+        # speculate=0: the survey compares engines pass for pass (drafts are measured in serve_host.py)
+        self.decoder = BatchDecoder(tok, lm, max_batch=16, prefix_cache=0, fast=fast, speculate=0)
 
     def prefill_s(self, chat) -> float:
         t0 = time.perf_counter()

@@ -276,6 +276,7 @@ class BatchDecoder(Streams):
         self.steps = 0  # decode steps run (a metric)
         self.speculate = speculate  # prompt-lookup draft tokens a row decoding alone checks per step (0: off)
         self.drafted = self.accepted = 0  # draft tokens checked, and kept (metrics)
+        self.reallocations = 0  # times the key/value buffers were allocated anew
 
     # ------------------------------------------------------------------------------ public
 
@@ -432,19 +433,33 @@ class BatchDecoder(Streams):
         self._rows.append(req)
 
     def _reserve(self, shift: int) -> None:
-        """New buffers (zeros: a masked column must hold no NaN) with the window [lo, hi) moved `shift`
-        columns and `KV_HEADROOM` free columns after it."""
+        """The window [lo, hi) moved `shift` columns, with at least `KV_HEADROOM` free columns after it:
+        in place when the buffers are big enough (a masked column may hold any finite value), else in
+        new buffers (zeros: a masked column must hold no NaN) at least half as big again, so that a
+        growing window reallocates rarely (each allocation of ~100 MB costs tens of ms, at a request's
+        first token or in the middle of its answer)."""
         shape = self.runner.kv
         used, offset = self._hi - self._lo, self._lo + shift
-        cap = offset + used + KV_HEADROOM
-        K = torch.zeros(shape.layers, self.max_batch, shape.heads, cap, shape.dim, dtype=shape.dtype, device=self.device)
-        V = torch.zeros_like(K)
-        mask = torch.zeros(self.max_batch, cap, dtype=torch.bool, device=self.device)
-        if self._K is not None and used:
-            K[:, :, :, offset:offset + used] = self._K[:, :, :, self._lo:self._hi]
-            V[:, :, :, offset:offset + used] = self._V[:, :, :, self._lo:self._hi]
-            mask[:, offset:offset + used] = self._mask[:, self._lo:self._hi]
-        self._K, self._V, self._mask = K, V, mask
+        need = offset + used + KV_HEADROOM
+        have = 0 if self._K is None else self._K.shape[3]
+        if need <= have:
+            for buf in (self._K, self._V):
+                buf[:, :, :, offset:offset + used] = buf[:, :, :, self._lo:self._hi].clone()
+            window = self._mask[:, self._lo:self._hi].clone()
+            self._mask[:] = False
+            self._mask[:, offset:offset + used] = window
+        else:
+            cap = max(need, have * 3 // 2)
+            self.reallocations += 1
+            K = torch.zeros(shape.layers, self.max_batch, shape.heads, cap, shape.dim, dtype=shape.dtype,
+                            device=self.device)
+            V = torch.zeros_like(K)
+            mask = torch.zeros(self.max_batch, cap, dtype=torch.bool, device=self.device)
+            if used:
+                K[:, :, :, offset:offset + used] = self._K[:, :, :, self._lo:self._hi]
+                V[:, :, :, offset:offset + used] = self._V[:, :, :, self._lo:self._hi]
+                mask[:, offset:offset + used] = self._mask[:, self._lo:self._hi]
+            self._K, self._V, self._mask = K, V, mask
         self._lo, self._hi = offset, offset + used
 
     def _step(self) -> None:
@@ -453,7 +468,7 @@ class BatchDecoder(Streams):
         tokens, keep = [], []
         for i, req in enumerate(self._rows):
             req.gen.batch = max(req.gen.batch, len(self._rows))
-            if req.cancelled or req.done:  # done: a draft token ended it in the last step
+            if req.cancelled:
                 req.finish()
                 continue
             token = req.pick(self._logits[i])
@@ -486,6 +501,9 @@ class BatchDecoder(Streams):
         out = self.runner.forward(ids, pos, self._K[:, :B, :, lo:], self._V[:, :B, :, lo:], hi - lo,
                                   self._mask[:B, lo:hi + S], **({"every": True} if draft else {}))  # FastLlama only
         taken = self._check(self._rows[0], draft, out[0]) if draft else 0
+        if draft and self._rows[0].done:  # a draft token ended the request: its row is free now
+            self._rows, self._pos, self._logits = [], None, None
+            return
         self._logits = out[:, taken] if draft else out  # (B, V): the logits after the last token kept
         self._hi, self._pos = hi + 1 + taken, self._pos + 1 + taken  # a rejected draft's columns are written over
 

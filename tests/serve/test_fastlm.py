@@ -124,7 +124,8 @@ def test_buffers_shift_for_a_longer_prompt_and_grow_past_their_headroom(monkeypa
         second = d.submit(chat("how much?", long_system), 30)
         assert head + "".join(pieces) == want_short
         assert "".join(d.pieces(second)) == want_long
-        assert d._K.shape[3] < ids.shape[1] + 40 + 3 * 8  # grown in steps of the headroom, not all at once
+        assert d.reallocations == 3  # grown half as big again each time, not headroom by headroom
+        assert ids.shape[1] + 30 <= d._K.shape[3] <= 3 * (ids.shape[1] + 40) // 2 + 8
     finally:
         d.close()
 
@@ -249,3 +250,22 @@ def test_prompt_lookup_drafts_keep_the_greedy_tokens_in_fewer_steps():
         spec.close()
     with pytest.raises(ConfigError, match="speculate"):
         BatchDecoder(tiny_tokenizer(), lm, speculate=-1)
+
+
+def test_the_window_moves_in_place_when_the_buffers_are_big_enough():
+    d = BatchDecoder(tiny_tokenizer(), gqa_llama(1), max_batch=2, prefix_cache=0)
+    shape, room = d.runner.kv, decoder_module.KV_HEADROOM
+    d._K = torch.randn(shape.layers, 2, shape.heads, 2 * room, shape.dim)
+    d._V = torch.randn_like(d._K)
+    d._mask = torch.zeros(2, 2 * room, dtype=torch.bool)
+    d._lo, d._hi = room + 10, room + 20
+    d._mask[:, d._lo:d._hi] = True
+    window, K = d._K[:, :, :, d._lo:d._hi].clone(), d._K
+    d._reserve(-d._lo)  # to the buffers' start: they are big enough
+    assert d._K is K and d.reallocations == 0 and (d._lo, d._hi) == (0, 10)
+    assert torch.equal(d._K[:, :, :, :10], window) and d._mask[:, :10].all() and not d._mask[:, 10:].any()
+    d._reserve(room + 60)  # past their end: new buffers, half as big again at least
+    assert d.reallocations == 1 and d._K.shape[3] == 3 * room and (d._lo, d._hi) == (room + 60, room + 70)
+    assert torch.equal(d._K[:, :, :, d._lo:d._hi], window) and d._mask[:, d._lo:d._hi].all()
+    assert int(d._mask.sum()) == 2 * 10
+    d.close()
