@@ -223,6 +223,7 @@ def plots(c1: list[dict], by_rate: dict[str, list[dict]], sweep: dict[int, float
         axes[1].plot(cs, [sweep[c] for c in cs], "o-")
         axes[1].set(xlabel="concurrent requests", ylabel="output tokens/s", title="continuous batching", xscale="log")
         axes[1].set_xticks(cs, [str(c) for c in cs])
+        axes[1].set_xticks([], minor=True)  # no "3 x 10^0" between the measured levels
         axes[1].set_ylim(bottom=0)
 
 
