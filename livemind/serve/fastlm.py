@@ -189,10 +189,10 @@ class HFRunner:
         self.kv = KVShape(cfg.num_hidden_layers, heads, dim, dtype)
 
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, every: bool = False) -> torch.Tensor:
         from transformers import DynamicCache
 
-        S = ids.shape[1]
+        S = ids.shape[1]  # every: (B, S, V), each position's logits; else the last one's (B, V)
         kw: dict[str, Any] = {}
         if start:
             kw[self._cache_arg] = DynamicCache(ddp_cache_data=[(keys[i, :, :, :start], values[i, :, :, :start])
@@ -201,7 +201,7 @@ class HFRunner:
         for i, layer in enumerate(out.past_key_values.layers):
             keys[i, :, :, start:start + S] = layer.keys[:, :, -S:]
             values[i, :, :, start:start + S] = layer.values[:, :, -S:]
-        return out.logits[:, -1].float()
+        return out.logits.float() if every else out.logits[:, -1].float()
 
 
 def runner_for(module: Any) -> FastLlama | HFRunner:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from livemind.errors import ConfigError, DataError
-from livemind.serve.decoder import BatchDecoder, Generation, HostBusy, Streams
+from livemind.serve.decoder import MAX_DRAFTS, BatchDecoder, Generation, HostBusy, Streams
 from livemind.serve.int8 import quantize_int8
 from livemind.think.prompts import STOP, messages, split_reasoning
 from livemind.think.tasks import QATask, card
@@ -60,8 +60,8 @@ class HostConfig:
                               f"{self.max_tokens}, {self.max_wait_s}, {self.turns}, {self.max_batch}")
         if self.reasoning not in ("separate", "drop"):
             raise ConfigError(f"reasoning must be 'separate' or 'drop', got {self.reasoning!r}")
-        if not 0 <= self.speculate <= 64:
-            raise ConfigError(f"speculate must be 0 (off) to 64 draft tokens, got {self.speculate}")
+        if not 0 <= self.speculate <= MAX_DRAFTS:
+            raise ConfigError(f"speculate must be 0 (off) to {MAX_DRAFTS} draft tokens, got {self.speculate}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (or None: every core), got {self.threads}")
         if self.weights not in ("auto", "fp32", "int8"):

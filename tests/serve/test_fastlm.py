@@ -96,6 +96,13 @@ def test_the_runner_is_fast_for_llama_and_transformers_for_the_rest():
             torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
     with pytest.raises(TypeError, match="FastLlama runs Llama models"):
         FastLlama(moe)
+    runner, shape = HFRunner(moe), HFRunner(moe).kv
+    keys = torch.zeros(shape.layers, 1, shape.heads, 12, shape.dim)
+    with torch.inference_mode():
+        every = runner.forward(ids, torch.arange(12)[None], keys, torch.zeros_like(keys), 0,
+                               torch.ones(1, 12, dtype=torch.bool), every=True)
+        torch.testing.assert_close(every, moe(input_ids=ids).logits.float(), atol=1e-4, rtol=1e-4)  # (1, S, V)
+    assert BatchDecoder(tiny_tokenizer(), moe).speculate == 0  # drafts only over livemind's own forward
     from torch.ao.quantization import quantize_dynamic
 
     dynamic = quantize_dynamic(gqa_llama(), {torch.nn.Linear}, dtype=torch.qint8)  # its own int8 Linear: not fused
