@@ -13,8 +13,9 @@ tests compare them and the greedy tokens).
 Int8 weights (`livemind.serve.int8`): decoding (a few rows) multiplies them with
 `torch._weight_int8pack_mm` (reads int8, activations in bfloat16: memory-bound); a prefill (many
 rows, compute-bound) quantises its activations to int8 too, one scale per row (per token), and
-multiplies on the int8 GEMM (`torch._int_mm`, exact int32 sums: ~1.9 TOPS here against ~0.85
-TFLOP/s for the bfloat16 GEMM on the same int8 values, which the previous version used). Per-token
+multiplies on the int8 GEMM (`torch._int_mm`, exact int32 sums: a 466-token prefill's products
+take 99 ms, quantisation included, against 133 ms on the bfloat16 GEMM over the same int8 values,
+which the previous version used; benchmarks/host_prefill.py). Per-token
 scales keep what per-tensor quantisation of activations lost (docs/results.md: torch's dynamic int8
 cost 5.6 points); benchmarks/host_quality.py scores the served answers against fp32.
 
@@ -91,7 +92,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Te
     """Grouped-query attention of q (B, H, S, D) over k, v (B, Hkv, start + S, D) where `allowed`
     (B, 1, S or 1, start + S) is set. A long prefill goes in blocks of `ATTN_CHUNK` queries, each over
     the keys up to its last query (the later ones are causally masked anyway): the same result,
-    and on these 2 cores a 468-token prompt's attention takes 2.2 ms a layer instead of 3.2
+    and on these 2 cores a 466-token prompt's attention takes 2.2 ms a layer instead of 3.1
     (benchmarks/host_prefill.py)."""
     S = q.shape[2]
     if S <= ATTN_CHUNK:
