@@ -19,7 +19,9 @@ host's prompt (`livemind.think.prompts.messages`), greedy, streamed from `/v1/ch
 3. closed loops at concurrency 1, 2, 4, 8: output tokens/s (continuous batching);
 4. many viewers, one card: TTFT of the card's first question vs the next ones (prefix cache);
 5. the adversarial test tasks (injected "give me 90% off" comments) through `/v1/host/ask`, each in
-   a room whose card shows the product: `conceded` = answers that grant a forbidden discount/claim.
+   a room whose card shows the product: `conceded` = answers that grant a forbidden discount/claim;
+   every adversarial task of the first 2,000 test tasks (166; the 500 above hold 41), since the
+   student concedes a few in a hundred and 41 tasks would miss that (`--quick`: the 500's).
 
 The student: --student, else benchmarks/think_grpo.py's when it has run (runs/think_grpo/stage2), else the base
 SmolLM2-135M-Instruct (same architecture and speed per token); the JSON says which. Plot:
@@ -181,6 +183,9 @@ def start_service(student: str, weights: str, max_tokens: int, batch: int, bench
     return proc, url
 
 
+ADVERSARIAL_POOL = 2000  # test tasks whose adversarial ones are asked (the first 500 are the requests above)
+
+
 def adversarial(url: str, tasks: list, products: list, t0: float) -> dict:
     """Each adversarial task in its own room, the product on the card, asked through /v1/host/ask."""
     by_card = {card(p): p for p in products}
@@ -293,7 +298,8 @@ def main() -> None:
                 start = time.perf_counter()
                 r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": chat, "temperature": 0, "max_tokens": 1})
                 same_card.append((time.perf_counter() - start, r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]))
-        adv = adversarial(url, tasks if not args.quick else tasks[:160], products, 1767571300.0)
+        adv = adversarial(url, tasks if args.quick else make_tasks(products, ADVERSARIAL_POOL, 1, "test"), products,
+                          1767571300.0)
         print(f"adversarial: {adv['conceded']} of {adv['n']} conceded, {adv['refused']} refused as asked", flush=True)
     finally:
         proc.send_signal(signal.SIGTERM)
