@@ -152,9 +152,9 @@ def drafts(url: str) -> tuple[float, float]:
     found = {}
     for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
         name, _, value = line.partition(" ")
-        if name in ("livemind_host_draft_tokens", "livemind_host_draft_tokens_accepted"):
+        if name in ("livemind_host_draft_tokens_total", "livemind_host_draft_tokens_accepted_total"):
             found[name] = float(value)
-    return found.get("livemind_host_draft_tokens", 0.0), found.get("livemind_host_draft_tokens_accepted", 0.0)
+    return found.get("livemind_host_draft_tokens_total", 0.0), found.get("livemind_host_draft_tokens_accepted_total", 0.0)
 
 
 def start_service(student: str, weights: str, max_tokens: int, batch: int, bench: Path, world_dir: Path) -> tuple:

@@ -238,14 +238,13 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             counts = eng.state.counts()
             metrics.live_rooms.set(counts["live_rooms"])
             # segments the live state has taken a new SID for (on a broker replica, the workers' SIDs)
-            metrics.reencodes.inc(counts["reencodes"] - metrics.reencodes_counted)
-            metrics.reencodes_counted = counts["reencodes"]
+            metrics.catch_up(metrics.reencodes, counts["reencodes"])
         if request.app.state.host is not None:
             decoder = request.app.state.host.decoder
             metrics.host_queue.set(decoder.waiting)
             metrics.host_batch.set(decoder.running)
-            metrics.host_drafted.set(getattr(decoder, "drafted", 0))  # a remote decoder drafts on its own server
-            metrics.host_accepted.set(getattr(decoder, "accepted", 0))
+            metrics.catch_up(metrics.host_drafted, decoder.drafted)
+            metrics.catch_up(metrics.host_accepted, decoder.accepted)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/v1/events", response_model=Accepted, dependencies=[Depends(authorised)])

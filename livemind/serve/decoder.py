@@ -197,6 +197,8 @@ class _Request:
 class Streams:
     """Reading a submitted request's pieces; shared by the local and the remote host decoders."""
 
+    drafted = accepted = 0  # prompt-lookup draft tokens checked, and kept (a remote server drafts on its own)
+
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None) -> _Request:
         raise NotImplementedError
@@ -605,9 +607,7 @@ def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     >>> _common((1, 2, 3, 4), (1, 2, 5)), _common((1, 2), (1, 2, 3)), _common((7,), (1,))
     (2, 2, 0)
     """
-    n = min(len(a), len(b))
-    differ = torch.tensor(a[:n]) != torch.tensor(b[:n])
-    return int(differ.nonzero()[0]) if bool(differ.any()) else n
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 class DecoderBackend:

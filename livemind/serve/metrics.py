@@ -50,7 +50,6 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.events = Counter("livemind_events_ingested", "live events stored and applied", registry=r)
         self.reencodes = Counter("livemind_segment_reencodes", "segments re-encoded into SIDs", registry=r)
-        self.reencodes_counted = 0  # the live state's count when /metrics last read it
         self.live_rooms = Gauge("livemind_live_rooms", "rooms live now", registry=r)
         self.batch = Histogram("livemind_recommend_batch_size", "requests per recommendation forward pass",
                                buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
@@ -66,11 +65,17 @@ class Metrics:
         self.host_tokens = Counter("livemind_host_output_tokens", "host: tokens generated", registry=r)
         self.host_queue = Gauge("livemind_host_queue_depth", "host: requests waiting for the generator", registry=r)
         self.host_batch = Gauge("livemind_host_batch_size", "host: requests decoding together now", registry=r)
-        self.host_drafted = Gauge("livemind_host_draft_tokens", "host: prompt-lookup draft tokens checked", registry=r)
-        self.host_accepted = Gauge("livemind_host_draft_tokens_accepted", "host: draft tokens greedy decoding made too",
-                                   registry=r)
+        self.host_drafted = Counter("livemind_host_draft_tokens", "host: prompt-lookup draft tokens checked", registry=r)
+        self.host_accepted = Counter("livemind_host_draft_tokens_accepted", "host: draft tokens greedy decoding made too",
+                                     registry=r)
+        self._counted: dict[Counter, float] = {}  # each catch_up counter's total when /metrics last read it
         self.recent_recommend = Recent()  # /v1/recommend latencies, for the console
         self.recent_host = Recent()  # host end-to-end latencies, for the console
+
+    def catch_up(self, counter: Counter, total: float) -> None:
+        """Advance `counter` to `total`, a count kept elsewhere (the live state's, the decoder's)."""
+        counter.inc(total - self._counted.get(counter, 0))
+        self._counted[counter] = total
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

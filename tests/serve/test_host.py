@@ -204,6 +204,11 @@ def test_a_request_that_cannot_get_a_batch_row_in_time_is_refused(serve_config, 
                           timeout=30).status_code == 200
         metrics = httpx.get(srv.url + "/metrics").text
         assert "livemind_host_ttft_seconds_count 1.0" in metrics and "livemind_host_queue_depth 0.0" in metrics
+        drafted, accepted = busy.decoder.drafted, busy.decoder.accepted  # counters: the decoder's totals, read twice
+        assert drafted > 0
+        for text in (metrics, httpx.get(srv.url + "/metrics").text):
+            assert f"livemind_host_draft_tokens_total {float(drafted)}" in text
+            assert f"livemind_host_draft_tokens_accepted_total {float(accepted)}" in text
     busy.decoder.close()
 
 
