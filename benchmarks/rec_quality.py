@@ -121,7 +121,7 @@ def run_job(job: tuple) -> dict:
     return {"name": name, "result": evaluate(ranker, data.log_for(static), data.eval_rows), "dir": directory,
             "steps": len(res.losses), "samples_per_s": res.samples_per_s, "train_seconds": res.seconds,
             "loss": (float(np.mean(res.losses[:20])), float(np.mean(res.losses[-20:]))), "prior_fit": res.prior_fit,
-            "lp_weight": res.model.log_lp_scale.exp().item() if cfg.room_loss else None,
+            "lp_weight": res.model.lp_weight().item() if cfg.room_loss else None,
             "seconds": time.perf_counter() - t}
 
 

@@ -246,6 +246,11 @@ def rec_train(
         return
     console.print(f"{len(res.losses):,} steps, loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}; "
                   f"{res.samples_per_s:,.0f} samples/s this run; checkpoint, losses.csv and loss.png in {out}")
+    if res.prior_fit is not None:
+        from livemind.rec.model.prior import generator_share
+
+        console.print(f"live-room prior refit: room cross-entropy {res.prior_fit[0]:.3f} -> {res.prior_fit[1]:.3f}; "
+                      f"{generator_share(res.model)}")
     if eval_targets:
         from livemind.report import rec_metrics_table
 

@@ -109,7 +109,7 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console):
     from livemind.rec.data.room_signals import SIGNALS
     from livemind.rec.eval.offline import GeneratorRanker, evaluate
     from livemind.rec.model.checkpoint import saved_generator_config
-    from livemind.rec.model.prior import prior_signals
+    from livemind.rec.model.prior import generator_share, prior_signals
     from livemind.rec.model.train import train_generator
     from livemind.report import rec_metrics_table
 
@@ -128,8 +128,8 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console):
                   f"{cfg.prior_holdout_hours:g} hours ({ran}); loss {np.mean(res.losses[:20]):.2f} -> "
                   f"{np.mean(res.losses[-20:]):.2f}, curve in {out / 'generator' / 'loss.png'}")
     console.print(f"live-room prior refit on those last hours: room cross-entropy {res.prior_fit[0]:.3f} -> "
-                  f"{res.prior_fit[1]:.3f}; a room's score = {res.model.log_lp_scale.exp().item():.3f} x log P(SID) "
-                  f"+ the prior over its identity signals ({', '.join(SIGNALS)}) and the SID affinity")
+                  f"{res.prior_fit[1]:.3f}; {generator_share(res.model)} (the prior reads {', '.join(SIGNALS)} "
+                  "and the SID affinity)")
     g = cfg.generator
     sas, _ = train_live_sasrec(data.log, data.live, split, live_sasrec_config(
         world.streamers.num_rows, g.max_history, repeat_aware=True), availability_aware=True)
@@ -171,7 +171,7 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
     from livemind.rec.data.feedback import ViewerState
     from livemind.rec.eval.abtest import ABConfig, ground_truth, run_abtest, sample_visits, standard_policies
     from livemind.rec.eval.offline import GeneratorRanker, evaluate
-    from livemind.rec.model.prior import prior_signals
+    from livemind.rec.model.prior import generator_share, prior_signals
 
     cfg = demo_align_config()
     state = ViewerState.from_world(data.world)

@@ -10,10 +10,13 @@ Both break ties the same way (score, then beam, then code), so they agree exactl
 checks this on random inputs.
 
 With a live-room prior (`GeneratorConfig.room_signals`), each live room also has a prior score
-from its identity signals. The search then ranks beams by log P(prefix) + the best prior among
-the live rooms under that prefix (`prefix_bonus`; only for choosing survivors, never
+from its identity signals, and a room's score is w x log P(SID) + its prior (w: the generator's
+`lp_weight`). The search accumulates w x log P in float64 and ranks beams by it + the best prior
+among the live rooms under the prefix (`prefix_bonus`; only for choosing survivors, never
 accumulated), so a beam leading to the viewer's favourite streamer is not pruned on content alone,
-and the rooms of the finished SIDs are ranked by log P(SID) + their own prior.
+and the rooms of the finished SIDs are ranked by w x log P(SID) + their own prior. Nothing is
+ever divided by w: for any w in [e^-88, e^88] every score is finite (a property test checks it
+against a float64 reference).
 
 Scorers decouple the search from the model: `start()` gives level-1 log-probabilities (1, K);
 `extend(parents, codes)` continues beams (the i-th new beam is old beam `parents[i]` followed by
@@ -22,6 +25,7 @@ Scorers decouple the search from the model: `start()` gives level-1 log-probabil
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Sequence
 from typing import NamedTuple, Protocol
 
@@ -54,13 +58,14 @@ def prefix_bonus(snapshot: LiveSnapshot, prior: np.ndarray) -> dict[SID, float]:
 
 
 def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int, dense: bool = False,
-                            bonus: dict[SID, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(SIDs (M, L), log-probabilities (M,)) of up to `beam` live SIDs, best first.
+                            bonus: dict[SID, float] | None = None, weight: float = 1.0
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """(SIDs (M, L), scores (M,)) of up to `beam` live SIDs, best first; a score is `weight` x log P(SID).
 
-    `bonus` (from `prefix_bonus`) is added to a beam's log-probability when ranking beams, and the
-    order returned is by log P + bonus; the scores returned stay log-probabilities.
+    `bonus` (from `prefix_bonus`) is added to a beam's score when ranking beams, and the order
+    returned is by score + bonus; the scores returned do not include it.
     """
-    steps = beam_steps(snapshot, beam, dense, bonus)
+    steps = beam_steps(snapshot, beam, dense, bonus, weight)
     ask = next(steps)
     try:
         while True:
@@ -69,19 +74,21 @@ def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int, d
         return done.value
 
 
-def beam_steps(snapshot: LiveSnapshot, beam: int, dense: bool = False, bonus: dict[SID, float] | None = None
-               ) -> Generator[tuple[np.ndarray, np.ndarray] | None, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+def beam_steps(snapshot: LiveSnapshot, beam: int, dense: bool = False, bonus: dict[SID, float] | None = None,
+               weight: float = 1.0) -> Generator[tuple[np.ndarray, np.ndarray] | None, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """The search of `constrained_beam_search` as a generator, so that a caller can score the beams of
     many requests in one batch: it yields None for the first level's log-probabilities (1, K), then
     (parents, codes) of the kept beams for the next level's (N, K), and returns (SIDs, scores)."""
     if beam < 1:
         raise ValueError(f"beam must be at least 1, got {beam}")
+    if not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f"the weight of log P(SID) must be a positive finite number, got {weight}")
     L = snapshot.levels
     if not len(snapshot.rooms):
         return np.zeros((0, L), dtype=np.int64), np.zeros(0)
     prefixes = np.zeros((1, 0), dtype=np.int64)
     scores = np.zeros(1)
-    lp = np.asarray((yield None), dtype=np.float64)
+    lp = weight * np.asarray((yield None), dtype=np.float64)
     for level in range(L):
         K = lp.shape[1]
         if dense:
@@ -113,7 +120,7 @@ def beam_steps(snapshot: LiveSnapshot, beam: int, dense: bool = False, bonus: di
         prefixes = np.concatenate([prefixes[parents], codes[:, None]], axis=1)
         scores = new_scores
         if level + 1 < L:
-            lp = np.asarray((yield parents, codes), dtype=np.float64)
+            lp = weight * np.asarray((yield parents, codes), dtype=np.float64)
     return prefixes, scores
 
 
@@ -223,18 +230,17 @@ def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, to
     if model.training:  # eval() walks every module: per request that is most of the Python overhead
         model.eval()
     prior = bonus = None
-    scale = 1.0
     if model.cfg.room_signals:
         if signals is None:
             raise ValueError("this generator ranks live rooms with a prior over their identity signals: pass signals")
         with torch.inference_mode():
-            scale = float(model.log_lp_scale.exp())
             cand = torch.from_numpy(snapshot.codes)[None].to(model.device)
             sig = torch.as_tensor(np.asarray(signals, dtype=np.float32), device=model.device)[None]
-            prior = _numpy(model.live_prior(hist, cand, sig)[0]) / scale
-        bonus = prefix_bonus(snapshot, prior)  # in units of log P: a room's score is scale x (log P + prior)
-    sids, scores = constrained_beam_search(GeneratorScorer(model, hist, encoded), snapshot, max(beam, top_k), bonus=bonus)
-    return [(room, scale * s) for room, s in rooms_from_sids(snapshot, sids, scores, top_k, prior)]
+            prior = _numpy(model.live_prior(hist, cand, sig)[0])
+        bonus = prefix_bonus(snapshot, prior)
+    sids, scores = constrained_beam_search(GeneratorScorer(model, hist, encoded), snapshot, max(beam, top_k),
+                                           bonus=bonus, weight=model.lp_weight().item())
+    return rooms_from_sids(snapshot, sids, scores, top_k, prior)
 
 
 @torch.inference_mode()
@@ -255,11 +261,10 @@ def recommend_batch(model: OneLiveGenerator, hists: Sequence[History], snapshots
     batch = History.stack(list(hists)).to(dev)
     x, valid = model.embed(batch)
     h0, kv = model.main(x, valid, last=1)  # (B, 1, d), KV (B, H, T+1, hd)
-    scale, priors = 1.0, [None] * B
+    weight, priors = model.lp_weight().item(), [None] * B
     if model.cfg.room_signals:
         if any(g is None for g, snap in zip(signals, snapshots) if len(snap.rooms)):
             raise ValueError("this generator ranks live rooms with a prior over their identity signals: pass signals")
-        scale = float(model.log_lp_scale.exp())
         C = max(1, max(len(snap.rooms) for snap in snapshots))
         cand = np.zeros((B, C, model.cfg.levels), dtype=np.int64)  # padding: code 0, signals 0, sliced off below
         sig = np.zeros((B, C, model.cfg.room_signals), dtype=np.float32)
@@ -267,13 +272,13 @@ def recommend_batch(model: OneLiveGenerator, hists: Sequence[History], snapshots
             cand[b, :len(snap.rooms)] = snap.codes
             if g is not None:
                 sig[b, :len(snap.rooms)] = g
-        prior = _numpy(model.live_prior(batch, torch.from_numpy(cand).to(dev), torch.from_numpy(sig).to(dev))) / scale
+        prior = _numpy(model.live_prior(batch, torch.from_numpy(cand).to(dev), torch.from_numpy(sig).to(dev)))
         priors = [prior[b, :len(snap.rooms)] for b, snap in enumerate(snapshots)]
     searches, asks, hidden = {}, {}, {}
     for b, snap in enumerate(snapshots):
         if len(snap.rooms):
             bonus = prefix_bonus(snap, priors[b]) if priors[b] is not None else None
-            searches[b] = beam_steps(snap, max(beam, top_k), bonus=bonus)
+            searches[b] = beam_steps(snap, max(beam, top_k), bonus=bonus, weight=weight)
             asks[b] = next(searches[b])
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     live = list(searches)
@@ -310,5 +315,5 @@ def recommend_batch(model: OneLiveGenerator, hists: Sequence[History], snapshots
             out.append([])
             continue
         sids, scores = results[b]
-        out.append([(room, scale * sc) for room, sc in rooms_from_sids(snap, sids, scores, top_k, priors[b])])
+        out.append(rooms_from_sids(snap, sids, scores, top_k, priors[b]))
     return out

@@ -7,8 +7,8 @@ temporary name and renamed into place, and `state.json` is written last, so a fo
 `state.json` always has complete tensors beside it (a crash mid-write leaves the old checkpoint).
 
 Reading refuses, with one `DataError` naming the path and what is wrong, a folder without a
-checkpoint, a truncated or unparsable file, a checkpoint of another format (a foreign file) and
-one trained on another tokenizer version.
+checkpoint, a truncated or unparsable file, a checkpoint of another format (a foreign file), one
+trained on another tokenizer version and one with a non-finite weight.
 """
 
 from __future__ import annotations
@@ -115,8 +115,13 @@ def load_generator(directory: str | Path, tokenizer_version: str | None,
         raise DataError(f"generator checkpoint {directory} was trained on tokenizer {state['tokenizer_version']}, "
                         f"the live index uses {tokenizer_version}")
     model = OneLiveGenerator(_config(state, directory))
+    tensors = load_tensors(directory / "model.safetensors")
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DataError(f"generator checkpoint {directory}: non-finite values (NaN or Infinity) in {', '.join(bad[:5])}"
+                        f"{' ...' if len(bad) > 5 else ''}; expected finite weights (retrain or realign it)")
     try:
-        model.load_state_dict(load_tensors(directory / "model.safetensors"))
+        model.load_state_dict(tensors)
     except RuntimeError as exc:  # missing / unexpected keys or shapes: weights of another model
         raise DataError(f"{directory}/model.safetensors: weights do not fit its state.json config ({exc})") from exc
     return model.to(device).eval()

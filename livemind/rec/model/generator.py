@@ -40,6 +40,11 @@ from livemind.rec.data.room_signals import SignalConfig
 from livemind.rec.data.watch import History
 from livemind.world.schema import EVENT_KINDS
 
+# The weight of log P(SID) in a room's score is exp(log_lp_scale) clamped to this range of its log:
+# an optimiser (the prior's L-BFGS refit, alignment) cannot drive it to 0 or overflow it, and a score
+# never needs a division by it. At the floor (e^-9 ~ 1.2e-4) the prior ranks alone, which the
+# trainer reports in words (`prior.generator_share`).
+LOG_LP_WEIGHT_RANGE = (-9.0, 4.0)
 N_TIME_FEATURES = 6  # sin/cos hour, sin/cos day of week, weekend flag, log1p(hours before now)
 
 
@@ -256,13 +261,20 @@ class OneLiveGenerator(nn.Module):
             signals = torch.cat([signals, affinity[..., None]], dim=-1)
         return self.room_prior(signals).squeeze(-1)
 
+    def lp_weight(self) -> Tensor:
+        """The weight () of log P(SID) in a room's score: exp(log_lp_scale) within LOG_LP_WEIGHT_RANGE
+        (1.0 without a prior). Outside the range the gradient is zero, so an optimiser stops there."""
+        if not self.cfg.room_signals:
+            return torch.ones((), device=self.device)
+        return self.log_lp_scale.clamp(*LOG_LP_WEIGHT_RANGE).exp()
+
     def room_scores(self, hist: History, cand: Tensor, signals: Tensor, enc: Encoding | None = None) -> Tensor:
-        """Score of live rooms (B, C): exp(log_lp_scale) x log P(their SID cand (B, C, L)) + the
-        prior of their signals (B, C, S); without a prior, log P(SID). `enc`: see `encode`."""
+        """Score of live rooms (B, C): lp_weight() x log P(their SID cand (B, C, L)) + the prior of
+        their signals (B, C, S); without a prior, log P(SID). `enc`: see `encode`."""
         lp = self.sid_log_prob(hist, cand, enc)
         if not self.cfg.room_signals:
             return lp
-        return self.log_lp_scale.exp() * lp + self.live_prior(hist, cand, signals)
+        return self.lp_weight() * lp + self.live_prior(hist, cand, signals)
 
     def live_prior(self, hist: History, cand: Tensor, signals: Tensor) -> Tensor:
         """The prior (B, C) of candidates cand (B, C, L) with signals (B, C, S) after each history."""

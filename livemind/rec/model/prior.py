@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from livemind.rec.data.feedback import ViewerState
 from livemind.rec.data.room_signals import RoomSignals
 from livemind.rec.data.watch import WatchLog
 from livemind.rec.live.rooms import LiveRooms
-from livemind.rec.model.generator import GeneratorConfig, OneLiveGenerator
+from livemind.rec.model.generator import LOG_LP_WEIGHT_RANGE, GeneratorConfig, OneLiveGenerator
 
 
 def prior_signals(cfg: GeneratorConfig, log: WatchLog, state: ViewerState, live: LiveRooms) -> RoomSignals | None:
@@ -54,7 +56,7 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
     S = model.cfg.room_signals
 
     def loss() -> torch.Tensor:
-        score = model.log_lp_scale.exp() * lp + model.prior(x[:, :S], x[:, S] if model.cfg.code_dim else None)
+        score = model.lp_weight() * lp + model.prior(x[:, :S], x[:, S] if model.cfg.code_dim else None)
         return F.cross_entropy(torch.full((n, C), float("-inf"), device=dev).index_put(at, score), target)
 
     params = [*model.room_prior.parameters(), model.log_lp_scale]
@@ -73,4 +75,28 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
 
     opt.step(closure)
     with torch.no_grad():
-        return before, loss().item()
+        model.log_lp_scale.clamp_(*LOG_LP_WEIGHT_RANGE)  # the weight it served with, stored as such
+        after = loss().item()
+    if not all(torch.isfinite(p).all() for p in params) or not math.isfinite(after):
+        raise FloatingPointError(f"the prior's refit left a non-finite parameter or loss ({after}); "
+                                 "the checkpoint is not written")
+    return before, after
+
+
+# Under this weight of log P(SID) the generator's share of a room's score is too small to reorder
+# rooms whose priors differ by a few hundredths (a typical log P(SID) spread is a few nats).
+SMALL_LP_WEIGHT = 0.05
+
+
+def generator_share(model: OneLiveGenerator) -> str:
+    """One sentence on who ranks: the weight of log P(SID) beside the prior, and, when it is small,
+    that the prior ranks (almost) alone, so a refit that switched the generator off is said in words."""
+    if not model.cfg.room_signals:
+        return "the generator ranks alone (no live-room prior)"
+    w = model.lp_weight().item()
+    if w <= math.exp(LOG_LP_WEIGHT_RANGE[0]) * 1.0001:
+        return (f"the prior ranks alone: the refit put the generator's weight at its floor ({w:.2g} x log P(SID)); "
+                "its log P(SID) only breaks ties")
+    if w < SMALL_LP_WEIGHT:
+        return f"the prior ranks almost alone: the generator's weight is {w:.3g} x log P(SID) (under {SMALL_LP_WEIGHT})"
+    return f"a room's score = {w:.3g} x log P(SID) + the live-room prior"

@@ -67,3 +67,13 @@ def test_weights_of_another_architecture_are_refused(ckpt, tmp_path):
     (folder / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
     with pytest.raises(DataError, match=f"{folder}/model.safetensors: weights do not fit its state.json config"):
         load_generator(folder, "tok-1")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_checkpoint_with_a_non_finite_weight_is_refused_naming_it(tmp_path, bad):
+    model = OneLiveGenerator(GeneratorConfig(d_model=8, n_heads=2, n_layers=1, codebook_size=4, room_signals=2))
+    with torch.no_grad():
+        model.log_lp_scale.fill_(bad)
+    save_generator(model, tmp_path / "g", "v1")
+    with pytest.raises(DataError, match=r"g: non-finite values \(NaN or Infinity\) in log_lp_scale"):
+        load_generator(tmp_path / "g", "v1")

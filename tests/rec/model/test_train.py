@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from livemind.rec.data.watch import WatchLog
 from livemind.rec.eval.offline import evaluate
 from livemind.rec.live.rooms import LiveRooms
 from livemind.rec.model.checkpoint import load_generator, saved_generator_config
-from livemind.rec.model.generator import GeneratorConfig, OneLiveGenerator
+from livemind.rec.model.generator import LOG_LP_WEIGHT_RANGE, GeneratorConfig, OneLiveGenerator
 from livemind.rec.model.prior import fit_room_prior
 from livemind.rec.model.train import GeneratorTrainer, TrainConfig
 from tests.rec.tokenizer.test_tokenizer import FAST
@@ -175,6 +176,11 @@ def test_live_room_prior_trains_jointly_and_survives_a_checkpoint(tiny_world, ti
     before, after = fit_room_prior(model, sig, tiny_rec.eval_rows, iterations=20)
     assert after < before
     assert all(torch.equal(frozen[k], v) for k, v in model.state_dict().items() if k in frozen and k != "log_lp_scale")
+    # a weight of log P(SID) pushed far out (the demo's refit once stored e^-87.66) is refit within its range
+    with torch.no_grad():
+        model.log_lp_scale.fill_(-87.66)
+    _, after = fit_room_prior(model, sig, tiny_rec.eval_rows, iterations=20)
+    assert math.isfinite(after) and LOG_LP_WEIGHT_RANGE[0] <= model.log_lp_scale.item() <= LOG_LP_WEIGHT_RANGE[1]
     with pytest.raises(ValueError, match="has no live-room prior"):
         fit_room_prior(OneLiveGenerator(CFG.generator), sig, tiny_rec.eval_rows)
 
