@@ -657,9 +657,16 @@ def serve(
                                                       "(key: $LIVEMIND_HOST_API_KEY)")] = None,
     broker: Annotated[str | None, typer.Option(help="redis://HOST:PORT/DB: run as a replica on Redis Streams "
                                                     "(needs the livemind workers; see livemind cluster up)")] = None,
+    open_reads: Annotated[bool, typer.Option("--open-reads", help="with a key: leave the read routes (recommend, "
+                                             "live rooms, models, the console's stream) open")] = False,
+    insecure_no_key: Annotated[bool, typer.Option("--insecure-no-key", help="bind a non-loopback address with no "
+                                                  "API key: anyone who reaches it may write events and use the host")] = False,
+    max_connections: Annotated[int, typer.Option(help="open connections at once; more are answered 503")] = 512,
 ) -> None:
-    """The live service: ingest live events, recommend rooms live now, and (with --student) the live host
-    (API key for the write routes: $LIVEMIND_API_KEY)."""
+    """The live service: ingest live events, recommend rooms live now, and (with --student) the live host.
+    With $LIVEMIND_API_KEY set every route but health, readiness, metrics and the console page needs it;
+    without one the service binds loopback only (see README, Security)."""
+    import ipaddress
     import os
 
     import torch
@@ -669,6 +676,16 @@ def serve(
     from livemind.serve.engine import EngineConfig
     from livemind.serve.host import HostConfig
 
+    api_key = os.environ.get("LIVEMIND_API_KEY") or None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if api_key is None and not loopback and not insecure_no_key:
+        raise DataError(f"--host {host} is not a loopback address and LIVEMIND_API_KEY is not set: set a key, "
+                        "bind 127.0.0.1, or say --insecure-no-key")
+    if max_connections < 1:
+        raise DataError(f"--max-connections must be at least 1, got {max_connections}")
     if host_only:
         if student is None or tokenizer is not None or generator is not None:
             raise DataError("--host-only serves the host alone: give --student and --catalog, not --tokenizer or --generator")
@@ -689,10 +706,12 @@ def serve(
                             backend=host_backend, url=host_url, threads=host_threads or None,
                             speculate=host_speculate) if student is not None else None)
     cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam, broker=broker),
-                      os.environ.get("LIVEMIND_API_KEY") or None,
-                      max_batch, max_wait_ms, host=live_host, catalog=catalog)
+                      api_key, max_batch, max_wait_ms, host=live_host, catalog=catalog, open_reads=open_reads)
+    if api_key is None and not loopback:
+        console.print(f"[bold red]WARNING[/]: serving {host} with no API key (--insecure-no-key): anyone who "
+                      "reaches it may write events and use the host")
     console.print(f"livemind serving on http://{host}:{port} (ready once /readyz says so)")
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning", limit_concurrency=max_connections)
 
 
 @app.command()

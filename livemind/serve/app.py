@@ -3,14 +3,13 @@
 Routes are thin: parse, call one method of the engine, shape the reply. Startup loads the models
 and rebuilds the live state from the durable log in a background thread, so `/healthz` answers at
 once and `/readyz` says 503 until the state is ready. Errors have one shape on these routes,
-`{"error", "field", "value", "expected", "index"}`, from one set of handlers. Write routes
-(`/v1/events`, `/v1/admin/*`) need `Authorization: Bearer <key>` when an API key is set.
+`{"error", "field", "value", "expected", "index"}`, from one set of handlers. Keys, origins,
+content types and body caps are `livemind.serve.guard`'s (its docstring is the security model).
 """
 
 from __future__ import annotations
 
 import gc
-import hmac
 import logging
 import os
 import threading
@@ -20,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -33,17 +31,23 @@ from livemind.serve.batching import Batcher
 from livemind.serve.broker import BrokerError
 from livemind.serve.console_routes import add_console_routes
 from livemind.serve.engine import EngineConfig, RecEngine, RecRequest
+from livemind.serve.guard import Guard
 from livemind.serve.host import Host, HostConfig, make_host
 from livemind.serve.host_routes import add_host_routes
 from livemind.serve.metrics import Metrics
 from livemind.serve.protocol import (
     Accepted,
+    AskIn,
+    ChatIn,
+    declare_bodies,
     EventBatchIn,
     LiveRoomsOut,
     RecommendIn,
     RecommendOut,
     ReloadIn,
+    short,
     to_record,
+    validation_problem,
 )
 from livemind.world.schema import Segment
 
@@ -56,7 +60,9 @@ class ServeConfig:
     api_key: str | None = None  # LIVEMIND_API_KEY: required on write routes when set
     max_batch: int = 32  # recommendation requests per forward pass
     max_wait_ms: float = 2.0  # how long the first request of a batch waits for others
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = 16 * 1024 * 1024  # an event batch
+    max_request_bytes: int = 1024 * 1024  # any other body (a chat's messages are capped at 32k characters)
+    open_reads: bool = False  # with a key: leave the read routes (recommend, live rooms, models, console) open
     host: HostConfig | None = None  # the live host (/v1/host/ask, /v1/chat/completions), with ...
     catalog: Path | None = None  # ... the products it answers about: a world folder (its products table)
 
@@ -67,35 +73,13 @@ class ServiceError(Exception):
 
 
 def _error(status: int, error: str, field: str | None = None, value: Any = None, expected: str | None = None,
-           index: int | None = None) -> JSONResponse:
-    if isinstance(value, str | bytes) and len(value) > 200:
-        value = value[:200] + "..."
-    body = {"error": error, "field": field, "value": value, "expected": expected, "index": index}
-    try:
-        return JSONResponse(body, status_code=status)
-    except (TypeError, ValueError):  # a value JSON cannot carry: its text
-        return JSONResponse({**body, "value": repr(value)}, status_code=status)
+           index: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": error, "field": field, "value": short(value), "expected": expected, "index": index}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _validation_error(exc: ValidationError | RequestValidationError) -> JSONResponse:
-    err = exc.errors()[0]
-    if err["type"] == "json_invalid":
-        return _error(400, f"the body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}",
-                      expected="a JSON object")
-    loc = [p for p in err["loc"] if p != "body"]
-    index, field = None, ".".join(str(p) for p in loc) or None
-    if loc[:1] == ["events"] and len(loc) >= 2 and isinstance(loc[1], int):  # events, i, kind tag, field...
-        index, field = loc[1], ".".join(str(p) for p in loc[3:]) or None
-    if err["type"] == "union_tag_invalid":
-        field = "kind"
-        value = err["ctx"]["tag"]
-        expected = "one of " + err["ctx"]["expected_tags"]
-    elif err["type"] == "missing":
-        value, expected = None, "a value (the field is required)"
-    else:
-        value, expected = err.get("input"), err["msg"]
-    where = f"event {index}: " if index is not None else ""
-    return _error(422, f"{where}{field}: {err['msg']}", field=field, value=value, expected=expected, index=index)
+    return _error(*validation_problem(exc))
 
 
 class Observe:
@@ -198,7 +182,9 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
     async def livemind_error(_: Request, exc: LivemindError) -> JSONResponse:
         return _error(400, str(exc))
 
-    app.add_middleware(Observe, metrics=metrics)
+    app.add_middleware(Guard, api_key=cfg.api_key, open_reads=cfg.open_reads,
+                       body_limit=lambda path: cfg.max_body_bytes if path == "/v1/events" else cfg.max_request_bytes)
+    app.add_middleware(Observe, metrics=metrics)  # outermost: refusals are counted too
 
     def engine_of(request: Request) -> RecEngine:
         eng = request.app.state.engine
@@ -206,13 +192,6 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             error = request.app.state.load_error
             raise ServiceError(503, "the service is not ready: " + (error or "loading models and the live state"))
         return eng
-
-    def authorised(request: Request) -> None:
-        if cfg.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        if not hmac.compare_digest(header.encode(), f"Bearer {cfg.api_key}".encode()):
-            raise ServiceError(401, "missing or wrong API key", field="Authorization", expected="Bearer <LIVEMIND_API_KEY>")
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -247,13 +226,10 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             metrics.catch_up(metrics.host_accepted, decoder.accepted)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/v1/events", response_model=Accepted, dependencies=[Depends(authorised)])
+    @app.post("/v1/events", response_model=Accepted)
     async def events(request: Request) -> Accepted:
         eng = engine_of(request)
-        if int(request.headers.get("content-length") or 0) > cfg.max_body_bytes:
-            raise ServiceError(413, f"the body is over {cfg.max_body_bytes} bytes", field="events",
-                               expected=f"at most {cfg.engine.max_events} events per batch")
-        body = await request.body()
+        body = await request.body()  # at most max_body_bytes (the Guard counts it as it streams)
         try:
             batch = EventBatchIn.model_validate_json(body)
         except ValidationError as exc:
@@ -277,7 +253,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
 
     @app.post("/v1/recommend", response_model=RecommendOut)
     async def recommend(request: Request) -> Response:
-        try:  # JSON whatever the content type says (curl -d sends it as a form)
+        try:
             body = RecommendIn.model_validate_json(await request.body())
         except ValidationError as exc:
             return _validation_error(exc)
@@ -286,21 +262,21 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             raise ServiceError(503, f"the live state has applied events up to {eng.applied_offset}, not yet up to "
                                     f"offset {body.offset} (a broker replica waits up to 5 s)", field="offset", value=body.offset,
                                expected=f"an offset the service has acknowledged (at most {eng.applied_offset} now)")
-        if body.policy == "popularity":
-            t0 = time.perf_counter()
-            answer = await run_in_threadpool(eng.popular, RecRequest(body.viewer, body.time, body.k))
-            metrics.recent_recommend.add(time.perf_counter() - t0)
-            return Response(orjson.dumps(answer), media_type="application/json")
         t0 = time.perf_counter()
-        answer = await request.app.state.batcher.submit(RecRequest(body.viewer, body.time, body.k))
+        if body.policy == "popularity":
+            answer = await run_in_threadpool(eng.popular, RecRequest(body.viewer, body.time, body.k))
+        else:
+            answer = await request.app.state.batcher.submit(RecRequest(body.viewer, body.time, body.k))
         metrics.recent_recommend.add(time.perf_counter() - t0)
-        return Response(orjson.dumps(answer), media_type="application/json")  # the engine's dict is the schema
+        # checked against the declared schema (finite numbers included): what /openapi.json promises is sent
+        return Response(RecommendOut.model_validate(answer).model_dump_json(), media_type="application/json")
 
     @app.get("/v1/rooms/live", response_model=LiveRoomsOut)
-    async def rooms_live(request: Request) -> dict:
-        return engine_of(request).live_rooms()
+    async def rooms_live(request: Request) -> Response:
+        return Response(LiveRoomsOut.model_validate(engine_of(request).live_rooms()).model_dump_json(),
+                        media_type="application/json")
 
-    @app.post("/v1/admin/reload", dependencies=[Depends(authorised)])
+    @app.post("/v1/admin/reload")
     async def reload(request: Request) -> dict:
         raw = await request.body()
         try:
@@ -318,4 +294,6 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
 
     add_host_routes(app, metrics, _validation_error)
     add_console_routes(app, metrics)
+    declare_bodies(app, {"/v1/events": EventBatchIn, "/v1/recommend": RecommendIn, "/v1/admin/reload": ReloadIn,
+                         "/v1/host/ask": AskIn, "/v1/chat/completions": ChatIn})
     return app

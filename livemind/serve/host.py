@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 import threading
-from collections import deque
-from collections.abc import Iterator
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,7 +39,9 @@ class HostConfig:
     max_tokens: int = 128  # default answer budget (reasoning + answer)
     max_wait_s: float = 5.0  # longest wait for a batch row before a 503
     max_batch: int = 8  # requests decoded together (continuous batching)
-    turns: int = 6  # a viewer's earlier turns kept per room (question + answer count as two)
+    turns: int = 6  # a viewer's earlier turns kept per room (question + answer count as two) ...
+    turns_ttl_s: float = 1800.0  # ... for at most this long after the viewer's last question there ...
+    conversations: int = 100_000  # ... in at most this many (room, viewer) pairs (the least recent go first)
     reasoning: Literal["separate", "drop"] = "separate"  # return the <think> part apart, or not at all
     device: str = "cpu"
     # int8: weight-only int8 of every Linear (CPU; livemind.serve.int8): 3x faster decoding here, answers
@@ -55,6 +58,9 @@ class HostConfig:
         return ("int8" if self.device == "cpu" else "fp32") if self.weights == "auto" else self.weights
 
     def __post_init__(self) -> None:
+        if self.turns_ttl_s <= 0 or self.conversations < 1:
+            raise ConfigError(f"turns_ttl_s > 0 and conversations >= 1 expected, got {self.turns_ttl_s}, "
+                              f"{self.conversations}")
         if self.max_tokens < 1 or self.max_wait_s <= 0 or self.turns < 0 or self.max_batch < 1:
             raise ConfigError(f"max_tokens >= 1, max_wait_s > 0, turns >= 0 and max_batch >= 1 expected, got "
                               f"{self.max_tokens}, {self.max_wait_s}, {self.turns}, {self.max_batch}")
@@ -86,10 +92,24 @@ class Answer:
 class Host:
     """Answers viewers in live rooms: the card now, the viewer's turns, the student."""
 
-    def __init__(self, cfg: HostConfig, decoder: Streams, catalog: dict[int, Product]) -> None:
-        self.cfg, self.decoder, self.catalog = cfg, decoder, catalog
-        self._turns: dict[tuple[int, int], deque[tuple[str, str]]] = {}
+    def __init__(self, cfg: HostConfig, decoder: Streams, catalog: dict[int, Product],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg, self.decoder, self.catalog, self.clock = cfg, decoder, catalog, clock
+        # (room, viewer) -> (time of the last turn, its turns), least recently used first
+        self._turns: OrderedDict[tuple[int, int], tuple[float, deque[tuple[str, str]]]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def turns_of(self, room: int, viewer: int) -> tuple[tuple[str, str], ...]:
+        """The viewer's recent turns in the room (none once `turns_ttl_s` has passed since the last)."""
+        with self._lock:
+            kept = self._turns.get((room, viewer))
+            if kept is None or self.clock() - kept[0] > self.cfg.turns_ttl_s:
+                return ()
+            return tuple(kept[1])
+
+    @property
+    def conversations(self) -> int:
+        return len(self._turns)
 
     def prompt(self, product: int | None, room: int, viewer: int, question: str) -> list[dict[str, str]]:
         """The chat for a question in a room: the card of `product` (None / -1: the host is chatting)."""
@@ -103,8 +123,7 @@ class Host:
             docs = (card(self.catalog[product]),)
         else:
             docs = ("No product is on the card right now; the host is chatting.",)
-        with self._lock:
-            history = tuple(self._turns.get((room, viewer), ()))
+        history = self.turns_of(room, viewer)
         return messages(QATask(f"{room}-{viewer}", "live", docs, question.strip(), {}, history))
 
     def warm(self, product: int | None) -> None:
@@ -117,17 +136,21 @@ class Host:
     def remember(self, room: int, viewer: int, question: str, answer: str) -> None:
         if not self.cfg.turns:
             return
+        now = self.clock()
         with self._lock:
-            turns = self._turns.setdefault((room, viewer), deque(maxlen=self.cfg.turns))
+            _, turns = self._turns.pop((room, viewer), (now, deque(maxlen=self.cfg.turns)))
+            if now - _ > self.cfg.turns_ttl_s:
+                turns.clear()
             turns.extend((("viewer", question.strip()), ("host", answer)))
+            self._turns[(room, viewer)] = (now, turns)  # the most recent, last
+            while len(self._turns) > self.cfg.conversations or (
+                    self._turns and now - next(iter(self._turns.values()))[0] > self.cfg.turns_ttl_s):
+                self._turns.popitem(last=False)
 
     def submit(self, chat: list[dict[str, str]], gen: Generation, **sampling: Any) -> Iterator[str]:
         """Queue the chat for the decoder; returns its pieces once the first one is made (HostBusy
         when no batch row came free within `max_wait_s`)."""
         return self.decoder.first(self.decoder.submit(chat, gen=gen, **sampling))
-
-    def stream(self, chat: list[dict[str, str]], gen: Generation, **sampling: Any) -> Iterator[str]:
-        yield from self.decoder.stream(chat, gen=gen, **sampling)
 
     def answer_of(self, gen: Generation, product: int | None) -> Answer:
         reasoning, answer = split_reasoning(gen.text)

@@ -13,51 +13,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from livemind.errors import DataError
 from livemind.serve.decoder import ContextTooLong
-from livemind.serve.host import MAX_QUESTION_CHARS, STOP, Generation, Host, HostBusy
+from livemind.serve.host import STOP, Generation, Host, HostBusy
 from livemind.serve.metrics import Metrics
-
-
-class AskIn(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-    room: int
-    viewer: int = Field(ge=0)
-    question: str = Field(max_length=MAX_QUESTION_CHARS)
-    stream: bool = False
-    max_tokens: int | None = Field(None, ge=1, le=2048)
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class ChatIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # other OpenAI fields (user, logprobs: false, ...) are accepted
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(1, ge=1, le=8)
+from livemind.serve.protocol import AskIn, ChatIn, short, validation_problem
 
 
 def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,
@@ -167,20 +135,21 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
         try:
             body = ChatIn.model_validate_json(raw)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            if err["type"] == "json_invalid":
-                return openai_error(400, f"the body is not valid JSON: {err['msg']}")
-            param = ".".join(str(p) for p in err["loc"]) or None
-            return openai_error(400, f"{param}: {err['msg']} (got {err.get('input')!r})", param=param)
+            problem = validation_problem(exc)
+            if problem.field is None:
+                return openai_error(400, problem.error)
+            return openai_error(400, f"{problem.field}: {problem.expected} (got {short(problem.value)!r})",
+                                param=problem.field)
+        if (name := body.unsupported()) is not None:
+            return openai_error(400, f"{name} is not supported by this server; leave it out (or at its default)",
+                                param=name, code="unsupported_parameter")
         host = request.app.state.host
         if host is None:
             return openai_error(503, "the host model is not loaded", kind="server_error")
         if body.model != host.cfg.name:
             return openai_error(404, f"The model `{body.model}` does not exist; this server serves `{host.cfg.name}`",
                                 param="model", code="model_not_found")
-        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        if len(stop) > 4:
-            return openai_error(400, f"stop: at most 4 sequences, got {len(stop)}", param="stop")
+        stop = body.stops
         chat = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
         max_tokens = body.max_completion_tokens or body.max_tokens or host.cfg.max_tokens
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -199,14 +168,23 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
                     "total_tokens": gens[0].prompt_tokens + done,
                     "prompt_tokens_details": {"cached_tokens": gens[0].cached_tokens}}
 
-        reqs = []
+        def submit_all() -> list:
+            reqs = []
+            try:
+                for i, g in enumerate(gens):  # decoded together; templating and tokenising off the event loop
+                    reqs.append(host.decoder.submit(chat, gen=g, **sampling(i)))
+            except BaseException:
+                for r in reqs:
+                    r.cancelled = True
+                raise
+            return reqs
+
         try:
-            for i, g in enumerate(gens):  # decoded together
-                reqs.append(host.decoder.submit(chat, gen=g, **sampling(i)))
+            reqs = await run_in_threadpool(submit_all)
         except ContextTooLong as exc:
-            for r in reqs:
-                r.cancelled = True
             return openai_error(400, str(exc), param="messages", code="context_length_exceeded")
+        except HostBusy as exc:
+            return openai_error(503, str(exc), kind="server_error", code="overloaded")
         try:
             head = await run_in_threadpool(host.decoder.first, reqs[0])
         except HostBusy as exc:

@@ -106,3 +106,35 @@ def test_the_console_in_a_headless_browser(console, tmp_path):
             browser.close()
     assert errors == []
     assert (tmp_path / "console.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="no system chromium (apt install chromium)")
+def test_the_console_asks_for_the_key_once_and_keeps_working_with_it(serve_config):
+    from playwright.sync_api import expect, sync_playwright
+
+    key = {"Authorization": "Bearer s3cret"}
+    with Server(dataclasses.replace(serve_config, api_key="s3cret")) as srv:
+        srv.wait_ready()
+        assert httpx.post(srv.url + "/v1/events", json={"events": EVENTS}, headers=key).status_code == 200
+        expected = httpx.post(srv.url + "/v1/recommend", json={"viewer": 5}, headers=key).json()["rooms"]
+        prompts: list[str] = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+
+                def answer(dialog) -> None:
+                    prompts.append(dialog.message)
+                    dialog.accept("s3cret")
+
+                page.on("dialog", answer)
+                page.goto(srv.url + "/")
+                expect(page.locator(".room")).to_have_count(2, timeout=10_000)
+                expect(page.locator("#s-conn")).to_have_text("live")
+                page.locator("#viewer").fill("5")
+                page.locator("#viewer").press("Enter")
+                expect(page.locator("#recs-onelive li")).to_have_count(len(expected), timeout=10_000)
+            finally:
+                browser.close()
+        assert len(prompts) == 1 and "API key" in prompts[0]  # asked once, for every call after

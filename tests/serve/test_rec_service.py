@@ -80,10 +80,12 @@ def test_a_new_segment_changes_the_sid_that_recommend_serves(serve_config):
         post = lambda events: httpx.post(srv.url + "/v1/events", json={"events": events})  # noqa: E731
         assert post([ROOM, SEG, WATCH]).json() == {"accepted": 3, "offset": 3}
         first = httpx.get(srv.url + "/v1/rooms/live").json()["rooms"]
-        # curl -d sends JSON labelled as a form: the body is read as JSON all the same
+        # a form (what a web page of another site can post without asking) is refused; JSON is read
         form = httpx.post(srv.url + "/v1/recommend", content=b'{"viewer": 5, "k": 3}',
                           headers={"content-type": "application/x-www-form-urlencoded"})
-        assert form.status_code == 200 and form.json()["time"] == WATCH["time"]  # "now": the latest event
+        assert form.status_code == 415 and form.json()["expected"] == "application/json"
+        now = httpx.post(srv.url + "/v1/recommend", json={"viewer": 5, "k": 3})
+        assert now.status_code == 200 and now.json()["time"] == WATCH["time"]  # "now": the latest event
         assert [(r["room"], r["product"], r["since"]) for r in first] == [(900, 7, 1767571300.0)]
         other = {**SEG, "index": 1, "start_time": 1767571330.0, "product": 8, "topic": "kitchen",
                  "text": "on the card: Brava cast iron skillet | free shipping over 50"}
@@ -118,6 +120,17 @@ BAD = [
     ("room started twice", {"events": [ROOM, ROOM]}, 422, {"index": 1, "field": "room", "value": 900}),
     ("oversized batch", {"events": [ROOM] + [WATCH] * 10_000}, 413, {"field": "events", "value": 10_001}),
     ("not a list", {"events": 5}, 422, {"field": "events", "index": None}),
+    # numbers that are not numbers: refused naming the field, never stored (a NaN click once was)
+    ("NaN value", b'{"events": [{"kind": "click", "viewer": 5, "room": 900, "time": 1767571310.0, "value": NaN}]}',
+     422, {"index": 0, "field": "value", "value": "nan", "expected": "a finite number (NaN and Infinity are refused)"}),
+    ("Infinity time", b'{"events": [{"kind": "room_start", "room": 901, "streamer": 3, "start_time": Infinity}]}',
+     422, {"index": 0, "field": "start_time", "value": "inf"}),
+    ("a number past a double", b'{"events": [{"kind": "watch", "viewer": 5, "room": 900, "time": 1e999}]}',
+     422, {"index": 0, "field": "time", "value": "inf"}),
+    ("an id past 2^53", {"events": [{**WATCH, "viewer": 2**64}]}, 422, {"index": 0, "field": "viewer"}),
+    ("a time past the year 2286", {"events": [{**WATCH, "time": 1e12}]}, 422, {"index": 0, "field": "time"}),
+    ("a long title", {"events": [{**ROOM, "title": "x" * 5000}]}, 422,
+     {"index": 0, "field": "title", "value": "x" * 200 + "..."}),  # echoed values are cut
 ]
 
 
@@ -126,7 +139,8 @@ def test_every_bad_input_gets_its_4xx_json_and_stores_nothing(serve_config):
         srv.wait_ready()
         assert httpx.post(srv.url + "/v1/events", json={"events": [{**ROOM, "room": 1}]}).json()["offset"] == 1
         for name, body, status, expect in BAD:
-            kw = {"content": body} if isinstance(body, bytes) else {"json": body}
+            kw = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) \
+                else {"json": body}
             r = httpx.post(srv.url + "/v1/events", **kw)
             assert r.status_code == status, (name, r.text)
             got = r.json()
@@ -138,13 +152,20 @@ def test_every_bad_input_gets_its_4xx_json_and_stores_nothing(serve_config):
         assert ready["events"] == 1 and ready["rooms"] == 1  # nothing of any refused batch was applied ...
         r = httpx.post(srv.url + "/v1/recommend", json={"viewer": -1})
         assert r.status_code == 422 and r.json()["field"] == "viewer"
+        for raw, field in ((b'{"viewer": 1, "time": Infinity}', "time"), (b'{"viewer": 1, "time": NaN}', "time"),
+                           (b'{"viewer": 1, "time": -1e400}', "time"), (b'{"viewer": 1, "k": 1e3}', "k")):
+            r = httpx.post(srv.url + "/v1/recommend", content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 422 and r.json()["field"] == field, (raw, r.text)
+        r = httpx.post(srv.url + "/v1/recommend", json={"viewer": 1, "k": list(range(100_000))})
+        assert r.status_code == 422 and len(r.json()["value"]) == 203  # a list is echoed as its text, cut
     log = LiveLog(serve_config.engine.store)
     assert log.count() == 1  # ... nor stored
     log.close()
 
 
-def test_write_routes_need_the_api_key_when_one_is_set(serve_config, models):
+def test_with_a_key_every_route_but_health_readiness_metrics_and_the_console_page_needs_it(serve_config, models):
     cfg = dataclasses.replace(serve_config, api_key="s3cret")
+    key = {"Authorization": "Bearer s3cret"}
     with Server(cfg) as srv:
         srv.wait_ready()
         r = httpx.post(srv.url + "/v1/events", json={"events": [ROOM]})
@@ -152,10 +173,48 @@ def test_write_routes_need_the_api_key_when_one_is_set(serve_config, models):
         r = httpx.post(srv.url + "/v1/events", json={"events": [ROOM]}, headers={"Authorization": "Bearer nope"})
         assert r.status_code == 401
         assert httpx.post(srv.url + "/v1/admin/reload", json={}).status_code == 401
-        ok = httpx.post(srv.url + "/v1/events", json={"events": [ROOM, SEG]}, headers={"Authorization": "Bearer s3cret"})
+        ok = httpx.post(srv.url + "/v1/events", json={"events": [ROOM, SEG]}, headers=key)
         assert ok.status_code == 200 and ok.json()["accepted"] == 2
-        assert httpx.get(srv.url + "/v1/rooms/live").status_code == 200  # reads stay open
+        for path in ("/v1/rooms/live", "/v1/models", "/v1/console/stream", "/openapi.json", "/docs"):
+            assert httpx.get(srv.url + path).status_code == 401, path
+        for path in ("/v1/recommend", "/v1/host/ask", "/v1/chat/completions"):
+            assert httpx.post(srv.url + path, json={"viewer": 1}).status_code == 401, path
+        chat = httpx.post(srv.url + "/v1/chat/completions", json={})
+        assert chat.json()["error"]["param"] == "Authorization"  # OpenAI's error shape on the OpenAI route
+        for path in ("/healthz", "/readyz", "/metrics", "/", "/static/console.js"):
+            assert httpx.get(srv.url + path).status_code == 200, path
+        assert httpx.get(srv.url + "/v1/rooms/live", headers=key).status_code == 200
+        assert httpx.post(srv.url + "/v1/recommend", json={"viewer": 1}, headers=key).status_code == 200
+    with Server(dataclasses.replace(cfg, open_reads=True)) as srv:  # the option that leaves reads open
+        srv.wait_ready()
+        assert httpx.get(srv.url + "/v1/rooms/live").status_code == 200
         assert httpx.post(srv.url + "/v1/recommend", json={"viewer": 1}).status_code == 200
+        assert httpx.post(srv.url + "/v1/events", json={"events": [ROOM]}).status_code == 401
+        assert httpx.post(srv.url + "/v1/admin/reload", json={}).status_code == 401
+
+
+def test_a_page_of_another_site_cannot_post_and_bodies_are_capped_as_they_stream(serve_config):
+    cfg = dataclasses.replace(serve_config, max_request_bytes=4096, max_body_bytes=64 * 1024)
+    with Server(cfg) as srv:
+        srv.wait_ready()
+        # what a web page the operator visits can send without asking: a form, or JSON from its origin
+        form = httpx.post(srv.url + "/v1/events", content=b'{"events": []}', headers={"content-type": "text/plain"})
+        assert form.status_code == 415 and form.json()["field"] == "Content-Type"
+        cross = httpx.post(srv.url + "/v1/events", json={"events": [ROOM]}, headers={"origin": "https://evil.example"})
+        assert cross.status_code == 403 and cross.json()["field"] == "Origin"
+        own = httpx.post(srv.url + "/v1/events", json={"events": [ROOM]}, headers={"origin": srv.url})
+        assert own.status_code == 200
+        big = b'{"viewer": 1, "pad": "' + b"x" * 10_000 + b'"}'
+        r = httpx.post(srv.url + "/v1/recommend", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "4096 bytes" in r.json()["error"]
+
+        def chunks():  # no Content-Length: the cap is counted while the body streams
+            for _ in range(100):
+                yield b" " * 1024
+
+        r = httpx.post(srv.url + "/v1/events", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "65536 bytes" in r.json()["error"]
+        assert httpx.get(srv.url + "/readyz").json()["events"] == 1  # nothing of the refused bodies was stored
 
 
 def test_a_model_swap_under_load_fails_no_request(serve_config, models):

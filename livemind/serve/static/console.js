@@ -16,16 +16,62 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-// ---------------------------------------------------------------- the live stream
-function connect() {
-  const source = new EventSource("/v1/console/stream");
-  source.onopen = () => { $("s-conn").textContent = "live"; $("s-conn").className = "on"; };
-  source.onerror = () => { $("s-conn").textContent = "reconnecting"; $("s-conn").className = "off"; };
-  source.onmessage = (e) => {
-    const frame = JSON.parse(e.data);
-    renderStrip(frame.stats);
-    renderRooms(frame.rooms);
+// ---------------------------------------------------------------- the API key
+// With LIVEMIND_API_KEY set, the service answers 401 to calls without it: the console asks once,
+// keeps the key for this tab (sessionStorage) and sends it as a bearer token.
+let asked = null;
+
+async function api(path, options = {}) {
+  const call = () => {
+    const key = sessionStorage.getItem("livemind-key");
+    const headers = { ...(options.headers || {}), ...(key ? { Authorization: `Bearer ${key}` } : {}) };
+    return fetch(path, { ...options, headers });
   };
+  let r = await call();
+  if (r.status === 401) {
+    asked = asked || new Promise((resolve) => {
+      const key = window.prompt("This livemind service needs its API key (LIVEMIND_API_KEY):");
+      if (key) sessionStorage.setItem("livemind-key", key.trim());
+      resolve();
+    });
+    await asked;
+    r = await call();
+    if (r.status === 401) asked = null;  // a wrong key: ask again on the next call
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- the live stream
+// server-sent events read through fetch (EventSource cannot send the key), reconnecting
+async function connect() {
+  for (;;) {
+    try {
+      const r = await api("/v1/console/stream");
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      $("s-conn").textContent = "live"; $("s-conn").className = "on";
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const line = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          if (!line.startsWith("data: ")) continue;
+          const frame = JSON.parse(line.slice(6));
+          renderStrip(frame.stats);
+          renderRooms(frame.rooms);
+        }
+      }
+    } catch (err) {
+      // fall through: reconnect
+    }
+    $("s-conn").textContent = "reconnecting"; $("s-conn").className = "off";
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
 }
 
 function renderStrip(s) {
@@ -76,7 +122,7 @@ function selectRoom(room) {
 
 // ---------------------------------------------------------------- recommendations
 async function recommend(policy, viewer) {
-  const r = await fetch("/v1/recommend", { method: "POST", headers: { "Content-Type": "application/json" },
+  const r = await api("/v1/recommend", { method: "POST", headers: { "Content-Type": "application/json" },
                                             body: JSON.stringify({ viewer, k: 10, policy }) });
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
@@ -127,7 +173,7 @@ async function ask(room, viewer, question) {
   chat.scrollTop = chat.scrollHeight;
   const started = performance.now();
   let first = null;
-  const r = await fetch("/v1/host/ask", { method: "POST", headers: { "Content-Type": "application/json" },
+  const r = await api("/v1/host/ask", { method: "POST", headers: { "Content-Type": "application/json" },
                                            body: JSON.stringify({ room, viewer, question, stream: true }) });
   if (!r.ok) {
     const body = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));

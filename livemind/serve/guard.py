@@ -1,0 +1,125 @@
+"""What stands between a client and the routes: the API key, browsers' cross-site requests, body
+sizes, and bounded waits.
+
+The security model (README, "Security"):
+- With a key set (`LIVEMIND_API_KEY`), every route but `/healthz`, `/readyz`, `/metrics` and the
+  console's page and static files needs `Authorization: Bearer <key>` (OpenAI clients send their
+  `api_key` so). `open_reads` leaves the read routes (`/v1/recommend`, `/v1/rooms/live`,
+  `/v1/models`, the console's stream) open; writes and the host still need the key.
+- Without a key the service binds loopback only, unless the operator names `--insecure-no-key`.
+- Every POST needs `Content-Type: application/json`, and a request from a browser page of another
+  origin (its `Origin` header is not this server's) is refused: a web page the operator visits
+  cannot post a form into the service.
+- Every body is capped while it streams, chunked or not: 413 naming the limit.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import orjson
+
+PUBLIC = ("/healthz", "/readyz", "/metrics", "/", "/favicon.ico")
+PUBLIC_PREFIXES = ("/static/",)
+READS = ("/v1/recommend", "/v1/rooms/live", "/v1/models", "/v1/console/stream")
+OPENAI = ("/v1/chat/completions", "/v1/models")
+
+
+def error_body(path: str, status: int, message: str, field: str | None = None, expected: str | None = None) -> bytes:
+    """An error in the shape of the route's API: OpenAI's on the OpenAI routes, livemind's elsewhere."""
+    if path in OPENAI:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return orjson.dumps({"error": {"message": message, "type": kind, "param": field, "code": None}})
+    return orjson.dumps({"error": message, "field": field, "value": None, "expected": expected, "index": None})
+
+
+async def _reply(send, path: str, status: int, message: str, field: str | None = None, expected: str | None = None,
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    body = error_body(path, status, message, field, expected)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Guard:
+    """ASGI middleware: the key, content type and origin checks, and the body cap (while the body
+    streams: a chunked body without a Content-Length is counted as it arrives)."""
+
+    def __init__(self, app, api_key: str | None, open_reads: bool, body_limit: Callable[[str], int]) -> None:
+        self.app, self.key, self.open_reads, self.body_limit = app, api_key, open_reads, body_limit
+
+    def needs_key(self, path: str) -> bool:
+        if self.key is None or path in PUBLIC or path.startswith(PUBLIC_PREFIXES):
+            return False
+        return not (self.open_reads and path in READS)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.needs_key(path):
+            given = headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.key}".encode()):
+                await _reply(send, path, 401, "missing or wrong API key", "Authorization",
+                             "Authorization: Bearer <LIVEMIND_API_KEY>", ((b"www-authenticate", b"Bearer"),))
+                return
+        if method == "POST":
+            origin = headers.get("origin")
+            if origin is not None and not same_origin(origin, headers.get("host", "")):
+                await _reply(send, path, 403, f"a request from another site ({origin[:100]}) is refused",
+                             "Origin", "no Origin, or this server's own")
+                return
+            ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                await _reply(send, path, 415, f"Content-Type {ctype[:100] or '(none)'!r} is refused",
+                             "Content-Type", "application/json")
+                return
+        limit = self.body_limit(path)
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _reply(send, path, 413, f"the body is over the limit of {limit} bytes for {path}", "body",
+                         f"at most {limit} bytes")
+            return
+        seen, started = 0, False
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        async def sending(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except _TooLarge:
+            if not started:
+                await _reply(send, path, 413, f"the body is over the limit of {limit} bytes for {path}", "body",
+                             f"at most {limit} bytes")
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Whether a browser's Origin header names this server (the Host the request was sent to).
+
+    >>> same_origin("http://127.0.0.1:8000", "127.0.0.1:8000"), same_origin("https://evil.example", "127.0.0.1:8000")
+    (True, False)
+    >>> same_origin("null", "127.0.0.1:8000")
+    False
+    """
+    parts = urlsplit(origin)
+    return bool(parts.netloc) and parts.netloc.lower() == host.lower()
