@@ -171,7 +171,7 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
     from livemind.rec.data.feedback import ViewerState
     from livemind.rec.eval.abtest import ABConfig, ground_truth, run_abtest, sample_visits, standard_policies
     from livemind.rec.eval.offline import GeneratorRanker, evaluate
-    from livemind.rec.model.prior import generator_share, prior_signals
+    from livemind.rec.model.prior import prior_signals
 
     cfg = demo_align_config()
     state = ViewerState.from_world(data.world)

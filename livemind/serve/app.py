@@ -31,7 +31,7 @@ from livemind.serve.batching import Batcher
 from livemind.serve.broker import BrokerError
 from livemind.serve.console_routes import add_console_routes
 from livemind.serve.engine import EngineConfig, RecEngine, RecRequest
-from livemind.serve.guard import Guard
+from livemind.serve.guard import Guard, Limiter, Saturated
 from livemind.serve.host import Host, HostConfig, make_host
 from livemind.serve.host_routes import add_host_routes
 from livemind.serve.metrics import Metrics
@@ -39,12 +39,12 @@ from livemind.serve.protocol import (
     Accepted,
     AskIn,
     ChatIn,
-    declare_bodies,
     EventBatchIn,
     LiveRoomsOut,
     RecommendIn,
     RecommendOut,
     ReloadIn,
+    declare_bodies,
     short,
     to_record,
     validation_problem,
@@ -63,6 +63,11 @@ class ServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024  # an event batch
     max_request_bytes: int = 1024 * 1024  # any other body (a chat's messages are capped at 32k characters)
     open_reads: bool = False  # with a key: leave the read routes (recommend, live rooms, models, console) open
+    # bounded at once, each on its own limiter (past it: 503 with Retry-After), so that none of them can
+    # take the worker threads that ingest and recommend need
+    max_host_requests: int = 16  # host answers being decoded or waiting for a batch row
+    max_waits: int = 8  # read-your-writes waits (/v1/recommend with an offset)
+    max_streams: int = 32  # console streams (server-sent events)
     host: HostConfig | None = None  # the live host (/v1/host/ask, /v1/chat/completions), with ...
     catalog: Path | None = None  # ... the products it answers about: a world folder (its products table)
 
@@ -162,6 +167,11 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
 
     app = FastAPI(title="livemind", version="0.1", lifespan=lifespan)
 
+    @app.exception_handler(Saturated)
+    async def saturated(_: Request, exc: Saturated) -> JSONResponse:
+        return _error(503, str(exc), expected=f"at most {exc.limit} {exc.what} at once",
+                      headers={"Retry-After": str(exc.retry_after_s)})
+
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return _error(exc.status, exc.error, **exc.detail)
@@ -182,8 +192,12 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
     async def livemind_error(_: Request, exc: LivemindError) -> JSONResponse:
         return _error(400, str(exc))
 
+    host_work = Limiter("host requests", cfg.max_host_requests)
+    waits = Limiter("read-your-writes waits", cfg.max_waits)
     app.add_middleware(Guard, api_key=cfg.api_key, open_reads=cfg.open_reads,
-                       body_limit=lambda path: cfg.max_body_bytes if path == "/v1/events" else cfg.max_request_bytes)
+                       body_limit=lambda path: cfg.max_body_bytes if path == "/v1/events" else cfg.max_request_bytes,
+                       limiters={"/v1/host/ask": host_work, "/v1/chat/completions": host_work,
+                                 "/v1/console/stream": Limiter("console streams", cfg.max_streams)})
     app.add_middleware(Observe, metrics=metrics)  # outermost: refusals are counted too
 
     def engine_of(request: Request) -> RecEngine:
@@ -258,10 +272,16 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         except ValidationError as exc:
             return _validation_error(exc)
         eng = engine_of(request)
-        if body.offset is not None and not await run_in_threadpool(eng.wait_applied, body.offset, 5.0):
-            raise ServiceError(503, f"the live state has applied events up to {eng.applied_offset}, not yet up to "
-                                    f"offset {body.offset} (a broker replica waits up to 5 s)", field="offset", value=body.offset,
-                               expected=f"an offset the service has acknowledged (at most {eng.applied_offset} now)")
+        if body.offset is not None and body.offset > eng.applied_offset:
+            if body.offset > (acked := eng.acknowledged_offset):  # never given out: no wait would see it
+                raise ServiceError(422, f"offset {body.offset} was never acknowledged", field="offset",
+                                   value=body.offset, expected=f"an offset from a /v1/events reply (at most {acked} now)")
+            with waits:
+                applied = await run_in_threadpool(eng.wait_applied, body.offset, 5.0)
+            if not applied:
+                raise ServiceError(503, f"the live state has applied events up to {eng.applied_offset}, not yet up "
+                                        f"to offset {body.offset} (a broker replica waits up to 5 s)", field="offset",
+                                   value=body.offset, expected="a retry in a second", headers={"Retry-After": "1"})
         t0 = time.perf_counter()
         if body.policy == "popularity":
             answer = await run_in_threadpool(eng.popular, RecRequest(body.viewer, body.time, body.k))

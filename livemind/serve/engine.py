@@ -127,6 +127,12 @@ class RecEngine:
         """The id of the last event the live state has applied (single process: the last acknowledged)."""
         return self.follower.applied if self.follower is not None else self.log.offset
 
+    @property
+    def acknowledged_offset(self) -> int:
+        """The id of the last event acknowledged to any client (on a replica: appended to the broker);
+        an offset past it was never given out, so no wait can see it applied."""
+        return self.broker.last_event() if self.broker is not None else self.log.offset
+
     def wait_applied(self, offset: int, timeout: float) -> bool:
         """Block until the live state has applied events up to `offset` (False: not within `timeout` s)."""
         if self.follower is None:

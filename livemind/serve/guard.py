@@ -52,8 +52,10 @@ class Guard:
     """ASGI middleware: the key, content type and origin checks, and the body cap (while the body
     streams: a chunked body without a Content-Length is counted as it arrives)."""
 
-    def __init__(self, app, api_key: str | None, open_reads: bool, body_limit: Callable[[str], int]) -> None:
+    def __init__(self, app, api_key: str | None, open_reads: bool, body_limit: Callable[[str], int],
+                 limiters: dict[str, Limiter] | None = None) -> None:
         self.app, self.key, self.open_reads, self.body_limit = app, api_key, open_reads, body_limit
+        self.limiters = limiters or {}  # path -> the limiter its requests hold until their reply ends
 
     def needs_key(self, path: str) -> bool:
         if self.key is None or path in PUBLIC or path.startswith(PUBLIC_PREFIXES):
@@ -105,8 +107,16 @@ class Guard:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        limiter = self.limiters.get(path)
         try:
-            await self.app(scope, counted, sending)
+            if limiter is None:
+                await self.app(scope, counted, sending)
+            else:
+                with limiter:  # held until the reply (a stream too) ends or the client goes
+                    await self.app(scope, counted, sending)
+        except Saturated as full:
+            await _reply(send, path, 503, str(full), None, f"at most {full.limit} {full.what} at once",
+                         ((b"retry-after", str(full.retry_after_s).encode()),))
         except _TooLarge:
             if not started:
                 await _reply(send, path, 413, f"the body is over the limit of {limit} bytes for {path}", "body",
@@ -123,3 +133,31 @@ def same_origin(origin: str, host: str) -> bool:
     """
     parts = urlsplit(origin)
     return bool(parts.netloc) and parts.netloc.lower() == host.lower()
+
+
+class Saturated(Exception):
+    """A bounded limiter is full: the client is told 503 with Retry-After, nothing waits unbounded."""
+
+    def __init__(self, what: str, limit: int, retry_after_s: int = 1) -> None:
+        self.what, self.limit, self.retry_after_s = what, limit, retry_after_s
+        super().__init__(f"the service is at its limit of {limit} {what} at once; retry in {retry_after_s} s")
+
+
+class Limiter:
+    """At most `limit` holders at once, refused (not queued) past it: host requests, read-your-writes
+    waits and console streams each have one, so none of them can take the threads or sockets the
+    others (and ingest) need. Used from the event loop only (no lock needed)."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a limiter of {what} needs a limit of at least 1, got {limit}")
+        self.what, self.limit, self.held = what, limit, 0
+
+    def __enter__(self) -> Limiter:
+        if self.held >= self.limit:
+            raise Saturated(self.what, self.limit)
+        self.held += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.held -= 1

@@ -16,6 +16,8 @@ from livemind.rec.eval.offline import recommend_at
 from livemind.rec.model.checkpoint import load_generator
 from livemind.rec.model.prior import prior_signals
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
+from livemind.serve.app import ServeConfig
+from livemind.serve.engine import EngineConfig
 from livemind.serve.replay import replay, watch_targets, wire, world_stream
 from livemind.world.live_log import LiveLog
 from tests.serve.conftest import Server
@@ -273,3 +275,38 @@ def test_the_stream_of_a_world_is_in_live_order(tiny_world):
     assert kinds.count("room_start") >= kinds.count("room_end") > 0 and "segment" in kinds and "impression" in kinds
     assert all(math.isfinite(t) for t, _, _ in items)
     assert np.all(np.diff([t for t, _, _ in items]) >= 0)
+
+
+@pytest.mark.slow
+def test_a_refit_that_switches_the_generator_off_still_serves_finite_ordered_scores(models, tiny_world, tmp_path):
+    """The demo's path: the prior refit on held-out rows (from where the demo's refit once left the
+    weight of log P(SID), e^-87.66, which scored every room +inf and served it as null), saved,
+    served, replayed: the scores are finite, in order, and the offline evaluation's."""
+    from livemind.rec.model.checkpoint import save_generator
+    from livemind.rec.model.prior import fit_room_prior
+
+    import torch
+
+    root, split = models
+    _, world = tiny_world
+    offline = Offline(models, world)
+    with torch.no_grad():
+        offline.model.log_lp_scale.fill_(-87.66)
+    held = np.flatnonzero((offline.log.time >= split - 6 * 3600) & (offline.log.time < split))
+    fit_room_prior(offline.model, offline.signals, held, iterations=20)
+    save_generator(offline.model, tmp_path / "refit", DynamicTokenizer.load(root / "tok").version)
+    offline.model = load_generator(tmp_path / "refit", DynamicTokenizer.load(root / "tok").version)
+    cfg = ServeConfig(EngineConfig(root / "tok", tmp_path / "refit", tmp_path / "events.duckdb", cache=None))
+    start, until = 1767571200.0 + 19 * 3600, 1767571200.0 + 21 * 3600
+    targets = sorted(watch_targets(world, start, until, 10, seed=2), key=lambda x: x[1])
+    served = []
+    with Server(cfg) as srv:
+        srv.wait_ready()
+        res = replay(world, srv.url, start, until, speed=0, batch=200, targets=set(targets),
+                     on_request=lambda answer, _: served.append(answer))
+    assert res.requests == len(targets) == len(served)
+    for a in served:
+        scores = [r["score"] for r in a["rooms"]]
+        assert scores and all(isinstance(s, float) and math.isfinite(s) for s in scores)
+        assert scores == sorted(scores, reverse=True)
+        assert [r["room"] for r in a["rooms"]] == offline.top(a["viewer"], a["time"])
