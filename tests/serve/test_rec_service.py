@@ -282,10 +282,10 @@ def test_a_refit_that_switches_the_generator_off_still_serves_finite_ordered_sco
     """The demo's path: the prior refit on held-out rows (from where the demo's refit once left the
     weight of log P(SID), e^-87.66, which scored every room +inf and served it as null), saved,
     served, replayed: the scores are finite, in order, and the offline evaluation's."""
+    import torch
+
     from livemind.rec.model.checkpoint import save_generator
     from livemind.rec.model.prior import fit_room_prior
-
-    import torch
 
     root, split = models
     _, world = tiny_world
