@@ -30,7 +30,7 @@ from livemind.rec.live.state import BatchError
 from livemind.serve.batching import Batcher
 from livemind.serve.broker import BrokerError
 from livemind.serve.console_routes import add_console_routes
-from livemind.serve.engine import EngineConfig, RecEngine, RecRequest
+from livemind.serve.engine import ApplyFailed, EngineConfig, RecEngine, RecRequest
 from livemind.serve.guard import Guard, Limiter, Saturated
 from livemind.serve.host import Host, HostConfig, make_host
 from livemind.serve.host_routes import add_host_routes
@@ -188,6 +188,10 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
     async def broker_error(_: Request, exc: BrokerError) -> JSONResponse:
         return _error(503, str(exc), expected="a reachable broker (redis-server)")
 
+    @app.exception_handler(ApplyFailed)
+    async def apply_failed(_: Request, exc: ApplyFailed) -> JSONResponse:
+        return _error(503, f"the service stopped serving: {exc}", expected="a restart of the service")
+
     @app.exception_handler(LivemindError)
     async def livemind_error(_: Request, exc: LivemindError) -> JSONResponse:
         return _error(400, str(exc))
@@ -205,6 +209,8 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         if eng is None:
             error = request.app.state.load_error
             raise ServiceError(503, "the service is not ready: " + (error or "loading models and the live state"))
+        if eng.apply_error is not None:
+            raise ServiceError(503, "the service is not ready: " + eng.apply_error)
         return eng
 
     @app.get("/healthz")
@@ -216,6 +222,8 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         eng = request.app.state.engine
         if eng is None:
             return _error(503, "not ready: " + (request.app.state.load_error or "loading models and the live state"))
+        if eng.apply_error is not None:
+            return _error(503, "not ready: " + eng.apply_error)
         if eng.follower is not None and eng.follower.error:
             return _error(503, "not ready: the replica stopped following the broker's applied log: " + eng.follower.error)
         host = request.app.state.host
@@ -255,7 +263,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         host = request.app.state.host
 
         def ingest() -> tuple[int, int]:
-            out = eng.ingest(records)
+            out = eng.ingest(records, batch.batch_id)
             if host is not None:  # cards just put up: their prompt prefix is prefilled before the first question
                 for product in {r.product: None for r in records if isinstance(r, Segment)}:
                     host.warm(int(product))

@@ -14,6 +14,8 @@ Redis, and on a Redis Cluster the braces keep every key in one hash slot, as the
     {p}:tokstate room -> the tokenizer's state of the room (pooled content, last segment, SID)
     {p}:sid      "room:index" -> the SID of that segment, until the state worker has applied it
     {p}:live     room -> "index:c1,c2,.." of every live room that has shown a segment (the live set)
+    {p}:batch:ID the last event id of the batch a client sent with batch_id ID (for a day): a retry
+                 is answered with it and appends nothing
 
 Acceptance (`append`): the batch is checked with the single-process service's rules
 (`rec.live.state.check_batch`) against the rooms' facts in `{p}:roommeta`; one Lua script (atomic
@@ -51,10 +53,17 @@ from livemind.world.schema import EVENT_KINDS, Event, EventKind, Room, Segment
 _KINDS = [EventKind(k) for k in EVENT_KINDS]
 _KIND_ID = {k: i for i, k in enumerate(_KINDS)}
 
-# KEYS: seq, events, rooms, roommeta. ARGV: n, events data, rooms data ('' for none), m, then m pairs
-# (room, expected facts: '' when absent), then k, then k pairs (room, new facts). Returns {last id, entry
-# id}, or {-1, room} when a room changed since it was read.
+# KEYS: seq, events, rooms, roommeta, the batch id's key ("{p}:batch:" alone when none, in the same slot). ARGV: n, events data, rooms data
+# ('' for none), m, then m pairs (room, expected facts: '' when absent), then k, then k pairs (room, new
+# facts), then the seconds a batch id is remembered. Returns {last id, entry id}, {last id, 'again'} for a
+# batch id already appended (a retried script appends nothing), or {-1, room} when a room changed since
+# it was read.
 _APPEND = """
+local once = string.sub(KEYS[5], -1) ~= ':'
+if once then
+  local done = redis.call('GET', KEYS[5])
+  if done then return {tonumber(done), 'again'} end
+end
 local n = tonumber(ARGV[1])
 local m = tonumber(ARGV[4])
 local i = 5
@@ -74,8 +83,12 @@ for _ = 1, k do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+if once then redis.call('SET', KEYS[5], last, 'EX', tonumber(ARGV[i])) end
 return {last, id}
 """
+
+
+BATCH_ID_TTL_S = 86_400  # how long the broker remembers a batch id (a client retries within seconds)
 
 
 class BrokerError(LivemindError):
@@ -170,11 +183,19 @@ class Broker:
 
     # ------------------------------------------------------------------------------ ingest
 
-    def append(self, records: Sequence[LiveRecord], attempts: int = 20) -> int:
+    def append(self, records: Sequence[LiveRecord], attempts: int = 20, batch_id: str | None = None) -> int:
         """Check and append a batch; returns the id of its last event. A bad batch raises a BatchError
-        and stores nothing; an acknowledged one is in Redis under its fsync policy."""
+        and stores nothing; an acknowledged one is in Redis under its fsync policy. A `batch_id` already
+        appended (within `BATCH_ID_TTL_S`) returns that batch's last id and appends nothing, checked
+        again inside the script, so a client's retry or a retried script cannot append twice."""
         if not records:
             return self.last_event()
+        once = f"{self.prefix}:batch:{batch_id or ''}"
+        try:
+            if batch_id is not None and (done := self.r.get(once)) is not None:
+                return int(done)
+        except redis.RedisError as exc:
+            raise BrokerError(f"the broker at {self.url} refused the batch: {exc}") from exc
         rooms = sorted({r.id if isinstance(r, Room) else r.room for r in records})
         data = orjson.dumps([encode(r) for r in records])
         room_data = orjson.dumps([encode(r) for r in records if isinstance(r, Room | RoomEnd | Segment)])
@@ -190,7 +211,8 @@ class Broker:
                 args += [len(changed)]
                 for room, f in changed:
                     args += [room, f]
-                last, entry = self._append(keys=[self.seq, self.events, self.rooms, self.roommeta], args=args)
+                args += [BATCH_ID_TTL_S]
+                last, entry = self._append(keys=[self.seq, self.events, self.rooms, self.roommeta, once], args=args)
                 if int(last) >= 0:
                     return int(last)
         except redis.RedisError as exc:

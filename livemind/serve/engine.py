@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from livemind.errors import ConfigError, DataError
+from livemind.errors import ConfigError, DataError, LivemindError
 from livemind.rec.alignment.align import fingerprint
 from livemind.rec.live.state import LiveState
 from livemind.rec.model.beam import recommend_batch
@@ -36,6 +36,10 @@ from livemind.rec.model.checkpoint import load_generator
 from livemind.rec.model.generator import OneLiveGenerator
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
 from livemind.world.live_log import LiveLog, LiveRecord
+
+
+class ApplyFailed(LivemindError):
+    """A committed batch could not be applied to the live state: the engine stops serving (503)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class RecEngine:
         self.served = self._load(cfg.generator) if cfg.generator else None  # None: host only
         self.state = LiveState(self.tokenizer, self.served.model.cfg.signals if self.served else None)
         self._ingest_lock = threading.Lock()
+        self.apply_error: str | None = None  # a committed batch that could not be applied: not serving
 
     def _load(self, path: str | Path) -> ServedModel:
         model = load_generator(path, self.tokenizer.version, device=self.cfg.device)
@@ -139,16 +144,31 @@ class RecEngine:
             return self.log.offset >= offset  # acknowledged here means applied
         return self.follower.wait(offset, timeout)
 
-    def ingest(self, records: Sequence[LiveRecord]) -> tuple[int, int]:
-        """(events accepted, offset of the last); a bad batch raises a BatchError and stores nothing."""
+    def ingest(self, records: Sequence[LiveRecord], batch_id: str | None = None) -> tuple[int, int]:
+        """(events accepted, offset of the last); a bad batch raises a BatchError and stores nothing.
+
+        `batch_id`: a batch sent again with the id of one already stored (a client's retry, after a
+        lost reply or a `kill -9` between commit and reply) is acknowledged with the first one's
+        offset and neither stored nor applied again. A batch that was committed but could not be
+        applied stops the service from serving (`apply_error`, shown by /readyz) rather than serve
+        a half-applied state; a restart rebuilds the state from the log."""
         if len(records) > self.cfg.max_events:
             raise DataError(f"a batch of {len(records)} events; at most {self.cfg.max_events} per request")
         if self.broker is not None:  # checked against the broker's room facts and appended there
-            return len(records), self.broker.append(records)
+            return len(records), self.broker.append(records, batch_id=batch_id)
         with self._ingest_lock:  # batches are checked, stored and applied one at a time, in order
-            self.state.check(records)
-            offset = self.log.append(records)
-            self.state.apply(records)
+            if self.apply_error is not None:
+                raise ApplyFailed(self.apply_error)
+            if batch_id is not None and (offset := self.log.batch(batch_id)) is not None:
+                return len(records), offset
+            self.state.check(records)  # everything that can refuse the batch, before the commit
+            offset = self.log.append(records, batch_id=batch_id)
+            try:
+                self.state.apply(records)
+            except Exception as exc:
+                self.apply_error = f"events up to offset {offset} are stored but could not be applied " \
+                                   f"({type(exc).__name__}: {exc}); a restart rebuilds the state from the log"
+                raise ApplyFailed(self.apply_error) from exc
         return len(records), offset
 
     # ------------------------------------------------------------------------------ reads

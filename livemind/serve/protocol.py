@@ -78,6 +78,9 @@ LiveEvent = Annotated[RoomStartEvent | RoomEndEvent | SegmentEvent | ViewerEvent
 class EventBatchIn(BaseModel):
     model_config = STRICT
     events: list[LiveEvent]  # type: ignore[valid-type]  # (its count is capped by the engine: 413 past it)
+    # the client's id of this batch: a retry with the same id is acknowledged with the first one's offset
+    # and stored and applied once (also across a kill -9 between commit and reply)
+    batch_id: str | None = Field(None, min_length=1, max_length=128)
 
 
 def to_record(e: BaseModel) -> LiveRecord:

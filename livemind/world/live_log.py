@@ -44,7 +44,9 @@ _SCHEMA = pa.schema([
 ])
 _DDL = ('CREATE TABLE IF NOT EXISTS live_events ("offset" BIGINT, kind VARCHAR, room BIGINT, '
         'viewer BIGINT, streamer BIGINT, time DOUBLE, value DOUBLE, "index" BIGINT, product BIGINT, '
-        'topic VARCHAR, text VARCHAR, title VARCHAR)')
+        'topic VARCHAR, text VARCHAR, title VARCHAR); '
+        # a client's batch id -> the offset of the batch's last record: a retried batch is stored once
+        'CREATE TABLE IF NOT EXISTS live_batches (batch_id VARCHAR PRIMARY KEY, last_offset BIGINT)')
 
 
 def kind_of(record: LiveRecord) -> str:
@@ -133,12 +135,20 @@ class LiveLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def append(self, records: Sequence[LiveRecord], first: int | None = None) -> int:
+    def batch(self, batch_id: str) -> int | None:
+        """The offset of the last record of the batch a client sent as `batch_id`, None if never stored."""
+        with self._lock:
+            row = self._con.cursor().execute("SELECT last_offset FROM live_batches WHERE batch_id = ?",
+                                             [batch_id]).fetchone()
+        return None if row is None else int(row[0])
+
+    def append(self, records: Sequence[LiveRecord], first: int | None = None, batch_id: str | None = None) -> int:
         """Append `records` in one transaction; returns the offset of the last one. When this returns,
         the records are committed (durable); on any error nothing of the batch is stored.
 
         `first`: the offset the batch was numbered from elsewhere (the broker's event ids). A batch the
-        log already holds is skipped (a redelivery changes nothing); one that would leave a gap is refused."""
+        log already holds is skipped (a redelivery changes nothing); one that would leave a gap is refused.
+        `batch_id`: the client's id of the batch, stored in the same transaction (see `batch`)."""
         if not records:
             return self._offset
         with self._lock:
@@ -155,6 +165,8 @@ class LiveLog:
             try:
                 cur.execute("BEGIN TRANSACTION")
                 cur.execute("INSERT INTO live_events SELECT * FROM incoming")
+                if batch_id is not None:
+                    cur.execute("INSERT INTO live_batches VALUES (?, ?)", [batch_id, first + len(records) - 1])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")

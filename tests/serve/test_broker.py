@@ -211,3 +211,20 @@ def test_a_follower_that_meets_a_gap_stops_and_says_why(redis_server):
     assert follower.error == "RuntimeError: the applied log jumps from event 0 to 5" and state.events == 0
     follower.close()
     b.close()
+
+
+def test_a_batch_id_is_appended_once_even_when_the_append_script_runs_again(redis_server):
+    b = Broker(redis_server.url)
+    room = Room(1, 4, T0, float("inf"), "")
+    batch = [room, Segment(1, 0, T0, "hello there", 3, "food")]
+    assert b.append(batch, batch_id="b-1") == 2
+    assert b.append(batch, batch_id="b-1") == 2  # a client's retry: checked before the batch's rules
+    entries = lambda: b.r.xlen(b.events)  # noqa: E731
+    assert entries() == 1
+    # the script itself, run again (a retry after a Redis timeout): the same id, nothing appended
+    last, flag = b._append(keys=[b.seq, b.events, b.rooms, b.roommeta, f"{b.prefix}:batch:b-1"],
+                           args=[2, b"[]", b"", 0, 0, 60])
+    assert (int(last), flag) == (2, b"again") and entries() == 1 and b.last_event() == 2
+    assert b.append([Event(9, 1, T0 + 5, EventKind.WATCH, 30.0)], batch_id="b-2") == 3
+    assert b.append([Event(9, 1, T0 + 6, EventKind.WATCH, 30.0)]) == 4  # no id: appended as it comes
+    assert b.r.ttl(f"{b.prefix}:batch:b-2") > 0  # remembered for a while, not for ever

@@ -310,3 +310,29 @@ def test_a_refit_that_switches_the_generator_off_still_serves_finite_ordered_sco
         assert scores and all(isinstance(s, float) and math.isfinite(s) for s in scores)
         assert scores == sorted(scores, reverse=True)
         assert [r["room"] for r in a["rooms"]] == offline.top(a["viewer"], a["time"])
+
+
+def test_a_committed_batch_that_cannot_be_applied_stops_serving_instead_of_serving_half_of_it(serve_config,
+                                                                                             monkeypatch):
+    from livemind.rec.live.state import LiveState
+
+    apply = LiveState.apply
+
+    def failing(self, records):
+        if any(getattr(r, "text", "") == "boom" for r in records):
+            raise RuntimeError("a bug in apply")
+        return apply(self, records)
+
+    monkeypatch.setattr(LiveState, "apply", failing)
+    with Server(serve_config) as srv:
+        srv.wait_ready()
+        assert httpx.post(srv.url + "/v1/events", json={"events": [ROOM, SEG]}).status_code == 200
+        r = httpx.post(srv.url + "/v1/events", json={"events": [{**SEG, "index": 1, "text": "boom"}]})
+        assert r.status_code == 503 and "offset 3 are stored but could not be applied" in r.json()["error"]
+        ready = httpx.get(srv.url + "/readyz")
+        assert ready.status_code == 503 and "RuntimeError: a bug in apply" in ready.json()["error"]
+        for path, body in (("/v1/recommend", {"viewer": 5}), ("/v1/events", {"events": [WATCH]})):
+            assert httpx.post(srv.url + path, json=body).status_code == 503, path
+    monkeypatch.setattr(LiveState, "apply", apply)
+    with Server(serve_config) as srv:  # a restart rebuilds the state from the log, the stored batch included
+        assert srv.wait_ready()["events"] == 3

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from livemind.serve.replay import wire, world_stream
+from livemind.world.live_log import LiveLog
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +116,33 @@ def test_the_cli_serves_the_host_alone_from_a_student_folder(models, tiny_world,
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def test_a_retried_batch_id_is_acknowledged_again_and_applied_once_across_a_kill_9(serve_config):
+    """A client whose reply was lost sends the batch again with its id: the same offset comes back and
+    the events are stored and applied once, also when the service was killed between commit and reply."""
+    from tests.serve.conftest import Server
+    from tests.serve.test_rec_service import ROOM, SEG, WATCH
+
+    key = {"batch_id": "platform-7"}
+    with Server(serve_config) as srv:
+        srv.wait_ready()
+        first = httpx.post(srv.url + "/v1/events", json={"events": [ROOM, SEG], **key}).json()
+        again = httpx.post(srv.url + "/v1/events", json={"events": [ROOM, SEG], **key})
+        assert again.status_code == 200 and again.json() == first == {"accepted": 2, "offset": 2}
+        assert httpx.get(srv.url + "/readyz").json()["events"] == 2
+    # the commit happened, the reply never came (the process died): a new service answers the retry
+    log = LiveLog(serve_config.engine.store)
+    log.append([to_record_of(WATCH)], batch_id="platform-8")  # committed as the killed service would have
+    log.close()
+    with Server(serve_config) as srv:
+        srv.wait_ready()
+        retry = httpx.post(srv.url + "/v1/events", json={"events": [WATCH], "batch_id": "platform-8"}).json()
+        assert retry == {"accepted": 1, "offset": 3}
+        assert httpx.get(srv.url + "/readyz").json()["events"] == 3  # applied once, when the state was rebuilt
+
+
+def to_record_of(event: dict):
+    from livemind.serve.protocol import EventBatchIn, to_record
+
+    return to_record(EventBatchIn.model_validate({"events": [event]}).events[0])
