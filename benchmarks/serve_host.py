@@ -49,9 +49,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from serve_rec import free_port  # noqa: E402
-
 from livemind.demo import BENCH_GRPO, demo_world_config  # noqa: E402
+from livemind.serve.process import free_port  # noqa: E402
 from livemind.think.prompts import STOP, messages, split_reasoning  # noqa: E402
 from livemind.think.tasks import card, make_tasks  # noqa: E402
 from livemind.think.verify import conceded, verify  # noqa: E402

@@ -30,7 +30,6 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +49,7 @@ from livemind.rec.model.checkpoint import load_generator
 from livemind.rec.model.prior import prior_signals
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
 from livemind.report import figure
+from livemind.serve.process import free_port
 from livemind.serve.replay import wire, world_stream
 from livemind.world.live_log import LiveLog
 from livemind.world.simulator import WorldConfig, simulate_world
@@ -72,12 +72,6 @@ def bench_models(bench: Path) -> tuple:
     if not toks or not (gen_dir / "state.json").is_file():
         raise SystemExit(f"run `python benchmarks/rec_quality.py --quick` first: no tokenizer / gen-prior in {bench}")
     return world, split, toks[-1], gen_dir
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:

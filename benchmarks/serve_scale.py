@@ -51,7 +51,8 @@ from livemind.rec.model.prior import prior_signals  # noqa: E402
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer  # noqa: E402
 from livemind.report import figure  # noqa: E402
 from livemind.serve.broker import Broker  # noqa: E402
-from livemind.serve.cluster import Cluster, ClusterConfig, free_port  # noqa: E402
+from livemind.serve.cluster import Cluster, ClusterConfig  # noqa: E402
+from livemind.serve.process import free_port  # noqa: E402
 from livemind.serve.replay import world_stream  # noqa: E402
 from livemind.world.live_log import LiveLog, RoomEnd  # noqa: E402
 from livemind.world.schema import Room, Segment  # noqa: E402

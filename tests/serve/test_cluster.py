@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from livemind.serve.broker import Broker
-from livemind.serve.cluster import Cluster, ClusterConfig, free_port
+from livemind.serve.cluster import Cluster, ClusterConfig
+from livemind.serve.process import free_port
 from livemind.serve.replay import watch_targets, wire
 from livemind.world.live_log import LiveLog
 from tests.serve.conftest import Server
