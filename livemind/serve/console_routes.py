@@ -61,13 +61,23 @@ def add_console_routes(app: FastAPI, metrics: Metrics, period_s: float = 1.0) ->
     async def favicon() -> Response:
         return Response(status_code=204)
 
+    shared = {"at": -1.0, "data": b"", "last": (time.monotonic(), 0)}  # the latest frame, for every stream
+    lock = asyncio.Lock()
+
+    async def latest() -> bytes:
+        """The frame of this period: made once however many consoles are open (each would otherwise
+        cost the live state a walk a second), then sent to all of them."""
+        async with lock:
+            if time.monotonic() - shared["at"] >= period_s * 0.9:
+                frame, shared["last"] = await run_in_threadpool(console_frame, app, metrics, shared["last"])
+                shared["data"], shared["at"] = b"data: " + orjson.dumps(frame) + b"\n\n", time.monotonic()
+            return shared["data"]
+
     @app.get("/v1/console/stream")
     async def stream(request: Request) -> StreamingResponse:
         async def frames():
-            last = (time.monotonic(), request.app.state.engine.state.events if request.app.state.engine else 0)
             while not await request.is_disconnected():
-                frame, last = await run_in_threadpool(console_frame, request.app, metrics, last)
-                yield b"data: " + orjson.dumps(frame) + b"\n\n"
+                yield await latest()
                 await asyncio.sleep(period_s)
 
         return StreamingResponse(frames(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

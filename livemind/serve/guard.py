@@ -20,6 +20,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import orjson
+from starlette.requests import ClientDisconnect
 
 PUBLIC = ("/healthz", "/readyz", "/metrics", "/", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/",)
@@ -117,6 +118,8 @@ class Guard:
         except Saturated as full:
             await _reply(send, path, 503, str(full), None, f"at most {full.limit} {full.what} at once",
                          ((b"retry-after", str(full.retry_after_s).encode()),))
+        except ClientDisconnect:  # the client went mid-body: nobody to answer
+            return
         except _TooLarge:
             if not started:
                 await _reply(send, path, 413, f"the body is over the limit of {limit} bytes for {path}", "body",
