@@ -20,7 +20,7 @@ import math
 import typing
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from livemind.rec.tokenizer.content import MAX_TEXT_CHARS
 from livemind.serve.host import MAX_QUESTION_CHARS
@@ -223,12 +223,13 @@ class ChatIn(BaseModel):
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = Field(None, max_length=300)
 
-    @model_validator(mode="after")
-    def _total_characters(self) -> ChatIn:
-        chars = sum(len(m.content) for m in self.messages)
+    @field_validator("messages")
+    @classmethod
+    def _total_characters(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        chars = sum(len(m.content) for m in messages)
         if chars > MAX_CHAT_CHARS:
             raise ValueError(f"the messages hold {chars} characters; at most {MAX_CHAT_CHARS} in all")
-        return self
+        return messages
 
     def unsupported(self) -> str | None:
         """The first parameter asked for that this server does not implement, None when there is none."""

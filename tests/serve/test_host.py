@@ -100,9 +100,27 @@ def test_max_tokens_stop_seed_and_n(served, host):
     ({"messages": []}, 400, "messages", None),
     ({"messages": [{"role": "user", "content": "how much is the mug? " * 400}]}, 400, "messages",
      "context_length_exceeded"),  # past the tiny model's 1,024 positions
+    # bounded: a 200 kB stop string once held every other answer for 30 s (matched on every token)
+    ({"stop": "x" * 200_000}, 400, "stop", None),
+    ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
+    ({"messages": [{"role": "user", "content": "y" * 20_000}]}, 400, "messages.0.content", None),
+    ({"messages": [{"role": "user", "content": "y" * 15_000}] * 3}, 400, "messages", None),  # 45k characters in all
+    ({"messages": [{"role": "user", "content": "hi"}] * 65}, 400, "messages", None),
+    ({"seed": -1}, 400, "seed", None),
+    ({"n": 9}, 400, "n", None),
+    # what this server does not implement is refused by name, not silently dropped
+    ({"logprobs": True, "top_logprobs": 2}, 400, "logprobs", "unsupported_parameter"),
+    ({"response_format": {"type": "json_object"}}, 400, "response_format", "unsupported_parameter"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400, "tools",
+     "unsupported_parameter"),
+    ({"presence_penalty": 0.5}, 400, "presence_penalty", "unsupported_parameter"),
+    ({"frequency_penalty": 0.5}, 400, "frequency_penalty", "unsupported_parameter"),
+    ({"logit_bias": {"42": 5}}, 400, "logit_bias", "unsupported_parameter"),
+    ({"extra_body": {"best_of": 3}}, 400, "best_of", None),  # an unknown parameter
 ])
 def test_bad_requests_get_openai_errors(served, kwargs, status, param, code):
     args = {"model": MODEL, "messages": CHAT, **kwargs}
+    assert len(str(args)) < 300_000
     with pytest.raises(openai.APIStatusError) as err:
         client(served).chat.completions.create(**args)
     assert err.value.status_code == status
@@ -158,11 +176,19 @@ def test_host_ask_streams_server_sent_events(served):
     assert done["answer"] in text and done["product"] == 7
 
 
+def test_defaults_of_unimplemented_parameters_and_bookkeeping_fields_are_accepted(served):
+    r = client(served).chat.completions.create(model=MODEL, messages=CHAT, max_tokens=4, logprobs=False,
+                                                presence_penalty=0, frequency_penalty=0.0, tools=[], user="u-1",
+                                                response_format={"type": "text"}, metadata={"k": "v"})
+    assert r.choices[0].message.content is not None
+
+
 @pytest.mark.parametrize("body, status, field", [
     ({"room": 12345, "viewer": 1, "question": "hi?"}, 404, "room"),
     ({"room": 900, "viewer": 1, "question": "   "}, 422, "question"),
     ({"room": 900, "viewer": 1, "question": "x" * 100_000}, 422, "question"),
     ({"room": 900, "viewer": -1, "question": "hi?"}, 422, "viewer"),
+    ({"room": 2**70, "viewer": 1, "question": "hi?"}, 422, "room"),
     ({"room": 900, "viewer": 1}, 422, "question"),
     ({"room": 900, "viewer": 1, "question": "hi?", "max_tokens": 1000}, 422, "max_tokens"),  # past the 1,024-token context
 ])
