@@ -14,6 +14,10 @@ Redis, and on a Redis Cluster the braces keep every key in one hash slot, as the
     {p}:tokstate room -> the tokenizer's state of the room (pooled content, last segment, SID)
     {p}:sid      "room:index" -> the SID of that segment, until the state worker has applied it
     {p}:live     room -> "index:c1,c2,.." of every live room that has shown a segment (the live set)
+    {p}:dead     entries a worker could not read (malformed), with the reason: moved there and
+                 acknowledged instead of being retried for ever
+    {p}:state:lease  the state worker that sequences `applied` now (a lease it renews); another
+                 one started beside it waits, and takes over when the lease lapses
     {p}:batch:ID the last event id of the batch a client sent with batch_id ID (for a day): a retry
                  is answered with it and appends nothing
 
@@ -87,6 +91,14 @@ if once then redis.call('SET', KEYS[5], last, 'EX', tonumber(ARGV[i])) end
 return {last, id}
 """
 
+
+# KEYS: the lease. ARGV: holder, milliseconds. Takes a free lease or renews one's own; 1 if held.
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
 
 BATCH_ID_TTL_S = 86_400  # how long the broker remembers a batch id (a client retries within seconds)
 
@@ -171,6 +183,9 @@ class Broker:
                                                                        k("sid"), k("live"))
         self.tokenizer_version = k("tokenizer")
         self.state_last = k("state:last")
+        self.state_lease = k("state:lease")  # the consumer that sequences `applied` now (one at a time)
+        self.dead = k("dead")  # entries no worker could read, with the reason, instead of a crash loop
+        self._lease = self.r.register_script(_LEASE)
 
     def ping(self) -> None:
         try:
@@ -221,6 +236,20 @@ class Broker:
 
     def last_event(self) -> int:
         return int(self.r.get(self.seq) or 0)
+
+    def hold_lease(self, key: str, holder: str, ms: int) -> bool:
+        """Take `key`'s lease for `holder` if free, or renew it if `holder` has it (for `ms`)."""
+        return bool(self._lease(keys=[key], args=[holder, ms]))
+
+    def dead_letter(self, stream: str, group: str, entry_id: str, reason: str, fields: dict) -> None:
+        """Move an entry no worker can read to the dead-letter stream (with its reason and raw fields)
+        and acknowledge it, in one transaction: the group goes on past it, an operator can inspect it."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(self.dead, {"stream": stream, "group": group, "id": entry_id, "reason": reason[:2000],
+                              "fields": orjson.dumps({k.decode(): v.decode("utf-8", "replace")
+                                                      for k, v in fields.items()})})
+        pipe.xack(stream, group, entry_id)
+        pipe.execute()
 
     # ------------------------------------------------------------------------------ reading
 
@@ -288,7 +317,7 @@ class Group:
             got = r.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=self.count)
             entries = [(eid, f) for _, es in got for eid, f in es if f]
             if entries:
-                return [parse_entry(eid, f) for eid, f in entries]
+                return self._parse(entries)
             self._own_pending = False
         if time.monotonic() >= self._next_claim:
             self._next_claim = time.monotonic() + self.claim_idle_ms / 4000
@@ -296,13 +325,26 @@ class Group:
             if claimed:
                 return claimed
         got = r.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=self.count, block=block_ms)
-        return [parse_entry(eid, f) for _, es in got for eid, f in es]
+        return self._parse([(eid, f) for _, es in got for eid, f in es])
 
-    def claim(self) -> list[Entry]:
-        """Take over entries other consumers of the group have left pending for `claim_idle_ms` or more."""
-        _, claimed, *_ = self.b.r.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
+    def claim(self, idle_ms: int | None = None) -> list[Entry]:
+        """Take over entries other consumers of the group have left pending for `idle_ms` (default
+        `claim_idle_ms`) or more, oldest first."""
+        _, claimed, *_ = self.b.r.xautoclaim(self.stream, self.group, self.consumer,
+                                             self.claim_idle_ms if idle_ms is None else idle_ms,
                                              start_id="0-0", count=self.count)
-        return [parse_entry(eid, f) for eid, f in claimed if f]
+        return self._parse([(eid, f) for eid, f in claimed if f])
+
+    def _parse(self, raw: list[tuple]) -> list[Entry]:
+        """The entries that parse; the others go to the dead-letter stream with the reason."""
+        out = []
+        for eid, fields in raw:
+            try:
+                out.append(parse_entry(eid, fields))
+            except (KeyError, ValueError, TypeError, IndexError, orjson.JSONDecodeError, DataError) as exc:
+                eid = eid.decode() if isinstance(eid, bytes) else eid
+                self.b.dead_letter(self.stream, self.group, eid, f"{type(exc).__name__}: {exc}", fields)
+        return out
 
     def pending(self) -> int:
         return int(self.b.r.xpending(self.stream, self.group)["pending"])

@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 import orjson
+import redis
 
 from livemind.errors import ConfigError, DataError
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer, SavedRoom
@@ -199,10 +200,32 @@ class TokenizerWorker(_GroupWorker):
 
 
 class StateWorker(_GroupWorker):
+    """The sequencer of `applied`: exactly one at a time. It holds a lease (`Broker.hold_lease`)
+    while it works; a second state worker started beside it (a standby) waits, and takes over the
+    group's pending entries, oldest first, once the lease lapses. Each write of `applied` is a
+    compare-and-set: it commits only if neither the last applied id nor the lease changed since it
+    read them, so two sequencers can never interleave or reorder `applied`."""
+
     def __init__(self, cfg: WorkerConfig, broker: Broker, stop: threading.Event) -> None:
         self.cfg, self.b, self.stop = cfg, broker, stop
         self.group = Group(broker, broker.events, "state", cfg.name, cfg.claim_idle_ms, cfg.count)
         self.applied = 0
+        self.lease_ms = max(2000, cfg.claim_idle_ms)
+        self.holding = False
+
+    def step(self, block_ms: int = 200) -> int:
+        held = self.b.hold_lease(self.b.state_lease, self.cfg.name, self.lease_ms)
+        if not held:
+            self.holding = False
+            time.sleep(block_ms / 1000)
+            return 0
+        # the group's entries left pending by an earlier sequencer (or this one) come first, in order
+        entries = self.group.claim(idle_ms=0) if not self.holding else []
+        self.holding = True
+        entries = entries or self.group.read(block_ms)
+        if entries:
+            self.handle(sorted(entries, key=lambda e: stream_id(e.id)))
+        return len(entries)
 
     def _sids(self, entry: Entry) -> list[list[int]]:
         """The SIDs of the entry's segments, waiting for the tokenizer workers to publish them."""
@@ -220,24 +243,37 @@ class StateWorker(_GroupWorker):
             wait = min(wait * 2, 0.05)
 
     def handle(self, entries: list[Entry]) -> None:
-        last = self.b.r.get(self.b.state_last)
-        last_id = stream_id(last.decode()) if last else (0, 0)
-        pipe = self.b.r.pipeline(transaction=True)
-        done = []
-        for e in entries:
-            if stream_id(e.id) > last_id:  # else: applied before (a redelivery)
-                sids = self._sids(e)
-                pipe.xadd(self.b.applied, {"first": e.first, "n": len(e.records), "data": e.raw,
-                                           "sids": orjson.dumps(sids)})
-                keys = [f"{r.room}:{r.index}" for r in e.records if isinstance(r, Segment)]
-                if keys:
-                    pipe.hdel(self.b.sid, *keys)
-                last_id = stream_id(e.id)
-                done.append(e)
-        if done:
-            pipe.set(self.b.state_last, done[-1].id)
-        pipe.xack(self.b.events, self.group.group, *[e.id for e in entries])
-        pipe.execute()
+        with self.b.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(self.b.state_last, self.b.state_lease)  # compare-and-set on both
+                holder = pipe.get(self.b.state_lease)
+                if holder is not None and holder.decode() != self.cfg.name:
+                    self.holding = False
+                    return  # another sequencer has the lease: it applies these
+                last = pipe.get(self.b.state_last)
+                last_id = stream_id(last.decode()) if last else (0, 0)
+                out, done = [], []
+                for e in entries:
+                    if stream_id(e.id) > last_id:  # else: applied before (a redelivery)
+                        out.append((e, self._sids(e)))
+                        last_id = stream_id(e.id)
+                        done.append(e)
+                pipe.multi()
+                for e, sids in out:
+                    pipe.xadd(self.b.applied, {"first": e.first, "n": len(e.records), "data": e.raw,
+                                               "sids": orjson.dumps(sids)})
+                    keys = [f"{r.room}:{r.index}" for r in e.records if isinstance(r, Segment)]
+                    if keys:
+                        pipe.hdel(self.b.sid, *keys)
+                if done:
+                    pipe.set(self.b.state_last, done[-1].id)
+                pipe.xack(self.b.events, self.group.group, *[e.id for e in entries])
+                pipe.execute()
+            except redis.WatchError:  # the lease or the applied log moved under us: nothing written
+                self.holding = False
+                log.warning("state worker %s: the applied log or the lease changed meanwhile; nothing written",
+                            self.cfg.name)
+                return
         self.applied += sum(len(e.records) for e in done)
 
 

@@ -228,3 +228,63 @@ def test_a_batch_id_is_appended_once_even_when_the_append_script_runs_again(redi
     assert b.append([Event(9, 1, T0 + 5, EventKind.WATCH, 30.0)], batch_id="b-2") == 3
     assert b.append([Event(9, 1, T0 + 6, EventKind.WATCH, 30.0)]) == 4  # no id: appended as it comes
     assert b.r.ttl(f"{b.prefix}:batch:b-2") > 0  # remembered for a while, not for ever
+
+
+def test_a_second_state_worker_beside_the_first_changes_nothing_and_takes_over_when_it_dies(redis_server):
+    """Two sequencers at once once wrote `applied` out of order (every replica then stopped): one holds
+    the lease and sequences; the other waits, then takes the group's pending entries, in order."""
+    b = Broker(redis_server.url)
+    for i in range(40):  # no segments: the state worker needs no tokenizer for these
+        b.append([Room(100 + i, 1, T0 + i, float("inf"), "")] if i % 2 == 0 else
+                 [Event(i, 100 + i - 1, T0 + i + 0.5, EventKind.LIKE, 0.0)])
+    stop = threading.Event()
+    workers = [StateWorker(WorkerConfig("state", redis_server.url, consumer=name, claim_idle_ms=500, count=3),
+                           Broker(redis_server.url), stop) for name in ("a", "b")]
+
+    def spin(w: StateWorker, until: float) -> None:
+        import time
+
+        while time.time() < until and not stop.is_set():
+            w.step(block_ms=20)
+
+    import time
+
+    threads = [threading.Thread(target=spin, args=(w, time.time() + 1.0)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    firsts = [int(f[b"first"]) for _, f in b.r.xrange(b.applied)]
+    assert firsts == sorted(firsts) == list(range(1, 41))  # every entry once, in acceptance order
+    assert sorted(w.applied for w in workers) == [0, 40]  # the lease holder did it all
+    holder = next(w for w in workers if w.applied)
+    # the holder dies with entries read and unacknowledged; the standby takes over once the lease lapses
+    for i in range(6):
+        b.append([Event(50 + i, 100, T0 + 100 + i, EventKind.LIKE, 0.0)])
+    holder.group.read(block_ms=10)  # read (pending), never applied: then kill -9
+    assert b.r.xpending(b.events, "state")["pending"] > 0
+    standby = next(w for w in workers if w is not holder)
+    deadline = time.time() + 10
+    while int(b.r.xlen(b.applied)) < 46 and time.time() < deadline:
+        standby.step(block_ms=20)
+    firsts = [int(f[b"first"]) for _, f in b.r.xrange(b.applied)]
+    assert firsts == list(range(1, 47)) and standby.applied == 6
+
+
+def test_an_entry_no_worker_can_read_goes_to_the_dead_letter_stream_with_its_reason(redis_server):
+    import orjson
+
+    b = Broker(redis_server.url)
+    b.append([Room(1, 4, T0, float("inf"), "")])
+    b.r.xadd(b.events, {"first": 2, "n": 1, "data": b"[[99, 1, 1, null, null]]"})  # not a record
+    b.r.xadd(b.events, {"first": 2, "data": b"{not json"})
+    b.append([Event(9, 1, T0 + 5, EventKind.WATCH, 30.0)])
+    state = StateWorker(WorkerConfig("state", redis_server.url), b, threading.Event())
+    for _ in range(5):
+        state.step(block_ms=20)
+    dead = b.r.xrange(b.dead)
+    assert len(dead) == 2 and all(f[b"stream"] == b.events.encode() and f[b"group"] == b"state" for _, f in dead)
+    assert b"IndexError" in dead[0][1][b"reason"] and b"JSONDecodeError" in dead[1][1][b"reason"]
+    assert orjson.loads(dead[1][1][b"fields"])["data"] == "{not json"
+    assert [int(f[b"first"]) for _, f in b.r.xrange(b.applied)] == [1, 2]  # the good ones, past the bad
+    assert b.r.xpending(b.events, "state")["pending"] == 0  # nothing left to crash-loop on
