@@ -74,6 +74,33 @@ class Generation:
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     seconds: float = 0.0
     batch: int = 0  # the largest batch this request decoded in
+    # asked with top_logprobs: per answer token (token id, its log-probability, [(id, log-prob)] of the
+    # `top_logprobs` likeliest), from the logits the token was picked from (penalties in, temperature out)
+    logprobs: list[tuple[int, float, list[tuple[int, float]]]] | None = None
+
+
+LOGPROB_FLOOR = -9999.0  # a log-probability of -inf is reported as this (as OpenAI does): numbers stay numbers
+
+
+@dataclass(frozen=True)
+class Penalties:
+    """OpenAI's presence and frequency penalties: a token already in the answer has its logit
+    lowered by `presence` once plus `frequency` per time it appeared (both in [-2, 2])."""
+
+    presence: float = 0.0
+    frequency: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("presence", "frequency"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and -2.0 <= v <= 2.0):
+                raise ConfigError(f"{name} penalty must be a number in [-2, 2], got {v}")
+
+    def __bool__(self) -> bool:
+        return bool(self.presence or self.frequency)
+
+
+NO_PENALTIES = Penalties()
 
 
 def own_threads(n: int) -> None:
@@ -116,6 +143,7 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
 
 
 _END = object()  # the last item of a request's piece queue
+MAX_TOP_LOGPROBS = 20  # alternatives a token's log-probabilities may list (OpenAI's limit)
 WARM_QUEUE = 8  # cards waiting to be prefilled ahead of their first question (the newest are kept)
 KV_HEADROOM = 128  # free key/value columns allocated past the batch's window (a reallocation copies)
 MAX_DRAFTS = KV_HEADROOM // 2  # prompt-lookup draft tokens a step may check (they must fit the headroom)
@@ -126,11 +154,19 @@ class _Request:
     """One request's sampling settings, the tokens it made and the text it has streamed."""
 
     def __init__(self, ids: torch.Tensor | None, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float,
-                 top_p: float, seed: int | None, stop: Sequence[str], gen: Generation) -> None:
+                 top_p: float, seed: int | None, stop: Sequence[str], gen: Generation,
+                 penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> None:
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
             raise ConfigError(f"temperature >= 0 and 0 < top_p <= 1 expected, got {temperature}, {top_p}")
+        if top_logprobs is not None and not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise ConfigError(f"top_logprobs must be 0 to {MAX_TOP_LOGPROBS}, got {top_logprobs}")
+        self.penalties, self.top_logprobs = penalties, top_logprobs
+        self.counts: dict[int, int] = {}  # answer token -> times made (for the penalties)
+        self._scored: tuple[float, list[tuple[int, float]]] | None = None  # the last pick's log-probabilities
+        if top_logprobs is not None:
+            gen.logprobs = []
         self.ids, self.chat, self.max_tokens = ids, chat, max_tokens  # ids: (1, L), None for a remote host
         self.temperature, self.top_p, self.stop, self.gen = temperature, top_p, [s for s in stop if s], gen
         self.seed = seed
@@ -145,16 +181,34 @@ class _Request:
         self.cancelled = False
         self.done = False
 
+    @property
+    def plain(self) -> bool:
+        """Greedy with nothing but the logits deciding: prompt-lookup drafts may be checked for it."""
+        return self.temperature <= 0 and not self.penalties and self.top_logprobs is None
+
     def pick(self, logits: torch.Tensor) -> int:
-        """The next token from this row's logits (V,)."""
+        """The next token from this row's logits (V,), after the penalties; with `top_logprobs`, the
+        token's log-probability and the likeliest alternatives are kept for `push`."""
+        if self.penalties and self.counts:
+            logits = logits.float().clone()
+            ids = torch.tensor(list(self.counts), device=logits.device)
+            n = torch.tensor(list(self.counts.values()), dtype=torch.float32, device=logits.device)
+            logits[ids] -= self.penalties.presence + self.penalties.frequency * n
         if self.temperature <= 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits.float() / self.temperature, -1)
-        if self.top_p < 1.0:
-            p, idx = torch.sort(probs, descending=True)
-            keep = torch.cumsum(p, -1) - p < self.top_p  # the smallest set whose mass reaches top_p
-            probs = torch.zeros_like(probs).scatter(0, idx[keep], p[keep])
-        return int(torch.multinomial(probs.cpu(), 1, generator=self.rng))
+            token = int(torch.argmax(logits))
+        else:
+            probs = torch.softmax(logits.float() / self.temperature, -1)
+            if self.top_p < 1.0:
+                p, idx = torch.sort(probs, descending=True)
+                keep = torch.cumsum(p, -1) - p < self.top_p  # the smallest set whose mass reaches top_p
+                probs = torch.zeros_like(probs).scatter(0, idx[keep], p[keep])
+            token = int(torch.multinomial(probs.cpu(), 1, generator=self.rng))
+        if self.top_logprobs is not None:
+            lp = torch.log_softmax(logits.float(), -1).clamp(min=LOGPROB_FLOOR).cpu()
+            top = torch.topk(lp, self.top_logprobs) if self.top_logprobs else None
+            self._scored = (float(lp[token]), [] if top is None else
+                            [(int(i), float(v)) for v, i in zip(top.values, top.indices)])
+        return token
 
     def push(self, token: int, stop_ids: set[int], tok: Any) -> bool:
         """Take one token; stream what became final; True when the request is done."""
@@ -163,6 +217,9 @@ class _Request:
             gen.finish_reason = "stop"
             return self.finish()
         self.made.append(token)
+        self.counts[token] = self.counts.get(token, 0) + 1
+        if gen.logprobs is not None and self._scored is not None:
+            gen.logprobs.append((token, *self._scored))
         gen.completion_tokens = len(self.made)
         final = tok.decode(self.made, skip_special_tokens=True)
         cut = min((final.find(s) for s in self.stop if s in final), default=-1)
@@ -199,8 +256,11 @@ class Streams:
 
     drafted = accepted = 0  # prompt-lookup draft tokens checked, and kept (a remote server drafts on its own)
 
+    supports_logprobs = True  # the remote decoder does not pass them on
+
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None) -> _Request:
+               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
+               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> _Request:
         raise NotImplementedError
 
     def pieces(self, req: _Request) -> Iterator[str]:
@@ -298,7 +358,8 @@ class BatchDecoder(Streams):
         return self.tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]  # (1, L)
 
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None) -> _Request:
+               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
+               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> _Request:
         """Queue a request; its pieces arrive on `request.pieces` (see `pieces`)."""
         gen = gen if gen is not None else Generation()
         ids = self.prompt_ids(chat)
@@ -306,7 +367,7 @@ class BatchDecoder(Streams):
         if self.max_context and gen.prompt_tokens + max_tokens > self.max_context:
             raise ContextTooLong(f"this model's maximum context length is {self.max_context} tokens; the messages have "
                                  f"{gen.prompt_tokens} and max_tokens is {max_tokens}")
-        req = _Request(ids, chat, max_tokens, temperature, top_p, seed, stop, gen)
+        req = _Request(ids, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties, top_logprobs)
         with self._wake:
             if self._closed:
                 raise HostBusy("the host is shutting down")
@@ -518,7 +579,7 @@ class BatchDecoder(Streams):
         earlier occurrence of its last tokens, in the prompt or the answer so far (answers copy names,
         prices and facts from the card); none when speculation is off or the runner cannot check."""
         budget = min(self.speculate, req.max_tokens - len(req.made))
-        if budget < 1 or req.temperature > 0:
+        if budget < 1 or not req.plain:
             return []
         return lookup(req.prompt + req.made, budget)
 

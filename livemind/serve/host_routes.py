@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from livemind.errors import DataError
-from livemind.serve.decoder import ContextTooLong
+from livemind.serve.decoder import ContextTooLong, Penalties
 from livemind.serve.host import STOP, Generation, Host, HostBusy
 from livemind.serve.metrics import Metrics
 from livemind.serve.protocol import AskIn, ChatIn, short, validation_problem
@@ -150,6 +150,13 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
             return openai_error(404, f"The model `{body.model}` does not exist; this server serves `{host.cfg.name}`",
                                 param="model", code="model_not_found")
         stop = body.stops
+        top = (body.top_logprobs or 0) if body.logprobs else None
+        if body.top_logprobs is not None and not body.logprobs:
+            return openai_error(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        if top is not None and not host.decoder.supports_logprobs:
+            return openai_error(400, "logprobs are not passed on to the remote host backend", param="logprobs",
+                                code="unsupported_parameter")
+        penalties = Penalties(body.presence_penalty or 0.0, body.frequency_penalty or 0.0)
         chat = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
         max_tokens = body.max_completion_tokens or body.max_tokens or host.cfg.max_tokens
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -158,7 +165,17 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
         def sampling(i: int) -> dict:
             seed = None if body.seed is None else body.seed + i
             return {"max_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p, "seed": seed,
-                    "stop": stop}
+                    "stop": stop, "penalties": penalties, "top_logprobs": top}
+
+        shown = [0] * body.n  # per choice: the log-probabilities already sent
+
+        def logprobs(i: int) -> dict | None:
+            """The choice's token log-probabilities made since the last call (OpenAI's shape)."""
+            if top is None:
+                return None
+            made = gens[i].logprobs[shown[i]:]
+            shown[i] += len(made)
+            return {"content": token_logprobs(host.decoder.tok, made)}
 
         gens = [Generation() for _ in range(body.n)]
 
@@ -204,7 +221,7 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
             async for i, piece in iterate_in_threadpool(pieces):
                 texts[i] += piece
             choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
-                        "finish_reason": g.finish_reason, "logprobs": None} for i, g in enumerate(gens)]
+                        "finish_reason": g.finish_reason, "logprobs": logprobs(i)} for i, g in enumerate(gens)]
             return Response(orjson.dumps({**base, "object": "chat.completion", "choices": choices, "usage": usage()}),
                             media_type="application/json")
 
@@ -216,22 +233,34 @@ def add_host_routes(app: FastAPI, metrics: Metrics, livemind_error) -> None:
             last = -1
             async for i, piece in iterate_in_threadpool(pieces):
                 if i != last and last >= 0:
-                    yield _sse({**chunk, "choices": [{"index": last, "delta": {}, "finish_reason": gens[last].finish_reason}]})
+                    yield _sse({**chunk, "choices": [{"index": last, "delta": {}, "finish_reason": gens[last].finish_reason,
+                                                      "logprobs": logprobs(last)}]})
                 last = i
                 delta = {"content": piece} if i in opened else {"role": "assistant", "content": piece}
                 opened.add(i)
-                yield _sse({**chunk, "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
+                yield _sse({**chunk, "choices": [{"index": i, "delta": delta, "finish_reason": None,
+                                                  "logprobs": logprobs(i)}]})
             for i, g in enumerate(gens):  # choices that made no text, and the last one's end
                 if i not in opened:
                     yield _sse({**chunk, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                                       "finish_reason": None}]})
                 if i not in opened or i == last:
-                    yield _sse({**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": g.finish_reason}]})
+                    yield _sse({**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": g.finish_reason,
+                                                      "logprobs": logprobs(i)}]})
             if include_usage:
                 yield _sse({**chunk, "choices": [], "usage": usage()})
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def token_logprobs(tok: Any, made: list[tuple[int, float, list[tuple[int, float]]]]) -> list[dict]:
+    """OpenAI's `logprobs.content` entries for (token id, log-probability, alternatives) triples."""
+    def one(token: int, lp: float) -> dict:
+        text = tok.decode([token])
+        return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8"))}
+
+    return [{**one(t, lp), "top_logprobs": [one(a, alp) for a, alp in alts]} for t, lp, alts in made]
 
 
 def _ms(seconds: float | None) -> float | None:

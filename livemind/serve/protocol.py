@@ -190,8 +190,10 @@ Stop = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 
 
 class ChatIn(BaseModel):
-    """An OpenAI Chat Completions request. Fields that would change the answer and are not
-    implemented here (`tools`, a `response_format` other than text, `logprobs`, penalties,
+    """An OpenAI Chat Completions request. Implemented: sampling (`temperature`, `top_p`, `seed`,
+    `n`, `stop`), `max_tokens` / `max_completion_tokens`, `presence_penalty` and `frequency_penalty`,
+    `logprobs` with `top_logprobs`, streaming with `stream_options.include_usage`. Fields that would
+    change the answer and are not implemented (`tools`, a `response_format` other than text,
     `logit_bias`) are refused by name (`unsupported`), as vLLM refuses what it cannot do; harmless
     bookkeeping fields (`user`, `store`, `metadata`) are accepted; anything else is refused."""
 
@@ -210,6 +212,10 @@ class ChatIn(BaseModel):
     user: str | None = Field(None, max_length=256)
     store: bool | None = None
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logprobs: bool | None = None  # the answer tokens' log-probabilities ...
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # ... with this many likeliest alternatives each
     # accepted in their "off" values only (see `unsupported`)
     tools: list[dict[str, Any]] | None = Field(None, max_length=128)
     tool_choice: str | dict[str, Any] | None = None
@@ -217,10 +223,6 @@ class ChatIn(BaseModel):
     functions: list[dict[str, Any]] | None = Field(None, max_length=128)
     function_call: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = Field(None, max_length=300)
 
     @field_validator("messages")
@@ -236,8 +238,6 @@ class ChatIn(BaseModel):
         off = {"tools": not self.tools, "tool_choice": self.tool_choice in (None, "none"),
                "functions": not self.functions, "function_call": self.function_call in (None, "none"),
                "response_format": self.response_format in (None, {"type": "text"}),
-               "logprobs": not self.logprobs, "top_logprobs": not self.top_logprobs,
-               "presence_penalty": not self.presence_penalty, "frequency_penalty": not self.frequency_penalty,
                "logit_bias": not self.logit_bias, "parallel_tool_calls": self.parallel_tool_calls in (None, False)
                or not self.tools}
         return next((name for name, ok in off.items() if not ok), None)

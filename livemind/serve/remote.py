@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from livemind.errors import ConfigError
-from livemind.serve.decoder import Generation, HostBusy, Streams, _Request
+from livemind.serve.decoder import NO_PENALTIES, Generation, HostBusy, Penalties, Streams, _Request
 
 
 class RemoteDecoder(Streams):
@@ -46,10 +46,13 @@ class RemoteDecoder(Streams):
     def running(self) -> int:
         return self._running
 
+    supports_logprobs = False  # not passed on to the upstream server: asked for, it is a 400
+
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None) -> _Request:
+               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
+               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> _Request:
         gen = gen if gen is not None else Generation()
-        req = _Request(None, chat, max_tokens, temperature, top_p, seed, stop, gen)
+        req = _Request(None, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties)
         with self._lock:
             self._waiting += 1
         threading.Thread(target=self._run, args=(req,), name="livemind-host-remote", daemon=True).start()
@@ -68,6 +71,7 @@ class RemoteDecoder(Streams):
             chunks = self.client.chat.completions.create(
                 model=self.model, messages=list(req.chat), max_tokens=req.max_tokens, temperature=req.temperature,
                 top_p=req.top_p, seed=None if req.seed is None else req.seed, stop=req.stop or None, stream=True,
+                presence_penalty=req.penalties.presence, frequency_penalty=req.penalties.frequency,
                 stream_options={"include_usage": True})
             for chunk in chunks:
                 if req.cancelled:

@@ -197,3 +197,21 @@ def test_think_export_writes_a_checked_folder_that_serve_reads(tmp_path, make):
         served_weights(str(out))
     res = CliRunner().invoke(app, ["think", "export", str(src), "--out", str(out), "--weights", "fp16"])
     assert res.exit_code == 2 and "--weights must be fp32 or int8, got 'fp16'" in res.output
+
+
+def test_penalties_and_logprobs_of_a_pick_by_hand():
+    import math
+
+    from livemind.serve.decoder import Generation, Penalties, _Request
+
+    gen = Generation()
+    req = _Request(None, [], 4, 0.0, 1.0, None, (), gen, Penalties(presence=0.3, frequency=0.2), top_logprobs=2)
+    req.counts = {0: 2}  # token 0 made twice: its logit 1.0 - 0.3 - 2 x 0.2 = 0.3, under token 1's 0.5
+    assert req.pick(torch.tensor([1.0, 0.5, 0.0])) == 1 and not req.plain
+    z = math.log(math.exp(0.3) + math.exp(0.5) + math.exp(0.0))
+    lp, alts = req._scored
+    assert lp == pytest.approx(0.5 - z, abs=1e-6)
+    assert [a for a, _ in alts] == [1, 0] and alts[1][1] == pytest.approx(0.3 - z, abs=1e-6)
+    with pytest.raises(Exception, match="presence penalty must be a number in"):
+        Penalties(presence=float("nan"))
+    assert _Request(None, [], 4, 0.0, 1.0, None, (), Generation()).plain  # greedy alone: drafts may be checked

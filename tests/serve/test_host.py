@@ -109,12 +109,12 @@ def test_max_tokens_stop_seed_and_n(served, host):
     ({"seed": -1}, 400, "seed", None),
     ({"n": 9}, 400, "n", None),
     # what this server does not implement is refused by name, not silently dropped
-    ({"logprobs": True, "top_logprobs": 2}, 400, "logprobs", "unsupported_parameter"),
+    ({"top_logprobs": 2}, 400, "top_logprobs", None),  # without logprobs: true
+    ({"top_logprobs": 21, "logprobs": True}, 400, "top_logprobs", None),
+    ({"presence_penalty": 2.5}, 400, "presence_penalty", None),
     ({"response_format": {"type": "json_object"}}, 400, "response_format", "unsupported_parameter"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400, "tools",
      "unsupported_parameter"),
-    ({"presence_penalty": 0.5}, 400, "presence_penalty", "unsupported_parameter"),
-    ({"frequency_penalty": 0.5}, 400, "frequency_penalty", "unsupported_parameter"),
     ({"logit_bias": {"42": 5}}, 400, "logit_bias", "unsupported_parameter"),
     ({"extra_body": {"best_of": 3}}, 400, "best_of", None),  # an unknown parameter
 ])
@@ -174,6 +174,42 @@ def test_host_ask_streams_server_sent_events(served):
     text = "".join(e["delta"] for e in deltas)
     assert done["done"] is True and done["usage"]["completion_tokens"] >= len(deltas)
     assert done["answer"] in text and done["product"] == 7
+
+
+def test_logprobs_with_the_likeliest_alternatives_streamed_and_not(served, host):
+    c = client(served)
+    r = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=6, logprobs=True, top_logprobs=3,
+                                  temperature=0)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens and "".join(t.token for t in content) == r.choices[0].message.content
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3 and bytes(t.bytes).decode() == t.token
+        alts = [a.logprob for a in t.top_logprobs]
+        assert alts == sorted(alts, reverse=True) and t.top_logprobs[0].token == t.token  # greedy: the likeliest
+        assert t.logprob == pytest.approx(alts[0])
+    # the decoder's own greedy answer, without logprobs (and so with its prompt-lookup drafts)
+    gen = Generation()
+    text = "".join(host.decoder.stream(CHAT, 6, gen=gen))
+    assert text == r.choices[0].message.content
+    chunks = list(c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=6, logprobs=True, top_logprobs=1,
+                                            stream=True, temperature=0))
+    streamed = [t for ch in chunks for choice in ch.choices if choice.logprobs for t in choice.logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in content]
+    assert [t.logprob for t in streamed] == pytest.approx([t.logprob for t in content], abs=1e-5)
+    assert c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=4).choices[0].logprobs is None
+
+
+def test_penalties_lower_the_logits_of_tokens_already_made(served):
+    c = client(served)
+    plain = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=24, logprobs=True, top_logprobs=0,
+                                      temperature=0)
+    tokens = [t.token for t in plain.choices[0].logprobs.content]
+    assert len(set(tokens)) < len(tokens)  # the tiny model repeats itself greedily ...
+    penalised = c.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=24, frequency_penalty=2.0,
+                                          presence_penalty=2.0, logprobs=True, top_logprobs=0, temperature=0)
+    again = [t.token for t in penalised.choices[0].logprobs.content]
+    repeats = lambda ts: len(ts) - len(set(ts))  # noqa: E731
+    assert repeats(again) < repeats(tokens)  # ... and less with the penalties
 
 
 def test_defaults_of_unimplemented_parameters_and_bookkeeping_fields_are_accepted(served):
