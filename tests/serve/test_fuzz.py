@@ -97,6 +97,9 @@ def test_no_5xx_no_schema_violation_and_no_non_finite_number(served, mode):
     bodies = {"POST /v1/events", "POST /v1/recommend", "POST /v1/host/ask", "POST /v1/chat/completions"}
     assert all(called.get(label, 0) >= 10 for label in bodies), called
     assert httpx.get(srv.url + "/readyz").status_code == 200  # and the service is still up
+    metrics = httpx.get(srv.url + "/metrics").text
+    values = [line.rsplit(" ", 1)[1] for line in metrics.splitlines() if line and not line.startswith("#")]
+    assert values and all(math.isfinite(float(v)) for v in values)  # no NaN or Inf sample (the +Inf bucket is a label)
 
 
 def test_the_fuzzed_schema_declares_every_request_body(served):
