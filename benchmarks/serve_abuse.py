@@ -222,9 +222,11 @@ async def hostile(url: str, done: list[tuple[str, list[dict], int]], tally: Tall
     return sent
 
 
-def attacker(url: str, done: list, seconds: float, results) -> None:
+def attacker(url: str, seconds: float, jobs, results) -> None:
     """The hostile clients in a process of their own, as other machines would be: their work does
-    not delay the steady client's event loop, only the service (and the cores everyone shares)."""
+    not delay the steady client's event loop, only the service (and the cores everyone shares).
+    Started (and done importing) before the quiet phase, it waits for the abuse phase's batches."""
+    done = jobs.get()
     tally = Tally()
     sent = asyncio.run(hostile(url, done, tally, seconds))
     results.put((tally, sent))
@@ -251,15 +253,16 @@ def server_mean_ms(before: dict, after: dict, route: str) -> float:
 async def run(url: str, load: Steady, seconds: float, rate: float) -> tuple[Tally, dict]:
     tally = Tally()
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    ctx = multiprocessing.get_context("spawn")
+    jobs, results = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=attacker, args=(url, seconds, jobs, results))
+    proc.start()
+    await asyncio.sleep(10)  # its imports (torch among them) done before the quiet phase starts
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
         load.server.append(await asyncio.to_thread(server_seconds, url))
         await steady(http, load, tally, "quiet", seconds, rate)
         load.server.append(await asyncio.to_thread(server_seconds, url))
-        done = [(b, load.batches[int(b.split("-")[1])], off) for b, (off, _) in load.acked.items()]
-        ctx = multiprocessing.get_context("spawn")
-        results = ctx.Queue()
-        proc = ctx.Process(target=attacker, args=(url, done, seconds, results))
-        proc.start()
+        jobs.put([(b, load.batches[int(b.split("-")[1])], off) for b, (off, _) in load.acked.items()])
         await steady(http, load, tally, "abuse", seconds, rate)
         load.server.append(await asyncio.to_thread(server_seconds, url))
         hostile_tally, sent = await asyncio.to_thread(results.get, timeout=seconds + 120)
