@@ -18,6 +18,10 @@ Redis, and on a Redis Cluster the braces keep every key in one hash slot, as the
                  acknowledged instead of being retried for ever
     {p}:state:lease  the state worker that sequences `applied` now (a lease it renews); another
                  one started beside it waits, and takes over when the lease lapses
+    {p}:snapshot a replica's live state as of an `applied` entry (`entry`, `applied`: its last event,
+                 `data`: `LiveState.dump`, `prev`: the snapshot before): a new replica loads it and follows
+                 `applied` from there; `applied` is trimmed behind the snapshot before the latest, so
+                 replicas already following have one snapshot period of slack
     {p}:batch:ID the last event id of the batch a client sent with batch_id ID (for a day): a retry
                  is answered with it and appends nothing
 
@@ -183,7 +187,8 @@ class Broker:
                                                                        k("sid"), k("live"))
         self.tokenizer_version = k("tokenizer")
         self.state_last = k("state:last")
-        self.state_lease = k("state:lease")  # the consumer that sequences `applied` now (one at a time)
+        self.state_lease = k("state:lease")
+        self.snapshot, self.snapshot_lease = k("snapshot"), k("snapshot:lease")  # a replica's state, `applied` so far  # the consumer that sequences `applied` now (one at a time)
         self.dead = k("dead")  # entries no worker could read, with the reason, instead of a crash loop
         self._lease = self.r.register_script(_LEASE)
 
@@ -259,9 +264,8 @@ class Broker:
         out = self.r.xread({stream: after}, count=count, block=block_ms)
         return [(eid.decode(), fields) for _, entries in out for eid, fields in entries]
 
-    def entries(self, stream: str) -> Iterator[Entry]:
-        """Every entry of a stream, oldest first."""
-        after = "0"
+    def entries(self, stream: str, after: str = "0") -> Iterator[Entry]:
+        """Every entry of a stream after id `after`, oldest first."""
         while True:
             batch = self.read_all(stream, after, count=1000)
             if not batch:

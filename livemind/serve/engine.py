@@ -52,14 +52,16 @@ class EngineConfig:
     max_events: int = 10_000  # events per ingest batch; more is refused (HTTP 413)
     device: str = "cpu"
     broker: str | None = None  # redis://HOST:PORT/DB: ingest appends to Redis Streams, the state follows it
+    snapshot_every: int = 100_000  # a replica snapshots its state every this many events (one at a time; 0: never)
 
     def __post_init__(self) -> None:
         if (self.tokenizer is None) != (self.generator is None):
             raise ConfigError("a tokenizer and a generator together, or neither (a host-only service)")
         if self.broker is not None and self.tokenizer is None:
             raise ConfigError("--broker serves the recommender: it needs a tokenizer and a generator")
-        if self.beam < 1 or self.max_events < 1:
-            raise ConfigError(f"beam and max_events must be >= 1, got {self.beam}, {self.max_events}")
+        if self.beam < 1 or self.max_events < 1 or self.snapshot_every < 0:
+            raise ConfigError(f"beam and max_events >= 1 and snapshot_every >= 0 expected, got {self.beam}, "
+                              f"{self.max_events}, {self.snapshot_every}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class RecEngine:
         check_version(self.broker, self.tokenizer.version)
         for group in ("state", "archive"):  # before the first event, so that no trim passes them by
             self.broker.ensure_group(self.broker.events, group)
-        self.follower = Follower(self.broker, self.state, self.tokenizer)
+        self.follower = Follower(self.broker, self.state, self.tokenizer, self.cfg.snapshot_every)
         n = self.follower.catch_up()
         self.follower.start()
         return n

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 
 import redis
@@ -55,10 +56,18 @@ class SidFeed:
 
 
 class Follower:
-    """Applies `applied` entries to a live state in order; `applied` is the id of the last event applied."""
+    """Applies `applied` entries to a live state in order; `applied` is the id of the last event applied.
 
-    def __init__(self, broker: Broker, state: LiveState, feed: SidFeed) -> None:
+    Snapshots: a follower with `snapshot_every` > 0 that holds the snapshot lease writes its state
+    (`LiveState.dump`) to `{p}:snapshot` every `snapshot_every` events and trims `applied` behind the
+    snapshot before; `catch_up` starts from the snapshot when there is one, so a new replica loads
+    it and follows only what came after, and `applied` stays bounded."""
+
+    def __init__(self, broker: Broker, state: LiveState, feed: SidFeed, snapshot_every: int = 0) -> None:
         self.b, self.state, self.feed = broker, state, feed
+        self.snapshot_every = snapshot_every
+        self.name = uuid.uuid4().hex  # this follower's name on the snapshot lease
+        self.snapshot_at = 0  # events applied at this follower's last snapshot (or load)
         self.applied = 0
         self.error: str | None = None  # why the follower stopped (the replica is then not ready)
         self._after = "0"
@@ -78,9 +87,16 @@ class Follower:
             self._cond.notify_all()
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
-        """Apply everything `applied` holds now; returns the events applied."""
+        """Load the latest snapshot, if any, then apply everything `applied` holds after it; returns
+        the events the state holds."""
+        snap = self.b.r.hmget(self.b.snapshot, ["entry", "applied", "data"])
         n = 0
-        for entry in self.b.entries(self.b.applied):
+        if snap[0] is not None:
+            self.state.load(snap[2])
+            with self._cond:
+                self.applied = self.snapshot_at = int(snap[1])
+            self._after, n = snap[0].decode(), int(snap[1])
+        for entry in self.b.entries(self.b.applied, self._after):
             self.apply(entry)
             self._after = entry.id
             n += len(entry.records)
@@ -88,22 +104,47 @@ class Follower:
                 progress(n)
         return n
 
+    def maybe_snapshot(self) -> bool:
+        """Write a snapshot when `snapshot_every` events have been applied since the last one and this
+        follower holds the lease; trim `applied` behind the previous snapshot. True when written."""
+        if not self.snapshot_every or self.applied - self.snapshot_at < self.snapshot_every or self._after == "0":
+            return False
+        if not self.b.hold_lease(self.b.snapshot_lease, self.name, 60_000):
+            self.snapshot_at = self.applied  # another replica snapshots; look again a period later
+            return False
+        prev = self.b.r.hget(self.b.snapshot, "entry")
+        data = self.state.dump()  # this thread is the only writer: the state is as of self._after
+        pipe = self.b.r.pipeline(transaction=True)
+        pipe.hset(self.b.snapshot, mapping={"entry": self._after, "applied": self.applied, "data": data,
+                                            "prev": prev or b"0-0"})
+        if prev is not None:
+            pipe.xtrim(self.b.applied, minid=prev.decode(), approximate=False)
+        pipe.execute()
+        self.snapshot_at = self.applied
+        return True
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="livemind-follow", daemon=True)
         self._thread.start()
 
+    def poll(self, block_ms: int | None = None) -> int:
+        """Apply the entries after the last one applied (waiting up to `block_ms` for some), then
+        snapshot if one is due; returns the events applied."""
+        n = 0
+        for eid, fields in self.b.read_all(self.b.applied, self._after, block_ms=block_ms):
+            entry = parse_entry(eid, fields)
+            self.apply(entry)
+            self._after, n = eid, n + len(entry.records)
+        self.maybe_snapshot()
+        return n
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                batch = self.b.read_all(self.b.applied, self._after, block_ms=100)
+                self.poll(block_ms=100)
             except redis.RedisError:  # Redis away for a moment: the replica keeps serving what it has
                 log.exception("reading the applied log failed; retrying")
                 self._stop.wait(1.0)
-                continue
-            try:
-                for eid, fields in batch:
-                    self.apply(parse_entry(eid, fields))
-                    self._after = eid
             except Exception as exc:  # the state cannot go on from here: /readyz says so instead of serving stale
                 log.exception("applying the applied log failed")
                 self.error = f"{type(exc).__name__}: {exc}"

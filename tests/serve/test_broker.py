@@ -288,3 +288,35 @@ def test_an_entry_no_worker_can_read_goes_to_the_dead_letter_stream_with_its_rea
     assert orjson.loads(dead[1][1][b"fields"])["data"] == "{not json"
     assert [int(f[b"first"]) for _, f in b.r.xrange(b.applied)] == [1, 2]  # the good ones, past the bad
     assert b.r.xpending(b.events, "state")["pending"] == 0  # nothing left to crash-loop on
+
+
+def test_a_new_replica_starts_from_the_latest_snapshot_and_applied_stays_bounded(models, tiny_world, redis_server):
+    """A follower snapshots its state every few events and trims `applied` behind the snapshot before;
+    a replica started later loads the snapshot, follows the rest, and holds exactly the same state."""
+    root, _ = models
+    _, world = tiny_world
+    records = world_records(world, 12.0)
+    b = Broker(redis_server.url)
+    tok = TokenizerWorker(WorkerConfig("tokenizer", redis_server.url, (0, 1), root / "tok"), b)
+    state = StateWorker(WorkerConfig("state", redis_server.url), b, threading.Event())
+    levels, version = tok.tok.levels, tok.tok.version
+    first = LiveState(SidFeed(levels, version))
+    follower = Follower(b, first, first.tokenizer, snapshot_every=len(records) // 5)
+    snapshots = []
+    for batch in batches(records, 100):
+        b.append(batch)
+        run(tok, lambda: lag(b, b.rooms, "tokenizer-0of1") == 0 and tok.group.pending() == 0)
+        run(state, lambda: lag(b, b.events, "state") == 0 and state.group.pending() == 0)
+        follower.poll()  # applies the new entries, then snapshots when one is due
+        snapshots.append(b.r.hget(b.snapshot, "entry"))
+    assert follower.applied == len(records) and len({s for s in snapshots if s}) >= 3
+    entries = len(batches(records, 100))
+    assert b.r.xlen(b.applied) < entries  # trimmed behind the snapshot before the latest
+    late = LiveState(SidFeed(levels, version))
+    again = Follower(b, late, late.tokenizer)
+    assert again.catch_up() == len(records) and again.applied == len(records)
+    assert late.dump() == first.dump()  # the same state, read back exactly
+    assert late.snapshot().rooms.tolist() == first.snapshot().rooms.tolist()
+    t = T0 + 12 * 3600
+    for viewer in list(first.viewers)[:20]:
+        assert np.array_equal(late.history(viewer, t, 8).codes, first.history(viewer, t, 8).codes)

@@ -25,12 +25,14 @@ Everything else is refused, naming the event's position, field, value and what w
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from livemind.errors import DataError
 from livemind.rec.data.feedback import topic_share
@@ -154,6 +156,9 @@ class _ViewerLog:
         for col, v in ((self.time, t), (self.room, room), (self.streamer, streamer), (self.watch, watch),
                        (self.sid, sid), (self.topic, topic)):
             col.insert(i, v)
+
+
+SNAPSHOT_FORMAT = "livemind-live-state/1"
 
 
 class LiveState:
@@ -347,6 +352,49 @@ class LiveState:
         """Rooms live now (started, not ended) that have shown a segment, ascending."""
         with self._lock:
             return sorted(r for r, g in self.rooms.items() if g.end == math.inf and g.seg_start)
+
+    # ------------------------------------------------------------------------------ snapshots
+
+    def dump(self) -> bytes:
+        """The whole state as JSON (no pickle: a snapshot is data, loadable by anyone): rooms,
+        viewers, topics and counters. With `load` on a new state over the same SIDs, it answers
+        every read exactly as this one."""
+        inf = lambda x: None if math.isinf(x) else x  # noqa: E731 (JSON has no infinity)
+        with self._lock:
+            return orjson.dumps({
+                "format": SNAPSHOT_FORMAT, "events": self.events, "reencodes": self.reencodes,
+                "last_time": inf(self.last_time), "latest": inf(self.latest), "topics": self._topics,
+                "rooms": {str(r): {**dataclasses.asdict(g), "end": inf(g.end)} for r, g in self.rooms.items()},
+                "viewers": {str(v): {**dataclasses.asdict(g), "watched": {str(k): t for k, t in g.watched.items()},
+                                     "followed": {str(k): t for k, t in g.followed.items()}}
+                            for v, g in self.viewers.items()}})
+
+    def load(self, data: bytes) -> None:
+        """Replace this (new) state's contents by a `dump`'s; the tokenizer's live index is rebuilt
+        from the rooms live with a segment (their last SID), as applying the records would leave it.
+        For a replica's state, whose SIDs are fed to it (`serve.follower.SidFeed`): a dynamic
+        tokenizer's own per-room content state is not in a snapshot."""
+        d = orjson.loads(data)
+        if not isinstance(d, dict) or d.get("format") != SNAPSHOT_FORMAT:
+            raise DataError(f"not a live-state snapshot of format {SNAPSHOT_FORMAT!r}")
+        tup = lambda xs: [tuple(x) if x is not None else None for x in xs]  # noqa: E731
+        with self._lock:
+            self.events, self.reencodes = int(d["events"]), int(d["reencodes"])
+            self.last_time = -math.inf if d["last_time"] is None else float(d["last_time"])
+            self.latest = -math.inf if d["latest"] is None else float(d["latest"])
+            self._topics = {str(k): int(v) for k, v in d["topics"].items()}
+            self.rooms = {int(r): _RoomLog(**{**g, "end": math.inf if g["end"] is None else g["end"],
+                                              "seg_codes": tup(g["seg_codes"])}) for r, g in d["rooms"].items()}
+            self.viewers = {int(v): _ViewerLog(**{**g, "sid": tup(g["sid"]),
+                                                  "watched": {int(k): t for k, t in g["watched"].items()},
+                                                  "followed": {int(k): t for k, t in g["followed"].items()}})
+                            for v, g in d["viewers"].items()}
+            if self.tokenizer is not None:
+                self.tokenizer.index.replace_all({r: g.seg_codes[-1] for r, g in self.rooms.items()
+                                                  if g.end == math.inf and g.seg_codes and g.seg_codes[-1]},
+                                                 self.tokenizer.version)
+            self._snap_cache = None
+            self._version += 1
 
     def counts(self) -> dict[str, int]:
         with self._lock:
