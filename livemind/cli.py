@@ -662,6 +662,8 @@ def serve(
     insecure_no_key: Annotated[bool, typer.Option("--insecure-no-key", help="bind a non-loopback address with no "
                                                   "API key: anyone who reaches it may write events and use the host")] = False,
     max_connections: Annotated[int, typer.Option(help="open connections at once; more are answered 503")] = 512,
+    snapshot_every: Annotated[int, typer.Option(help="a broker replica snapshots its live state every this many "
+                                                "events (one replica at a time; applied is trimmed behind; 0: never)")] = 100_000,
 ) -> None:
     """The live service: ingest live events, recommend rooms live now, and (with --student) the live host.
     With $LIVEMIND_API_KEY set every route but health, readiness, metrics and the console page needs it;
@@ -705,7 +707,7 @@ def serve(
     live_host = (HostConfig(student, host_name, host_tokens, host_wait, max_batch=host_batch, weights=host_weights,
                             backend=host_backend, url=host_url, threads=host_threads or None,
                             speculate=host_speculate) if student is not None else None)
-    cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam, broker=broker),
+    cfg = ServeConfig(EngineConfig(tokenizer, generator, store, cache, beam, broker=broker, snapshot_every=snapshot_every),
                       api_key, max_batch, max_wait_ms, host=live_host, catalog=catalog, open_reads=open_reads)
     if api_key is None and not loopback:
         console.print(f"[bold red]WARNING[/]: serving {host} with no API key (--insecure-no-key): anyone who "
