@@ -90,19 +90,17 @@ class Follower:
         """Load the latest snapshot, if any, then apply everything `applied` holds after it; returns
         the events the state holds."""
         snap = self.b.r.hmget(self.b.snapshot, ["entry", "applied", "data"])
-        n = 0
-        if snap[0] is not None:
+        if snap[0] is not None and self.applied == 0:
             self.state.load(snap[2])
             with self._cond:
                 self.applied = self.snapshot_at = int(snap[1])
-            self._after, n = snap[0].decode(), int(snap[1])
+            self._after = snap[0].decode()
         for entry in self.b.entries(self.b.applied, self._after):
             self.apply(entry)
             self._after = entry.id
-            n += len(entry.records)
             if progress:
-                progress(n)
-        return n
+                progress(self.applied)
+        return self.applied
 
     def maybe_snapshot(self) -> bool:
         """Write a snapshot when `snapshot_every` events have been applied since the last one and this
