@@ -58,7 +58,7 @@ LOOP_PARSE_BYTES = 64 * 1024  # bodies up to this size are parsed on the event l
 @dataclass(frozen=True)
 class ServeConfig:
     engine: EngineConfig
-    api_key: str | None = None  # LIVEMIND_API_KEY: required on write routes when set
+    api_key: str | None = None  # LIVEMIND_API_KEY: needed on every route but health, readiness, metrics, the console page
     max_batch: int = 32  # recommendation requests per forward pass
     max_wait_ms: float = 2.0  # how long the first request of a batch waits for others
     max_body_bytes: int = 16 * 1024 * 1024  # an event batch

@@ -41,30 +41,34 @@ async function api(path, options = {}) {
   return r;
 }
 
-// ---------------------------------------------------------------- the live stream
-// server-sent events read through fetch (EventSource cannot send the key), reconnecting
+// server-sent events of a fetch response, parsed, as they arrive (EventSource cannot send the key)
+async function* sseData(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const line = buffer.slice(0, cut).trim();
+      buffer = buffer.slice(cut + 2);
+      if (line.startsWith("data: ")) yield JSON.parse(line.slice(6));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- the live stream, reconnecting
 async function connect() {
   for (;;) {
     try {
       const r = await api("/v1/console/stream");
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       $("s-conn").textContent = "live"; $("s-conn").className = "on";
-      const reader = r.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const line = buffer.slice(0, cut);
-          buffer = buffer.slice(cut + 2);
-          if (!line.startsWith("data: ")) continue;
-          const frame = JSON.parse(line.slice(6));
-          renderStrip(frame.stats);
-          renderRooms(frame.rooms);
-        }
+      for await (const frame of sseData(r)) {
+        renderStrip(frame.stats);
+        renderRooms(frame.rooms);
       }
     } catch (err) {
       // fall through: reconnect
@@ -182,33 +186,21 @@ async function ask(room, viewer, question) {
     timing.textContent = `${r.status} after ${Math.round(performance.now() - started)} ms`;
     return;
   }
-  const reader = r.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "", text = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const line = buffer.slice(0, cut).trim();
-      buffer = buffer.slice(cut + 2);
-      if (!line.startsWith("data: ")) continue;
-      const event = JSON.parse(line.slice(6));
-      if (event.delta !== undefined) {
-        if (first === null) first = performance.now() - started;
-        text += event.delta;
-        answer.textContent = text;
-        timing.textContent = `first token ${Math.round(first)} ms · streaming…`;
-      } else if (event.done) {
-        answer.replaceChildren();
-        if (event.reasoning) answer.append(el("div", { class: "reasoning" }, event.reasoning));
-        answer.append(el("div", {}, event.answer));
-        const t = event.timings;
-        timing.textContent = `first token ${fmtMs(t.ttft_ms)} · answer ${fmtMs(t.answer_ms)} · total ${fmtMs(t.total_ms)}`
-          + ` · ${event.usage.completion_tokens} tokens (${event.usage.cached_prompt_tokens} of ${event.usage.prompt_tokens}`
-          + " prompt tokens from the card cache)";
-      }
+  let text = "";
+  for await (const event of sseData(r)) {
+    if (event.delta !== undefined) {
+      if (first === null) first = performance.now() - started;
+      text += event.delta;
+      answer.textContent = text;
+      timing.textContent = `first token ${Math.round(first)} ms · streaming…`;
+    } else if (event.done) {
+      answer.replaceChildren();
+      if (event.reasoning) answer.append(el("div", { class: "reasoning" }, event.reasoning));
+      answer.append(el("div", {}, event.answer));
+      const t = event.timings;
+      timing.textContent = `first token ${fmtMs(t.ttft_ms)} · answer ${fmtMs(t.answer_ms)} · total ${fmtMs(t.total_ms)}`
+        + ` · ${event.usage.completion_tokens} tokens (${event.usage.cached_prompt_tokens} of ${event.usage.prompt_tokens}`
+        + " prompt tokens from the card cache)";
     }
     chat.scrollTop = chat.scrollHeight;
   }
