@@ -11,8 +11,8 @@ architecture) on the same prompts: held-out test tasks with the host's prompt (a
   answers are shared with benchmarks/host_quality.py through runs/bench_host/answers.sqlite).
 
 Engines, all through the service's own continuous-batching decoder: transformers' forward and
-livemind's own Llama forward (`livemind.serve.fastlm`: fused projections, keys and values written
-in place), each over fp32 and over livemind's weight-only int8 (`livemind.serve.int8`, what
+livemind's own Llama forward (`livemind.serve.host.forward`: fused projections, keys and values written
+in place), each over fp32 and over livemind's weight-only int8 (`livemind.serve.host.int8`, what
 `--host-weights int8` serves), and torch's dynamic int8 (`quantize_dynamic`); CTranslate2 float32
 and int8 when `ctranslate2` is installed (`pip install ctranslate2`; converted once into
 runs/cache). The main thread stays at one OpenMP thread and each decoder takes both cores in its
@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from serve_host import read_bandwidth_gb_s  # noqa: E402
 
 from livemind.demo import demo_world_config  # noqa: E402
-from livemind.serve.decoder import BatchDecoder, DecoderBackend, Generation  # noqa: E402
-from livemind.serve.int8 import quantize_int8, weight_bytes  # noqa: E402
+from livemind.serve.host.decoder import BatchDecoder, DecoderBackend, Generation  # noqa: E402
+from livemind.serve.host.int8 import quantize_int8, weight_bytes  # noqa: E402
 from livemind.think.backends import Completion, HFBackend, ResponseCache, Sampling, load_causal_lm  # noqa: E402
 from livemind.think.evaluate import answer, paired_intervals, score  # noqa: E402
 from livemind.think.prompts import STOP, messages  # noqa: E402

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from livemind.demo import demo_world_config
-from livemind.serve.decoder import BatchDecoder
-from livemind.serve.fastlm import _attend, _Fused
-from livemind.serve.int8 import quantize_int8
+from livemind.serve.host.decoder import BatchDecoder
+from livemind.serve.host.forward import _attend, _Fused
+from livemind.serve.host.int8 import quantize_int8
 from livemind.think.backends import load_causal_lm
 from livemind.think.prompts import messages
 from livemind.think.tasks import make_tasks

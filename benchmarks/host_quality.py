@@ -4,7 +4,7 @@ The same held-out test tasks (benchmarks/think_rft.py's: `make_tasks(..., seed=1
 the host's prompt, greedy, ≤ 96 tokens, answered twice through `livemind.think.report.evaluate_models`
 (`think eval`): once by transformers' `generate` in fp32 (the offline evaluation; its answers are
 cached in runs/bench_host/answers.sqlite) and once by the service's own continuous-batching decoder
-(`livemind.serve.decoder`, the card prefix cache on) with the served weight format (`--engine`,
+(`livemind.serve.host.decoder`, the card prefix cache on) with the served weight format (`--engine`,
 default int8 = `livemind serve --host-weights int8`). Correctness by the project's verifier and
 helpfulness, each with a paired-bootstrap 95% interval of the difference; how many answers are
 identical. The bar: both within 2 points.
@@ -29,7 +29,7 @@ import time
 import torch
 
 from livemind.demo import demo_world_config
-from livemind.serve.decoder import engine_backends
+from livemind.serve.host.decoder import engine_backends
 from livemind.think.backends import Sampling
 from livemind.think.evaluate import paired_intervals
 from livemind.think.prompts import STOP

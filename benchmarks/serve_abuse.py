@@ -46,7 +46,7 @@ import orjson
 
 from livemind.demo import demo_split
 from livemind.demo_live import busiest_hour, demo_service
-from livemind.serve.replay import wire, world_stream
+from livemind.serve.rec.replay import wire, world_stream
 from livemind.world.live_log import LiveLog
 from livemind.world.tables import WorldData
 

@@ -72,8 +72,8 @@ def read_bandwidth_gb_s() -> float:
 
 
 def served_weight_bytes(student: str, weights: str) -> int:
-    """Bytes read per decoded token by the served weights (`livemind.serve.int8.weight_bytes`)."""
-    from livemind.serve.int8 import quantize_int8, weight_bytes
+    """Bytes read per decoded token by the served weights (`livemind.serve.host.int8.weight_bytes`)."""
+    from livemind.serve.host.int8 import quantize_int8, weight_bytes
     from livemind.think.backends import load_causal_lm
 
     _, lm = load_causal_lm(student)

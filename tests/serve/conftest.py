@@ -14,8 +14,8 @@ from livemind.rec.data.room_signals import SIGNALS
 from livemind.rec.model.checkpoint import save_generator
 from livemind.rec.model.generator import GeneratorConfig, OneLiveGenerator
 from livemind.rec.tokenizer.fit import fit_tokenizer
-from livemind.serve.app import ServeConfig, create_app
-from livemind.serve.engine import EngineConfig
+from livemind.serve.api.app import ServeConfig, create_app
+from livemind.serve.rec.engine import EngineConfig
 from tests.rec.tokenizer.test_tokenizer import FAST
 
 START = 1767571200.0  # the tiny world's first hour starts here (TINY.start_time)

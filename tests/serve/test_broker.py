@@ -11,10 +11,10 @@ import pytest
 
 from livemind.rec.live.state import BatchError, LiveState
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
-from livemind.serve.broker import Broker, decode, encode
-from livemind.serve.follower import Follower, SidFeed
-from livemind.serve.replay import world_stream
-from livemind.serve.workers import ArchiveWorker, StateWorker, TokenizerWorker, WorkerConfig
+from livemind.serve.rec.replay import world_stream
+from livemind.serve.scale.broker import Broker, decode, encode
+from livemind.serve.scale.follower import Follower, SidFeed
+from livemind.serve.scale.workers import ArchiveWorker, StateWorker, TokenizerWorker, WorkerConfig
 from livemind.world.live_log import LiveLog, RoomEnd
 from livemind.world.schema import Event, EventKind, Room, Segment
 
@@ -162,8 +162,8 @@ def test_a_replica_refuses_bad_batches_and_answers_503_without_its_broker(models
 
     import httpx
 
-    from livemind.serve.app import ServeConfig
-    from livemind.serve.engine import EngineConfig
+    from livemind.serve.api.app import ServeConfig
+    from livemind.serve.rec.engine import EngineConfig
     from tests.serve.conftest import Server
 
     root, _ = models

@@ -16,10 +16,10 @@ import numpy as np
 import orjson
 import pytest
 
-from livemind.serve.broker import Broker
-from livemind.serve.cluster import Cluster, ClusterConfig
 from livemind.serve.process import free_port
-from livemind.serve.replay import watch_targets, wire
+from livemind.serve.rec.replay import watch_targets, wire
+from livemind.serve.scale.broker import Broker
+from livemind.serve.scale.cluster import Cluster, ClusterConfig
 from livemind.world.live_log import LiveLog
 from tests.serve.conftest import Server
 from tests.serve.test_broker import T0, batches, lag, world_records

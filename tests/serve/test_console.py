@@ -12,8 +12,8 @@ import shutil
 import httpx
 import pytest
 
-from livemind.serve.decoder import BatchDecoder
-from livemind.serve.host import Generation, Host, HostConfig
+from livemind.serve.host.decoder import BatchDecoder
+from livemind.serve.host.serving import Generation, Host, HostConfig
 from livemind.think.prompts import split_reasoning
 from livemind.think.tasks import products_of
 from tests.serve.conftest import Server

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from livemind.errors import ConfigError
-from livemind.serve.decoder import BatchDecoder, Generation
+from livemind.serve.host.decoder import BatchDecoder, Generation
 from tests.think.tiny_lm import tiny_llama, tiny_moe, tiny_tokenizer
 
 QUESTIONS = ["how much is the mug?", "does it ship today?", "which is cheaper, the lamp or the mug?",
@@ -121,7 +121,7 @@ def test_bad_settings_are_named():
 def test_stop_strings_cut_the_offline_and_the_served_answers_alike():
     """`Sampling.stop`: transformers generates whole and cuts after (its cache keeps the whole text),
     the served decoder stops there; both give the same text."""
-    from livemind.serve.decoder import DecoderBackend
+    from livemind.serve.host.decoder import DecoderBackend
     from livemind.think.backends import HFBackend, Sampling
 
     lm, tok = tiny_llama(3), tiny_tokenizer()
@@ -140,7 +140,7 @@ def test_stop_strings_cut_the_offline_and_the_served_answers_alike():
 
 
 def test_think_eval_scores_the_served_decoder_like_transformers(tmp_path):
-    from livemind.serve.decoder import engine_backends
+    from livemind.serve.host.decoder import engine_backends
     from livemind.think.backends import Sampling
     from livemind.think.report import ModelSpec, evaluate_models
     from livemind.think.tasks import make_tasks
@@ -171,7 +171,7 @@ def test_think_export_writes_a_checked_folder_that_serve_reads(tmp_path, make):
 
     from livemind.cli import app
     from livemind.errors import DataError
-    from livemind.serve.export import SERVING_FILE, served_weights
+    from livemind.serve.host.export import SERVING_FILE, served_weights
     from livemind.think.backends import load_causal_lm
 
     src = tmp_path / "student"
@@ -202,7 +202,7 @@ def test_think_export_writes_a_checked_folder_that_serve_reads(tmp_path, make):
 def test_penalties_and_logprobs_of_a_pick_by_hand():
     import math
 
-    from livemind.serve.decoder import Generation, Penalties, _Request
+    from livemind.serve.host.decoder import Generation, Penalties, _Request
 
     gen = Generation()
     req = _Request(None, [], 4, 0.0, 1.0, None, (), gen, Penalties(presence=0.3, frequency=0.2), top_logprobs=2)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from livemind.errors import ConfigError
-from livemind.serve import decoder as decoder_module
-from livemind.serve.decoder import SHARED_MIN, BatchDecoder, Generation, own_threads
-from livemind.serve.fastlm import ATTN_CHUNK, GEMM_ROWS, FastLlama, HFRunner, _attend, runner_for
-from livemind.serve.int8 import quantize_int8
+from livemind.serve.host import decoder as decoder_module
+from livemind.serve.host.decoder import SHARED_MIN, BatchDecoder, Generation, own_threads
+from livemind.serve.host.forward import ATTN_CHUNK, GEMM_ROWS, FastLlama, HFRunner, _attend, runner_for
+from livemind.serve.host.int8 import quantize_int8
 from tests.serve.test_decoder import chat, reference
 from tests.think.tiny_lm import tiny_moe, tiny_tokenizer
 
@@ -215,7 +215,7 @@ def test_a_prefill_product_quantises_each_token_to_int8_and_sums_exactly():
     """Rows that are a scale times integers in [-127, 127] (with a 127 in each) quantise without loss,
     so the int8 GEMM's product equals the int8 weights' float product to float rounding; a row a
     thousand times larger keeps its own scale (per token, not per tensor)."""
-    from livemind.serve.fastlm import _Fused
+    from livemind.serve.host.forward import _Fused
 
     torch.manual_seed(1)
     layer = quantize_int8(torch.nn.Sequential(torch.nn.Linear(64, 48, bias=False)))[0]

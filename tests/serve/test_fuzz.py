@@ -16,8 +16,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from livemind.serve.decoder import BatchDecoder
-from livemind.serve.host import Host, HostConfig
+from livemind.serve.host.decoder import BatchDecoder
+from livemind.serve.host.serving import Host, HostConfig
 from livemind.think.tasks import products_of
 from tests.serve.conftest import Server
 from tests.serve.test_console import EVENTS
@@ -28,8 +28,8 @@ KEY = "fuzz-key"
 
 @pytest.fixture(scope="module", params=["no key", "key"])
 def served(request, models, tiny_world, tmp_path_factory):
-    from livemind.serve.app import ServeConfig
-    from livemind.serve.engine import EngineConfig
+    from livemind.serve.api.app import ServeConfig
+    from livemind.serve.rec.engine import EngineConfig
 
     root, _ = models
     _, world = tiny_world

@@ -12,8 +12,8 @@ import openai
 import pytest
 import torch
 
-from livemind.serve.decoder import BatchDecoder
-from livemind.serve.host import Generation, Host, HostConfig
+from livemind.serve.host.decoder import BatchDecoder
+from livemind.serve.host.serving import Generation, Host, HostConfig
 from livemind.think.tasks import card, products_of
 from tests.serve.conftest import Server
 from tests.serve.test_rec_service import ROOM, SEG
@@ -151,7 +151,7 @@ def test_host_ask_answers_from_the_card_now_and_remembers_the_viewer(served, hos
 def test_host_ask_stops_where_the_host_would_write_the_viewer_s_turn(served, host, monkeypatch):
     """/v1/host/ask ends an answer at the host's stop strings (prompts.STOP: "Viewer:"), as think eval
     does offline. The tiny model never writes "Viewer:", so a piece of its own answer stands in."""
-    from livemind.serve import host_routes
+    from livemind.serve.api import host_routes
 
     url = served.url + "/v1/host/ask"
     full = httpx.post(url, json={"room": 900, "viewer": 21, "question": "is it in stock?", "max_tokens": 24},
@@ -296,8 +296,8 @@ def test_the_card_prefix_is_prefilled_once_and_changes_nothing(catalog):
 
 
 def test_the_host_runs_alone_without_recommender_models(tmp_path, host):
-    from livemind.serve.app import ServeConfig
-    from livemind.serve.engine import EngineConfig
+    from livemind.serve.api.app import ServeConfig
+    from livemind.serve.rec.engine import EngineConfig
 
     cfg = ServeConfig(EngineConfig(None, None, tmp_path / "events.duckdb", cache=None), host=host.cfg)
     with Server(cfg, host=host) as srv:
@@ -315,7 +315,7 @@ def test_the_host_runs_alone_without_recommender_models(tmp_path, host):
 
 def test_int8_weights_quantise_every_linear_and_still_stream():
     from livemind.errors import ConfigError
-    from livemind.serve.int8 import Int8Linear, quantize_int8, weight_bytes
+    from livemind.serve.host.int8 import Int8Linear, quantize_int8, weight_bytes
 
     dense = tiny_llama()
     ids = torch.randint(3, 500, (1, 9))
@@ -348,8 +348,8 @@ def test_the_host_can_generate_on_a_remote_openai_server(served, host, serve_con
     """The GPU path: the host's decoding on an OpenAI-compatible server (vLLM in production; here another
     livemind service with the tiny model stands in for it, over real HTTP)."""
     from livemind.errors import ConfigError
-    from livemind.serve.engine import EngineConfig
-    from livemind.serve.remote import RemoteDecoder
+    from livemind.serve.host.remote import RemoteDecoder
+    from livemind.serve.rec.engine import EngineConfig
 
     cfg = HostConfig(MODEL, max_tokens=24, backend="openai", url=served.url + "/v1")
     front = Host(cfg, RemoteDecoder(served.url + "/v1", MODEL, max_batch=2), catalog)
@@ -391,10 +391,10 @@ def test_an_upcycled_moe_student_is_served_over_http(tmp_path, catalog):
     """Issue 28's MoE student through the server: upcycled, loaded from its folder as `livemind serve
     --student` does (transformers' forward: livemind's own fits Llama only; fp32, so that its tokens
     can be compared), answers over the official client as the dense student it was upcycled from."""
-    from livemind.serve.app import ServeConfig
-    from livemind.serve.engine import EngineConfig
-    from livemind.serve.fastlm import HFRunner
-    from livemind.serve.host import make_host
+    from livemind.serve.api.app import ServeConfig
+    from livemind.serve.host.forward import HFRunner
+    from livemind.serve.host.serving import make_host
+    from livemind.serve.rec.engine import EngineConfig
     from livemind.think.backends import load_causal_lm
     from livemind.think.moe import upcycle
 

@@ -16,9 +16,9 @@ from livemind.rec.eval.offline import recommend_at
 from livemind.rec.model.checkpoint import load_generator
 from livemind.rec.model.prior import prior_signals
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
-from livemind.serve.app import ServeConfig
-from livemind.serve.engine import EngineConfig
-from livemind.serve.replay import replay, watch_targets, wire, world_stream
+from livemind.serve.api.app import ServeConfig
+from livemind.serve.rec.engine import EngineConfig
+from livemind.serve.rec.replay import replay, watch_targets, wire, world_stream
 from livemind.world.live_log import LiveLog
 from tests.serve.conftest import Server
 

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from livemind.serve.replay import wire, world_stream
+from livemind.serve.rec.replay import wire, world_stream
 from livemind.world.live_log import LiveLog
 
 pytestmark = pytest.mark.slow
@@ -143,6 +143,6 @@ def test_a_retried_batch_id_is_acknowledged_again_and_applied_once_across_a_kill
 
 
 def to_record_of(event: dict):
-    from livemind.serve.protocol import EventBatchIn, to_record
+    from livemind.serve.api.protocol import EventBatchIn, to_record
 
     return to_record(EventBatchIn.model_validate({"events": [event]}).events[0])

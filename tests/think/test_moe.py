@@ -59,7 +59,7 @@ def test_bad_configs_and_students_are_named():
 
 
 def test_an_upcycled_student_runs_through_the_serving_decoder(tmp_path):
-    from livemind.serve.decoder import BatchDecoder
+    from livemind.serve.host.decoder import BatchDecoder
     from livemind.think.backends import load_causal_lm
 
     upcycle(tiny_llama(3)).save_pretrained(tmp_path / "moe")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from livemind.errors import ConfigError
-from livemind.serve.decoder import NO_PENALTIES, Generation, HostBusy, Penalties, Streams, _Request
+from livemind.serve.host.decoder import NO_PENALTIES, Generation, HostBusy, Penalties, Streams, _Request
 
 
 class RemoteDecoder(Streams):

@@ -10,7 +10,7 @@ once by the model's own rotary module, grouped-query attention by `scaled_dot_pr
 keys and values written in place into preallocated buffers. Its logits equal transformers' (the
 tests compare them and the greedy tokens).
 
-Int8 weights (`livemind.serve.int8`): decoding (a few rows) multiplies them with
+Int8 weights (`livemind.serve.host.int8`): decoding (a few rows) multiplies them with
 `torch._weight_int8pack_mm` (reads int8, activations in bfloat16: memory-bound); a prefill (many
 rows, compute-bound) quantises its activations to int8 too, one scale per row (per token), and
 multiplies on the int8 GEMM (`torch._int_mm`, exact int32 sums: a 466-token prefill's products
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from livemind.serve.int8 import Int8Linear
+from livemind.serve.host.int8 import Int8Linear
 
 GEMM_ROWS = 16  # from this many rows on (a prefill), int8 weights multiply int8 activations on the int8 GEMM
 ATTN_CHUNK = 64  # a prefill attends in blocks of this many queries, each over only the keys it may see

@@ -4,10 +4,10 @@
   uses: the card of the product on the room's card *now* (from the live state) and that viewer's
   earlier turns in that room (kept here, bounded), then the question; the answer comes back with
   its `<think>` reasoning separated (or dropped).
-- Generation is `livemind.serve.decoder.BatchDecoder`: continuous batching over the KV cache, the
+- Generation is `livemind.serve.host.decoder.BatchDecoder`: continuous batching over the KV cache, the
   room card's prefill reused across viewers, a 503 (`HostBusy`) for a request that waits more than
   `max_wait_s` for a batch row.
-- `quantize_int8` (`livemind.serve.int8`): weight-only int8, one scale per output channel,
+- `quantize_int8` (`livemind.serve.host.int8`): weight-only int8, one scale per output channel,
   bfloat16 activations: a quarter of the bytes to read per token.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from livemind.errors import ConfigError, DataError
-from livemind.serve.decoder import MAX_DRAFTS, BatchDecoder, Generation, HostBusy, Streams
-from livemind.serve.int8 import quantize_int8
+from livemind.serve.host.decoder import MAX_DRAFTS, BatchDecoder, Generation, HostBusy, Streams
+from livemind.serve.host.int8 import quantize_int8
 from livemind.think.prompts import STOP, messages, split_reasoning
 from livemind.think.tasks import QATask, card
 from livemind.world.schema import Product
@@ -44,7 +44,7 @@ class HostConfig:
     conversations: int = 100_000  # ... in at most this many (room, viewer) pairs (the least recent go first)
     reasoning: Literal["separate", "drop"] = "separate"  # return the <think> part apart, or not at all
     device: str = "cpu"
-    # int8: weight-only int8 of every Linear (CPU; livemind.serve.int8): 3x faster decoding here, answers
+    # int8: weight-only int8 of every Linear (CPU; livemind.serve.host.int8): 3x faster decoding here, answers
     # within a point of fp32 on 500 held-out tasks (docs/results.md); auto: int8 on the CPU, fp32 elsewhere
     weights: Literal["auto", "fp32", "int8"] = "auto"
     backend: Literal["local", "openai"] = "local"  # openai: `student` is served by the server at `url` (vLLM)

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from livemind.rec.tokenizer.content import MAX_TEXT_CHARS
-from livemind.serve.host import MAX_QUESTION_CHARS
+from livemind.serve.host.serving import MAX_QUESTION_CHARS
 from livemind.world.live_log import LiveRecord, RoomEnd
 from livemind.world.schema import EVENT_KINDS, Event, EventKind, Room, Segment
 

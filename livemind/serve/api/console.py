@@ -1,5 +1,5 @@
 """The live console: one self-contained page at `/` (HTML, CSS and JS shipped in
-`livemind/serve/static`, no CDN, no build step) and the server-sent events that keep it live.
+`livemind/serve/api/static`, no CDN, no build step) and the server-sent events that keep it live.
 
 `GET /v1/console/stream` sends, once a second, the rooms live now (streamer, product on the card
 with its name when the host's catalog has it, SID, audience) and a strip of the service's own
@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from livemind.serve.metrics import Metrics
+from livemind.serve.api.metrics import Metrics
 
 STATIC = Path(__file__).resolve().parent / "static"
 

@@ -32,7 +32,7 @@ import redis
 
 from livemind.errors import ConfigError, DataError
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer, SavedRoom
-from livemind.serve.broker import Broker, Entry, Group, check_version, stream_id
+from livemind.serve.scale.broker import Broker, Entry, Group, check_version, stream_id
 from livemind.world.live_log import LiveLog, RoomEnd
 from livemind.world.schema import Room, Segment
 

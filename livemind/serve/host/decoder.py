@@ -2,7 +2,7 @@
 
 Design (what vLLM's scheduler does, in plain PyTorch over a Hugging Face causal LM):
 - One loop thread owns the model, on every core (`own_threads`), through a runner
-  (`livemind.serve.fastlm`: livemind's own forward for Llama students, transformers' for the
+  (`livemind.serve.host.forward`: livemind's own forward for Llama students, transformers' for the
   rest) that writes keys and values into the decoder's preallocated buffers
   (layers, rows, kv heads, columns, head dim): nothing is concatenated per step.
 - A request is *admitted* when a batch row is free: its prompt is prefilled in one pass (batch 1)
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from livemind.errors import ConfigError
-from livemind.serve.fastlm import FastLlama, HFRunner, runner_for
+from livemind.serve.host.forward import FastLlama, HFRunner, runner_for
 
 
 class HostBusy(Exception):
@@ -313,7 +313,7 @@ class BatchDecoder(Streams):
         eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
         end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
         self.stop_ids = {i for i in (*eos, end) if isinstance(i, int)}
-        # fast: livemind's own forward for Llama students (livemind.serve.fastlm); False: transformers'
+        # fast: livemind's own forward for Llama students (livemind.serve.host.forward); False: transformers'
         self.runner = runner_for(self.lm) if fast else HFRunner(self.lm)
         self.max_context = getattr(module.config, "max_position_embeddings", None)  # prompt + answer tokens
         self._waiting: deque[_Request] = deque()
@@ -704,7 +704,7 @@ class DecoderBackend:
 def engine_backends(device: str = "cpu", float_cache: str | None = "runs/cache/models") -> dict[str, Any]:
     """`think eval`'s serving engines: "served" (fp32) and "served-int8" (`livemind serve
     --host-weights int8`), each the service's own decoder over the spec's model."""
-    from livemind.serve.int8 import quantize_int8
+    from livemind.serve.host.int8 import quantize_int8
     from livemind.think.backends import load_causal_lm
     from livemind.think.evaluate import active_parameters
 

@@ -4,7 +4,7 @@ Routes are thin: parse, call one method of the engine, shape the reply. Startup 
 and rebuilds the live state from the durable log in a background thread, so `/healthz` answers at
 once and `/readyz` says 503 until the state is ready. Errors have one shape on these routes,
 `{"error", "field", "value", "expected", "index"}`, from one set of handlers. Keys, origins,
-content types and body caps are `livemind.serve.guard`'s (its docstring is the security model).
+content types and body caps are `livemind.serve.api.guard`'s (its docstring is the security model).
 """
 
 from __future__ import annotations
@@ -27,15 +27,11 @@ from pydantic import ValidationError
 
 from livemind.errors import DataError, LivemindError
 from livemind.rec.live.state import BatchError
-from livemind.serve.batching import Batcher
-from livemind.serve.broker import BrokerError
-from livemind.serve.console_routes import add_console_routes
-from livemind.serve.engine import ApplyFailed, EngineConfig, RecEngine, RecRequest
-from livemind.serve.guard import Guard, Limiter, Saturated
-from livemind.serve.host import Host, HostConfig, make_host
-from livemind.serve.host_routes import add_host_routes
-from livemind.serve.metrics import Metrics
-from livemind.serve.protocol import (
+from livemind.serve.api.console import add_console_routes
+from livemind.serve.api.guard import Guard, Limiter, Saturated
+from livemind.serve.api.host_routes import add_host_routes
+from livemind.serve.api.metrics import Metrics
+from livemind.serve.api.protocol import (
     Accepted,
     AskIn,
     ChatIn,
@@ -49,6 +45,10 @@ from livemind.serve.protocol import (
     to_record,
     validation_problem,
 )
+from livemind.serve.host.serving import Host, HostConfig, make_host
+from livemind.serve.rec.batching import Batcher
+from livemind.serve.rec.engine import ApplyFailed, EngineConfig, RecEngine, RecRequest
+from livemind.serve.scale.broker import BrokerError
 from livemind.world.schema import Segment
 
 log = logging.getLogger("livemind.serve")
@@ -124,7 +124,7 @@ def load_host(cfg: ServeConfig) -> Host:
         raise DataError("the host needs a catalog: a world folder whose products it answers about (--catalog)")
     catalog = {p.id: p for p in products_of(WorldData.load(cfg.catalog))}
     if cfg.host.backend == "openai":
-        from livemind.serve.remote import RemoteDecoder
+        from livemind.serve.host.remote import RemoteDecoder
 
         remote = RemoteDecoder(cfg.host.url, cfg.host.student, os.environ.get("LIVEMIND_HOST_API_KEY"),
                                cfg.host.max_batch, cfg.host.max_wait_s)

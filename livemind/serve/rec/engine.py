@@ -83,8 +83,8 @@ class RecEngine:
         self.cfg = cfg
         self.broker, self.follower, self.log = None, None, None
         if cfg.broker is not None:  # a replica: SIDs come from the tokenizer workers through the broker
-            from livemind.serve.broker import Broker
-            from livemind.serve.follower import SidFeed
+            from livemind.serve.scale.broker import Broker
+            from livemind.serve.scale.follower import SidFeed
 
             meta = DynamicTokenizer.read_meta(cfg.tokenizer)
             self.tokenizer = SidFeed(int(meta["rq"]["levels"]), meta["version"])
@@ -117,8 +117,8 @@ class RecEngine:
         return done
 
     def _follow(self) -> int:
-        from livemind.serve.broker import check_version
-        from livemind.serve.follower import Follower
+        from livemind.serve.scale.broker import check_version
+        from livemind.serve.scale.follower import Follower
 
         self.broker.ping()
         check_version(self.broker, self.tokenizer.version)

@@ -18,7 +18,7 @@ import redis
 
 from livemind.rec.live.index import SID, LiveIndex
 from livemind.rec.live.state import LiveState
-from livemind.serve.broker import Broker, Entry, parse_entry
+from livemind.serve.scale.broker import Broker, Entry, parse_entry
 from livemind.world.schema import Segment
 
 log = logging.getLogger("livemind.follower")

@@ -22,10 +22,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from livemind.errors import DataError
-from livemind.serve.decoder import ContextTooLong, Penalties
-from livemind.serve.host import STOP, Generation, Host, HostBusy
-from livemind.serve.metrics import Metrics
-from livemind.serve.protocol import AskIn, ChatIn, short, validation_problem
+from livemind.serve.api.metrics import Metrics
+from livemind.serve.api.protocol import AskIn, ChatIn, short, validation_problem
+from livemind.serve.host.decoder import ContextTooLong, Penalties
+from livemind.serve.host.serving import STOP, Generation, Host, HostBusy
 
 
 def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,

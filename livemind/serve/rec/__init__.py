@@ -1,0 +1,2 @@
+"""The recommendation engine behind the service: live state from the durable log, batched decoding,
+and replaying a recorded world into a running service."""
