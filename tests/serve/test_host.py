@@ -418,3 +418,23 @@ def test_an_upcycled_moe_student_is_served_over_http(tmp_path, catalog):
     finally:
         moe.decoder.close()
         dense.close()
+
+
+def test_turns_are_kept_per_room_and_viewer_bounded_in_count_age_and_conversations(catalog):
+    """Every viewer id a caller names once kept its turns for ever; now 6 turns, for turns_ttl_s after
+    the last, in at most `conversations` (room, viewer) pairs, the least recent dropped first."""
+    now = [1000.0]
+    host = Host(HostConfig("tiny", turns=4, turns_ttl_s=60.0, conversations=3), None, catalog, clock=lambda: now[0])
+    for i in range(3):
+        host.remember(900, 1, f"q{i}", f"a{i}")
+    assert host.turns_of(900, 1) == (("viewer", "q1"), ("host", "a1"), ("viewer", "q2"), ("host", "a2"))  # the last 4
+    for viewer in (2, 3, 4):  # a fourth conversation: the least recent (viewer 1) goes
+        now[0] += 1
+        host.remember(900, viewer, "hi", "hello")
+    assert host.conversations == 3 and host.turns_of(900, 1) == ()
+    now[0] += 61  # past the age: nothing is put in a prompt, and the next remember drops the stale ones
+    assert host.turns_of(900, 4) == ()
+    host.remember(901, 9, "new", "one")
+    assert host.conversations == 1 and host.turns_of(901, 9) == (("viewer", "new"), ("host", "one"))
+    with pytest.raises(Exception, match="turns_ttl_s > 0 and conversations >= 1"):
+        HostConfig("tiny", conversations=0)

@@ -138,8 +138,8 @@ class Host:
             return
         now = self.clock()
         with self._lock:
-            _, turns = self._turns.pop((room, viewer), (now, deque(maxlen=self.cfg.turns)))
-            if now - _ > self.cfg.turns_ttl_s:
+            last, turns = self._turns.pop((room, viewer), (now, deque(maxlen=self.cfg.turns)))
+            if now - last > self.cfg.turns_ttl_s:
                 turns.clear()
             turns.extend((("viewer", question.strip()), ("host", answer)))
             self._turns[(room, viewer)] = (now, turns)  # the most recent, last
