@@ -151,14 +151,14 @@ def test_host_ask_answers_from_the_card_now_and_remembers_the_viewer(served, hos
 def test_host_ask_stops_where_the_host_would_write_the_viewer_s_turn(served, host, monkeypatch):
     """/v1/host/ask ends an answer at the host's stop strings (prompts.STOP: "Viewer:"), as think eval
     does offline. The tiny model never writes "Viewer:", so a piece of its own answer stands in."""
-    from livemind.serve.api import host_routes
+    from livemind.serve.api import host_serving
 
     url = served.url + "/v1/host/ask"
     full = httpx.post(url, json={"room": 900, "viewer": 21, "question": "is it in stock?", "max_tokens": 24},
                       timeout=60).json()["answer"]
     cut = full[len(full) // 2:len(full) // 2 + 3]
     assert len(full) > 6 and cut.strip()
-    monkeypatch.setattr(host_routes, "STOP", (cut,))
+    monkeypatch.setattr(host_serving, "STOP", (cut,))
     r = httpx.post(url, json={"room": 900, "viewer": 22, "question": "is it in stock?", "max_tokens": 24},
                    timeout=60).json()  # another viewer: the same prompt, no turns yet
     assert r["answer"] == full[:full.find(cut)].strip() and r["finish_reason"] == "stop"

@@ -17,7 +17,6 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -28,6 +27,7 @@ from pydantic import ValidationError
 from livemind.errors import DataError, LivemindError
 from livemind.rec.live.state import BatchError
 from livemind.serve.api.console import add_console_routes
+from livemind.serve.api.errors import ServiceError, livemind_error
 from livemind.serve.api.guard import Guard, Limiter, Saturated
 from livemind.serve.api.host_routes import add_host_routes
 from livemind.serve.api.metrics import Metrics
@@ -41,9 +41,7 @@ from livemind.serve.api.protocol import (
     RecommendOut,
     ReloadIn,
     declare_bodies,
-    short,
     to_record,
-    validation_problem,
 )
 from livemind.serve.host.serving import Host, HostConfig, make_host
 from livemind.serve.rec.batching import Batcher
@@ -71,21 +69,6 @@ class ServeConfig:
     max_streams: int = 32  # console streams (server-sent events)
     host: HostConfig | None = None  # the live host (/v1/host/ask, /v1/chat/completions), with ...
     catalog: Path | None = None  # ... the products it answers about: a world folder (its products table)
-
-
-class ServiceError(Exception):
-    def __init__(self, status: int, error: str, **detail: Any) -> None:
-        self.status, self.error, self.detail = status, error, detail
-
-
-def _error(status: int, error: str, field: str | None = None, value: Any = None, expected: str | None = None,
-           index: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": error, "field": field, "value": short(value), "expected": expected, "index": index}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _validation_error(exc: ValidationError | RequestValidationError) -> JSONResponse:
-    return _error(*validation_problem(exc))
 
 
 class Observe:
@@ -170,32 +153,32 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
 
     @app.exception_handler(Saturated)
     async def saturated(_: Request, exc: Saturated) -> JSONResponse:
-        return _error(503, str(exc), expected=f"at most {exc.limit} {exc.what} at once",
+        return livemind_error(503, str(exc), expected=f"at most {exc.limit} {exc.what} at once",
                       headers={"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, exc.error, **exc.detail)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc)
+        return ServiceError.invalid(exc).response()
 
     @app.exception_handler(BatchError)
     async def batch_error(_: Request, exc: BatchError) -> JSONResponse:
-        return _error(422, str(exc), field=exc.field, value=exc.value, expected=exc.expected, index=exc.index)
+        return livemind_error(422, str(exc), field=exc.field, value=exc.value, expected=exc.expected, index=exc.index)
 
     @app.exception_handler(BrokerError)
     async def broker_error(_: Request, exc: BrokerError) -> JSONResponse:
-        return _error(503, str(exc), expected="a reachable broker (redis-server)")
+        return livemind_error(503, str(exc), expected="a reachable broker (redis-server)")
 
     @app.exception_handler(ApplyFailed)
     async def apply_failed(_: Request, exc: ApplyFailed) -> JSONResponse:
-        return _error(503, f"the service stopped serving: {exc}", expected="a restart of the service")
+        return livemind_error(503, f"the service stopped serving: {exc}", expected="a restart of the service")
 
     @app.exception_handler(LivemindError)
-    async def livemind_error(_: Request, exc: LivemindError) -> JSONResponse:
-        return _error(400, str(exc))
+    async def refused(_: Request, exc: LivemindError) -> JSONResponse:
+        return livemind_error(400, str(exc))
 
     host_work = Limiter("host requests", cfg.max_host_requests)
     waits = Limiter("read-your-writes waits", cfg.max_waits)
@@ -222,11 +205,11 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
     async def readyz(request: Request) -> JSONResponse:
         eng = request.app.state.engine
         if eng is None:
-            return _error(503, "not ready: " + (request.app.state.load_error or "loading models and the live state"))
+            return livemind_error(503, "not ready: " + (request.app.state.load_error or "loading models and the live state"))
         if eng.apply_error is not None:
-            return _error(503, "not ready: " + eng.apply_error)
+            return livemind_error(503, "not ready: " + eng.apply_error)
         if eng.follower is not None and eng.follower.error:
-            return _error(503, "not ready: the replica stopped following the broker's applied log: " + eng.follower.error)
+            return livemind_error(503, "not ready: the replica stopped following the broker's applied log: " + eng.follower.error)
         host = request.app.state.host
         return JSONResponse({"ready": True, "generator": eng.served.fingerprint if eng.served else None,
                              **eng.state.counts(), "offset": eng.applied_offset,
@@ -264,7 +247,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         try:  # a large batch is parsed off the event loop (10,000 events take tens of ms)
             batch, records = parse() if len(body) < LOOP_PARSE_BYTES else await run_in_threadpool(parse)
         except ValidationError as exc:
-            return _validation_error(exc)
+            raise ServiceError.invalid(exc) from None
         host = request.app.state.host
 
         def ingest() -> tuple[int, int]:
@@ -283,7 +266,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         try:
             body = RecommendIn.model_validate_json(await request.body())
         except ValidationError as exc:
-            return _validation_error(exc)
+            raise ServiceError.invalid(exc) from None
         eng = engine_of(request)
         if body.offset is not None and body.offset > eng.applied_offset:
             if body.offset > (acked := eng.acknowledged_offset):  # never given out: no wait would see it
@@ -315,7 +298,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         try:
             body = ReloadIn.model_validate_json(raw or b"{}")
         except ValidationError as exc:
-            return _validation_error(exc)
+            raise ServiceError.invalid(exc) from None
         eng = engine_of(request)
         try:
             served = await run_in_threadpool(eng.reload, body.generator)
@@ -325,7 +308,7 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         metrics.reloads.labels("swapped").inc()
         return {"generator": served.path, "fingerprint": served.fingerprint, "seconds": round(eng.last_reload_s, 3)}
 
-    add_host_routes(app, metrics, _validation_error)
+    add_host_routes(app, metrics)
     add_console_routes(app, metrics)
     declare_bodies(app, {"/v1/events": EventBatchIn, "/v1/recommend": RecommendIn, "/v1/admin/reload": ReloadIn,
                          "/v1/host/ask": AskIn, "/v1/chat/completions": ChatIn})
