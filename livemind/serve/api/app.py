@@ -119,6 +119,26 @@ def load_host(cfg: ServeConfig) -> Host:
 def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | None = None) -> FastAPI:
     """The app; `engine` / `host` given: serve them as they are (tests), else load them from `cfg` at startup."""
     metrics = Metrics()
+    app = FastAPI(title="livemind", version="0.1", lifespan=_lifespan(cfg, metrics, engine, host))
+    add_error_handlers(app)
+    host_work = Limiter("host requests", cfg.max_host_requests)
+    app.add_middleware(Guard, api_key=cfg.api_key, open_reads=cfg.open_reads,
+                       body_limit=lambda path: cfg.max_body_bytes if path == "/v1/events" else cfg.max_request_bytes,
+                       limiters={"/v1/host/ask": host_work, "/v1/chat/completions": host_work,
+                                 "/v1/console/stream": Limiter("console streams", cfg.max_streams)})
+    app.add_middleware(Observe, metrics=metrics)  # outermost: refusals are counted too
+    add_health_routes(app, metrics)
+    add_rec_routes(app, cfg, metrics)
+    add_host_routes(app, metrics)
+    add_console_routes(app, metrics)
+    declare_bodies(app, {"/v1/events": EventBatchIn, "/v1/recommend": RecommendIn, "/v1/admin/reload": ReloadIn,
+                         "/v1/host/ask": AskIn, "/v1/chat/completions": ChatIn})
+    return app
+
+
+def _lifespan(cfg: ServeConfig, metrics: Metrics, engine: RecEngine | None, host: Host | None):
+    """Start-up loads the models and rebuilds the live state in a thread (/readyz says 503 until then);
+    shut-down closes the batcher, the engine and a host this app loaded."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -149,12 +169,16 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
         if host is None and app.state.host is not None:  # a host handed in by the caller is the caller's to close
             app.state.host.decoder.close()
 
-    app = FastAPI(title="livemind", version="0.1", lifespan=lifespan)
+    return lifespan
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """One handler per error type, each answering in livemind's shape (OpenAI's: `host_routes`)."""
 
     @app.exception_handler(Saturated)
     async def saturated(_: Request, exc: Saturated) -> JSONResponse:
         return livemind_error(503, str(exc), expected=f"at most {exc.limit} {exc.what} at once",
-                      headers={"Retry-After": str(exc.retry_after_s)})
+                              headers={"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -180,22 +204,9 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
     async def refused(_: Request, exc: LivemindError) -> JSONResponse:
         return livemind_error(400, str(exc))
 
-    host_work = Limiter("host requests", cfg.max_host_requests)
-    waits = Limiter("read-your-writes waits", cfg.max_waits)
-    app.add_middleware(Guard, api_key=cfg.api_key, open_reads=cfg.open_reads,
-                       body_limit=lambda path: cfg.max_body_bytes if path == "/v1/events" else cfg.max_request_bytes,
-                       limiters={"/v1/host/ask": host_work, "/v1/chat/completions": host_work,
-                                 "/v1/console/stream": Limiter("console streams", cfg.max_streams)})
-    app.add_middleware(Observe, metrics=metrics)  # outermost: refusals are counted too
 
-    def engine_of(request: Request) -> RecEngine:
-        eng = request.app.state.engine
-        if eng is None:
-            error = request.app.state.load_error
-            raise ServiceError(503, "the service is not ready: " + (error or "loading models and the live state"))
-        if eng.apply_error is not None:
-            raise ServiceError(503, "the service is not ready: " + eng.apply_error)
-        return eng
+def add_health_routes(app: FastAPI, metrics: Metrics) -> None:
+    """`/healthz`, `/readyz` and `/metrics`: open with a key too."""
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -231,6 +242,22 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             metrics.catch_up(metrics.host_drafted, decoder.drafted)
             metrics.catch_up(metrics.host_accepted, decoder.accepted)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def engine_of(request: Request) -> RecEngine:
+    """The live engine, or a 503 saying why the service is not ready."""
+    eng = request.app.state.engine
+    if eng is None:
+        error = request.app.state.load_error
+        raise ServiceError(503, "the service is not ready: " + (error or "loading models and the live state"))
+    if eng.apply_error is not None:
+        raise ServiceError(503, "the service is not ready: " + eng.apply_error)
+    return eng
+
+
+def add_rec_routes(app: FastAPI, cfg: ServeConfig, metrics: Metrics) -> None:
+    """Ingest (`/v1/events`), recommendations (`/v1/recommend`), the live rooms and the model swap."""
+    waits = Limiter("read-your-writes waits", cfg.max_waits)
 
     @app.post("/v1/events", response_model=Accepted)
     async def events(request: Request) -> Accepted:
@@ -307,9 +334,3 @@ def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | N
             raise
         metrics.reloads.labels("swapped").inc()
         return {"generator": served.path, "fingerprint": served.fingerprint, "seconds": round(eng.last_reload_s, 3)}
-
-    add_host_routes(app, metrics)
-    add_console_routes(app, metrics)
-    declare_bodies(app, {"/v1/events": EventBatchIn, "/v1/recommend": RecommendIn, "/v1/admin/reload": ReloadIn,
-                         "/v1/host/ask": AskIn, "/v1/chat/completions": ChatIn})
-    return app
