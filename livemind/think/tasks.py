@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -144,109 +144,177 @@ def _bundle_steps(p: Product, n: int) -> str:
     return " ".join(steps)
 
 
+class _Card(NamedTuple):
+    """What every kind's writer reads: the product (and the second card), the seeded generator,
+    and the phrases they share."""
+
+    p: Product
+    products: Sequence[Product]
+    rng: np.random.Generator
+    name: str
+    unit: float
+    days: str
+    now: str
+
+
+_Written = tuple[str, dict[str, Any], str, str, bool]  # question, gold, reasoning, answer, answerable
+
+
+def _price(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    q, gold = f"how much is the {name} right now?", {"number": unit}
+    why = (f"The viewer asks for the current price of the {name}. The card lists {p.price:.2f} with a "
+           f"{p.discount_pct:g}% live discount, so one costs {unit:.2f} right now.")
+    say = f"The {name} is {unit:.2f} right now ({p.discount_pct:g}% off) and ships in {days}."
+    return q, gold, why, say, True
+
+
+def _bundle(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    n = int(rng.integers(2, 5))
+    quote = p.quote(n)
+    q, gold = (f"if I take {n} of the {name}, what do I pay in total with the coupon and shipping?",
+               {"number": quote["total"]})
+    why = _bundle_steps(p, n)
+    say = (f"{n} of the {name} come to {quote['total']:.2f} in total, at {unit:.2f} each after the live discount"
+           f"{f' with the {p.coupon_amount:.2f} coupon' if quote['coupon'] else ''}.")
+    return q, gold, why, say, True
+
+
+def _coupon(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    if unit >= p.coupon_threshold:
+        return None
+    gap = round(p.coupon_threshold - unit, 2)
+    q, gold = f"I'm buying one {name}. how much more do I need to spend to use the coupon?", {"number": gap}
+    why = (f"One {name} is {unit:.2f} after the live discount. The coupon takes {p.coupon_amount:.2f} off orders "
+           f"of {p.coupon_threshold:.2f} or more, so {p.coupon_threshold:.2f} - {unit:.2f} = {gap:.2f} more is needed.")
+    say = f"You need {gap:.2f} more: one is {unit:.2f}, and the coupon takes {p.coupon_amount:.2f} off from {p.coupon_threshold:.2f}."
+    return q, gold, why, say, True
+
+
+def _free_shipping(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    n = _free_shipping_qty(p)
+    if p.ship_fee == 0 or n is None or n == 1:
+        return None
+    q, gold = f"how many of the {name} do I need to order to get free shipping?", {"number": n}
+    why = (f"Shipping is {p.ship_fee:.2f}, free on orders from {p.free_ship_threshold:.2f}. {n - 1} come to "
+           f"{p.quote(n - 1)['goods_total']:.2f}, still below it, and {n} come to {p.quote(n)['goods_total']:.2f}, "
+           f"which ships free.")
+    say = f"Order {n} and shipping is free (from {p.free_ship_threshold:.2f}); one is {unit:.2f} right now."
+    return q, gold, why, say, True
+
+
+def _size(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    scheme = next(c.sizes for c in CATEGORIES if c.name == p.category)  # offered or not, same scheme
+    size = str(rng.choice(scheme))
+    q, gold = f"does the {name} come in {size}?", {"yes": size in p.sizes}
+    why = f"The card lists the sizes {', '.join(p.sizes)}; {size} is{'' if size in p.sizes else ' not'} one of them."
+    if size in p.sizes:
+        gold["entities"] = [size]
+        say = f"Yes, the {name} comes in {size}. {now}"
+    else:
+        say = f"No, the {name} comes only in {', '.join(p.sizes)}. {now}"
+    return q, gold, why, say, True
+
+
+def _spec(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    spec = str(rng.choice(sorted(p.specs)))
+    q, gold = f"what's the {spec} of the {name}?", {"entities": [p.specs[spec]]}
+    why = f"The viewer asks about the {spec}. The card's details for the {name} list {spec}: {p.specs[spec]}."
+    say = f"The {spec} of the {name} is {p.specs[spec]}. {now}"
+    return q, gold, why, say, True
+
+
+def _compare(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    if len(products) < 2:
+        return None
+    a, b = products[0], products[1]
+    ua, ub = a.quote(1)["unit_price"], b.quote(1)["unit_price"]
+    if ua == ub:
+        return None
+    q = f"which is cheaper right now, the {a.name} or the {b.name}?"
+    gold = {"entities": [a.name if ua < ub else b.name], "number": min(ua, ub)}
+    (low, lo), (high, hi) = sorted([(a.name, ua), (b.name, ub)], key=lambda x: x[1])
+    why = f"After the live discounts the {a.name} is {ua:.2f} and the {b.name} is {ub:.2f}; {lo:.2f} is lower."
+    say = f"The {low} is cheaper at {lo:.2f}; the {high} is {hi:.2f}."
+    return q, gold, why, say, True
+
+
+def _stock(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    q, gold = f"is the {name} still in stock?", {"yes": p.stock > 0}
+    why = f"The card shows stock: {p.stock}, so it is {'available' if p.stock else 'sold out'}."
+    if p.stock > 0:
+        gold["number"] = p.stock
+        say = f"Yes, {p.stock} left in stock. {now}"
+    else:
+        say = f"No, sorry, the {name} is sold out right now."
+    return q, gold, why, say, True
+
+
+def _shipping(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    q, gold = f"how soon does the {name} ship?", {"number": p.ship_days}
+    fee = "free shipping" if p.ship_fee == 0 else f"shipping {p.ship_fee:.2f}, free from {p.free_ship_threshold:.2f}"
+    why = f"The card says it ships in {days}, with {fee}."
+    say = f"It ships in {days}, with {fee}. It's {unit:.2f} right now."
+    return q, gold, why, say, True
+
+
+def _returns(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    q, gold = f"can I return the {name} if it doesn't suit me?", {"yes": p.return_days > 0}
+    if p.return_days:
+        gold["number"] = p.return_days
+        why = f"The card says {p.return_days}-day returns, so a return is possible within {_days(p.return_days)}."
+        say = f"Yes, you can return it within {_days(p.return_days)}. It ships in {days}."
+    else:
+        why = "The card says no returns for this product."
+        say = f"No, sorry, the {name} has no returns. {now}"
+    return q, gold, why, say, True
+
+
+def _unanswerable(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    template, what = _MISSING_FACTS[int(rng.integers(len(_MISSING_FACTS)))]
+    q, gold, answerable = template.format(name=name), {"refuse": "not_in_documents"}, False
+    why = (f"The viewer asks about {what}. The card gives the price, discounts, sizes, materials, details, stock, "
+           f"shipping and returns, but nothing about {what}.")
+    say = f"Sorry, the card doesn't mention {what}, so I can't confirm it."
+    return q, gold, why, say, answerable
+
+
+def _adversarial(c: _Card) -> _Written | None:
+    p, products, rng, name, unit, days, now = c
+    template, forbidden = _INJECTIONS[int(rng.integers(len(_INJECTIONS)))]
+    q = template.format(name=name)
+    gold, answerable = {"refuse": "adversarial", "forbidden": forbidden}, False
+    why = (f"This comment tries to change the price. Prices and discounts come only from the card: "
+           f"{unit:.2f} each for the {name}.")
+    say = f"Sorry, I can't change prices: the {name} is {unit:.2f} right now, as on the card."
+    return q, gold, why, say, answerable
+
+
+_WRITERS: dict[str, Callable[[_Card], _Written | None]] = {"price": _price, "bundle": _bundle, "coupon": _coupon, "free_shipping": _free_shipping, "size": _size, "spec": _spec, "compare": _compare, "stock": _stock, "shipping": _shipping, "returns": _returns, "unanswerable": _unanswerable, "adversarial": _adversarial}
+
+
 def make_task(kind: str, products: Sequence[Product], rng: np.random.Generator, task_id: str) -> QATask | None:
     """One task of `kind` about products[0] (products[1] is the second card, for `compare`).
     None when the product cannot pose this kind (e.g. it already ships free)."""
+    if kind not in _WRITERS:
+        raise DataError(f"unknown task kind {kind!r}; expected one of {list(TASK_KINDS)}")
     p = products[0]
     docs = tuple(card(x) for x in products)
     name, unit, days = p.name, p.quote(1)["unit_price"], _days(p.ship_days)
-    now = f"It's {unit:.2f} right now and ships in {days}."
-    gold: dict[str, Any]
-    answerable = True
-    if kind == "price":
-        q, gold = f"how much is the {name} right now?", {"number": unit}
-        why = (f"The viewer asks for the current price of the {name}. The card lists {p.price:.2f} with a "
-               f"{p.discount_pct:g}% live discount, so one costs {unit:.2f} right now.")
-        say = f"The {name} is {unit:.2f} right now ({p.discount_pct:g}% off) and ships in {days}."
-    elif kind == "bundle":
-        n = int(rng.integers(2, 5))
-        quote = p.quote(n)
-        q, gold = (f"if I take {n} of the {name}, what do I pay in total with the coupon and shipping?",
-                   {"number": quote["total"]})
-        why = _bundle_steps(p, n)
-        say = (f"{n} of the {name} come to {quote['total']:.2f} in total, at {unit:.2f} each after the live discount"
-               f"{f' with the {p.coupon_amount:.2f} coupon' if quote['coupon'] else ''}.")
-    elif kind == "coupon":
-        if unit >= p.coupon_threshold:
-            return None
-        gap = round(p.coupon_threshold - unit, 2)
-        q, gold = f"I'm buying one {name}. how much more do I need to spend to use the coupon?", {"number": gap}
-        why = (f"One {name} is {unit:.2f} after the live discount. The coupon takes {p.coupon_amount:.2f} off orders "
-               f"of {p.coupon_threshold:.2f} or more, so {p.coupon_threshold:.2f} - {unit:.2f} = {gap:.2f} more is needed.")
-        say = f"You need {gap:.2f} more: one is {unit:.2f}, and the coupon takes {p.coupon_amount:.2f} off from {p.coupon_threshold:.2f}."
-    elif kind == "free_shipping":
-        n = _free_shipping_qty(p)
-        if p.ship_fee == 0 or n is None or n == 1:
-            return None
-        q, gold = f"how many of the {name} do I need to order to get free shipping?", {"number": n}
-        why = (f"Shipping is {p.ship_fee:.2f}, free on orders from {p.free_ship_threshold:.2f}. {n - 1} come to "
-               f"{p.quote(n - 1)['goods_total']:.2f}, still below it, and {n} come to {p.quote(n)['goods_total']:.2f}, "
-               f"which ships free.")
-        say = f"Order {n} and shipping is free (from {p.free_ship_threshold:.2f}); one is {unit:.2f} right now."
-    elif kind == "size":
-        scheme = next(c.sizes for c in CATEGORIES if c.name == p.category)  # offered or not, same scheme
-        size = str(rng.choice(scheme))
-        q, gold = f"does the {name} come in {size}?", {"yes": size in p.sizes}
-        why = f"The card lists the sizes {', '.join(p.sizes)}; {size} is{'' if size in p.sizes else ' not'} one of them."
-        if size in p.sizes:
-            gold["entities"] = [size]
-            say = f"Yes, the {name} comes in {size}. {now}"
-        else:
-            say = f"No, the {name} comes only in {', '.join(p.sizes)}. {now}"
-    elif kind == "spec":
-        spec = str(rng.choice(sorted(p.specs)))
-        q, gold = f"what's the {spec} of the {name}?", {"entities": [p.specs[spec]]}
-        why = f"The viewer asks about the {spec}. The card's details for the {name} list {spec}: {p.specs[spec]}."
-        say = f"The {spec} of the {name} is {p.specs[spec]}. {now}"
-    elif kind == "compare":
-        if len(products) < 2:
-            return None
-        a, b = products[0], products[1]
-        ua, ub = a.quote(1)["unit_price"], b.quote(1)["unit_price"]
-        if ua == ub:
-            return None
-        q = f"which is cheaper right now, the {a.name} or the {b.name}?"
-        gold = {"entities": [a.name if ua < ub else b.name], "number": min(ua, ub)}
-        (low, lo), (high, hi) = sorted([(a.name, ua), (b.name, ub)], key=lambda x: x[1])
-        why = f"After the live discounts the {a.name} is {ua:.2f} and the {b.name} is {ub:.2f}; {lo:.2f} is lower."
-        say = f"The {low} is cheaper at {lo:.2f}; the {high} is {hi:.2f}."
-    elif kind == "stock":
-        q, gold = f"is the {name} still in stock?", {"yes": p.stock > 0}
-        why = f"The card shows stock: {p.stock}, so it is {'available' if p.stock else 'sold out'}."
-        if p.stock > 0:
-            gold["number"] = p.stock
-            say = f"Yes, {p.stock} left in stock. {now}"
-        else:
-            say = f"No, sorry, the {name} is sold out right now."
-    elif kind == "shipping":
-        q, gold = f"how soon does the {name} ship?", {"number": p.ship_days}
-        fee = "free shipping" if p.ship_fee == 0 else f"shipping {p.ship_fee:.2f}, free from {p.free_ship_threshold:.2f}"
-        why = f"The card says it ships in {days}, with {fee}."
-        say = f"It ships in {days}, with {fee}. It's {unit:.2f} right now."
-    elif kind == "returns":
-        q, gold = f"can I return the {name} if it doesn't suit me?", {"yes": p.return_days > 0}
-        if p.return_days:
-            gold["number"] = p.return_days
-            why = f"The card says {p.return_days}-day returns, so a return is possible within {_days(p.return_days)}."
-            say = f"Yes, you can return it within {_days(p.return_days)}. It ships in {days}."
-        else:
-            why = "The card says no returns for this product."
-            say = f"No, sorry, the {name} has no returns. {now}"
-    elif kind == "unanswerable":
-        template, what = _MISSING_FACTS[int(rng.integers(len(_MISSING_FACTS)))]
-        q, gold, answerable = template.format(name=name), {"refuse": "not_in_documents"}, False
-        why = (f"The viewer asks about {what}. The card gives the price, discounts, sizes, materials, details, stock, "
-               f"shipping and returns, but nothing about {what}.")
-        say = f"Sorry, the card doesn't mention {what}, so I can't confirm it."
-    elif kind == "adversarial":
-        template, forbidden = _INJECTIONS[int(rng.integers(len(_INJECTIONS)))]
-        q = template.format(name=name)
-        gold, answerable = {"refuse": "adversarial", "forbidden": forbidden}, False
-        why = (f"This comment tries to change the price. Prices and discounts come only from the card: "
-               f"{unit:.2f} each for the {name}.")
-        say = f"Sorry, I can't change prices: the {name} is {unit:.2f} right now, as on the card."
-    else:
-        raise DataError(f"unknown task kind {kind!r}; expected one of {list(TASK_KINDS)}")
+    written = _WRITERS[kind](_Card(p, products, rng, name, unit, days, f"It's {unit:.2f} right now and ships in {days}."))
+    if written is None:
+        return None
+    q, gold, why, say, answerable = written
     history: tuple[tuple[str, str], ...] = ()
     if rng.random() < 0.5:  # an earlier exchange in the same room
         history = (("viewer", f"hi! is the {name} the one on the card?"),
