@@ -106,7 +106,7 @@ HACKS = {  # verdict reasons (verify.py) -> the hack they show
 
 
 def hack_check(scored: Sequence[Scored]) -> dict[str, float]:
-    """Shares of answers that list several candidate values, hedge, or commit to no answer (issue 28:
+    """Shares of answers that list several candidate values, hedge, or commit to no answer (
     what a policy optimised against the verifier would learn first).
 
     >>> from livemind.think.tasks import QATask

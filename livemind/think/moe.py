@@ -1,4 +1,4 @@
-"""A Mixture-of-Experts student by sparse upcycling of a dense one (issue 28; the LiveThinking
+"""A Mixture-of-Experts student by sparse upcycling of a dense one (the LiveThinking
 paper's student is an MoE).
 
 Sparse upcycling (Komatsuzaki et al., 2023): every MLP of a dense Llama-architecture model

@@ -2,7 +2,7 @@
 
 Correctness (`verify`) reads the final answer (what follows `</think>`, or all of it) and judges
 one *committed* answer: a verifier that a policy is optimised against must not pay for listing
-candidates (issue 28; benchmarks/verifier_attacks.py counts what each attack class gets through).
+candidates (every attack class found so far is kept as a test).
 Each gold key the task has is checked:
 - number: the answer's committed value equals it (to the cent; "$1,234.50" reads as 1234.5). Each
   number is read with its unit ("$", "dollars", "cents" = /100, 2 decimals: money; "days",

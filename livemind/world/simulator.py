@@ -1,6 +1,6 @@
 """A seeded, vectorised live-commerce world with known ground truth.
 
-Design choices (see ../shared/DESIGN.md, "The world both halves share"):
+Design choices:
 - Latent space: each content category has a unit vector; products sit near their category's
   vector, each streamer has a "persona" vector for chat segments, each viewer a taste vector that
   mixes a main and a second category. `match = taste · content` drives all feedback.

@@ -63,7 +63,7 @@ class AlignConfig:
     method: Literal["grpo", "dpo"] = "grpo"
     group_size: int = 8  # rooms sampled per viewer state (G)
     scale: Literal["group", "batch", "none"] = "group"  # advantage scaling
-    beta: float = 0.2  # weight of the k3 KL to the pretrained generator (grpo); 0.02-0.05 cost HR@10 (results.md)
+    beta: float = 0.2  # weight of the k3 KL to the pretrained generator (grpo); smaller ones let HR@10 drift
     ntp_weight: float = 0.0  # weight of the logged next-SID cross-entropy anchor (both methods)
     eps: float = 0.2  # ratio clip
     dpo_beta: float = 0.5

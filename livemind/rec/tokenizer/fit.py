@@ -12,8 +12,8 @@
      including the same room's, pushed away.
    Why the content term: in a world where repeat viewing dominates feedback, behaviour alone
    teaches the tower *which streamer* rather than *what is on screen*, and level-1 codes stop
-   following the content (50% of category changes moved the level-1 code with weight 1, 85%
-   with weight 8, on the default world; see docs/results.md).
+   following the content (a larger content weight makes more category changes move the level-1
+   code).
 3. Fit residual k-means on the room tower's outputs for the training segments.
 
 Only events and segments before `train_until` are used, so evaluation can run on a later window.
@@ -55,7 +55,7 @@ class TokenizerConfig:
     w_follow: float = 1.5
     w_purchase: float = 2.0
     hard_negatives: bool = True  # add the same room showing other content as a negative
-    content_weight: float = 8.0  # weight of the product-card alignment loss (0 = behaviour only); see docs/results.md
+    content_weight: float = 8.0  # weight of the product-card alignment loss (0 = behaviour only)
     content_key: str = "card"  # what counts as the same content: "card" (the product) or "topic" (its category)
     behaviour_weight: float = 1.0  # weight of the viewer-room two-tower loss (0 = content only)
     max_fit_vectors: int = 200_000  # segments used to fit the codebooks
@@ -133,7 +133,7 @@ class CardPairs:
     other cards away) makes the room vector follow what is shown rather than the wording.
     `by="topic"` pairs any two products of the same category instead (the card's catalogue
     category): level-1 codes then follow the category, at the price of no longer separating
-    products within it (see docs/results.md, issue 4).
+    products within it (chosen on held-out rooms).
     """
 
     def __init__(self, frame: SegmentFrame, rows: np.ndarray, by: str = "card") -> None:
@@ -248,7 +248,7 @@ def fit_or_load(world: WorldData, cfg: TokenizerConfig, world_config: object, ou
                 log: Callable[[str], None] = print) -> DynamicTokenizer:
     """The tokenizer fit on `world` with `cfg`, cached under `out/tokenizer-<hash of both configs>`.
 
-    Benchmarks that build on issue 3's tokenizer reuse one fit (about 10 minutes on the benchmark
+    Benchmarks that build on one tokenizer reuse one fit (about 10 minutes on the benchmark
     world) instead of paying for it on every run; a cache that fails to load is refit.
     """
     import hashlib

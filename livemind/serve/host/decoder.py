@@ -20,9 +20,8 @@ Design (what vLLM's scheduler does, in plain PyTorch over a Hugging Face causal 
   picked token and up to `speculate` draft tokens copied from where its last tokens occurred before
   (prompt lookup: answers repeat the card's names, prices and facts), and keeps the drafts the
   step's own logits pick too, so the text is greedy decoding's (to the rounding of a pass over
-  several tokens: 34 of 40 int8 answers came out identical) and a pass over the weights (what
-  bounds batch-1 decoding) can yield several tokens: 2 drafts took the int8 GRPO student from
-  ~108 to ~135 tokens/s here (benchmarks/host_drafts.py). A rejected draft's columns are written over.
+  several tokens) and a pass over the weights (what bounds batch-1 decoding) can yield several
+  tokens. A rejected draft's columns are written over.
 - `warm(system)` prefills a system message (a room's card) into the prefix cache ahead of its
   first question, when the decoder is idle and at most once per `warm_interval_s`: the service
   calls it when a segment puts a product on a card, so the first viewer to ask finds the card's

@@ -1,7 +1,7 @@
 """`livemind think export STUDENT --out DIR`: a student, ready for the host's engine, in one folder.
 
-The host's engine is `livemind.serve.host.decoder.BatchDecoder` over a Hugging Face causal LM (the
-engine survey in docs/results.md says why), so its format is a plain Hugging Face folder:
+The host's engine is `livemind.serve.host.decoder.BatchDecoder` over a Hugging Face causal LM (chosen
+against other CPU engines by measuring them), so its format is a plain Hugging Face folder:
 safetensors weights in float32 (int8 is applied at load in about a second: torch's quantised
 modules have no safe on-disk format, and pickles are never loaded), the tokenizer with its chat
 template, and `livemind_serving.json` naming the weight format to serve and what was exported. Any

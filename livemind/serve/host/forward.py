@@ -1,10 +1,9 @@
 """The host decoder's model runners: one forward that writes its keys and values into the
 decoder's own KV buffers, over a Llama student's fused weights or over any transformers model.
 
-Why a runner of our own (issue 25, measured in benchmarks/host_engines.py): at batch 1 a decoding
-step of transformers' Llama (SmolLM2-135M, int8 weights) cost ~20 ms on these 2 cores while its
-int8 matrix products take ~4.5 ms; the rest was framework time — about 60 small ops a layer and
-the whole KV cache concatenated at every step. `FastLlama` runs the same arithmetic with the
+Why a runner of our own: at batch 1 a decoding step of transformers' Llama spends most of its time
+outside the matrix products — dozens of small ops a layer and the whole KV cache concatenated at
+every step. `FastLlama` runs the same arithmetic with the
 projections fused (q|k|v and gate|up: 4 products a layer instead of 7), rotary tables computed
 once by the model's own rotary module, grouped-query attention by `scaled_dot_product_attention` (keys not repeated), and
 keys and values written in place into preallocated buffers. Its logits equal transformers' (the
@@ -13,11 +12,9 @@ tests compare them and the greedy tokens).
 Int8 weights (`livemind.serve.host.int8`): decoding (a few rows) multiplies them with
 `torch._weight_int8pack_mm` (reads int8, activations in bfloat16: memory-bound); a prefill (many
 rows, compute-bound) quantises its activations to int8 too, one scale per row (per token), and
-multiplies on the int8 GEMM (`torch._int_mm`, exact int32 sums: a 466-token prefill's products
-take 99 ms, quantisation included, against 133 ms on the bfloat16 GEMM over the same int8 values,
-which the previous version used; benchmarks/host_prefill.py). Per-token
-scales keep what per-tensor quantisation of activations lost (docs/results.md: torch's dynamic int8
-cost 5.6 points); benchmarks/host_quality.py scores the served answers against fp32.
+multiplies on the int8 GEMM (`torch._int_mm`, exact int32 sums), faster than the bfloat16 GEMM
+over the same int8 values. Per-token scales keep what per-tensor quantisation of activations loses
+(a row 1000x larger than the others keeps its own scale).
 
 `HFRunner` is the same interface over any causal LM of transformers (the MoE student, other
 architectures): its cache is built from views of the buffers and the new keys copied back.
@@ -91,9 +88,8 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Te
             scale: float) -> torch.Tensor:
     """Grouped-query attention of q (B, H, S, D) over k, v (B, Hkv, start + S, D) where `allowed`
     (B, 1, S or 1, start + S) is set. A long prefill goes in blocks of `ATTN_CHUNK` queries, each over
-    the keys up to its last query (the later ones are causally masked anyway): the same result,
-    and on these 2 cores a 466-token prompt's attention takes 2.2 ms a layer instead of 3.1
-    (benchmarks/host_prefill.py)."""
+    the keys up to its last query (the later ones are causally masked anyway): the same result
+    with less work than one masked pass over every key."""
     S = q.shape[2]
     if S <= ATTN_CHUNK:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=True)

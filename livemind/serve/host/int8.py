@@ -1,10 +1,9 @@
 """int8 weights for the host on CPU: weight-only, per output channel, activations kept in bfloat16.
 
 Decoding reads every weight once per token, so it is memory-bound: int8 weights read a quarter of
-fp32's bytes. Two ways were measured here (docs/results.md, benchmarks/host_quality.py on 500
-held-out tasks): torch's dynamic quantisation (`quantize_dynamic`, int8 weights *and* activations
-quantised per tensor on the fly) lost 5.6 points of correctness against fp32; weight-only int8
-keeps the activations in bfloat16 and multiplies with `torch._weight_int8pack_mm` (the int8
+fp32's bytes. Of the two ways, torch's dynamic quantisation (`quantize_dynamic`, int8 weights *and*
+activations quantised per tensor on the fly) loses correctness against fp32, because one scale per
+tensor flattens a row's small values; weight-only int8 keeps the activations in bfloat16 and multiplies with `torch._weight_int8pack_mm` (the int8
 weight-only kernel gpt-fast uses), at the same decoding speed. Each `nn.Linear` becomes an
 `Int8Linear`: `w ≈ scale[o] * q[o, i]`, `q` in [-127, 127], `scale = max|w[o, :]| / 127`.
 """
@@ -42,7 +41,7 @@ class Int8Linear(nn.Module):
 
 def quantize_int8(module: Any) -> Any:
     """Every nn.Linear of `module` (in place) as an `Int8Linear`; the model is returned in eval mode.
-    Quantised tokens differ from fp32 ones: judge the answers (benchmarks/host_quality.py)."""
+    Quantised tokens differ from fp32 ones: judge the answers, not the tokens."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):

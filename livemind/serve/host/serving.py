@@ -44,8 +44,8 @@ class HostConfig:
     conversations: int = 100_000  # ... in at most this many (room, viewer) pairs (the least recent go first)
     reasoning: Literal["separate", "drop"] = "separate"  # return the <think> part apart, or not at all
     device: str = "cpu"
-    # int8: weight-only int8 of every Linear (CPU; livemind.serve.host.int8): 3x faster decoding here, answers
-    # within a point of fp32 on 500 held-out tasks (docs/results.md); auto: int8 on the CPU, fp32 elsewhere
+    # int8: weight-only int8 of every Linear (CPU; livemind.serve.host.int8): a quarter of the bytes to read per
+    # token, judged by its answers against fp32's; auto: int8 on the CPU, fp32 elsewhere
     weights: Literal["auto", "fp32", "int8"] = "auto"
     backend: Literal["local", "openai"] = "local"  # openai: `student` is served by the server at `url` (vLLM)
     url: str | None = None  # the OpenAI-compatible API of the remote backend, e.g. http://gpu:8001/v1

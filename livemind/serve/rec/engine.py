@@ -13,7 +13,7 @@ metrics; the replay benchmark and the tests can drive it directly.
   restarted engine answers exactly as one that never stopped.
 - `reload`: load another generator beside the serving one and swap the reference atomically.
 
-With `broker` set (`livemind serve --broker redis://...`, issue 26) the engine is a replica: `ingest`
+With `broker` set (`livemind serve --broker redis://...`) the engine is a replica: `ingest`
 checks a batch and appends it to the broker's `events` stream (acknowledged once Redis has it), the
 tokenizer, state and archive workers do the rest, and the live state follows the broker's `applied`
 log (`serve.follower`): the same `LiveState`, the same records in the same order, with the SIDs the

@@ -1,4 +1,4 @@
-"""Redis Streams as the log between ingest and the workers (DESIGN.md, "Scale-out"; issue 26).
+"""Redis Streams as the log between ingest and the workers.
 
 Streams and keys, all under one prefix (`{livemind}` by default: several deployments can share a
 Redis, and on a Redis Cluster the braces keep every key in one hash slot, as the Lua script needs):

@@ -1,4 +1,4 @@
-"""A recommender replica's live state, kept by following the broker's `applied` log (issue 26).
+"""A recommender replica's live state, kept by following the broker's `applied` log.
 
 The replica builds the same `LiveState` as the single-process service, from the same records in the
 same order; only the SIDs come from the tokenizer workers (carried on each `applied` entry) instead

@@ -1,4 +1,4 @@
-"""`livemind worker KIND`: the processes behind a service that runs on a broker (issue 26).
+"""`livemind worker KIND`: the processes behind a service that runs on a broker.
 
 - `tokenizer --shard i/n`: the dynamic tokenizer for the rooms with `room % n == i`. Reads the
   `rooms` stream in group `tokenizer-iofn`, re-encodes the batch's segments with one embedding call,
