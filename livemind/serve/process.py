@@ -1,9 +1,11 @@
 """One way to run `livemind serve` as its own process: start it, wait for `/readyz`, stop it (or
-`kill -9` it), for the demo, the benchmarks and the tests alike; and one way to pick a free port."""
+`kill -9` it), for the demo, the cluster, the benchmarks and the tests alike; one way to pick a
+free port; and one way to start a loopback redis-server."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from livemind.errors import DataError
+from livemind.errors import ConfigError, DataError
 
 
 def free_port() -> int:
@@ -22,6 +24,54 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path | None = None,
+               ready: Callable[[dict], bool] | None = None) -> float:
+    """Poll `url`/readyz until a 200 (that `ready` accepts); returns the seconds it took. A process
+    that exits, or is not ready within `timeout`, is a DataError quoting the end of its log."""
+    t0 = time.perf_counter()
+    while True:
+        try:
+            r = httpx.get(url + "/readyz", timeout=2)
+            if r.status_code == 200 and (ready is None or ready(r.json())):
+                return time.perf_counter() - t0
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+            tail = log.read_text()[-2000:] if log is not None and log.is_file() else ""
+            raise DataError(f"the service at {url} did not become ready (exit code {proc.poll()}): {tail}")
+        time.sleep(0.1)
+
+
+def redis_command(port: int, folder: Path, fsync: str = "always") -> list[str]:
+    """A loopback redis-server with its append-only file in `folder` (`appendfsync always`: an
+    acknowledged write is on disk), no RDB snapshots."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise ConfigError("redis-server is not installed (apt-get install redis-server)")
+    return [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(Path(folder).resolve()),
+            "--appendonly", "yes", "--appendfsync", fsync, "--save", "", "--protected-mode", "no"]
+
+
+def wait_redis(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Block until the redis-server on `port` answers PING (a DataError if it exits or times out)."""
+    import redis
+
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.025)
+    finally:
+        client.close()
+    raise DataError(f"redis-server on port {port} did not start")
 
 
 class ServiceProcess:
@@ -43,19 +93,11 @@ class ServiceProcess:
         is not ready within `timeout` is a DataError quoting the end of its log."""
         out = open(self.log, "w") if self.log is not None else subprocess.DEVNULL  # noqa: SIM115 (the child's)
         self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
-        t0 = time.perf_counter()
-        while True:
-            try:
-                r = httpx.get(self.url + "/readyz", timeout=2)
-                if r.status_code == 200 and (self.ready is None or self.ready(r.json())):
-                    return time.perf_counter() - t0
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.perf_counter() - t0 > timeout:
-                self.kill9()
-                tail = self.log.read_text()[-2000:] if self.log is not None and self.log.is_file() else ""
-                raise DataError(f"the service did not become ready (exit code {self.proc.returncode}): {tail}")
-            time.sleep(0.2)
+        try:
+            return wait_ready(self.url, self.proc, timeout, self.log, self.ready)
+        except DataError:
+            self.kill9()
+            raise
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -96,23 +96,14 @@ class RedisServer:
         self.proc = None
 
     def start(self) -> RedisServer:
-        import shutil
         import subprocess
 
-        import redis
+        from livemind.serve.process import redis_command, wait_redis
 
-        self.proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
-                                      "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                client.ping()
-                client.close()
-                return self
-            except redis.ConnectionError:
-                time.sleep(0.025)
-        raise RuntimeError("redis-server did not start")
+        self.proc = subprocess.Popen(redis_command(self.port, self.folder), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_redis(self.port, self.proc)
+        return self
 
     def kill9(self) -> None:
         self.proc.kill()

@@ -10,7 +10,6 @@ logged to `DIR/logs/NAME.log`, and stopped in reverse order by `down` (SIGTERM, 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,11 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import httpx
-import redis
-
-from livemind.errors import ConfigError, DataError
-from livemind.serve.process import free_port
+from livemind.errors import ConfigError
+from livemind.serve.process import free_port, redis_command, wait_ready, wait_redis
 
 
 @dataclass(frozen=True)
@@ -62,11 +58,7 @@ class Cluster:
     def commands(self) -> dict[str, list[str]]:
         """Each process's command line, by name."""
         c, cli = self.cfg, [sys.executable, "-m", "livemind.cli"]
-        server = shutil.which("redis-server")
-        if server is None:
-            raise ConfigError("redis-server is not installed (apt-get install redis-server)")
-        out = {"redis": [server, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(c.dir.resolve()),
-                         "--appendonly", "yes", "--appendfsync", c.fsync, "--save", "", "--protected-mode", "no"]}
+        out = {"redis": redis_command(self.redis_port, c.dir, c.fsync)}
         common = ["--broker", self.broker, "--claim-idle-ms", str(c.claim_idle_ms)]
         out["archive"] = cli + ["worker", "archive", *common, "--store", str(c.dir / "archive.duckdb")]
         out["state"] = cli + ["worker", "state", *common]
@@ -87,35 +79,13 @@ class Cluster:
                                             start_new_session=True)
         logf.close()
         if name == "redis":
-            self._wait_redis()
-
-    def _wait_redis(self, timeout: float = 20.0) -> None:
-        client = redis.Redis(port=self.redis_port, socket_connect_timeout=1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except redis.RedisError:
-                if self.procs["redis"].poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise DataError(f"redis-server did not start; see {self.cfg.dir / 'logs' / 'redis.log'}")
+            wait_redis(self.redis_port, self.procs["redis"])
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         for i, url in enumerate(self.urls):
-            while True:
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if self.procs[f"replica-{i}"].poll() is not None or time.monotonic() > deadline:
-                    log = (self.cfg.dir / "logs" / f"replica-{i}.log").read_text()[-1500:]
-                    raise DataError(f"replica {i} did not become ready:\n{log}")
-                time.sleep(0.1)
+            wait_ready(url, self.procs[f"replica-{i}"], max(1.0, deadline - time.monotonic()),
+                       self.cfg.dir / "logs" / f"replica-{i}.log")
 
     def up(self) -> Cluster:
         names = list(self.commands())
