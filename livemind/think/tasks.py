@@ -161,7 +161,7 @@ _Written = tuple[str, dict[str, Any], str, str, bool]  # question, gold, reasoni
 
 
 def _price(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    p, name, unit, days = c.p, c.name, c.unit, c.days
     q, gold = f"how much is the {name} right now?", {"number": unit}
     why = (f"The viewer asks for the current price of the {name}. The card lists {p.price:.2f} with a "
            f"{p.discount_pct:g}% live discount, so one costs {unit:.2f} right now.")
@@ -170,7 +170,7 @@ def _price(c: _Card) -> _Written | None:
 
 
 def _bundle(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    p, rng, name, unit = c.p, c.rng, c.name, c.unit
     n = int(rng.integers(2, 5))
     quote = p.quote(n)
     q, gold = (f"if I take {n} of the {name}, what do I pay in total with the coupon and shipping?",
@@ -182,7 +182,7 @@ def _bundle(c: _Card) -> _Written | None:
 
 
 def _coupon(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    p, name, unit = c.p, c.name, c.unit
     if unit >= p.coupon_threshold:
         return None
     gap = round(p.coupon_threshold - unit, 2)
@@ -194,7 +194,7 @@ def _coupon(c: _Card) -> _Written | None:
 
 
 def _free_shipping(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    p, name, unit = c.p, c.name, c.unit
     n = _free_shipping_qty(p)
     if p.ship_fee == 0 or n is None or n == 1:
         return None
@@ -207,7 +207,7 @@ def _free_shipping(c: _Card) -> _Written | None:
 
 
 def _size(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    p, rng, name, now = c.p, c.rng, c.name, c.now
     scheme = next(c.sizes for c in CATEGORIES if c.name == p.category)  # offered or not, same scheme
     size = str(rng.choice(scheme))
     q, gold = f"does the {name} come in {size}?", {"yes": size in p.sizes}
@@ -221,7 +221,7 @@ def _size(c: _Card) -> _Written | None:
 
 
 def _spec(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    p, rng, name, now = c.p, c.rng, c.name, c.now
     spec = str(rng.choice(sorted(p.specs)))
     q, gold = f"what's the {spec} of the {name}?", {"entities": [p.specs[spec]]}
     why = f"The viewer asks about the {spec}. The card's details for the {name} list {spec}: {p.specs[spec]}."
@@ -230,7 +230,7 @@ def _spec(c: _Card) -> _Written | None:
 
 
 def _compare(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    products, name = c.products, c.name
     if len(products) < 2:
         return None
     a, b = products[0], products[1]
@@ -246,7 +246,7 @@ def _compare(c: _Card) -> _Written | None:
 
 
 def _stock(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    p, name, now = c.p, c.name, c.now
     q, gold = f"is the {name} still in stock?", {"yes": p.stock > 0}
     why = f"The card shows stock: {p.stock}, so it is {'available' if p.stock else 'sold out'}."
     if p.stock > 0:
@@ -258,7 +258,7 @@ def _stock(c: _Card) -> _Written | None:
 
 
 def _shipping(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    p, name, unit, days = c.p, c.name, c.unit, c.days
     q, gold = f"how soon does the {name} ship?", {"number": p.ship_days}
     fee = "free shipping" if p.ship_fee == 0 else f"shipping {p.ship_fee:.2f}, free from {p.free_ship_threshold:.2f}"
     why = f"The card says it ships in {days}, with {fee}."
@@ -267,7 +267,7 @@ def _shipping(c: _Card) -> _Written | None:
 
 
 def _returns(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    p, name, days, now = c.p, c.name, c.days, c.now
     q, gold = f"can I return the {name} if it doesn't suit me?", {"yes": p.return_days > 0}
     if p.return_days:
         gold["number"] = p.return_days
@@ -280,7 +280,7 @@ def _returns(c: _Card) -> _Written | None:
 
 
 def _unanswerable(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    rng, name = c.rng, c.name
     template, what = _MISSING_FACTS[int(rng.integers(len(_MISSING_FACTS)))]
     q, gold, answerable = template.format(name=name), {"refuse": "not_in_documents"}, False
     why = (f"The viewer asks about {what}. The card gives the price, discounts, sizes, materials, details, stock, "
@@ -290,7 +290,7 @@ def _unanswerable(c: _Card) -> _Written | None:
 
 
 def _adversarial(c: _Card) -> _Written | None:
-    p, products, rng, name, unit, days, now = c
+    rng, name, unit = c.rng, c.name, c.unit
     template, forbidden = _INJECTIONS[int(rng.integers(len(_INJECTIONS)))]
     q = template.format(name=name)
     gold, answerable = {"refuse": "adversarial", "forbidden": forbidden}, False
