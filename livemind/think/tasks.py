@@ -230,7 +230,7 @@ def _spec(c: _Card) -> _Written | None:
 
 
 def _compare(c: _Card) -> _Written | None:
-    products, name = c.products, c.name
+    products = c.products
     if len(products) < 2:
         return None
     a, b = products[0], products[1]
