@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,8 +36,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from serve_host import read_bandwidth_gb_s  # noqa: E402
+from common import read_bandwidth_gb_s  # noqa: E402
 
 from livemind.demo import demo_world_config  # noqa: E402
 from livemind.serve.host.decoder import BatchDecoder, DecoderBackend, Generation  # noqa: E402

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import stage
 from rich.console import Console
 
 from livemind.config import load_config
@@ -55,8 +56,6 @@ from livemind.world.simulator import LiveWorld, WorldConfig, simulate_world
 console = Console(width=200)
 
 
-def stage(msg: str, t0: float) -> None:
-    console.print(f"[dim]{time.perf_counter() - t0:7.1f} s[/dim]  {msg}")
 
 
 @dataclass

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import stage
 from rich.console import Console
 from rich.table import Table
 
@@ -62,8 +63,6 @@ console = Console()
 CORES = len(os.sched_getaffinity(0))
 
 
-def stage(msg: str, t0: float) -> None:
-    console.print(f"[dim]{time.perf_counter() - t0:7.1f} s[/dim]  {msg}")
 
 
 def training_rate(cfg: TrainConfig, data: RecData, signals: RoomSignals | None, steps: int = 20) -> float:

@@ -35,7 +35,6 @@ import importlib.util
 import json
 import math
 import multiprocessing
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
+from common import cpu_flags
 
 from livemind.demo import demo_split
 from livemind.demo_live import busiest_hour, demo_service
@@ -290,12 +290,6 @@ def warm(url: str, world: WorldData, until: float) -> int:
     return n
 
 
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return platform.processor()
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags)
 
 
 def main() -> None:

@@ -48,7 +48,8 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import read_bandwidth_gb_s  # noqa: E402
+
 from livemind.demo import BENCH_GRPO, demo_world_config  # noqa: E402
 from livemind.serve.process import free_port  # noqa: E402
 from livemind.think.prompts import STOP, messages, split_reasoning  # noqa: E402
@@ -59,16 +60,6 @@ from livemind.world.simulator import LiveWorld, simulate_world  # noqa: E402
 MODEL = "livemind-host"
 
 
-def read_bandwidth_gb_s() -> float:
-    """This machine's read bandwidth: the best of 5 read-only passes (a sum on every core) over a
-    512 MB array, in a subprocess (its OpenMP threads must not outlive it here). An earlier version
-    timed a copy, which also writes every byte it reads: it gave ~19 GB/s, and CTranslate2 float32
-    decoded 1.7x faster than the ceiling that implied."""
-    code = ("import time, torch; torch.set_num_threads(len(__import__('os').sched_getaffinity(0))); "
-            "a = torch.ones(64 * 2 ** 20, dtype=torch.float64); a.sum(); best = 1e9\n"
-            "for _ in range(5):\n t = time.perf_counter(); a.sum(); best = min(best, time.perf_counter() - t)\n"
-            "print(a.numel() * 8 / best / 1e9)")
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
 def served_weight_bytes(student: str, weights: str) -> int:

@@ -40,8 +40,8 @@ import httpx
 import numpy as np
 import orjson
 import torch
+from common import bench_models, stage, stream_items
 
-from livemind.config import load_config
 from livemind.rec.data.feedback import ViewerState
 from livemind.rec.data.prepare import prepare
 from livemind.rec.eval.offline import GeneratorRanker, evaluate, recommend_at
@@ -50,28 +50,13 @@ from livemind.rec.model.prior import prior_signals
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
 from livemind.report import figure
 from livemind.serve.process import free_port
-from livemind.serve.rec.replay import wire, world_stream
 from livemind.world.live_log import LiveLog
-from livemind.world.simulator import WorldConfig, simulate_world
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def stage(msg: str, t0: float) -> None:
-    print(f"{time.perf_counter() - t0:8.1f} s  {msg}", flush=True)
 
 
-def bench_models(bench: Path) -> tuple:
-    """(world, the held-out split time, tokenizer folder, generator + prior folder) of rec_quality.py's run
-    in `bench`: the world of configs/world/rec.yaml, held out from 2/3 of its days on."""
-    wcfg = load_config(ROOT / "configs/world/rec.yaml", WorldConfig)
-    world = simulate_world(wcfg)
-    split = wcfg.start_time + wcfg.days * 86400 * 2 / 3
-    toks = sorted(bench.glob("tokenizer-*"))
-    gen_dir = bench / "gen-prior"
-    if not toks or not (gen_dir / "state.json").is_file():
-        raise SystemExit(f"run `python benchmarks/rec_quality.py --quick` first: no tokenizer / gen-prior in {bench}")
-    return world, split, toks[-1], gen_dir
 
 
 class ServerProcess:
@@ -106,13 +91,6 @@ class ServerProcess:
             self.proc.wait(timeout=30)
 
 
-def stream_items(world, until: float) -> list[tuple[float, int, dict, tuple | None]]:
-    """(time, order, wire body, (viewer, time) when a watch) of the world's live stream."""
-    out = []
-    for t, order, rec in world_stream(world, until):
-        body = wire(rec)
-        out.append((t, order, body, (body["viewer"], t) if body["kind"] == "watch" else None))
-    return out
 
 
 def post_events(http: httpx.Client, events: list[dict]) -> int:

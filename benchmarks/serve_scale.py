@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -39,9 +38,8 @@ import orjson
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from serve_rec import bench_models, stage, stream_items  # noqa: E402
+from common import bench_models, stage, stream_items  # noqa: E402
 
 from livemind.rec.data.feedback import ViewerState  # noqa: E402
 from livemind.rec.data.prepare import prepare  # noqa: E402

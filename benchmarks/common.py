@@ -1,0 +1,63 @@
+"""What the benchmarks share: stage timing, the rec benchmark world and models, a world's live
+stream as wire bodies, and this machine's facts (read bandwidth, CPU flags). A benchmark run as
+`python benchmarks/NAME.py` imports it as `common` (its folder is on the path)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from livemind.config import load_config
+from livemind.serve.rec.replay import wire, world_stream
+from livemind.world.simulator import WorldConfig, simulate_world
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read_bandwidth_gb_s() -> float:
+    """This machine's read bandwidth: the best of 5 read-only passes (a sum on every core) over a
+    512 MB array, in a subprocess (its OpenMP threads must not outlive it here). An earlier version
+    timed a copy, which also writes every byte it reads: it gave ~19 GB/s, and CTranslate2 float32
+    decoded 1.7x faster than the ceiling that implied."""
+    code = ("import time, torch; torch.set_num_threads(len(__import__('os').sched_getaffinity(0))); "
+            "a = torch.ones(64 * 2 ** 20, dtype=torch.float64); a.sum(); best = 1e9\n"
+            "for _ in range(5):\n t = time.perf_counter(); a.sum(); best = min(best, time.perf_counter() - t)\n"
+            "print(a.numel() * 8 / best / 1e9)")
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def stage(msg: str, t0: float) -> None:
+    print(f"{time.perf_counter() - t0:8.1f} s  {msg}", flush=True)
+
+
+def bench_models(bench: Path) -> tuple:
+    """(world, the held-out split time, tokenizer folder, generator + prior folder) of rec_quality.py's run
+    in `bench`: the world of configs/world/rec.yaml, held out from 2/3 of its days on."""
+    wcfg = load_config(ROOT / "configs/world/rec.yaml", WorldConfig)
+    world = simulate_world(wcfg)
+    split = wcfg.start_time + wcfg.days * 86400 * 2 / 3
+    toks = sorted(bench.glob("tokenizer-*"))
+    gen_dir = bench / "gen-prior"
+    if not toks or not (gen_dir / "state.json").is_file():
+        raise SystemExit(f"run `python benchmarks/rec_quality.py --quick` first: no tokenizer / gen-prior in {bench}")
+    return world, split, toks[-1], gen_dir
+
+
+def stream_items(world, until: float) -> list[tuple[float, int, dict, tuple | None]]:
+    """(time, order, wire body, (viewer, time) when a watch) of the world's live stream."""
+    out = []
+    for t, order, rec in world_stream(world, until):
+        body = wire(rec)
+        out.append((t, order, body, (body["viewer"], t) if body["kind"] == "watch" else None))
+    return out
+
+
+def cpu_flags() -> str:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return platform.processor()
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags)
