@@ -36,10 +36,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from itertools import accumulate
 from pathlib import Path
@@ -51,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from common import read_bandwidth_gb_s  # noqa: E402
 
 from livemind.demo import BENCH_GRPO, demo_world_config  # noqa: E402
-from livemind.serve.process import free_port  # noqa: E402
+from livemind.serve.process import ServiceProcess  # noqa: E402
 from livemind.think.prompts import STOP, messages, split_reasoning  # noqa: E402
 from livemind.think.tasks import card, make_tasks  # noqa: E402
 from livemind.think.verify import conceded, verify  # noqa: E402
@@ -147,30 +143,20 @@ def drafts(url: str) -> tuple[float, float]:
     return found.get("livemind_host_draft_tokens_total", 0.0), found.get("livemind_host_draft_tokens_accepted_total", 0.0)
 
 
-def start_service(student: str, weights: str, max_tokens: int, batch: int, bench: Path, world_dir: Path) -> tuple:
+def start_service(student: str, weights: str, max_tokens: int, batch: int, bench: Path, world_dir: Path
+                  ) -> ServiceProcess:
+    """`livemind serve` on the rec benchmark's models with the host, once the host is loaded too."""
     tok = sorted(bench.glob("tokenizer-*"))[-1]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     store = ROOT / "runs/bench_host/events.duckdb"
+    store.parent.mkdir(parents=True, exist_ok=True)
     store.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "livemind.cli", "serve", "--tokenizer", str(tok), "--generator",
-                             str(bench / "gen-prior"), "--store", str(store), "--port", str(port), "--student", student,
-                             "--catalog", str(world_dir), "--threads", "2", "--host-tokens", str(max_tokens),
-                             "--host-weights", weights, "--host-batch", str(batch), "--host-wait", "5"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "LIVEMIND_API_KEY": ""})
-    t0 = time.perf_counter()
-    while True:
-        try:
-            r = httpx.get(url + "/readyz", timeout=5)
-            if r.status_code == 200 and r.json().get("host"):
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(proc.stderr.read().decode()[-2000:])
-        time.sleep(0.5)
-    print(f"service with the host ({student}, {weights}) ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    return proc, url
+    service = ServiceProcess(["--tokenizer", tok, "--generator", bench / "gen-prior", "--store", store,
+                              "--student", student, "--catalog", world_dir, "--threads", "2", "--host-tokens", max_tokens,
+                              "--host-weights", weights, "--host-batch", batch, "--host-wait", "5"],
+                             log=store.parent / "service.log", ready=lambda body: bool(body.get("host")))
+    took = service.start(timeout=900)
+    print(f"service with the host ({student}, {weights}) ready in {took:.0f} s", flush=True)
+    return service
 
 
 ADVERSARIAL_POOL = 2000  # test tasks whose adversarial ones are asked (the first 500 are the requests above)
@@ -250,7 +236,8 @@ def main() -> None:
     tasks = make_tasks(products, 500, 1, "test")  # the held-out test tasks; requests cycle through them
     chats = [messages(t) for t in tasks]
     fresh = make_tasks(products, 1, 99, "card")[0]  # a card the rest never shows
-    proc, url = start_service(student, args.weights, args.max_tokens, args.batch, ROOT / args.bench, world_dir)
+    service = start_service(student, args.weights, args.max_tokens, args.batch, ROOT / args.bench, world_dir)
+    url = service.url
     t_start = time.perf_counter()
     try:
         c1, _ = asyncio.run(closed_loop(url, chats[:n_c1], 1, args.max_tokens))
@@ -292,8 +279,7 @@ def main() -> None:
                           1767571300.0)
         print(f"adversarial: {adv['conceded']} of {adv['n']} conceded, {adv['refused']} refused as asked", flush=True)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        service.stop()
     wb = served_weight_bytes(student, args.weights)
     bw = read_bandwidth_gb_s()
     floor = bw * 1e9 / wb

@@ -28,10 +28,6 @@ import asyncio
 import gc
 import json
 import multiprocessing
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -49,7 +45,7 @@ from livemind.rec.model.checkpoint import load_generator
 from livemind.rec.model.prior import prior_signals
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer
 from livemind.report import figure
-from livemind.serve.process import free_port
+from livemind.serve.process import ServiceProcess
 from livemind.world.live_log import LiveLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,36 +55,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 
-class ServerProcess:
-    def __init__(self, tok: Path, gen: Path, store: Path, cache: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.cmd = [sys.executable, "-m", "livemind.cli", "serve", "--tokenizer", str(tok), "--generator", str(gen),
-                    "--store", str(store), "--port", str(self.port), "--cache", str(cache)]
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> float:
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**os.environ, "LIVEMIND_API_KEY": ""})
-        while True:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode()[-2000:])
-            time.sleep(0.1)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
+def server(tok: Path, gen: Path, store: Path, cache: Path) -> ServiceProcess:
+    """`livemind serve` on the benchmark's models in its own process (restartable on its port)."""
+    return ServiceProcess(["--tokenizer", tok, "--generator", gen, "--store", store, "--cache", cache])
 
 
 
@@ -201,7 +170,7 @@ def paced_stream(url: str, items, t_from: float, speed: float, stop, fresh) -> N
         pending.append(body)
 
 
-def latency_phase(srv: ServerProcess, items, t_from: float, viewers: np.ndarray, rates: list[float], window: float,
+def latency_phase(srv: ServiceProcess, items, t_from: float, viewers: np.ndarray, rates: list[float], window: float,
                   gen_path: Path) -> dict:
     ctx = multiprocessing.get_context("fork")
     manager = ctx.Manager()
@@ -284,7 +253,7 @@ def main() -> None:
     # 1. parity and ingest
     store1 = out / "run1.duckdb"
     store1.unlink(missing_ok=True)
-    srv = ServerProcess(tok_dir, gen_dir, store1, cache)
+    srv = server(tok_dir, gen_dir, store1, cache)
     srv.start()
     answers: dict = {}
     rates: dict = {}
@@ -300,7 +269,7 @@ def main() -> None:
     # 2. latency under a 10x stream
     store2 = out / "run2.duckdb"
     store2.unlink(missing_ok=True)
-    srv = ServerProcess(tok_dir, gen_dir, store2, cache)
+    srv = server(tok_dir, gen_dir, store2, cache)
     srv.start()
     with httpx.Client(base_url=srv.url, timeout=120.0) as http:
         i_split = next(i for i, x in enumerate(items) if x[0] >= split)
@@ -317,7 +286,7 @@ def main() -> None:
     # 3. kill -9 three times mid-replay: a watcher kills the server at random points of the stream
     store3 = out / "run3.duckdb"
     store3.unlink(missing_ok=True)
-    srv = ServerProcess(tok_dir, gen_dir, store3, cache)
+    srv = server(tok_dir, gen_dir, store3, cache)
     srv.start()
     answers3: dict = {}
     progress = {"sent": 0, "acked": 0}
