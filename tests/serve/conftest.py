@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import threading
 import time
 
@@ -15,6 +14,7 @@ from livemind.rec.model.checkpoint import save_generator
 from livemind.rec.model.generator import GeneratorConfig, OneLiveGenerator
 from livemind.rec.tokenizer.fit import fit_tokenizer
 from livemind.serve.api.app import ServeConfig, create_app
+from livemind.serve.process import free_port
 from livemind.serve.rec.engine import EngineConfig
 from tests.rec.tokenizer.test_tokenizer import FAST
 
@@ -46,9 +46,7 @@ class Server:
     """A real uvicorn server on a free local port, in a thread of this process."""
 
     def __init__(self, cfg: ServeConfig, host=None) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(create_app(cfg, host=host), host="127.0.0.1", port=self.port,
                                                     log_level="warning", lifespan="on"))

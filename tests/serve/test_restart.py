@@ -3,49 +3,29 @@ answers exactly as before."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
 
+from livemind.serve.process import ServiceProcess
 from livemind.serve.rec.replay import wire, world_stream
 from livemind.world.live_log import LiveLog
 
 pytestmark = pytest.mark.slow
 
 
-def start(models, store, port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+def service(models, store) -> ServiceProcess:
     root, _ = models
-    cmd = [sys.executable, "-m", "livemind.cli", "serve", "--tokenizer", str(root / "tok"), "--generator",
-           str(root / "gen"), "--store", str(store), "--port", str(port), "--cache", str(store.parent / "cache"), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "LIVEMIND_API_KEY": ""})
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read().decode())
-        time.sleep(0.1)
-    raise RuntimeError("the service did not get ready")
+    return ServiceProcess(["--tokenizer", root / "tok", "--generator", root / "gen", "--store", store,
+                           "--cache", store.parent / "cache"], log=store.parent / "service.log")
 
 
 def test_kill_9_loses_no_acknowledged_event_and_the_restart_answers_the_same(models, tiny_world, tmp_path):
     _, world = tiny_world
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
     store = tmp_path / "events.duckdb"
+    srv = service(models, store)
+    url = srv.url
     events = [wire(r) for _, _, r in world_stream(world, 1767571200.0 + 21 * 3600)]
-    proc = start(models, store, port)
+    srv.start(timeout=120)
     acked = 0
     try:
         for i in range(0, len(events), 300):
@@ -56,10 +36,9 @@ def test_kill_9_loses_no_acknowledged_event_and_the_restart_answers_the_same(mod
         before = [httpx.post(url + "/v1/recommend", json=a).json()["rooms"] for a in asks]
         live = httpx.get(url + "/v1/rooms/live").json()
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        srv.kill9()
     assert acked == len(events)
-    proc = start(models, store, port)
+    srv.start(timeout=120)  # the same port and store
     try:
         ready = httpx.get(url + "/readyz").json()
         assert ready["events"] == acked  # every acknowledged event is back
@@ -69,8 +48,7 @@ def test_kill_9_loses_no_acknowledged_event_and_the_restart_answers_the_same(mod
                                                                world_stream(world, 1767571200.0 + 22 * 3600)][len(events):][:50]})
         assert more.json()["offset"] == acked + 50  # the log continues where it stopped
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        srv.kill9()
 
 
 def test_the_cli_serves_the_host_alone_from_a_student_folder(models, tiny_world, tmp_path):
@@ -92,30 +70,18 @@ def test_the_cli_serves_the_host_alone_from_a_student_folder(models, tiny_world,
     student = tmp_path / "student"
     tiny_llama().save_pretrained(student)
     tiny_tokenizer().save_pretrained(student)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "livemind.cli", "serve", "--host-only", "--port", str(port),
-                             "--store", str(tmp_path / "events.duckdb"), "--student", str(student), "--catalog",
-                             str(tmp_path / "world"), "--host-name", "tiny-host", "--host-tokens", "8"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.1)
+    srv = ServiceProcess(["--host-only", "--store", tmp_path / "events.duckdb", "--student", student,
+                          "--catalog", tmp_path / "world", "--host-name", "tiny-host", "--host-tokens", "8"],
+                         log=tmp_path / "service.log")
+    srv.start(timeout=60)
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = srv.url
         assert httpx.get(url + "/readyz").json()["host"] == "tiny-host"
         r = httpx.post(url + "/v1/chat/completions", json={"model": "tiny-host", "messages": [{"role": "user", "content": "hi"}]},
                        timeout=60).json()
         assert r["object"] == "chat.completion" and 1 <= r["usage"]["completion_tokens"] <= 8
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        srv.kill9()
 
 
 def test_a_retried_batch_id_is_acknowledged_again_and_applied_once_across_a_kill_9(serve_config):

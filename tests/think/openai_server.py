@@ -8,7 +8,6 @@ no choices; "broken json" returns a body that is not JSON.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections import Counter
@@ -17,6 +16,8 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+
+from livemind.serve.process import free_port
 
 
 def make_app(state: dict, answers: dict[str, str]) -> FastAPI:
@@ -49,9 +50,7 @@ def openai_server(answers: dict[str, str] | None = None):
     """Yields (base_url, state); state["requests"] counts requests received. `answers` maps a
     viewer question (the last user message without "Viewer: ") to the reply to give."""
     state = {"requests": 0, "per_prompt": Counter()}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(make_app(state, answers or {}), host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
