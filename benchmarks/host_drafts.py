@@ -17,8 +17,9 @@ import argparse
 import json
 
 from livemind.demo import demo_world_config
-from livemind.serve.host.decoder import BatchDecoder, Generation, own_threads
+from livemind.serve.host.decoder import BatchDecoder, Generation
 from livemind.serve.host.int8 import quantize_int8
+from livemind.serve.host.threads import own_threads
 from livemind.think.backends import load_causal_lm
 from livemind.think.prompts import STOP, messages
 from livemind.think.tasks import make_tasks

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 from common import read_bandwidth_gb_s  # noqa: E402
 
 from livemind.demo import demo_world_config  # noqa: E402
-from livemind.serve.host.decoder import BatchDecoder, DecoderBackend, Generation  # noqa: E402
+from livemind.serve.host.backend import DecoderBackend  # noqa: E402
+from livemind.serve.host.decoder import BatchDecoder, Generation  # noqa: E402
 from livemind.serve.host.int8 import quantize_int8, weight_bytes  # noqa: E402
 from livemind.think.backends import Completion, HFBackend, ResponseCache, Sampling, load_causal_lm  # noqa: E402
 from livemind.think.evaluate import answer, paired_intervals, score  # noqa: E402

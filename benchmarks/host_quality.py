@@ -29,7 +29,7 @@ import time
 import torch
 
 from livemind.demo import demo_world_config
-from livemind.serve.host.decoder import engine_backends
+from livemind.serve.host.backend import engine_backends
 from livemind.think.backends import Sampling
 from livemind.think.evaluate import paired_intervals
 from livemind.think.prompts import STOP

@@ -545,7 +545,7 @@ def think_eval(
     from rich.table import Table
 
     from livemind.errors import DataError
-    from livemind.serve.host.decoder import engine_backends
+    from livemind.serve.host.backend import engine_backends
     from livemind.think.backends import Sampling
     from livemind.think.datasets import load_musique
     from livemind.think.prompts import STOP
@@ -698,7 +698,7 @@ def serve(
     if student is not None and catalog is None:
         raise DataError("--student needs --catalog: a world folder with the products the host answers about")
     # one OpenMP team at a time: libgomp makes a team's threads sleep between ops once the process has
-    # more of them than cores, which halved the host's decoding speed (livemind.serve.host.decoder.own_threads)
+    # more of them than cores, which halved the host's decoding speed (livemind.serve.host.threads.own_threads)
     torch.set_num_threads(1 if student is not None and host_backend == "local" else threads)
     if student is not None and host_weights is None:
         from livemind.serve.host.export import served_weights

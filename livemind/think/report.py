@@ -77,7 +77,7 @@ def evaluate_models(specs: Sequence[ModelSpec], tasks: Sequence[QATask], musique
     `cache` (an SQLite file) keeps every model's answers (a checkpoint folder's keyed by its weights
     too, see `HFBackend`), so a rerun answers only what changed. A spec whose `engine` is not
     "transformers" is answered by `engines[engine](spec, batch_size, progress)` (the serving
-    decoder: `livemind.serve.host.decoder.engine_backends`), uncached: its speed is part of the result."""
+    decoder: `livemind.serve.host.backend.engine_backends`), uncached: its speed is part of the result."""
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must be distinct, got {names}")

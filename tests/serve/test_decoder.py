@@ -121,7 +121,7 @@ def test_bad_settings_are_named():
 def test_stop_strings_cut_the_offline_and_the_served_answers_alike():
     """`Sampling.stop`: transformers generates whole and cuts after (its cache keeps the whole text),
     the served decoder stops there; both give the same text."""
-    from livemind.serve.host.decoder import DecoderBackend
+    from livemind.serve.host.backend import DecoderBackend
     from livemind.think.backends import HFBackend, Sampling
 
     lm, tok = tiny_llama(3), tiny_tokenizer()
@@ -140,7 +140,7 @@ def test_stop_strings_cut_the_offline_and_the_served_answers_alike():
 
 
 def test_think_eval_scores_the_served_decoder_like_transformers(tmp_path):
-    from livemind.serve.host.decoder import engine_backends
+    from livemind.serve.host.backend import engine_backends
     from livemind.think.backends import Sampling
     from livemind.think.report import ModelSpec, evaluate_models
     from livemind.think.tasks import make_tasks
@@ -202,10 +202,10 @@ def test_think_export_writes_a_checked_folder_that_serve_reads(tmp_path, make):
 def test_penalties_and_logprobs_of_a_pick_by_hand():
     import math
 
-    from livemind.serve.host.decoder import Generation, Penalties, _Request
+    from livemind.serve.host.decoder import DecodeRequest, Generation, Penalties
 
     gen = Generation()
-    req = _Request(None, [], 4, 0.0, 1.0, None, (), gen, Penalties(presence=0.3, frequency=0.2), top_logprobs=2)
+    req = DecodeRequest(None, [], 4, 0.0, 1.0, None, (), gen, Penalties(presence=0.3, frequency=0.2), top_logprobs=2)
     req.counts = {0: 2}  # token 0 made twice: its logit 1.0 - 0.3 - 2 x 0.2 = 0.3, under token 1's 0.5
     assert req.pick(torch.tensor([1.0, 0.5, 0.0])) == 1 and not req.plain
     z = math.log(math.exp(0.3) + math.exp(0.5) + math.exp(0.0))
@@ -214,4 +214,4 @@ def test_penalties_and_logprobs_of_a_pick_by_hand():
     assert [a for a, _ in alts] == [1, 0] and alts[1][1] == pytest.approx(0.3 - z, abs=1e-6)
     with pytest.raises(Exception, match="presence penalty must be a number in"):
         Penalties(presence=float("nan"))
-    assert _Request(None, [], 4, 0.0, 1.0, None, (), Generation()).plain  # greedy alone: drafts may be checked
+    assert DecodeRequest(None, [], 4, 0.0, 1.0, None, (), Generation()).plain  # greedy alone: drafts may be checked

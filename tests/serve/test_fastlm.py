@@ -11,9 +11,11 @@ import torch
 
 from livemind.errors import ConfigError
 from livemind.serve.host import decoder as decoder_module
-from livemind.serve.host.decoder import SHARED_MIN, BatchDecoder, Generation, own_threads
+from livemind.serve.host import threads as threads_module
+from livemind.serve.host.decoder import SHARED_MIN, BatchDecoder, Generation
 from livemind.serve.host.forward import ATTN_CHUNK, GEMM_ROWS, FastLlama, HFRunner, _attend, runner_for
 from livemind.serve.host.int8 import quantize_int8
+from livemind.serve.host.threads import own_threads
 from tests.serve.test_decoder import chat, reference
 from tests.think.tiny_lm import tiny_moe, tiny_tokenizer
 
@@ -137,7 +139,7 @@ def test_buffers_shift_for_a_longer_prompt_and_grow_past_their_headroom(monkeypa
         d.close()
 
 
-@pytest.mark.skipif(decoder_module._libgomp() is None, reason="per-thread OpenMP threads need libgomp")
+@pytest.mark.skipif(threads_module._libgomp() is None, reason="per-thread OpenMP threads need libgomp")
 def test_own_threads_changes_the_calling_thread_only():
     before = torch.get_num_threads()
     seen: dict[str, int] = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -24,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from livemind.errors import DataError, LivemindError
+from livemind.errors import LivemindError
 from livemind.rec.live.state import BatchError
 from livemind.serve.api.console import add_console_routes
 from livemind.serve.api.errors import ServiceError, livemind_error
@@ -43,7 +42,7 @@ from livemind.serve.api.protocol import (
     declare_bodies,
     to_record,
 )
-from livemind.serve.host.serving import Host, HostConfig, make_host
+from livemind.serve.host.serving import Host, HostConfig, load_host
 from livemind.serve.rec.batching import Batcher
 from livemind.serve.rec.engine import ApplyFailed, EngineConfig, RecEngine, RecRequest
 from livemind.serve.scale.broker import BrokerError
@@ -97,25 +96,6 @@ class Observe:
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
 
 
-def load_host(cfg: ServeConfig) -> Host:
-    """The student and its catalog, from the config."""
-    from livemind.think.backends import load_causal_lm
-    from livemind.think.tasks import products_of
-    from livemind.world.tables import WorldData
-
-    if cfg.catalog is None:
-        raise DataError("the host needs a catalog: a world folder whose products it answers about (--catalog)")
-    catalog = {p.id: p for p in products_of(WorldData.load(cfg.catalog))}
-    if cfg.host.backend == "openai":
-        from livemind.serve.host.remote import RemoteDecoder
-
-        remote = RemoteDecoder(cfg.host.url, cfg.host.student, os.environ.get("LIVEMIND_HOST_API_KEY"),
-                               cfg.host.max_batch, cfg.host.max_wait_s)
-        return Host(cfg.host, remote, catalog)
-    tokenizer, module = load_causal_lm(cfg.host.student)
-    return make_host(cfg.host, tokenizer, module, catalog)
-
-
 def create_app(cfg: ServeConfig, engine: RecEngine | None = None, host: Host | None = None) -> FastAPI:
     """The app; `engine` / `host` given: serve them as they are (tests), else load them from `cfg` at startup."""
     metrics = Metrics()
@@ -155,7 +135,7 @@ def _lifespan(cfg: ServeConfig, metrics: Metrics, engine: RecEngine | None, host
                 gc.collect()
                 gc.freeze()  # the models and the rebuilt state are long-lived: later collections skip them
                 if cfg.host is not None:
-                    app.state.host = host or load_host(cfg)
+                    app.state.host = host or load_host(cfg.host, cfg.catalog)
                 app.state.engine = eng
             except Exception as exc:  # shown by /readyz; the process stays up for the operator to see it
                 log.exception("loading failed")

@@ -34,7 +34,6 @@ Design (what vLLM's scheduler does, in plain PyTorch over a Hugging Face causal 
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import queue
@@ -50,6 +49,7 @@ import torch
 
 from livemind.errors import ConfigError
 from livemind.serve.host.forward import FastLlama, HFRunner, runner_for
+from livemind.serve.host.threads import own_threads
 
 
 class HostBusy(Exception):
@@ -102,40 +102,6 @@ class Penalties:
 NO_PENALTIES = Penalties()
 
 
-def own_threads(n: int) -> None:
-    """The calling thread runs torch's CPU ops on `n` OpenMP threads; other threads keep theirs.
-
-    With libgomp (torch's Linux wheels) this is its own `omp_set_num_threads`, per thread, where
-    `torch.set_num_threads` also changes the count every new thread starts with. It matters on a
-    small machine: libgomp lets a team's threads spin between ops only while the process's
-    OpenMP threads fit the cores, so the host's decoder runs fast on all cores only when every
-    other thread stays at one (`livemind serve` does that: on 2 cores, int8 SmolLM2 decoding in
-    the decoder thread took 18.4 ms a token with the main thread's team alive, 10.5 ms without).
-    """
-    torch.get_num_threads()  # torch's per-thread first-use setting runs now, not after ours
-    path = _libgomp()
-    if path is None:
-        torch.set_num_threads(n)
-        return
-    ctypes.CDLL(path).omp_set_num_threads(n)
-    try:  # MKL (float32 matrix products) keeps its own per-thread count, which torch.set_num_threads also sets
-        mkl = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-        mkl.mkl_set_num_threads_local(ctypes.byref(ctypes.c_int(n)))  # the exported symbol reads its argument by address
-    except (OSError, AttributeError):  # a torch without MKL inside: its float32 products use OpenMP's count
-        pass
-
-
-def _libgomp() -> str | None:
-    """The libgomp torch loaded (Linux), if any: torch's own when it has one (faiss brings another)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            found = {line.split()[-1] for line in maps if "libgomp" in line.rsplit("/", 1)[-1]}
-    except OSError:
-        return None
-    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
-    return min(found, key=lambda path: not path.startswith(torch_lib)) if found else None
-
-
 def _held_back(text: str, stop: Sequence[str]) -> int:
     """How many trailing characters of `text` could begin a stop string (not streamed yet)."""
     return max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
@@ -149,7 +115,7 @@ MAX_DRAFTS = KV_HEADROOM // 2  # prompt-lookup draft tokens a step may check (th
 SHARED_MIN = 16  # tokens: a head two cached cards share (the host's rules) is cached on its own from this long
 
 
-class _Request:
+class DecodeRequest:
     """One request's sampling settings, the tokens it made and the text it has streamed."""
 
     def __init__(self, ids: torch.Tensor | None, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float,
@@ -259,10 +225,10 @@ class Streams:
 
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
-               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> _Request:
+               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> DecodeRequest:
         raise NotImplementedError
 
-    def pieces(self, req: _Request) -> Iterator[str]:
+    def pieces(self, req: DecodeRequest) -> Iterator[str]:
         """The request's text, piece by piece; HostBusy when it waited too long for a row."""
         try:
             while True:
@@ -275,7 +241,7 @@ class Streams:
         finally:
             req.cancelled = True  # a consumer gone early frees its row at the next step
 
-    def first(self, req: _Request) -> Iterator[str]:
+    def first(self, req: DecodeRequest) -> Iterator[str]:
         """`pieces`, but waits for the first piece (or the refusal) before returning the iterator, so
         a route can answer 503 before it starts a response."""
         it = self.pieces(req)
@@ -315,7 +281,7 @@ class BatchDecoder(Streams):
         # fast: livemind's own forward for Llama students (livemind.serve.host.forward); False: transformers'
         self.runner = runner_for(self.lm) if fast else HFRunner(self.lm)
         self.max_context = getattr(module.config, "max_position_embeddings", None)  # prompt + answer tokens
-        self._waiting: deque[_Request] = deque()
+        self._waiting: deque[DecodeRequest] = deque()
         self._warm: OrderedDict[tuple[int, ...], None] = OrderedDict()  # system-message tokens to prefill, newest last
         self.warm_interval_s, self._warmed_at = warm_interval_s, -math.inf
         self._warm_keys: dict[str, tuple[int, ...]] = {}  # card text -> its tokens (bounded by the catalog)
@@ -326,7 +292,7 @@ class BatchDecoder(Streams):
         self._thread: threading.Thread | None = None
         self._closed = False
         # the running batch
-        self._rows: list[_Request] = []
+        self._rows: list[DecodeRequest] = []
         # keys and values of every row: (layers, max_batch, kv heads, columns, head dim); the batch's
         # rows are the first B, its tokens the columns [lo, hi), right-aligned (left padding masked)
         self._K: torch.Tensor | None = None
@@ -358,7 +324,7 @@ class BatchDecoder(Streams):
 
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
-               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> _Request:
+               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> DecodeRequest:
         """Queue a request; its pieces arrive on `request.pieces` (see `pieces`)."""
         gen = gen if gen is not None else Generation()
         ids = self.prompt_ids(chat)
@@ -366,7 +332,7 @@ class BatchDecoder(Streams):
         if self.max_context and gen.prompt_tokens + max_tokens > self.max_context:
             raise ContextTooLong(f"this model's maximum context length is {self.max_context} tokens; the messages have "
                                  f"{gen.prompt_tokens} and max_tokens is {max_tokens}")
-        req = _Request(ids, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties, top_logprobs)
+        req = DecodeRequest(ids, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties, top_logprobs)
         with self._wake:
             if self._closed:
                 raise HostBusy("the host is shutting down")
@@ -448,7 +414,7 @@ class BatchDecoder(Streams):
                     req.finish(exc)
                 self._rows, self._pos, self._logits = [], None, None
 
-    def _take_admissible(self) -> list[_Request]:
+    def _take_admissible(self) -> list[DecodeRequest]:
         """Refuse requests that waited too long; take as many as there are free rows (called locked)."""
         now, admit = time.perf_counter(), []
         while self._waiting and (self._waiting[0].cancelled or now - self._waiting[0].queued > self.max_wait_s):
@@ -468,7 +434,7 @@ class BatchDecoder(Streams):
         return self.runner.forward(ids[:, start:].to(self.device), torch.arange(start, L, device=self.device)[None], keys,
                                    values, start, torch.ones(1, L, dtype=torch.bool, device=self.device))
 
-    def _admit(self, req: _Request) -> None:
+    def _admit(self, req: DecodeRequest) -> None:
         """Prefill one prompt (batch 1) straight into a free row of the batch's buffers, right-aligned
         with the others (left padding masked out), after the longest prefix whose keys and values are
         cached; a card not cached yet is stored from the same pass (its system message's columns)."""
@@ -573,7 +539,7 @@ class BatchDecoder(Streams):
         self._logits = out[:, taken] if draft else out  # (B, V): the logits after the last token kept
         self._hi, self._pos = hi + 1 + taken, self._pos + 1 + taken  # a rejected draft's columns are written over
 
-    def _draft(self, req: _Request) -> list[int]:
+    def _draft(self, req: DecodeRequest) -> list[int]:
         """Prompt-lookup drafts for a greedy row decoding alone: the tokens that followed the latest
         earlier occurrence of its last tokens, in the prompt or the answer so far (answers copy names,
         prices and facts from the card); none when speculation is off or the runner cannot check."""
@@ -582,7 +548,7 @@ class BatchDecoder(Streams):
             return []
         return lookup(req.prompt + req.made, budget)
 
-    def _check(self, req: _Request, draft: list[int], logits: torch.Tensor) -> int:
+    def _check(self, req: DecodeRequest, draft: list[int], logits: torch.Tensor) -> int:
         """How many draft tokens greedy decoding makes too (`logits` (1 + len(draft), V): position j's
         logits choose the token after the j-th one run); each kept one is streamed like a picked one."""
         taken = 0
@@ -668,51 +634,3 @@ def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     (2, 2, 0)
     """
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-
-class DecoderBackend:
-    """`BatchDecoder` as a `livemind.think.backends.Backend`: `think eval` scores the answers the
-    service streams (the same decoder, prefix cache and weights), submitted together so they batch."""
-
-    def __init__(self, model: str, tokenizer: Any, module: Any, params: int, device: str = "cpu", max_batch: int = 16,
-                 progress: Any = None) -> None:
-        self.model, self.tok, self.params, self.progress = model, tokenizer, params, progress
-        self.decoder = BatchDecoder(tokenizer, module, device, max_batch=max_batch, max_wait_s=1e9)
-        self.lm = self.decoder.lm
-
-    def generate(self, prompts: Sequence[Sequence[dict[str, str]]], sampling: Any) -> list[list[Any]]:
-        from livemind.think.backends import Completion
-
-        gens = [[Generation() for _ in range(sampling.n)] for _ in prompts]
-        reqs = [[self.decoder.submit(m, sampling.max_tokens, sampling.temperature, sampling.top_p,
-                                     None if sampling.seed is None else sampling.seed + i, sampling.stop, g)
-                 for i, g in enumerate(row)] for m, row in zip(prompts, gens)]
-        out = []
-        for j, row in enumerate(reqs):
-            for r in row:
-                "".join(self.decoder.pieces(r))
-            out.append([Completion(g.text, g.completion_tokens, g.seconds) for g in gens[j]])
-            if self.progress is not None and (j + 1) % 50 == 0:
-                self.progress(j + 1, len(prompts))
-        return out
-
-    def close(self) -> None:
-        self.decoder.close()
-
-
-def engine_backends(device: str = "cpu", float_cache: str | None = "runs/cache/models") -> dict[str, Any]:
-    """`think eval`'s serving engines: "served" (fp32) and "served-int8" (`livemind serve
-    --host-weights int8`), each the service's own decoder over the spec's model."""
-    from livemind.serve.host.int8 import quantize_int8
-    from livemind.think.backends import load_causal_lm
-    from livemind.think.evaluate import active_parameters
-
-    def build(int8: bool) -> Any:
-        def make(spec: Any, batch_size: int, progress: Any) -> DecoderBackend:
-            tok, lm = load_causal_lm(spec.model, spec.gguf_file, float_cache)
-            params = active_parameters(lm)
-            return DecoderBackend(f"{spec.model}@{spec.engine}", tok, quantize_int8(lm) if int8 else lm, params, device,
-                                  batch_size, progress)
-        return make
-
-    return {"served": build(False), "served-int8": build(True)}

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from livemind.errors import ConfigError
-from livemind.serve.host.decoder import NO_PENALTIES, Generation, HostBusy, Penalties, Streams, _Request
+from livemind.serve.host.decoder import NO_PENALTIES, DecodeRequest, Generation, HostBusy, Penalties, Streams
 
 
 class RemoteDecoder(Streams):
@@ -50,15 +50,15 @@ class RemoteDecoder(Streams):
 
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
-               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> _Request:
+               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> DecodeRequest:
         gen = gen if gen is not None else Generation()
-        req = _Request(None, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties)
+        req = DecodeRequest(None, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties)
         with self._lock:
             self._waiting += 1
         threading.Thread(target=self._run, args=(req,), name="livemind-host-remote", daemon=True).start()
         return req
 
-    def _run(self, req: _Request) -> None:
+    def _run(self, req: DecodeRequest) -> None:
         got = self._slots.acquire(timeout=self.max_wait_s)
         with self._lock:
             self._waiting -= 1

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from livemind.errors import ConfigError, DataError
@@ -27,7 +29,7 @@ from livemind.think.prompts import STOP, messages, split_reasoning
 from livemind.think.tasks import QATask, card
 from livemind.world.schema import Product
 
-__all__ = ["STOP", "Answer", "Generation", "Host", "HostBusy", "HostConfig", "make_host", "quantize_int8"]
+__all__ = ["STOP", "Answer", "Generation", "Host", "HostBusy", "HostConfig", "load_host", "make_host", "quantize_int8"]
 
 MAX_QUESTION_CHARS = 2000  # a chat message; more is not a viewer's question
 
@@ -155,6 +157,26 @@ class Host:
     def answer_of(self, gen: Generation, product: int | None) -> Answer:
         reasoning, answer = split_reasoning(gen.text)
         return Answer(answer, None if self.cfg.reasoning == "drop" else reasoning, product, gen)
+
+
+def load_host(cfg: HostConfig, catalog: Path | None) -> Host:
+    """The host from its config: the student (local, int8 on the CPU, or the remote OpenAI-compatible
+    server at `cfg.url`) and the products of the world folder `catalog` it answers about."""
+    from livemind.think.backends import load_causal_lm
+    from livemind.think.tasks import products_of
+    from livemind.world.tables import WorldData
+
+    if catalog is None:
+        raise DataError("the host needs a catalog: a world folder whose products it answers about (--catalog)")
+    products = {p.id: p for p in products_of(WorldData.load(catalog))}
+    if cfg.backend == "openai":
+        from livemind.serve.host.remote import RemoteDecoder
+
+        remote = RemoteDecoder(cfg.url, cfg.student, os.environ.get("LIVEMIND_HOST_API_KEY"), cfg.max_batch,
+                               cfg.max_wait_s)
+        return Host(cfg, remote, products)
+    tokenizer, module = load_causal_lm(cfg.student)
+    return make_host(cfg, tokenizer, module, products)
 
 
 def make_host(cfg: HostConfig, tokenizer: Any, module: Any, catalog: dict[int, Product]) -> Host:
