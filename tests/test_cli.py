@@ -333,3 +333,22 @@ def test_think_grpo_then_eval_report(tmp_path):
     cfg.write_text(bad)
     res = runner.invoke(app, ["think", "grpo", "--config", str(cfg), "--out", str(tmp_path / "g2")])
     assert res.exit_code == 2 and "weight of 'correctness' must be finite and non-negative, got -1.0" in text(res)
+
+
+def test_a_missing_optional_dependency_is_one_line_naming_its_extra(monkeypatch):
+    """Optional features are extras: without redis, the broker says which extra installs it."""
+    import importlib
+    import sys
+
+    from livemind.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if `livemind[broker]` were not installed
+    monkeypatch.delitem(sys.modules, "livemind.serve.scale.broker", raising=False)
+    with pytest.raises(MissingExtra, match=r'the broker \(Redis Streams\) needs the optional dependency .redis.: '
+                                           r'pip install "livemind\[broker\]"'):
+        importlib.import_module("livemind.serve.scale.broker")
+    monkeypatch.setitem(sys.modules, "trl", None)
+    from livemind.think.rft import finetune
+
+    with pytest.raises(MissingExtra, match=r'SFT needs the optional dependency .trl.: pip install "livemind\[train\]"'):
+        finetune(None, None, [{"prompt": [], "completion": []}], None, "unused")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from livemind.errors import ConfigError, DataError
+from livemind.errors import ConfigError, DataError, need
 
 
 def free_port() -> int:
@@ -56,8 +56,7 @@ def redis_command(port: int, folder: Path, fsync: str = "always") -> list[str]:
 
 def wait_redis(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     """Block until the redis-server on `port` answers PING (a DataError if it exits or times out)."""
-    import redis
-
+    redis = need("redis", "broker", "starting redis-server")
     client = redis.Redis(port=port, socket_connect_timeout=1)
     deadline = time.monotonic() + timeout
     try:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from livemind.errors import ConfigError
+from livemind.errors import ConfigError, need
 
 Messages = list[dict[str, str]]
 
@@ -128,7 +128,7 @@ class OpenAIBackend:
         self.concurrency, self.timeout, self.retries, self.backoff, self.cache = concurrency, timeout, retries, backoff, cache
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, messages: Messages, sampling: Sampling, i: int) -> Completion:
-        import openai
+        openai = need("openai", "openai", "an OpenAI-compatible teacher or judge")
 
         key = ResponseCache.key(self.model, messages, sampling, i) if self.cache is not None else ""
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
@@ -163,7 +163,7 @@ class OpenAIBackend:
         return Completion(None, error=f"failed after {self.retries + 1} attempts: {error}")
 
     async def _run(self, prompts: Sequence[Messages], sampling: Sampling) -> list[list[Completion]]:
-        import openai
+        openai = need("openai", "openai", "an OpenAI-compatible teacher or judge")
 
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0)
         sem = asyncio.Semaphore(self.concurrency)

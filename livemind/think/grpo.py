@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from livemind.align.objectives import AGGREGATIONS, check_weights
-from livemind.errors import ConfigError
+from livemind.errors import ConfigError, need
 from livemind.think.distill import ModelSource
 from livemind.think.prompts import messages
 from livemind.think.rewards import REWARDS, BrevitySettings, build_rewards
@@ -99,7 +99,7 @@ def guarded(fn: Callable[..., list[float | None]]) -> Callable[..., list[float |
 
 
 def grpo_dataset(tasks: Sequence[QATask]):
-    from datasets import Dataset
+    Dataset = need("datasets", "train", "GRPO").Dataset
 
     return Dataset.from_list([{"prompt": messages(t), "task": t.to_json()} for t in tasks])
 
@@ -117,7 +117,9 @@ def train_grpo(model: Any, tokenizer: Any, tasks: Sequence[QATask], cfg: GRPOSet
     `steps_per_generation`). `reward_funcs` overrides the config's (tests)."""
     import torch
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+
+    trl = need("trl", "train", "GRPO")
+    GRPOConfig, GRPOTrainer = trl.GRPOConfig, trl.GRPOTrainer
 
     names = [n for n, w in cfg.rewards.items() if w > 0] if reward_funcs is None else None
     funcs = build_rewards(names, cfg.brevity, cfg.max_tokens, token_counter(tokenizer)) if reward_funcs is None \
@@ -136,7 +138,7 @@ def train_grpo(model: Any, tokenizer: Any, tasks: Sequence[QATask], cfg: GRPOSet
     )
     peft_config = None
     if cfg.lora:
-        from peft import LoraConfig
+        LoraConfig = need("peft", "train", "LoRA").LoraConfig
 
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                                  task_type="CAUSAL_LM")

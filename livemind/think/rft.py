@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from livemind.errors import ConfigError
+from livemind.errors import ConfigError, need
 from livemind.think.backends import Backend, Completion, Sampling
 from livemind.think.judge import Judgement, rule_judge
 from livemind.think.prompts import messages, split_reasoning, target
@@ -143,8 +143,9 @@ def sft_records(traces: Sequence[Trace]) -> list[dict[str, Any]]:
 def finetune(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], settings: SFTSettings, out: str | Path,
              max_steps: int = -1) -> tuple[Any, list[float]]:
     """SFT with TRL on CPU (fp32) or GPU; returns the trained model and the logged training losses."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    Dataset = need("datasets", "train", "SFT").Dataset
+    trl = need("trl", "train", "SFT")
+    SFTConfig, SFTTrainer = trl.SFTConfig, trl.SFTTrainer
 
     if not rows:
         raise ConfigError("no accepted traces to fine-tune on (accept rate 0): check the teacher and the judge")
@@ -159,7 +160,7 @@ def finetune(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], setting
     )
     peft_config = None
     if settings.lora:
-        from peft import LoraConfig
+        LoraConfig = need("peft", "train", "LoRA").LoraConfig
 
         peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.0,
                                  target_modules="all-linear", task_type="CAUSAL_LM")

@@ -45,7 +45,7 @@ from livemind.serve.api.protocol import (
 from livemind.serve.host.serving import Host, HostConfig, load_host
 from livemind.serve.rec.batching import Batcher
 from livemind.serve.rec.engine import ApplyFailed, EngineConfig, RecEngine, RecRequest
-from livemind.serve.scale.broker import BrokerError
+from livemind.serve.scale.errors import BrokerError
 from livemind.world.schema import Segment
 
 log = logging.getLogger("livemind.serve")

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from livemind.errors import ConfigError
+from livemind.errors import ConfigError, need
 from livemind.serve.host.decoder import NO_PENALTIES, DecodeRequest, Generation, HostBusy, Penalties, Streams
 
 
@@ -24,7 +24,7 @@ class RemoteDecoder(Streams):
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, max_batch: int = 64,
                  max_wait_s: float = 5.0, timeout: float = 60.0) -> None:
-        import openai
+        openai = need("openai", "openai", "the remote host backend (--host-backend openai)")
 
         if max_batch < 1 or max_wait_s <= 0 or timeout <= 0:
             raise ConfigError(f"max_batch >= 1, max_wait_s > 0 and timeout > 0 expected, got {max_batch}, "

@@ -51,13 +51,14 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import orjson
-import redis
 
-from livemind.errors import ConfigError, DataError, LivemindError
+from livemind.errors import ConfigError, DataError, need
 from livemind.rec.live.state import RoomView, check_batch
+from livemind.serve.scale.errors import BrokerError
 from livemind.world.live_log import LiveRecord, RoomEnd
 from livemind.world.schema import EVENT_KINDS, Event, EventKind, Room, Segment
 
+redis = need("redis", "broker", "the broker (Redis Streams)")
 _KINDS = [EventKind(k) for k in EVENT_KINDS]
 _KIND_ID = {k: i for i, k in enumerate(_KINDS)}
 
@@ -105,10 +106,6 @@ return 0
 """
 
 BATCH_ID_TTL_S = 86_400  # how long the broker remembers a batch id (a client retries within seconds)
-
-
-class BrokerError(LivemindError):
-    """Redis could not be reached or refused a command (the service answers 503)."""
 
 
 def encode(r: LiveRecord) -> list:

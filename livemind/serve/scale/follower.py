@@ -14,11 +14,9 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 
-import redis
-
 from livemind.rec.live.index import SID, LiveIndex
 from livemind.rec.live.state import LiveState
-from livemind.serve.scale.broker import Broker, Entry, parse_entry
+from livemind.serve.scale.broker import Broker, Entry, parse_entry, redis
 from livemind.world.schema import Segment
 
 log = logging.getLogger("livemind.follower")

@@ -28,11 +28,10 @@ from typing import Literal
 
 import numpy as np
 import orjson
-import redis
 
 from livemind.errors import ConfigError, DataError
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer, SavedRoom
-from livemind.serve.scale.broker import Broker, Entry, Group, check_version, stream_id
+from livemind.serve.scale.broker import Broker, Entry, Group, check_version, redis, stream_id
 from livemind.world.live_log import LiveLog, RoomEnd
 from livemind.world.schema import Room, Segment
 
