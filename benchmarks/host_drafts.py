@@ -1,5 +1,5 @@
 """Prompt-lookup drafts for a viewer decoding alone (`livemind serve --host-speculate K`): how many
-to check per step (issue 25).
+to check per step.
 
 The served engine (livemind's forward, int8 weights, the service's decoder on every core, the main
 thread on one) answers held-out test tasks one at a time, greedy, with the host's stop, for each

@@ -1,4 +1,4 @@
-"""Which engine should decode the host's student on this CPU? (issue 25: the engine survey)
+"""Which engine should decode the host's student on this CPU? (the engine survey)
 
 Each engine that installs from the registries here runs SmolLM2-135M-Instruct (the student's
 architecture) on the same prompts: held-out test tasks with the host's prompt (a ~300-token card).

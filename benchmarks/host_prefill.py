@@ -1,4 +1,4 @@
-"""Why a new card's first token takes what it takes on this CPU (issue 25's TTFT bar).
+"""Why a new card's first token takes what it takes on this CPU (the TTFT bar).
 
 For the host's prompts on the held-out test tasks (the chat template included): their token counts
 (p5 / p50 / p95), the matrix-product arithmetic of prefilling each (2 x non-embedding weights x

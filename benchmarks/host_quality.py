@@ -1,4 +1,4 @@
-"""Are the served host's answers as good as the offline evaluation's? (issue 25: served vs offline)
+"""Are the served host's answers as good as the offline evaluation's? (served vs offline)
 
 The same held-out test tasks (benchmarks/think_rft.py's: `make_tasks(..., seed=1, prefix="test")`),
 the host's prompt, greedy, ≤ 96 tokens, answered twice through `livemind.think.report.evaluate_models`

@@ -1,4 +1,4 @@
-"""OneLive multi-objective alignment and the simulated online A/B test (issue 5's bars).
+"""OneLive multi-objective alignment and the simulated online A/B test (its bars).
 
 World `configs/world/rec.yaml` (three days), the tokenizer of benchmarks/rec_quality.py (fit on
 the first two days, cached), the pretrained generator (by default OneLive with the live-room prior,

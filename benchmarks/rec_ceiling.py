@@ -1,5 +1,5 @@
 """How far can any ranker of live rooms get on the generator benchmark's world, and what does
-content add? The analysis behind issue 4's open bar (docs/results.md).
+content add? The analysis behind the generator's open bar (docs/history.md).
 
 At each of the 1,500 held-out requests of `rec_quality.py` (same world, tokenizer, split and
 seeded targets) every live room is scored by a softmax regression over a few features. Its weights

@@ -1,5 +1,5 @@
 """OneLive generator against ID-based baselines on the same data, plus the SASRec paper's protocol
-(issue 4's bars).
+(its bars).
 
 Simulated world (`configs/world/rec.yaml`): the tokenizer is fit on the first two days, the
 generator and every baseline train on watches whose target falls in the first two days, and all

@@ -1,4 +1,4 @@
-"""OneLive dynamic tokenizer on the default simulated world (issue 3's bars).
+"""OneLive dynamic tokenizer on the default simulated world (its bars).
 
 Fits the tokenizer on the first two thirds of the world's time, then replays the last third
 online (rooms start, segments arrive, rooms end) and measures code utilisation, collisions among

@@ -1,4 +1,4 @@
-"""The live host over HTTP, measured as vLLM's serving benchmark does (issue 25).
+"""The live host over HTTP, measured as vLLM's serving benchmark does.
 
 `livemind serve --student ... --catalog ...` (the full service: OneLive and the host) in a
 subprocess; requests are held-out test tasks (the ones benchmarks/think_rft.py tests on) with the

@@ -1,4 +1,4 @@
-"""The live recommendation service, measured over HTTP (issue 24).
+"""The live recommendation service, measured over HTTP.
 
 World, tokenizer and generator + live-room prior are benchmarks/rec_quality.py's (configs/world/rec.yaml,
 its tokenizer and `gen-prior` under --bench, trained there if missing); the held-out part is the last

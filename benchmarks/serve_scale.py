@@ -1,4 +1,4 @@
-"""Scale-out on Redis Streams, measured (issue 26).
+"""Scale-out on Redis Streams, measured.
 
 World, tokenizer (MiniLM int8) and generator + live-room prior are benchmarks/rec_quality.py's, as in
 serve_rec.py; everything runs on this machine's 2 cores as separate processes (`livemind.serve.scale.cluster`).

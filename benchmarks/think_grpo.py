@@ -1,4 +1,4 @@
-"""LiveThinking stage II on this machine (issue 7): multi-objective GRPO of the RFT student, then
+"""LiveThinking stage II on this machine: multi-objective GRPO of the RFT student, then
 base, RFT and GRPO students (and the teacher, on part of the test set) evaluated side by side.
 
 Needs an RFT run of benchmarks/think_rft.py (its train/test tasks and OUT/rft/student); by default
@@ -6,7 +6,7 @@ the one distilled from the tasks' worked solutions, whose student reasons before
     python benchmarks/think_rft.py --teacher reference --epochs 1 --out runs/bench_think_rft_ref \
         --plot docs/img/think_rft_reference.png
 1. `run_grpo` (the code behind `livemind think grpo`) on the RFT run's training tasks, starting from
-   its student: configs/think/grpo_right.yaml then grpo_right_more.yaml (issue 28: the strict
+   its student: configs/think/grpo_right.yaml then grpo_right_more.yaml (the strict
    verifier, helpfulness paid only beside right answers, Kimi's group length reward with a fact
    allowance; 40 + 20 steps, chosen on validation). Each --config is a stage, from the last one's student.
 2. `evaluate_models` (behind `livemind think eval`) on the same held-out tasks and MuSiQue dev200

@@ -1,4 +1,4 @@
-"""The MoE student against the dense one, both RFT'd the same way (issue 28).
+"""The MoE student against the dense one, both RFT'd the same way.
 
 1. Tasks from the demo world's catalog (`make_splits`): train and validation (no test numbers here:
    this compares students, it picks nothing final).

@@ -1,4 +1,4 @@
-"""LiveThinking stage I on this machine (issue 6): rejection-sampling fine-tuning of the offline
+"""LiveThinking stage I on this machine: rejection-sampling fine-tuning of the offline
 student and its effect on correctness, tokens and MuSiQue.
 
 1. Tasks from the demo world's catalog (`make_splits`, seeded): train (teacher sampling), validation

@@ -1,4 +1,4 @@
-"""How often does an offline model's answer pass the rule verifier? (issue 6: choose the offline
+"""How often does an offline model's answer pass the rule verifier? (choose the offline
 teacher by measured accept rate). Tasks come from the demo world's catalog (seeded); each model
 answers with the host prompt, K samples per task, and every sample is verified.
 

@@ -1,4 +1,4 @@
-"""How many gamed answers does the correctness verifier let through? (issue 28)
+"""How many gamed answers does the correctness verifier let through?
 
 For each held-out test task (`make_tasks(..., seed=1, prefix="test")`) where an attack class
 applies, an adversarial completion is built from the task (its cards, its question; a few classes

@@ -1,4 +1,4 @@
-"""Simulator speed: events generated per second (issue 2's bar: 1,000,000 events in under 60 s).
+"""Simulator speed: events generated per second (the bar: 1,000,000 events in under 60 s).
 
 Run: python benchmarks/world_speed.py [--config configs/world/million.yaml] [--repeats 3]
 Prints a table and, as its last line, a JSON object with events, seconds, events_per_s.

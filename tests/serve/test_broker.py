@@ -1,4 +1,4 @@
-"""Scale-out on Redis Streams (issue 26), against a real redis-server on a free port: the broker's
+"""Scale-out on Redis Streams, against a real redis-server on a free port: the broker's
 append, the workers' at-least-once, idempotent application, takeover of a dead consumer's entries,
 and the follower that makes a replica's live state equal to the single-process service's."""
 

@@ -1,4 +1,4 @@
-"""A local cluster of real processes (issue 26): redis-server, tokenizer workers in two shards, the
+"""A local cluster of real processes: redis-server, tokenizer workers in two shards, the
 state and archive workers, two `livemind serve --broker` replicas. Workers are killed with -9 in the
 middle of the stream and restarted; no acknowledged event is lost or applied twice, and both
 replicas answer /v1/recommend exactly as the single-process service does on the same events."""
