@@ -94,6 +94,7 @@ def test_a_new_segment_changes_the_sid_that_recommend_serves(serve_config):
         assert post([other]).json() == {"accepted": 1, "offset": 4}
         rec = httpx.post(srv.url + "/v1/recommend", json={"viewer": 5, "time": 1767571331.0}).json()
         assert [(r["room"], r["product"]) for r in rec["rooms"]] == [(900, 8)]
+        assert set(rec["rooms"][0]) == {"room", "streamer", "sid", "product", "score"}  # no field sent as null
         assert rec["rooms"][0]["sid"] == httpx.get(srv.url + "/v1/rooms/live").json()["rooms"][0]["sid"]
         before = httpx.post(srv.url + "/v1/recommend", json={"viewer": 5, "time": 1767571320.0}).json()
         assert before["rooms"][0]["product"] == 7  # as of an earlier time: the segment shown then

@@ -292,11 +292,11 @@ def add_rec_routes(app: FastAPI, cfg: ServeConfig, metrics: Metrics) -> None:
             answer = await request.app.state.batcher.submit(RecRequest(body.viewer, body.time, body.k))
         metrics.recent_recommend.add(time.perf_counter() - t0)
         # checked against the declared schema (finite numbers included): what /openapi.json promises is sent
-        return Response(RecommendOut.model_validate(answer).model_dump_json(), media_type="application/json")
+        return Response(RecommendOut.model_validate(answer).model_dump_json(exclude_unset=True), media_type="application/json")
 
     @app.get("/v1/rooms/live", response_model=LiveRoomsOut)
     async def rooms_live(request: Request) -> Response:
-        return Response(LiveRoomsOut.model_validate(engine_of(request).live_rooms()).model_dump_json(),
+        return Response(LiveRoomsOut.model_validate(engine_of(request).live_rooms()).model_dump_json(exclude_unset=True),
                         media_type="application/json")
 
     @app.post("/v1/admin/reload")

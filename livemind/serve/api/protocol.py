@@ -113,6 +113,10 @@ class RecommendIn(BaseModel):
 
 
 class RoomOut(BaseModel):
+    """A room in a reply. A recommendation carries room, streamer, sid, product and score; the live
+    list carries room, streamer, sid, product, segment, since and audience: a field a reply does not
+    carry is left out (never sent as null)."""
+
     model_config = FINITE
     room: int
     streamer: int
