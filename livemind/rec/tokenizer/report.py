@@ -52,6 +52,20 @@ class TokenizerReport:
         return d
 
 
+def code_usage(codes: np.ndarray, K: int) -> tuple[list[float], list[float], list[list[int]]]:
+    """Per level of codes (N, L): the share of the K codes used, the perplexity of their use, and
+    (level 1 only) the codes' counts, largest first."""
+    util, ppl, counts_l1 = [], [], []
+    for level in range(codes.shape[1]):
+        counts = np.bincount(codes[:, level], minlength=K)
+        p = counts[counts > 0] / counts.sum()
+        util.append(float((counts > 0).sum() / K))
+        ppl.append(float(np.exp(-(p * np.log(p)).sum())))
+        if level == 0:
+            counts_l1 = [sorted(counts.tolist(), reverse=True)]
+    return util, ppl, counts_l1
+
+
 def evaluate_tokenizer(tok: DynamicTokenizer, world: WorldData, start: float | None = None, end: float | None = None,
                        snapshot_every: float = 600.0, timeline_rooms: int = 4,
                        progress: Callable[[int, int], None] | None = None) -> TokenizerReport:
@@ -95,15 +109,7 @@ def evaluate_tokenizer(tok: DynamicTokenizer, world: WorldData, start: float | N
     if progress:
         progress(len(rows), len(rows))
 
-    K = tok.codebook_size
-    util, ppl, counts_l1 = [], [], []
-    for level in range(tok.levels):
-        counts = np.bincount(codes[:, level], minlength=K)
-        p = counts[counts > 0] / counts.sum()
-        util.append(float((counts > 0).sum() / K))
-        ppl.append(float(np.exp(-(p * np.log(p)).sum())))
-        if level == 0:
-            counts_l1 = [sorted(counts.tolist(), reverse=True)]
+    util, ppl, counts_l1 = code_usage(codes, tok.codebook_size)
 
     # consecutive segments of the same room, in replay order
     order = np.lexsort((frame.index[rows], frame.room[rows]))
