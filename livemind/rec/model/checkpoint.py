@@ -64,7 +64,13 @@ def read_state(directory: str | Path) -> dict[str, Any]:
     """The parsed `state.json` of a generator checkpoint; a DataError for anything else."""
     directory = Path(directory)
     path = directory / "state.json"
-    if not directory.is_dir():
+    try:
+        is_dir = directory.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte: not a checkpoint, and not a crash
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise DataError(f"{str(directory)[:100]!r}: not a readable path ({why}); expected a generator "
+                        "checkpoint folder") from None
+    if not is_dir:
         raise DataError(f"{directory}: no such folder; expected a generator checkpoint folder")
     if not path.is_file():
         raise DataError(f"{directory}: no state.json; not a generator checkpoint")

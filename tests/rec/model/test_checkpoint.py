@@ -77,3 +77,11 @@ def test_a_checkpoint_with_a_non_finite_weight_is_refused_naming_it(tmp_path, ba
     save_generator(model, tmp_path / "g", "v1")
     with pytest.raises(DataError, match=r"g: non-finite values \(NaN or Infinity\) in log_lp_scale"):
         load_generator(tmp_path / "g", "v1")
+
+
+def test_a_path_the_file_system_cannot_hold_is_a_data_error_not_a_crash():
+    """Found by fuzzing /v1/admin/reload: a 400-byte folder name raised OSError (a 500)."""
+    with pytest.raises(DataError, match=r"not a readable path \(File name too long\)"):
+        load_generator("ä" * 200, None)
+    with pytest.raises(DataError, match=r"no such folder"):
+        load_generator("runs/a\x00b", None)  # a NUL byte: no such folder
