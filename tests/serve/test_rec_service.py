@@ -337,3 +337,20 @@ def test_a_committed_batch_that_cannot_be_applied_stops_serving_instead_of_servi
     monkeypatch.setattr(LiveState, "apply", apply)
     with Server(serve_config) as srv:  # a restart rebuilds the state from the log, the stored batch included
         assert srv.wait_ready()["events"] == 3
+
+
+def test_past_its_limiter_a_stream_is_refused_with_retry_after_and_the_others_still_answer(serve_config):
+    cfg = dataclasses.replace(serve_config, max_streams=1)
+    with Server(cfg) as srv:
+        srv.wait_ready()
+        with httpx.stream("GET", srv.url + "/v1/console/stream", timeout=10) as held:
+            assert held.status_code == 200
+            lines = held.iter_lines()  # kept: a dropped iterator would close the connection
+            next(lines)  # the first frame: the stream holds its place
+            second = httpx.get(srv.url + "/v1/console/stream", timeout=10)
+            assert second.status_code == 503 and second.headers["retry-after"] == "1"
+            assert second.json()["expected"] == "at most 1 console streams at once"
+            assert httpx.post(srv.url + "/v1/recommend", json={"viewer": 1}).status_code == 200
+        # the place is given back when the stream ends
+        with httpx.stream("GET", srv.url + "/v1/console/stream", timeout=10) as again:
+            assert again.status_code == 200

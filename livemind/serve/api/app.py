@@ -157,8 +157,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Saturated)
     async def saturated(_: Request, exc: Saturated) -> JSONResponse:
-        return livemind_error(503, str(exc), expected=f"at most {exc.limit} {exc.what} at once",
-                              headers={"Retry-After": str(exc.retry_after_s)})
+        return livemind_error(503, str(exc), expected=exc.expected, headers=exc.headers)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:

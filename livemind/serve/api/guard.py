@@ -19,8 +19,9 @@ import hmac
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-import orjson
 from starlette.requests import ClientDisconnect
+
+from livemind.serve.api.errors import OpenAIError, livemind_error
 
 PUBLIC = ("/healthz", "/readyz", "/metrics", "/", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/",)
@@ -28,21 +29,15 @@ READS = ("/v1/recommend", "/v1/rooms/live", "/v1/models", "/v1/console/stream")
 OPENAI = ("/v1/chat/completions", "/v1/models")
 
 
-def error_body(path: str, status: int, message: str, field: str | None = None, expected: str | None = None) -> bytes:
-    """An error in the shape of the route's API: OpenAI's on the OpenAI routes, livemind's elsewhere."""
-    if path in OPENAI:
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        return orjson.dumps({"error": {"message": message, "type": kind, "param": field, "code": None}})
-    return orjson.dumps({"error": message, "field": field, "value": None, "expected": expected, "index": None})
-
-
-async def _reply(send, path: str, status: int, message: str, field: str | None = None, expected: str | None = None,
-                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    body = error_body(path, status, message, field, expected)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope, receive, send, status: int, message: str, field: str | None = None,
+                  expected: str | None = None, headers: dict[str, str] | None = None) -> None:
+    """Answer with the route's API's error (OpenAI's shape on the OpenAI routes, livemind's elsewhere)."""
+    if scope["path"] in OPENAI:
+        response = OpenAIError(status, message, param=field).response()
+        response.headers.update(headers or {})
+    else:
+        response = livemind_error(status, message, field=field, expected=expected, headers=headers)
+    await response(scope, receive, send)
 
 
 class _TooLarge(Exception):
@@ -72,25 +67,29 @@ class Guard:
         if self.needs_key(path):
             given = headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.key}".encode()):
-                await _reply(send, path, 401, "missing or wrong API key", "Authorization",
-                             "Authorization: Bearer <LIVEMIND_API_KEY>", ((b"www-authenticate", b"Bearer"),))
+                await _refuse(scope, receive, send, 401, "missing or wrong API key", "Authorization",
+                              "Authorization: Bearer <LIVEMIND_API_KEY>", {"WWW-Authenticate": "Bearer"})
                 return
         if method == "POST":
             origin = headers.get("origin")
             if origin is not None and not same_origin(origin, headers.get("host", "")):
-                await _reply(send, path, 403, f"a request from another site ({origin[:100]}) is refused",
-                             "Origin", "no Origin, or this server's own")
+                await _refuse(scope, receive, send, 403, f"a request from another site ({origin[:100]}) is refused",
+                              "Origin", "no Origin, or this server's own")
                 return
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
-                await _reply(send, path, 415, f"Content-Type {ctype[:100] or '(none)'!r} is refused",
-                             "Content-Type", "application/json")
+                await _refuse(scope, receive, send, 415, f"Content-Type {ctype[:100] or '(none)'!r} is refused",
+                              "Content-Type", "application/json")
                 return
         limit = self.body_limit(path)
+
+        async def too_large() -> None:
+            await _refuse(scope, receive, send, 413, f"the body is over the limit of {limit} bytes for {path}", "body",
+                          f"at most {limit} bytes")
+
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            await _reply(send, path, 413, f"the body is over the limit of {limit} bytes for {path}", "body",
-                         f"at most {limit} bytes")
+            await too_large()
             return
         seen, started = 0, False
 
@@ -116,14 +115,12 @@ class Guard:
                 with limiter:  # held until the reply (a stream too) ends or the client goes
                     await self.app(scope, counted, sending)
         except Saturated as full:
-            await _reply(send, path, 503, str(full), None, f"at most {full.limit} {full.what} at once",
-                         ((b"retry-after", str(full.retry_after_s).encode()),))
+            await _refuse(scope, receive, send, 503, str(full), None, full.expected, full.headers)
         except ClientDisconnect:  # the client went mid-body: nobody to answer
             return
         except _TooLarge:
             if not started:
-                await _reply(send, path, 413, f"the body is over the limit of {limit} bytes for {path}", "body",
-                             f"at most {limit} bytes")
+                await too_large()
 
 
 def same_origin(origin: str, host: str) -> bool:
@@ -143,6 +140,8 @@ class Saturated(Exception):
 
     def __init__(self, what: str, limit: int, retry_after_s: int = 1) -> None:
         self.what, self.limit, self.retry_after_s = what, limit, retry_after_s
+        self.expected = f"at most {limit} {what} at once"
+        self.headers = {"Retry-After": str(retry_after_s)}
         super().__init__(f"the service is at its limit of {limit} {what} at once; retry in {retry_after_s} s")
 
 
