@@ -66,4 +66,4 @@ def prepare(world: WorldData, tok: DynamicTokenizer, split: float, n_eval: int |
         eval_rows = np.sort(np.random.default_rng(seed).choice(eval_rows, n_eval, replace=False))
     return RecData(world, frame, codes, log, static_log, live,
                    LiveRooms(world, frame, static_codes(frame, codes), tok.version), split, train_rows, eval_rows,
-                   tok.quantizer.centroids)
+                   tok.code_vectors)

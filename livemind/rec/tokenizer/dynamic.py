@@ -90,11 +90,41 @@ class _RoomState:
     n: int = 0  # segments seen
     last_index: int = -1
     vector: np.ndarray | None = None  # latest x_ia, kept to re-encode on a codebook swap
+    topic: str = ""  # latest segment's topic, kept for the same reason
+
+
+@dataclass(frozen=True)
+class SidLayout:
+    """How a segment's SID is laid out around the residual codes of its content vector x_ia:
+
+        [topic] + (content codes, one per residual level) + [identity digits]
+
+    - `topic`: a first level that is the segment's topic (its product category, or chat), the
+      platform's own label, so the first code a generator predicts is the viewer's category taste
+      (residual k-means keeps it only partly: a linear probe reads the category from 63% of
+      level-1 codes). Topics are numbered by a vocabulary fixed at fit time; any other topic gets
+      the code after the last.
+    - `identity_digits`: the streamer id in that many base-K digits (K: the codebook size), most
+      significant first, as TIGER's de-duplication digit does: the last levels say *who* is live,
+      so a generator can learn a streamer's draw and the viewer's returns to it.
+    """
+
+    topic: bool = False
+    identity_digits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.identity_digits < 0:
+            raise ValueError(f"identity_digits must be non-negative, got {self.identity_digits}")
+
+    @property
+    def extra_levels(self) -> int:
+        return int(self.topic) + self.identity_digits
 
 
 class DynamicTokenizer:
     def __init__(self, encoder: ContentEncoder, tower: RoomTower, quantizer: ResidualQuantizer,
-                 encoder_config: EncoderConfig | None = None, sticky: float = 0.0) -> None:
+                 encoder_config: EncoderConfig | None = None, sticky: float = 0.0,
+                 layout: SidLayout | None = None, topics: Sequence[str] = ()) -> None:
         if encoder.dim != tower.cfg.content_dim:
             raise DataError(f"encoder {encoder.name!r} gives {encoder.dim}-d vectors, the room tower expects "
                             f"{tower.cfg.content_dim}-d")
@@ -107,18 +137,58 @@ class DynamicTokenizer:
         self.sticky = sticky  # SID hysteresis, see ResidualQuantizer.encode
         self.tower = tower.eval()
         self.quantizer = quantizer
+        self.layout = SidLayout() if layout is None else layout
+        self.topics = tuple(sorted(set(topics))) if self.layout.topic else ()
+        if self.layout.topic and len(self.topics) + 1 > quantizer.config.codebook_size:
+            raise DataError(f"{len(self.topics)} topics and one for any other do not fit in "
+                            f"{quantizer.config.codebook_size} codes")
         self.tower_version = tower_version(tower, encoder.name)
         self.version = self._version()
-        self.index = LiveIndex(quantizer.config.levels, self.version)
+        self.index = LiveIndex(self.levels, self.version)
         self._rooms: dict[int, _RoomState] = {}
         self._ended: set[int] = set()
 
     def _version(self) -> str:
-        return "tok-" + _digest(self.tower_version.encode(), self.quantizer.centroids.tobytes())
+        parts = [self.tower_version.encode(), self.quantizer.centroids.tobytes()]
+        if self.layout.extra_levels:  # plain layouts keep the versions they always had
+            parts.append(json.dumps([asdict(self.layout), self.topics]).encode())
+        return "tok-" + _digest(*parts)
 
     @property
     def levels(self) -> int:
-        return self.quantizer.config.levels
+        """Codes per SID: the residual levels and the layout's topic and identity levels."""
+        return self.quantizer.config.levels + self.layout.extra_levels
+
+    @property
+    def content_levels(self) -> slice:
+        """Where the residual content codes sit in a SID."""
+        start = int(self.layout.topic)
+        return slice(start, start + self.quantizer.config.levels)
+
+    @property
+    def code_vectors(self) -> np.ndarray:
+        """(levels, K, D) float32: each code's vector, the codebook centroids at the content levels
+        and zeros at the topic and identity levels (which say nothing about the content vector)."""
+        c = self.quantizer.centroids
+        out = np.zeros((self.levels, *c.shape[1:]), dtype=np.float32)
+        out[self.content_levels] = c
+        return out
+
+    def lay_out(self, codes: np.ndarray, topics: Sequence[str] | np.ndarray | None,
+                streamers: np.ndarray) -> np.ndarray:
+        """SIDs (N, levels) from the residual codes (N, Lq) of N segments, their topics and streamers."""
+        codes = np.asarray(codes, dtype=np.int64).reshape(len(streamers), self.quantizer.config.levels)
+        parts = []
+        if self.layout.topic:
+            if topics is None:
+                raise DataError("this tokenizer's SIDs start with the segment's topic: give each segment's topic")
+            number = {t: i for i, t in enumerate(self.topics)}
+            parts.append(np.array([number.get(str(t), len(self.topics)) for t in topics], dtype=np.int64)[:, None])
+        parts.append(codes)
+        K = self.codebook_size
+        streamers = np.asarray(streamers, dtype=np.int64)
+        parts += [(streamers // K ** i % K)[:, None] for i in reversed(range(self.layout.identity_digits))]
+        return np.concatenate(parts, axis=1)
 
     @property
     def codebook_size(self) -> int:
@@ -193,10 +263,13 @@ class DynamicTokenizer:
                                 "segments must come in order")
             last[seg.room] = seg.index
         x30 = self.encoder.encode([s.text for s in segments])  # (N, Dc)
-        return self.update_vectors([s.room for s in segments], [s.index for s in segments], x30)
+        return self.update_vectors([s.room for s in segments], [s.index for s in segments], x30,
+                                   [s.topic for s in segments])
 
-    def update_vectors(self, rooms: Sequence[int], indices: Sequence[int], x30: np.ndarray) -> list[SID]:
-        """Tokenise segments whose content vectors are already computed (the embedding-free path)."""
+    def update_vectors(self, rooms: Sequence[int], indices: Sequence[int], x30: np.ndarray,
+                       topics: Sequence[str] | None = None) -> list[SID]:
+        """Tokenise segments whose content vectors are already computed (the embedding-free path);
+        `topics`: each segment's topic, needed when the layout starts with it."""
         x30 = np.atleast_2d(np.asarray(x30, dtype=np.float32))
         if x30.shape != (len(rooms), self.encoder.dim):
             raise DataError(f"content vectors of shape {x30.shape}, expected ({len(rooms)}, {self.encoder.dim})")
@@ -212,17 +285,22 @@ class DynamicTokenizer:
         streamers = torch.tensor([st.streamer for st in states], dtype=torch.long, device="cpu")  # the tower's
         with torch.inference_mode():
             vec = self.tower(torch.from_numpy(x30), torch.from_numpy(pools), streamers).numpy()  # (N, out)
+        if self.layout.topic and topics is None:
+            raise DataError("this tokenizer's SIDs start with the segment's topic: give each segment's topic")
         previous = np.array([self.index.sid_of(r) or (-1,) * self.levels for r in rooms], dtype=np.int64)
+        previous = previous.reshape(len(rooms), self.levels)[:, self.content_levels]
         if len(set(rooms)) < len(rooms):  # a room twice in one batch: its later segment follows its earlier one
             codes = self._sequential(rooms, vec, previous)
         else:
-            codes = self.quantizer.encode(vec, previous, self.sticky)  # (N, L)
+            codes = self.quantizer.encode(vec, previous, self.sticky)  # (N, Lq)
+        codes = self.lay_out(codes, topics, np.array([st.streamer for st in states], dtype=np.int64))
         sids: list[SID] = []
         for i, (r, st) in enumerate(zip(rooms, states)):
             st.pool_sum += x30[i]
             st.n += 1
             st.last_index = int(indices[i])
             st.vector = vec[i]
+            st.topic = topics[i] if topics is not None else ""
             sid = tuple(int(c) for c in codes[i])
             self.index.upsert(r, sid)
             sids.append(sid)
@@ -248,8 +326,10 @@ class DynamicTokenizer:
         return codes
 
     def encode_vectors(self, x30: np.ndarray, xpool: np.ndarray, streamers: np.ndarray,
+                       topics: Sequence[str] | np.ndarray | None = None,
                        batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """Offline: (x_ia (N, out), codes (N, L)) for many segments at once; no state change."""
+        """Offline: (x_ia (N, out), SIDs (N, levels)) for many segments at once; no state change.
+        `topics`: each segment's topic, needed when the layout starts with it."""
         out = []
         with torch.inference_mode():
             for i in range(0, len(x30), batch_size):
@@ -257,7 +337,9 @@ class DynamicTokenizer:
                                       torch.as_tensor(xpool[i:i + batch_size], dtype=torch.float32, device="cpu"),
                                       torch.as_tensor(streamers[i:i + batch_size], dtype=torch.long, device="cpu")).numpy())
         vec = np.concatenate(out) if out else np.zeros((0, self.tower.cfg.out_dim), dtype=np.float32)
-        return vec, self.quantizer.encode(vec) if len(vec) else np.zeros((0, self.levels), dtype=np.int64)
+        if not len(vec):
+            return vec, np.zeros((0, self.levels), dtype=np.int64)
+        return vec, self.lay_out(self.quantizer.encode(vec), topics, np.asarray(streamers))
 
     # ----------------------------------------------------------------------------- persistence
 
@@ -270,7 +352,8 @@ class DynamicTokenizer:
             "format": FORMAT, "version": self.version, "tower_version": self.tower_version,
             "encoder_name": self.encoder.name,
             "encoder": asdict(self.encoder_config) if self.encoder_config else None,
-            "fusion": asdict(self.tower.cfg), "rq": asdict(self.quantizer.config), **(extra or {}),
+            "fusion": asdict(self.tower.cfg), "rq": asdict(self.quantizer.config),
+            "sid": asdict(self.layout), "topics": list(self.topics), **(extra or {}),
         }
         (out / "tokenizer.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         return out
@@ -305,7 +388,8 @@ class DynamicTokenizer:
         cls._check_codebook_meta(ResidualQuantizer.read_meta(codebook), codebook, meta["tower_version"],
                                  tower.cfg.out_dim)
         quantizer, _ = ResidualQuantizer.load(codebook)
-        tok = cls(encoder, tower, quantizer, enc_cfg)
+        layout = SidLayout(**meta["sid"]) if meta.get("sid") else None
+        tok = cls(encoder, tower, quantizer, enc_cfg, layout=layout, topics=meta.get("topics", ()))
         if tok.version != meta["version"]:
             raise DataError(f"{directory}: files give version {tok.version}, tokenizer.json says {meta['version']}")
         return tok
@@ -327,12 +411,18 @@ class DynamicTokenizer:
         path = Path(path)
         self._check_codebook_meta(ResidualQuantizer.read_meta(path), path, self.tower_version, self.tower.cfg.out_dim)
         quantizer, _ = ResidualQuantizer.load(path)
-        if quantizer.config.levels != self.levels:
+        if quantizer.config.levels != self.quantizer.config.levels:
             raise DataError(f"{path}: codebook has {quantizer.config.levels} levels, the live index holds "
-                            f"{self.levels}-level SIDs")
-        live = {r: st.vector for r, st in self._rooms.items() if st.vector is not None}
-        codes = quantizer.encode(np.stack(list(live.values()))) if live else np.zeros((0, quantizer.config.levels))
+                            f"SIDs of {self.quantizer.config.levels} residual levels")
+        if quantizer.config.codebook_size != self.codebook_size and self.layout.extra_levels:
+            raise DataError(f"{path}: codebook of {quantizer.config.codebook_size} codes, this tokenizer's SID "
+                            f"layout numbers topics and streamers in base {self.codebook_size}")
+        live = {r: st for r, st in self._rooms.items() if st.vector is not None}
         self.quantizer = quantizer
+        codes = np.zeros((0, self.levels), dtype=np.int64)
+        if live:
+            codes = self.lay_out(quantizer.encode(np.stack([st.vector for st in live.values()])),
+                                 [st.topic for st in live.values()], np.array([st.streamer for st in live.values()]))
         self.version = self._version()
         self.index.replace_all({r: tuple(int(c) for c in row) for r, row in zip(live, codes)}, self.version)
         return self.version

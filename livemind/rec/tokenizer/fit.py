@@ -32,7 +32,7 @@ import torch
 from livemind.errors import DataError
 from livemind.rec.data.segments import SegmentFrame
 from livemind.rec.tokenizer.content import ContentEncoder
-from livemind.rec.tokenizer.dynamic import DynamicTokenizer, EncoderConfig, make_encoder
+from livemind.rec.tokenizer.dynamic import DynamicTokenizer, EncoderConfig, SidLayout, make_encoder
 from livemind.rec.tokenizer.fusion import FusionConfig, RoomTower, ViewerTower, in_batch_softmax_loss
 from livemind.rec.tokenizer.rq import ResidualQuantizer, RQConfig
 from livemind.world.schema import EVENT_KINDS
@@ -61,6 +61,7 @@ class TokenizerConfig:
     max_fit_vectors: int = 200_000  # segments used to fit the codebooks
     train_until: float | None = None  # Unix time; later events and segments are held out
     seed: int = 0
+    sid: SidLayout = field(default_factory=SidLayout)  # topic and identity levels around the residual codes
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -240,7 +241,7 @@ def fit_tokenizer(world: WorldData, cfg: TokenizerConfig, encoder: ContentEncode
         vec = torch.cat([room_tower(x30_t[i:i + 8192], xpool_t[i:i + 8192], streamer_t[i:i + 8192])
                          for i in range(0, len(frame), 8192)]).numpy()
     rq = ResidualQuantizer(cfg.rq).fit(vec[fit_rows], progress=(lambda d, t: progress("fitting codebooks", d, t)) if progress else None)
-    tok = DynamicTokenizer(encoder, room_tower, rq, cfg.encoder)
+    tok = DynamicTokenizer(encoder, room_tower, rq, cfg.encoder, layout=cfg.sid, topics=frame.topic[train_seg].astype(str))
     return FitResult(tok, losses, room_tower.fusion.lam.mean().item(), len(pos), len(fit_rows))
 
 
@@ -257,17 +258,31 @@ def fit_or_load(world: WorldData, cfg: TokenizerConfig, world_config: object, ou
     from livemind.errors import LivemindError
 
     out = Path(out)
-    key = hashlib.sha256(json.dumps([dataclasses.asdict(world_config), dataclasses.asdict(cfg)], sort_keys=True,
+    # the SID layout changes no weight: one fit serves every layout (laid out after loading), and the
+    # key leaves it out, so fits cached before layouts existed are found under the key they had
+    plain = dataclasses.replace(cfg, sid=SidLayout())
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sid"}
+    key = hashlib.sha256(json.dumps([dataclasses.asdict(world_config), fields], sort_keys=True,
                                     default=str).encode()).hexdigest()[:12]
     path = out / f"tokenizer-{key}"
     if (path / "tokenizer.json").is_file():  # written last by save()
         try:
             tok = DynamicTokenizer.load(path, cache_dir=out / "embeddings")
             log(f"tokenizer loaded from {path} ({tok.version}), fit by an earlier run")
-            return tok
+            return laid_out(tok, world, cfg)
         except LivemindError as exc:
             log(f"refitting the tokenizer: {exc}")
-    fit = fit_tokenizer(world, cfg, cache_dir=out / "embeddings")
+    fit = fit_tokenizer(world, plain, cache_dir=out / "embeddings")
     fit.tokenizer.save(path)
     log(f"tokenizer fit ({fit.tokenizer.version}), saved to {path}")
-    return fit.tokenizer
+    return laid_out(fit.tokenizer, world, cfg)
+
+
+def laid_out(tok: DynamicTokenizer, world: WorldData, cfg: TokenizerConfig) -> DynamicTokenizer:
+    """`tok` with `cfg.sid`'s layout, topics numbered from the segments before `cfg.train_until`."""
+    if tok.layout == cfg.sid:
+        return tok
+    frame = SegmentFrame.from_world(world)
+    train = frame.start_time < cfg.train_until if cfg.train_until is not None else np.ones(len(frame), dtype=bool)
+    return DynamicTokenizer(tok.encoder, tok.tower, tok.quantizer, tok.encoder_config, tok.sticky, cfg.sid,
+                            frame.topic[train].astype(str))

@@ -98,7 +98,7 @@ def evaluate_tokenizer(tok: DynamicTokenizer, world: WorldData, start: float | N
             tok.start_room(room, int(frame.streamer[i]))
             live_end[room] = float(frame.room_end[room_pos[room]])
         t0 = time.perf_counter()
-        sid = tok.update_vectors([room], [int(frame.index[i])], x[None, :])[0]
+        sid = tok.update_vectors([room], [int(frame.index[i])], x[None, :], [str(frame.topic[i])])[0]
         latencies.append((time.perf_counter() - t0) * 1000)
         codes[n] = sid
         vectors[n] = tok.room_vector(room)
@@ -109,11 +109,12 @@ def evaluate_tokenizer(tok: DynamicTokenizer, world: WorldData, start: float | N
     if progress:
         progress(len(rows), len(rows))
 
-    util, ppl, counts_l1 = code_usage(codes, tok.codebook_size)
+    content = codes[:, tok.content_levels]  # the residual codes (a layout adds topic and streamer levels)
+    util, ppl, counts_l1 = code_usage(content, tok.codebook_size)
 
     # consecutive segments of the same room, in replay order
     order = np.lexsort((frame.index[rows], frame.room[rows]))
-    r_sorted, c_sorted = frame.room[rows][order], codes[order, 0]
+    r_sorted, c_sorted = frame.room[rows][order], content[order, 0]
     topic, product = frame.topic[rows][order], frame.product[rows][order]
     pair = (r_sorted[1:] == r_sorted[:-1]) & (frame.index[rows][order][1:] == frame.index[rows][order][:-1] + 1)
     changed_l1 = c_sorted[1:] != c_sorted[:-1]

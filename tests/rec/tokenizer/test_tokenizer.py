@@ -204,3 +204,45 @@ def test_content_pairs_share_the_card_or_its_topic(tiny_world, by):
         assert same_card.all()
     else:  # other products of the same topic are partners too
         assert 0 < same_card.mean() < 1
+
+
+def test_a_sid_layout_puts_the_topic_first_and_the_streamer_last(fitted, tiny_world, tmp_path):
+    from livemind.rec.data.segments import SegmentFrame
+    from livemind.rec.data.watch import segment_codes
+    from livemind.rec.tokenizer.dynamic import SidLayout
+    from livemind.rec.tokenizer.fit import laid_out
+
+    world, data = tiny_world
+    plain = fitted[0].tokenizer
+    cfg = dataclasses.replace(FAST, train_until=fitted[1], sid=SidLayout(topic=True, identity_digits=2))
+    tok = laid_out(plain, data, cfg)
+    assert laid_out(plain, data, dataclasses.replace(cfg, sid=SidLayout())) is plain
+    assert tok.levels == 5 and tok.content_levels == slice(1, 3) and tok.version != plain.version
+    assert tok.topics == tuple(sorted(set(SegmentFrame.from_world(data).topic.astype(str))))
+    cv = tok.code_vectors
+    assert cv.shape == (5, 16, 16) and not cv[0].any() and not cv[3:].any()
+    assert np.array_equal(cv[1:3], plain.quantizer.centroids)
+
+    frame = SegmentFrame.from_world(data)
+    codes, before = segment_codes(tok, frame), segment_codes(plain, frame)
+    assert np.array_equal(codes[:, 1:3], before)  # the residual codes are the plain tokenizer's
+    assert [tok.topics[c] for c in codes[:, 0]] == list(frame.topic.astype(str))
+    assert np.array_equal(codes[:, 3] * 16 + codes[:, 4], frame.streamer)  # streamer ids < 256: two base-16 digits
+
+    # online, a segment gets the SID it has offline; an unknown topic gets the code after the last
+    segs = _segments(data, 1, 4)
+    streamer = int(data.rooms.column("streamer")[1].as_py())
+    tok.start_room(1, streamer)
+    online = tok.update_many(segs)
+    rows = [int(np.flatnonzero((frame.room == 1) & (frame.index == s.index))[0]) for s in segs]
+    assert online == [tuple(int(c) for c in codes[r]) for r in rows]
+    odd = dataclasses.replace(_segments(data, 1, 5)[4], topic="a topic never seen")
+    assert tok.update(odd)[0] == len(tok.topics)
+    with pytest.raises(DataError, match="give each segment's topic"):
+        tok.update_vectors([1], [99], np.zeros((1, tok.encoder.dim), dtype=np.float32))
+
+    tok.save(tmp_path / "laid")
+    back = DynamicTokenizer.load(tmp_path / "laid")
+    assert (back.version, back.layout, back.topics) == (tok.version, tok.layout, tok.topics)
+    with pytest.raises(ValueError, match="identity_digits must be non-negative, got -1"):
+        SidLayout(identity_digits=-1)
