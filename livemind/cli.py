@@ -231,12 +231,12 @@ def rec_train(
     data = _rec_data(world, tokenizer, split, cache, eval_targets or None)
     main = int(os.environ.get("RANK", "0")) == 0
     signals = None
-    if cfg.room_loss:  # a live-room prior reads identity signals from the log
+    if cfg.room_loss:  # the softmax over live rooms (and a live-room prior) reads them from the log
         from livemind.rec.data.feedback import ViewerState
         from livemind.rec.model.prior import prior_signals
 
         signals = prior_signals(cfg.generator, data.log_for(static), ViewerState.from_world(data.world),
-                                data.live_for(static))
+                                data.live_for(static), cfg.room_loss)
     with progress_bar("training") as bar:
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log_for(static), data.train_rows, out, resume=resume,

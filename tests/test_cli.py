@@ -164,7 +164,7 @@ def test_rec_train_and_recommend_with_the_live_room_prior(tmp_path):
 
     gcfg.write_text(gcfg.read_text().replace("room_signals: 5", "room_signals: 2"))
     res = runner.invoke(app, [*args[:args.index("--out") + 1], str(tmp_path / "bad"), *args[args.index("--out") + 2:]])
-    assert res.exit_code == 2 and "room_loss needs generator.room_signals = 5" in text(res)
+    assert res.exit_code == 2 and "generator.room_signals must be 0 or 5" in text(res)
 
 
 @pytest.mark.slow

@@ -144,13 +144,15 @@ class RoomSignals:
         return rooms, self.live.codes[segs], self.for_row(row, rooms, segs)
 
     def batch(self, rows: np.ndarray, negatives: int | None = None,
-              rng: np.random.Generator | None = None) -> RoomBatch:
+              rng: np.random.Generator | None = None, causal: bool = False) -> RoomBatch:
         """The live rooms of each request row, padded, with the index of the room watched at that row.
 
         `negatives`: keep the watched room and a random `negatives` of the other live rooms (a
-        sampled softmax, for training); None keeps every live room.
+        sampled softmax, for training); None keeps every live room. `causal`: the signals read only
+        the viewer's watches strictly before the row's time (`WatchLog.batch`).
         """
         rows = np.asarray(rows, dtype=np.int64)
+        ends = self.log.before(rows) if causal else rows
         parts = []
         for r in rows:
             rooms, segs = self.live.live_segments(float(self.log.time[r]))
@@ -169,7 +171,7 @@ class RoomSignals:
         b = np.nonzero(mask)[0]  # the request of each live (row, room) entry
         sig = np.zeros((B, C, len(SIGNALS)), dtype=np.float32)
         sig[mask] = self.entries(self.log.viewer[rows][b], self.log.time[rows][b], rooms[mask], self.log.first[rows][b],
-                                 rows[b], segs[mask])
+                                 ends[b], segs[mask])
         codes = np.where(mask[..., None], self.live.codes[segs], 0).astype(np.int64)
         hit = rooms == self.log.room[rows][:, None]
         target = np.where(hit.any(1), hit.argmax(1), -1)

@@ -12,7 +12,7 @@ its whole life.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,7 +33,7 @@ WATCH = EVENT_KINDS.index("watch")
 def segment_codes(tok: DynamicTokenizer, frame: SegmentFrame) -> np.ndarray:
     """SID of every segment, (N, L), from its content and its room's history (offline, no state)."""
     x30 = tok.encoder.encode(frame.text)
-    _, codes = tok.encode_vectors(x30, frame.pooled(x30), frame.streamer)
+    _, codes = tok.encode_vectors(x30, frame.pooled(x30), frame.streamer, frame.topic.astype(str))
     return codes
 
 
@@ -108,6 +108,7 @@ class WatchLog:
     first: np.ndarray  # row of the viewer's first token
     tokenizer_version: str
     topic: np.ndarray | None = None  # (N,) topic id (SegmentFrame.topic_ids) of the segment watched; None: unknown
+    _before: np.ndarray | None = field(default=None, init=False, repr=False)  # see before()
 
     @classmethod
     def from_world(cls, world: WorldData, tok: DynamicTokenizer, static: bool = False,
@@ -143,11 +144,26 @@ class WatchLog:
             keep &= self.time < end
         return np.flatnonzero(keep)
 
-    def batch(self, rows: np.ndarray, max_history: int) -> tuple[History, torch.Tensor]:
-        """Histories (left-padded to max_history) and target SIDs (B, L) for target rows."""
+    def before(self, rows: np.ndarray) -> np.ndarray:
+        """For each row, the first row of its viewer at the same instant: the watches before it are
+        all the viewer did strictly before the row's time (what a request at that time knows)."""
+        if self._before is None:
+            new = np.r_[True, (np.diff(self.viewer) != 0) | (np.diff(self.time) != 0)]
+            starts = np.flatnonzero(new)
+            self._before = np.repeat(starts, np.diff(np.r_[starts, len(self)]))
+        return self._before[np.asarray(rows)]
+
+    def batch(self, rows: np.ndarray, max_history: int, causal: bool = False) -> tuple[History, torch.Tensor]:
+        """Histories (left-padded to max_history) and target SIDs (B, L) for target rows.
+
+        `causal`: a history holds only the watches strictly before the target's time, as a request
+        at that time sees it (`history_at`); otherwise every earlier row, the other rooms the viewer
+        opened at the same instant of the same visit included.
+        """
         rows = np.asarray(rows)
+        end = self.before(rows) if causal else rows
         offsets = np.arange(-max_history, 0)  # (H,)
-        idx = rows[:, None] + offsets[None, :]  # (B, H)
+        idx = end[:, None] + offsets[None, :]  # (B, H)
         valid = idx >= self.first[rows][:, None]
         idx = np.where(valid, idx, rows[:, None])  # padded slots read the target row, masked out below
         hist = History(

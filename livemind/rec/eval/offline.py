@@ -65,6 +65,12 @@ def recommend_at(model: OneLiveGenerator, log: WatchLog, live: LiveRooms, signal
 def evaluate(ranker: Ranker, log: WatchLog, rows: np.ndarray,
              progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, float]]:
     """{split: {metric: value}} over target rows, splits all / new / repeat (with counts `n`)."""
+    return metrics(target_ranks(ranker, log, rows, progress), log.is_repeat(rows))
+
+
+def target_ranks(ranker: Ranker, log: WatchLog, rows: np.ndarray,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """The rank (1-based) of each target's room in the ranker's list; 0 when it is not in it."""
     ranks = np.zeros(len(rows))  # 0 = not returned
     with torch.inference_mode():
         for i, row in enumerate(rows):
@@ -73,9 +79,13 @@ def evaluate(ranker: Ranker, log: WatchLog, rows: np.ndarray,
             ranks[i] = ranked.index(target) + 1 if target in ranked else 0
             if progress and i % 50 == 0:
                 progress(i, len(rows))
-    repeat = log.is_repeat(rows)
+    return ranks
+
+
+def metrics(ranks: np.ndarray, repeat: np.ndarray) -> dict[str, dict[str, float]]:
+    """{split: {metric: value}} from `target_ranks`, splits all / new / repeat (`repeat`: per target)."""
     out = {}
-    for split, sel in (("all", np.ones(len(rows), dtype=bool)), ("new", ~repeat), ("repeat", repeat)):
+    for split, sel in (("all", np.ones(len(ranks), dtype=bool)), ("new", ~repeat), ("repeat", repeat)):
         r = ranks[sel]
         hit = lambda k, r=r: float(np.mean((r > 0) & (r <= k))) if len(r) else float("nan")  # noqa: E731
         out[split] = {

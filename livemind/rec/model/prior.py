@@ -15,14 +15,16 @@ from livemind.rec.live.rooms import LiveRooms
 from livemind.rec.model.generator import LOG_LP_WEIGHT_RANGE, GeneratorConfig, OneLiveGenerator
 
 
-def prior_signals(cfg: GeneratorConfig, log: WatchLog, state: ViewerState, live: LiveRooms) -> RoomSignals | None:
+def prior_signals(cfg: GeneratorConfig, log: WatchLog, state: ViewerState, live: LiveRooms,
+                  room_loss: float = 0.0) -> RoomSignals | None:
     """The identity signals a generator's live-room prior reads, configured as it was trained
-    (`cfg.signals`); None for a generator without a prior."""
-    return RoomSignals(log, state, live, cfg.signals) if cfg.room_signals else None
+    (`cfg.signals`); None for a generator without a prior, unless it trains by a softmax over the
+    live rooms (`room_loss` > 0), which reads the live rooms from them."""
+    return RoomSignals(log, state, live, cfg.signals) if cfg.room_signals or room_loss else None
 
 
 def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarray, iterations: int = 100,
-                   chunk: int = 256) -> tuple[float, float]:
+                   chunk: int = 256, causal: bool = False, fit_weight: bool = True) -> tuple[float, float]:
     """Refit the live-room prior and the weight of log P(SID) on held-out request rows, the rest of
     the generator frozen; returns the room cross-entropy on those rows before and after.
 
@@ -40,8 +42,8 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
     with torch.no_grad():
         for i in range(0, len(rows), chunk):
             r = np.asarray(rows[i:i + chunk])
-            rb = signals.batch(r)
-            hist, _ = signals.log.batch(r, H)
+            rb = signals.batch(r, causal=causal)
+            hist, _ = signals.log.batch(r, H, causal=causal)
             ok = rb.target >= 0  # the watched room is live with a segment (always, for a world's log)
             m = rb.mask[ok]
             lps.append(model.sid_log_prob(hist, rb.codes)[ok.to(dev)][m.to(dev)])
@@ -59,7 +61,8 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
         score = model.lp_weight() * lp + model.prior(x[:, :S], x[:, S] if model.cfg.code_dim else None)
         return F.cross_entropy(torch.full((n, C), float("-inf"), device=dev).index_put(at, score), target)
 
-    params = [*model.room_prior.parameters(), model.log_lp_scale]
+    # fit_weight=False keeps the weight of log P(SID) as it is (at its floor: the prior alone)
+    params = [*model.room_prior.parameters(), *([model.log_lp_scale] if fit_weight else [])]
     with torch.no_grad():
         before = loss().item()
     # a few hundred parameters on every held-out entry at once: full-batch L-BFGS reaches a lower

@@ -50,6 +50,7 @@ class TrainConfig:
     room_loss: float = 0.0  # weight of the softmax over live rooms (log P(SID) + live-room prior); 0 = off
     room_negatives: int = 31  # other live rooms sampled per target for that softmax
     prior_holdout_hours: float = 6.0  # latest training targets held out to refit the prior on (fit_room_prior)
+    causal_history: bool = False  # histories and signals read only watches strictly before the target's time
     device: str = "cpu"  # cpu, cuda or cuda:N; under torchrun, "cuda" puts each rank on cuda:LOCAL_RANK
 
     def __post_init__(self) -> None:
@@ -66,9 +67,11 @@ class TrainConfig:
             raise ValueError(f"room_negatives must be at least 1, got {self.room_negatives}")
         if self.room_loss < 0:
             raise ValueError(f"room_loss must be non-negative, got {self.room_loss}")
-        if self.room_loss and self.generator.room_signals != len(SIGNALS):
-            raise ValueError(f"room_loss needs generator.room_signals = {len(SIGNALS)} ({', '.join(SIGNALS)}), "
+        if self.generator.room_signals not in (0, len(SIGNALS)):
+            raise ValueError(f"generator.room_signals must be 0 or {len(SIGNALS)} ({', '.join(SIGNALS)}), "
                              f"got {self.generator.room_signals}")
+        if self.generator.room_signals and not self.room_loss:
+            raise ValueError("a generator with a live-room prior (room_signals) trains it by room_loss > 0")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -176,7 +179,7 @@ class GeneratorTrainer:
                 if max_steps is not None and done >= max_steps:
                     return self.losses
                 batch = order[self.step_in_epoch * bs:(self.step_in_epoch + 1) * bs][self.rank::self.world]
-                hist, target = self.log.batch(batch, H)
+                hist, target = self.log.batch(batch, H, causal=self.cfg.causal_history)
                 allowed = None
                 if self.cfg.live_softmax:
                     allowed = torch.from_numpy(self.live.allowed(self.log.time[batch], target.numpy(),
@@ -184,7 +187,8 @@ class GeneratorTrainer:
                 rooms = None
                 if self.cfg.room_loss:  # negatives drawn from (seed, step): a resumed run draws the same
                     rooms = self.signals.batch(batch, self.cfg.room_negatives,
-                                               np.random.default_rng([self.cfg.seed, self.global_step]))
+                                               np.random.default_rng([self.cfg.seed, self.global_step]),
+                                               causal=self.cfg.causal_history)
                 loss = module(hist, target, allowed, rooms)  # module: DDP-wrapped when distributed
                 self.opt.zero_grad()
                 loss.backward()
@@ -248,7 +252,7 @@ def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str 
     neither trains nor refits again.
     """
     held = np.zeros(0, dtype=np.int64)
-    if cfg.room_loss and cfg.prior_holdout_hours:
+    if cfg.room_loss and cfg.generator.room_signals and cfg.prior_holdout_hours:
         rows = np.asarray(rows)
         late = log.time[rows] >= log.time[rows].max() - cfg.prior_holdout_hours * 3600.0
         rows, held = rows[~late], rows[late]
@@ -264,7 +268,7 @@ def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str 
     if trainer.global_step != before:
         trainer.prior_fit = None  # trained further: the refit is stale
     if len(held) and trainer.rank == 0 and trainer.prior_fit is None:
-        trainer.prior_fit = fit_room_prior(trainer.model, signals, held)
+        trainer.prior_fit = fit_room_prior(trainer.model, signals, held, causal=cfg.causal_history)
         trainer.save_checkpoint()
     if trainer.rank == 0:
         write_loss_curve(Path(out), losses, title=f"generator ({cfg.generator.decode}) training loss",

@@ -147,8 +147,10 @@ def test_live_room_prior_trains_jointly_and_survives_a_checkpoint(tiny_world, ti
     cfg = dataclasses.replace(CFG, generator=g, room_loss=1.0, epochs=3)
     with pytest.raises(ValueError, match="room_loss needs the live rooms' identity signals"):
         GeneratorTrainer(cfg, tiny_rec.log, tiny_rec.train_rows, tmp_path / "p")
-    with pytest.raises(ValueError, match="room_loss needs generator.room_signals = 5 .*, got 0"):
-        dataclasses.replace(cfg, generator=CFG.generator)
+    with pytest.raises(ValueError, match="generator.room_signals must be 0 or 5 .*, got 2"):
+        dataclasses.replace(cfg, generator=dataclasses.replace(g, room_signals=2))
+    with pytest.raises(ValueError, match="a generator with a live-room prior .* trains it by room_loss > 0"):
+        dataclasses.replace(cfg, room_loss=0.0)
     with pytest.raises(ValueError, match="room_loss must be non-negative, got -1.0"):
         dataclasses.replace(cfg, room_loss=-1.0)
     with pytest.raises(ValueError, match="room_negatives must be at least 1, got 0"):
@@ -202,3 +204,32 @@ def test_a_finished_refit_checkpoint_is_reused_without_training_or_refitting(tin
     longer = train_generator(dataclasses.replace(cfg, epochs=2), tiny_rec.log, tiny_rec.train_rows, tmp_path / "p",
                              signals=sig)
     assert longer.samples > 0 and longer.prior_fit != first.prior_fit  # trained further: refit again
+
+
+def test_a_generator_without_a_prior_learns_to_rank_the_live_rooms_by_log_p_sid(tiny_world, tiny_rec, tmp_path):
+    """room_loss without a prior: the softmax over the rooms live at each target's time is scored by
+    log P(SID) alone; training lowers that room cross-entropy, and nothing is held out or refit."""
+    from livemind.rec.data.feedback import ViewerState
+    from livemind.rec.data.room_signals import RoomSignals
+    from livemind.rec.model.train import train_generator
+
+    _, world = tiny_world
+    sig = RoomSignals(tiny_rec.log, ViewerState.from_world(world), tiny_rec.live)
+    g = dataclasses.replace(CFG.generator, codebook_size=8)
+    cfg = dataclasses.replace(CFG, generator=g, room_loss=1.0, epochs=3)
+    b = sig.batch(tiny_rec.train_rows)
+    hist, _ = tiny_rec.log.batch(tiny_rec.train_rows, g.max_history)
+
+    def room_ce(model: OneLiveGenerator) -> float:
+        with torch.no_grad():
+            scores = model.room_scores(hist, b.codes, b.signals).masked_fill(~b.mask, float("-inf"))
+            return F.cross_entropy(scores, b.target).item()
+
+    torch.manual_seed(cfg.seed)
+    init = OneLiveGenerator(g)
+    res = train_generator(cfg, tiny_rec.log, tiny_rec.train_rows, tmp_path / "r", signals=sig)
+    assert res.prior_fit is None and res.samples == len(tiny_rec.train_rows) // cfg.batch_size * cfg.batch_size * 3
+    assert np.mean(res.losses[-3:]) < np.mean(res.losses[:3])
+    assert room_ce(res.model) < room_ce(init) - 0.05
+    with pytest.raises(ValueError, match="room_loss needs the live rooms' identity signals"):
+        GeneratorTrainer(cfg, tiny_rec.log, tiny_rec.train_rows, tmp_path / "x")
