@@ -58,9 +58,10 @@ def prefix_bonus(snapshot: LiveSnapshot, prior: np.ndarray) -> dict[SID, float]:
 
 
 def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int, dense: bool = False,
-                            bonus: dict[SID, float] | None = None, weight: float = 1.0
+                            bonus: dict[SID, float] | None = None, weight: float | Sequence[float] = 1.0
                             ) -> tuple[np.ndarray, np.ndarray]:
-    """(SIDs (M, L), scores (M,)) of up to `beam` live SIDs, best first; a score is `weight` x log P(SID).
+    """(SIDs (M, L), scores (M,)) of up to `beam` live SIDs, best first; a score is `weight` x log P(SID),
+    or with a weight per level, Σ_l weight_l x log P(level l | the levels before).
 
     `bonus` (from `prefix_bonus`) is added to a beam's score when ranking beams, and the order
     returned is by score + bonus; the scores returned do not include it.
@@ -75,20 +76,22 @@ def constrained_beam_search(scorer: Scorer, snapshot: LiveSnapshot, beam: int, d
 
 
 def beam_steps(snapshot: LiveSnapshot, beam: int, dense: bool = False, bonus: dict[SID, float] | None = None,
-               weight: float = 1.0) -> Generator[tuple[np.ndarray, np.ndarray] | None, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+               weight: float | Sequence[float] = 1.0) -> Generator[tuple[np.ndarray, np.ndarray] | None, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """The search of `constrained_beam_search` as a generator, so that a caller can score the beams of
     many requests in one batch: it yields None for the first level's log-probabilities (1, K), then
     (parents, codes) of the kept beams for the next level's (N, K), and returns (SIDs, scores)."""
     if beam < 1:
         raise ValueError(f"beam must be at least 1, got {beam}")
-    if not (math.isfinite(weight) and weight > 0):
-        raise ValueError(f"the weight of log P(SID) must be a positive finite number, got {weight}")
     L = snapshot.levels
+    weights = [float(w) for w in (weight if isinstance(weight, Sequence) else [weight] * L)]
+    if len(weights) != L or not all(math.isfinite(w) and w > 0 for w in weights):
+        raise ValueError(f"the weight of log P(SID) must be a positive finite number (or one per level of {L}), "
+                         f"got {weight}")
     if not len(snapshot.rooms):
         return np.zeros((0, L), dtype=np.int64), np.zeros(0)
     prefixes = np.zeros((1, 0), dtype=np.int64)
     scores = np.zeros(1)
-    lp = weight * np.asarray((yield None), dtype=np.float64)
+    lp = weights[0] * np.asarray((yield None), dtype=np.float64)
     for level in range(L):
         K = lp.shape[1]
         if dense:
@@ -120,7 +123,7 @@ def beam_steps(snapshot: LiveSnapshot, beam: int, dense: bool = False, bonus: di
         prefixes = np.concatenate([prefixes[parents], codes[:, None]], axis=1)
         scores = new_scores
         if level + 1 < L:
-            lp = weight * np.asarray((yield parents, codes), dtype=np.float64)
+            lp = weights[level + 1] * np.asarray((yield parents, codes), dtype=np.float64)
     return prefixes, scores
 
 
@@ -239,7 +242,7 @@ def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, to
             prior = _numpy(model.live_prior(hist, cand, sig)[0])
         bonus = prefix_bonus(snapshot, prior)
     sids, scores = constrained_beam_search(GeneratorScorer(model, hist, encoded), snapshot, max(beam, top_k),
-                                           bonus=bonus, weight=model.lp_weight().item())
+                                           bonus=bonus, weight=model.lp_weight().tolist())
     return rooms_from_sids(snapshot, sids, scores, top_k, prior)
 
 
@@ -261,7 +264,7 @@ def recommend_batch(model: OneLiveGenerator, hists: Sequence[History], snapshots
     batch = History.stack(list(hists)).to(dev)
     x, valid = model.embed(batch)
     h0, kv = model.main(x, valid, last=1)  # (B, 1, d), KV (B, H, T+1, hd)
-    weight, priors = model.lp_weight().item(), [None] * B
+    weight, priors = model.lp_weight().tolist(), [None] * B
     if model.cfg.room_signals:
         if any(g is None for g, snap in zip(signals, snapshots) if len(snap.rooms)):
             raise ValueError("this generator ranks live rooms with a prior over their identity signals: pass signals")

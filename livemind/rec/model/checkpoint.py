@@ -126,6 +126,9 @@ def load_generator(directory: str | Path, tokenizer_version: str | None,
     if bad:
         raise DataError(f"generator checkpoint {directory}: non-finite values (NaN or Infinity) in {', '.join(bad[:5])}"
                         f"{' ...' if len(bad) > 5 else ''}; expected finite weights (retrain or realign it)")
+    scale = tensors.get("log_lp_scale")
+    if scale is not None and scale.dim() == 0:  # saved before each level had its weight: one for all
+        tensors["log_lp_scale"] = scale.expand(model.cfg.levels).clone()
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:  # missing / unexpected keys or shapes: weights of another model

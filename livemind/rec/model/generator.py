@@ -121,6 +121,8 @@ class GatedAttention(nn.Module):
         self.gate = nn.Linear(d, d) if cfg.time_gate else None  # W_θ
         self.q_norm = nn.RMSNorm(self.hd) if cfg.qk_norm else None
         self.k_norm = nn.RMSNorm(self.hd) if cfg.qk_norm and not shared_kv else None
+        self.track_logits = False  # when set, each forward records the largest attention logit (Figure 3)
+        self.max_logit: float | None = None
 
     def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
         B, T, _ = x.shape
@@ -146,6 +148,10 @@ class GatedAttention(nn.Module):
         if self.q_norm is not None:
             q = self.q_norm(q)
         q = q.transpose(1, 2)  # (B, H, Tq, hd)
+        if self.track_logits:
+            with torch.no_grad():
+                logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
+                self.max_logit = float(logits.masked_fill(~mask, float("-inf")).max())
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tq, hd)
         y = y.transpose(1, 2).reshape(B, Tq, d)
         if self.gate is not None:
@@ -201,7 +207,9 @@ class OneLiveGenerator(nn.Module):
             # with semantic codes the prior also reads the content affinity of history and candidate
             self.room_prior = nn.Sequential(nn.Linear(cfg.room_signals + bool(cfg.code_dim), 32), nn.GELU(),
                                             nn.Linear(32, 1))
-            self.log_lp_scale = nn.Parameter(torch.zeros(()))  # log of the weight of log P(SID) in a room's score
+            # log of the weight of each level's log-probability in a room's score (L,): the refit weighs
+            # the topic, the content codes and the streamer digits apart, as the prior overlaps them apart
+            self.log_lp_scale = nn.Parameter(torch.zeros(L))
         if cfg.decode == "mtp":
             self.mtp_in = nn.ModuleList([nn.Linear(2 * d, d, bias=False) for _ in range(L - 1)])
             self.mtp_norm = nn.ModuleList([nn.RMSNorm(d) for _ in range(L - 1)])
@@ -262,19 +270,20 @@ class OneLiveGenerator(nn.Module):
         return self.room_prior(signals).squeeze(-1)
 
     def lp_weight(self) -> Tensor:
-        """The weight () of log P(SID) in a room's score: exp(log_lp_scale) within LOG_LP_WEIGHT_RANGE
-        (1.0 without a prior). Outside the range the gradient is zero, so an optimiser stops there."""
+        """The weight (L,) of each level's log-probability in a room's score: exp(log_lp_scale) within
+        LOG_LP_WEIGHT_RANGE (ones without a prior). Outside the range the gradient is zero, so an
+        optimiser stops there."""
         if not self.cfg.room_signals:
-            return torch.ones((), device=self.device)
+            return torch.ones(self.cfg.levels, device=self.device)
         return self.log_lp_scale.clamp(*LOG_LP_WEIGHT_RANGE).exp()
 
     def room_scores(self, hist: History, cand: Tensor, signals: Tensor, enc: Encoding | None = None) -> Tensor:
-        """Score of live rooms (B, C): lp_weight() x log P(their SID cand (B, C, L)) + the prior of
-        their signals (B, C, S); without a prior, log P(SID). `enc`: see `encode`."""
-        lp = self.sid_log_prob(hist, cand, enc)
+        """Score of live rooms (B, C): Σ_l lp_weight()_l x log P(level l of their SID cand (B, C, L) | the
+        levels before) + the prior of their signals (B, C, S); without a prior, log P(SID). `enc`: see `encode`."""
         if not self.cfg.room_signals:
-            return lp
-        return self.lp_weight() * lp + self.live_prior(hist, cand, signals)
+            return self.sid_log_prob(hist, cand, enc)
+        lp = self.sid_level_log_probs(hist, cand, enc)
+        return (lp * self.lp_weight()).sum(-1) + self.live_prior(hist, cand, signals)
 
     def live_prior(self, hist: History, cand: Tensor, signals: Tensor) -> Tensor:
         """The prior (B, C) of candidates cand (B, C, L) with signals (B, C, S) after each history."""
@@ -383,7 +392,11 @@ class OneLiveGenerator(nn.Module):
         return self.weighted_loss(self.forward(hist, target), target)
 
     def sid_log_prob(self, hist: History, cand: Tensor, enc: Encoding | None = None) -> Tensor:
-        """log P(SID) of candidate SIDs cand (B, C, L) after each history: (B, C).
+        """log P(SID) of candidate SIDs cand (B, C, L) after each history: (B, C)."""
+        return self.sid_level_log_probs(hist, cand, enc).sum(-1)
+
+    def sid_level_log_probs(self, hist: History, cand: Tensor, enc: Encoding | None = None) -> Tensor:
+        """log P(level l of each candidate SID | its levels before l) for cand (B, C, L): (B, C, L).
 
         MTP runs the main stack once per history (or reads `enc`, its `encode`) and only the light
         modules per candidate; AR runs the full stack per (history, candidate) pair.
@@ -394,11 +407,12 @@ class OneLiveGenerator(nn.Module):
             rep = History(*(t.repeat_interleave(C, dim=0) for t in (hist.codes, hist.kind, hist.watch, hist.time,
                                                                     hist.valid, hist.now)))
             logits = [lg.view(B, C, -1) for lg in self.forward(rep, cand.reshape(B * C, L))]
-            return sum(torch.log_softmax(lg, -1).gather(-1, cand[..., lv:lv + 1])[..., 0] for lv, lg in enumerate(logits))
+            return torch.stack([torch.log_softmax(lg, -1).gather(-1, cand[..., lv:lv + 1])[..., 0]
+                                for lv, lg in enumerate(logits)], -1)
         h, kv, valid = enc if enc is not None else self.encode(hist)  # h (B, 1, d): [BOS]
-        lp = torch.log_softmax(self.level_logits(0, h[:, 0]), -1).gather(-1, cand[..., 0])  # level 1: once per history
+        lps = [torch.log_softmax(self.level_logits(0, h[:, 0]), -1).gather(-1, cand[..., 0])]  # level 1: once per history
         h_l = h.expand(B, C, -1)  # (B, C, d): [BOS] for every candidate
         for level in range(2, L + 1):
             h_l = self.mtp_step(level, h_l, cand[..., level - 2], kv, valid)
-            lp = lp + torch.log_softmax(self.level_logits(level - 1, h_l), -1).gather(-1, cand[..., level - 1:level])[..., 0]
-        return lp
+            lps.append(torch.log_softmax(self.level_logits(level - 1, h_l), -1).gather(-1, cand[..., level - 1:level])[..., 0])
+        return torch.stack(lps, -1)

@@ -25,8 +25,8 @@ def prior_signals(cfg: GeneratorConfig, log: WatchLog, state: ViewerState, live:
 
 def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarray, iterations: int = 100,
                    chunk: int = 256, causal: bool = False, fit_weight: bool = True) -> tuple[float, float]:
-    """Refit the live-room prior and the weight of log P(SID) on held-out request rows, the rest of
-    the generator frozen; returns the room cross-entropy on those rows before and after.
+    """Refit the live-room prior and the weight of each level of log P(SID) on held-out request rows,
+    the rest of the generator frozen; returns the room cross-entropy on those rows before and after.
 
     On its own training targets the generator's log P(SID) is sharper than on new requests, so a
     prior trained jointly with it undervalues the identity signals; fitting it on watches the
@@ -46,7 +46,7 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
             hist, _ = signals.log.batch(r, H, causal=causal)
             ok = rb.target >= 0  # the watched room is live with a segment (always, for a world's log)
             m = rb.mask[ok]
-            lps.append(model.sid_log_prob(hist, rb.codes)[ok.to(dev)][m.to(dev)])
+            lps.append(model.sid_level_log_probs(hist, rb.codes)[ok.to(dev)][m.to(dev)])  # (entries, L)
             aff = model.affinity(hist, rb.codes) if model.cfg.code_dim else torch.zeros(rb.mask.shape, device=dev)
             priors_in.append(torch.cat([rb.signals.to(dev), aff[..., None]], -1)[ok.to(dev)][m.to(dev)])
             b, c = torch.nonzero(m, as_tuple=True)
@@ -58,7 +58,7 @@ def fit_room_prior(model: OneLiveGenerator, signals: RoomSignals, rows: np.ndarr
     S = model.cfg.room_signals
 
     def loss() -> torch.Tensor:
-        score = model.lp_weight() * lp + model.prior(x[:, :S], x[:, S] if model.cfg.code_dim else None)
+        score = (lp * model.lp_weight()).sum(-1) + model.prior(x[:, :S], x[:, S] if model.cfg.code_dim else None)
         return F.cross_entropy(torch.full((n, C), float("-inf"), device=dev).index_put(at, score), target)
 
     # fit_weight=False keeps the weight of log P(SID) as it is (at its floor: the prior alone)
@@ -96,10 +96,12 @@ def generator_share(model: OneLiveGenerator) -> str:
     that the prior ranks (almost) alone, so a refit that switched the generator off is said in words."""
     if not model.cfg.room_signals:
         return "the generator ranks alone (no live-room prior)"
-    w = model.lp_weight().item()
+    ws = model.lp_weight().tolist()
+    w, shown = max(ws), " + ".join(f"{x:.3g} x log P(level {i + 1})" for i, x in enumerate(ws))
     if w <= math.exp(LOG_LP_WEIGHT_RANGE[0]) * 1.0001:
         return (f"the prior ranks alone: the refit put the generator's weight at its floor ({w:.2g} x log P(SID)); "
                 "its log P(SID) only breaks ties")
     if w < SMALL_LP_WEIGHT:
-        return f"the prior ranks almost alone: the generator's weight is {w:.3g} x log P(SID) (under {SMALL_LP_WEIGHT})"
-    return f"a room's score = {w:.3g} x log P(SID) + the live-room prior"
+        return (f"the prior ranks almost alone: the generator's weights are all under {SMALL_LP_WEIGHT} (at most "
+                f"{w:.3g} x the log-probability of a level)")
+    return f"a room's score = {shown} + the live-room prior"

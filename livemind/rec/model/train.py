@@ -51,6 +51,7 @@ class TrainConfig:
     room_negatives: int = 31  # other live rooms sampled per target for that softmax
     prior_holdout_hours: float = 6.0  # latest training targets held out to refit the prior on (fit_room_prior)
     causal_history: bool = False  # histories and signals read only watches strictly before the target's time
+    prior_joint: bool = True  # train the live-room prior with the generator; False: the generator alone, then the fit
     device: str = "cpu"  # cpu, cuda or cuda:N; under torchrun, "cuda" puts each rank on cuda:LOCAL_RANK
 
     def __post_init__(self) -> None:
@@ -85,9 +86,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 class Objective(torch.nn.Module):
     """The training loss as one module, so that DistributedDataParallel wraps everything it runs."""
 
-    def __init__(self, model: OneLiveGenerator, room_loss: float) -> None:
+    def __init__(self, model: OneLiveGenerator, room_loss: float, prior_joint: bool = True) -> None:
         super().__init__()
-        self.model, self.room_loss = model, room_loss
+        self.model, self.room_loss, self.prior_joint = model, room_loss, prior_joint
 
     def forward(self, hist: History, target: torch.Tensor, allowed: torch.Tensor | None,
                 rooms: RoomBatch | None) -> torch.Tensor:
@@ -97,7 +98,11 @@ class Objective(torch.nn.Module):
             dev = self.model.device
             target_room, mask = rooms.target.to(dev), rooms.mask.to(dev)
             ok = target_room >= 0  # the watched room is live with a segment (always, for a world's log)
-            scores = self.model.room_scores(hist, rooms.codes, rooms.signals, enc).masked_fill(~mask, float("-inf"))
+            if self.prior_joint or not self.model.cfg.room_signals:
+                scores = self.model.room_scores(hist, rooms.codes, rooms.signals, enc)
+            else:  # the generator alone ranks the rooms here; its prior is fit afterwards (fit_room_prior)
+                scores = self.model.sid_log_prob(hist, rooms.codes, enc)
+            scores = scores.masked_fill(~mask, float("-inf"))
             loss = loss + self.room_loss * F.cross_entropy(scores[ok], target_room[ok])
         return loss
 
@@ -136,7 +141,7 @@ class GeneratorTrainer:
                                      fused=True)  # one kernel per step, not one per parameter
         if resume and (self.out / "state.json").is_file():
             self._load()
-        self.objective = Objective(self.model, self.cfg.room_loss)
+        self.objective = Objective(self.model, self.cfg.room_loss, self.cfg.prior_joint)
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids) if self.world > 1 else None
 

@@ -69,7 +69,7 @@ def test_scores_are_finite_and_in_float64_reference_order_for_any_weight(sids, l
 def test_a_weight_that_is_not_positive_and_finite_is_refused():
     idx = LiveIndex(L, "v")
     idx.upsert(0, (1, 2, 3))
-    for w in (0.0, -1.0, math.inf, math.nan):
+    for w in (0.0, -1.0, math.inf, math.nan, [1.0, 1.0], [1.0, math.nan, 1.0]):
         with pytest.raises(ValueError, match="positive finite number"):
             constrained_beam_search(TableScorer(0, 1.0), idx.snapshot(), beam=4, weight=w)
 
@@ -82,7 +82,9 @@ def test_a_generator_whose_stored_weight_left_its_range_still_scores_finitely_an
                                              room_signals=4)).eval()
     with torch.no_grad():
         model.log_lp_scale.fill_(log_scale)
-    w = model.lp_weight().item()
+    assert model.lp_weight().shape == (3,)
+    w = model.lp_weight()[0].item()
+    assert model.lp_weight().tolist() == [w] * 3
     assert w == pytest.approx(math.exp(min(max(log_scale, LOG_LP_WEIGHT_RANGE[0]), LOG_LP_WEIGHT_RANGE[1])))
     rng = np.random.default_rng(1)
     idx = LiveIndex(3, "v")
@@ -99,3 +101,34 @@ def test_a_generator_whose_stored_weight_left_its_range_still_scores_finitely_an
     assert np.allclose([s for _, s in recs], sorted(exact.tolist(), reverse=True), rtol=1e-5, atol=1e-4)
     share = generator_share(model)
     assert ("the prior ranks alone" in share) == (log_scale < LOG_LP_WEIGHT_RANGE[0])
+
+
+def test_a_weight_per_level_ranks_as_the_exact_room_scores_and_an_old_scalar_weight_loads(tmp_path):
+    from livemind.rec.model.checkpoint import load_generator, save_generator
+
+    torch.manual_seed(0)
+    model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, room_signals=4)).eval()
+    with torch.no_grad():
+        model.log_lp_scale.copy_(torch.tensor([0.5, -3.0, -8.0]))
+    rng = np.random.default_rng(2)
+    idx = LiveIndex(3, "v")
+    for room in range(12):
+        idx.upsert(room, tuple(int(c) for c in rng.integers(0, 8, 3)))
+    snap = idx.snapshot()
+    sig = rng.normal(size=(12, 4)).astype(np.float32)
+    hist = make_history(1, 6, 8)
+    recs = recommend(model, hist, snap, top_k=12, beam=12, signals=sig)
+    with torch.no_grad():
+        lp = model.sid_level_log_probs(hist, torch.from_numpy(snap.codes)[None])[0].double()
+        exact = model.room_scores(hist, torch.from_numpy(snap.codes)[None], torch.from_numpy(sig)[None])[0].double()
+    w = torch.tensor([0.5, -3.0, -8.0], dtype=torch.float64).exp()
+    prior = model.live_prior(hist, torch.from_numpy(snap.codes)[None], torch.from_numpy(sig)[None])[0].double()
+    assert torch.allclose(exact, (lp * w).sum(-1) + prior, atol=1e-5)  # Σ_l w_l log P(level l | before) + prior
+    assert [r for r, _ in recs] == [int(snap.rooms[i]) for i in np.lexsort((snap.rooms, -exact.numpy()))]
+    # a checkpoint saved when one weight served every level loads with that weight at each level
+    save_generator(model, tmp_path / "g", "v")
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(tmp_path / "g" / "model.safetensors"))
+    tensors["log_lp_scale"] = torch.tensor(-2.0)
+    save_file(tensors, str(tmp_path / "g" / "model.safetensors"))
+    assert load_generator(tmp_path / "g", "v").log_lp_scale.tolist() == [-2.0] * 3

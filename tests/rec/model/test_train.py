@@ -182,7 +182,8 @@ def test_live_room_prior_trains_jointly_and_survives_a_checkpoint(tiny_world, ti
     with torch.no_grad():
         model.log_lp_scale.fill_(-87.66)
     _, after = fit_room_prior(model, sig, tiny_rec.eval_rows, iterations=20)
-    assert math.isfinite(after) and LOG_LP_WEIGHT_RANGE[0] <= model.log_lp_scale.item() <= LOG_LP_WEIGHT_RANGE[1]
+    assert math.isfinite(after) and model.log_lp_scale.shape == (2,)  # a weight per SID level
+    assert all(LOG_LP_WEIGHT_RANGE[0] <= x <= LOG_LP_WEIGHT_RANGE[1] for x in model.log_lp_scale.tolist())
     with pytest.raises(ValueError, match="has no live-room prior"):
         fit_room_prior(OneLiveGenerator(CFG.generator), sig, tiny_rec.eval_rows)
 
