@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from livemind.config import load_config
 from livemind.serve.rec.replay import wire, world_stream
 from livemind.world.simulator import WorldConfig, simulate_world
@@ -61,3 +63,54 @@ def cpu_flags() -> str:
     except (OSError, StopIteration):
         return platform.processor()
     return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags)
+
+
+class RandomRanker:
+    """The floor: the rooms live at the request time in a seeded random order."""
+
+    name = "random (live)"
+
+    def __init__(self, live, seed: int = 0) -> None:
+        self.live, self.seed = live, seed
+
+    def rank(self, log, row: int) -> list[int]:
+        rooms = self.live.rooms(float(log.time[row]))
+        return np.random.default_rng([self.seed, int(row)]).permutation(rooms).tolist()
+
+
+class SimulatorRanker:
+    """A ceiling only a simulator has: the live rooms by what the world's click model knows of the
+    viewer at the request time. `what`: "taste" ranks by the viewer's true taste · the room's
+    current content vector (content alone); "click" by the probability that the viewer clicks
+    the room if shown it (taste, the streamer's popularity, the viewer's familiarity and follow as
+    of the request, from the log)."""
+
+    def __init__(self, world, live, state, what: str) -> None:
+        from livemind.rec.eval.abtest import ground_truth
+
+        if what not in ("taste", "click"):
+            raise ValueError(f"what must be 'taste' or 'click', got {what!r}")
+        self.sim, self.live, self.state, self.what = ground_truth(world), live, state, what
+        self.name = ("simulator: true taste · content" if what == "taste" else
+                     "simulator: true click probability")
+
+    def rank(self, log, row: int) -> list[int]:
+        t, v = float(log.time[row]), int(log.viewer[row])
+        rooms = self.live.rooms(t)
+        sim = self.sim
+        if self.what == "taste":
+            score = sim.seg_vectors[sim.segment_index(rooms, t)] @ sim.taste[v]
+        else:
+            s = self.live.streamer_of(rooms)
+            n = len(rooms)
+            score = sim.expected(np.full(n, v), rooms, t, watches=self.state.watches(np.full(n, v), s, t),
+                                 follows=self.state.follows(np.full(n, v), s, t))["click"]
+        return rooms[np.lexsort((rooms, -score))].tolist()
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% paired-bootstrap interval of mean(a) - mean(b), a and b measured on the same targets."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(draws, len(a)))
+    diff = np.asarray(a, dtype=np.float64)[idx].mean(1) - np.asarray(b, dtype=np.float64)[idx].mean(1)
+    return float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))

@@ -3,15 +3,26 @@
 
 Simulated world (`configs/world/rec.yaml`): the tokenizer is fit on the first two days, the
 generator and every baseline train on watches whose target falls in the first two days, and all
-are evaluated on targets in the third day; candidates are the rooms live at the request time.
-Rows: OneLive (dynamic SIDs, sequential MTP), its ablations (no time gate, no QK norm, static
-SIDs), the full-stack autoregressive decoder, OneLive with the live-room prior
-(`configs/rec/generator-prior.yaml`: identity signals of each live room beside log P(SID)), popularity among live rooms, SASRec over room IDs
-and the availability-aware, repeat-aware SASRec (LiveRec-style). Also: MTP vs AR requests/s on
-the same requests, and training samples/s.
+are evaluated on targets in the third day (the test split, read once per model); candidates are
+the rooms live at the request time. Configs were chosen on validation targets before it
+(`benchmarks/rec_ablation.py`). Rows:
+- OneLive alone (`configs/rec/generator.yaml`: 6-level SIDs [topic, 3 content codes, 2 streamer
+  digits], trained by the SID cross-entropy plus a softmax over the rooms live at each target's
+  time), and the same generator without that softmax decoded by MTP and by the full-stack AR
+  decoder (the MTP / AR pair: same training, two decoders);
+- OneLive with the live-room prior (`configs/rec/generator-prior.yaml`: identity signals of each
+  live room beside log P(SID)), and that prior alone: refit on the same held-out hours with the
+  weight of log P(SID) at its floor, so the difference is what the generator adds (95% paired
+  bootstrap interval on the same targets);
+- baselines: popularity among live rooms, SASRec over room IDs and the availability-aware,
+  repeat-aware SASRec (LiveRec-style);
+- the floor and two ceilings: random order, and what only the simulator knows (the viewer's true
+  taste · the room's current content; the true click probability).
+The full run adds the component ablations (no time gate, no QK norm, static SIDs). Also: MTP vs
+AR requests/s on the same requests, and training samples/s.
 
-`--quick` runs only the simulated world (budget: 10 minutes on 2 cores once the tokenizer is cached
-in `--out`; fitting it on a clean machine takes another ~10 minutes). The eight models train
+`--quick` runs only the simulated world (budget: 15 minutes on 2 cores once the tokenizer is cached
+in `--out`; fitting it on a clean machine takes another ~6 minutes). The models train
 `--jobs` at a time (default: one per core), each in its own process. The full run adds
 sasrec-games (`../shared/data/sasrec-games/Video.txt`, or `--games PATH`): SASRec under the
 paper's leave-one-out protocol (100 sampled negatives) and full ranking, and the OneLive
@@ -34,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import stage
+from common import RandomRanker, SimulatorRanker, paired_interval, stage
 from rich.console import Console
 from rich.table import Table
 
@@ -46,12 +57,13 @@ from livemind.rec.baselines.sasrec import SASRecConfig, train_sasrec, unseen_neg
 from livemind.rec.data.feedback import ViewerState
 from livemind.rec.data.prepare import RecData, prepare
 from livemind.rec.data.room_signals import RoomSignals
-from livemind.rec.eval.offline import GeneratorRanker, evaluate
+from livemind.rec.eval.offline import GeneratorRanker, metrics, target_ranks
 from livemind.rec.eval.protocol import evaluate_full, evaluate_sampled, leave_one_out
 from livemind.rec.eval.sequences import generator_full_ranking, generator_scores, item_sids, sequence_log, split_summary
 from livemind.rec.model.beam import recommend
 from livemind.rec.model.checkpoint import load_generator
-from livemind.rec.model.prior import prior_signals
+from livemind.rec.model.generator import LOG_LP_WEIGHT_RANGE
+from livemind.rec.model.prior import fit_room_prior, prior_signals
 from livemind.rec.model.train import GeneratorTrainer, TrainConfig, train_generator
 from livemind.rec.tokenizer.fit import TokenizerConfig, fit_or_load
 from livemind.rec.tokenizer.rq import RQConfig
@@ -61,6 +73,7 @@ from livemind.world.simulator import WorldConfig, simulate_world
 
 console = Console()
 CORES = len(os.sched_getaffinity(0))
+WORLDS = {"default": "configs/world/rec.yaml", "large": "configs/world/large.yaml"}
 
 
 
@@ -109,19 +122,29 @@ def run_job(job: tuple) -> dict:
         aware = job[2]
         model, _ = train_live_sasrec(data.log, data.live, data.split, dataclasses.replace(ctx["sasrec"], repeat_aware=aware),
                                      aware)
-        result = evaluate(SASRecRanker(model, data.live, name=name), data.log, data.eval_rows)
-        return {"name": name, "result": result, "seconds": time.perf_counter() - t}
+        ranks = target_ranks(SASRecRanker(model, data.live, name=name), data.log, data.eval_rows)
+        return {"name": name, "result": metrics(ranks, data.log.is_repeat(data.eval_rows)), "ranks": ranks,
+                "seconds": time.perf_counter() - t}
     cfg, static, directory = job[2], job[3], job[4]
-    signals = ctx["signals"] if cfg.room_loss else None
-    res = train_generator(cfg, data.log_for(static), data.train_rows, directory, resume=False,
-                          live=data.live_for(static), code_vectors=data.code_vectors, signals=signals)
-    ranker = GeneratorRanker(res.model, data.live_for(static), cfg.generator.max_history, beam=args.beam, name=name,
-                             signals=signals)
-    return {"name": name, "result": evaluate(ranker, data.log_for(static), data.eval_rows), "dir": directory,
-            "steps": len(res.losses), "samples_per_s": res.samples_per_s, "train_seconds": res.seconds,
-            "loss": (float(np.mean(res.losses[:20])), float(np.mean(res.losses[-20:]))), "prior_fit": res.prior_fit,
-            "lp_weight": res.model.lp_weight().item() if cfg.room_loss else None,
-            "seconds": time.perf_counter() - t}
+    signals = (ctx["static_signals"] if static else ctx["signals"]) if cfg.room_loss else None
+    log, live = data.log_for(static), data.live_for(static)
+    res = train_generator(cfg, log, data.train_rows, directory, resume=False, live=live,
+                          code_vectors=data.code_vectors, signals=signals)
+    ranker = GeneratorRanker(res.model, live, cfg.generator.max_history, beam=args.beam, name=name, signals=signals)
+    ranks = target_ranks(ranker, log, data.eval_rows)
+    out = {"name": name, "result": metrics(ranks, log.is_repeat(data.eval_rows)), "ranks": ranks, "dir": directory,
+           "steps": len(res.losses), "samples_per_s": res.samples_per_s, "train_seconds": res.seconds,
+           "loss": (float(np.mean(res.losses[:20])), float(np.mean(res.losses[-20:]))), "prior_fit": res.prior_fit,
+           "lp_weight": [round(w, 4) for w in res.model.lp_weight().tolist()] if cfg.generator.room_signals else None}
+    if cfg.generator.room_signals:  # the same prior refit on the same held-out hours with log P(SID) at its floor
+        rows = data.train_rows
+        held = rows[log.time[rows] >= log.time[rows].max() - cfg.prior_holdout_hours * 3600.0]
+        with torch.no_grad():
+            res.model.log_lp_scale.fill_(LOG_LP_WEIGHT_RANGE[0])
+        fit_room_prior(res.model, signals, held, causal=cfg.causal_history, fit_weight=False)
+        alone = GeneratorRanker(res.model, live, cfg.generator.max_history, beam=args.beam, signals=signals)
+        out["prior_ranks"] = target_ranks(alone, log, data.eval_rows)
+    return out | {"seconds": time.perf_counter() - t}
 
 
 def run_jobs(jobs: list[tuple], lanes: int, t0: float) -> dict[str, dict]:
@@ -137,7 +160,9 @@ def run_jobs(jobs: list[tuple], lanes: int, t0: float) -> dict[str, dict]:
                          f"{r['loss'][1]:.2f}")
             if r.get("prior_fit"):
                 what += (f"; prior refit on held-out targets: room cross-entropy {r['prior_fit'][0]:.3f} -> "
-                         f"{r['prior_fit'][1]:.3f}, weight of log P(SID) {r['lp_weight']:.3f}")
+                         f"{r['prior_fit'][1]:.3f}, weights of log P(SID) by level {r['lp_weight']}")
+            if "prior_ranks" in r:
+                what += f"; the prior alone: HR@10 {np.mean((r['prior_ranks'] > 0) & (r['prior_ranks'] <= 10)):.3f}"
             stage(f"{what}; HR@10 {r['result']['all']['hr@10']:.3f}", t0)
     finally:
         if pool:
@@ -165,76 +190,102 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
     if args.epochs:
         gcfg, pcfg = (dataclasses.replace(c, epochs=args.epochs) for c in (gcfg, pcfg))
     g = gcfg.generator
-    variants = {  # name: (config, static SIDs, directory)
-        "OneLive": (g, False, "gen-onelive"),
-        "OneLive, no time gate": (dataclasses.replace(g, time_gate=False), False, "gen-no-gate"),
-        "OneLive, no QK norm": (dataclasses.replace(g, qk_norm=False), False, "gen-no-qk-norm"),
-        "OneLive, static SIDs (TIGER-style)": (g, True, "gen-static"),
-        "OneLive, full-stack AR decoding": (dataclasses.replace(g, decode="ar"), False, "gen-full-stack"),
+    plain = dataclasses.replace(gcfg, room_loss=0.0)  # the MTP / AR pair trains alike, without the room softmax
+    variants = {  # name: (train config, static SIDs, directory)
+        "OneLive": (gcfg, False, "gen-onelive"),
+        "OneLive, no live-room softmax (MTP)": (plain, False, "gen-no-room-softmax"),
+        "OneLive, no live-room softmax, full-stack AR decoding": (
+            dataclasses.replace(plain, generator=dataclasses.replace(g, decode="ar")), False, "gen-full-stack"),
     }
-    with_prior = "OneLive + live-room prior"
+    if not args.quick:  # the component ablations (on validation targets: benchmarks/rec_ablation.py)
+        variants |= {
+            "OneLive, no time gate": (dataclasses.replace(gcfg, generator=dataclasses.replace(g, time_gate=False)),
+                                      False, "gen-no-gate"),
+            "OneLive, no QK norm": (dataclasses.replace(gcfg, generator=dataclasses.replace(g, qk_norm=False)), False,
+                                    "gen-no-qk-norm"),
+            "OneLive, static SIDs (TIGER-style)": (gcfg, True, "gen-static"),
+        }
+    mtp_name, ar_name = "OneLive, no live-room softmax (MTP)", "OneLive, no live-room softmax, full-stack AR decoding"
+    with_prior, prior_alone = "OneLive + live-room prior", "live-room prior alone"
     aware = "SASRec, availability- and repeat-aware (LiveRec-style)"
     jobs = [("generator", with_prior, pcfg, False, out / "gen-prior")]  # the longest first
-    jobs += [("generator", n, dataclasses.replace(gcfg, generator=c), st, out / d) for n, (c, st, d) in variants.items()]
+    jobs += [("generator", n, c, st, out / d) for n, (c, st, d) in variants.items()]
     jobs += [("sasrec", "SASRec (room IDs)", False), ("sasrec", aware, True)]
     lanes = max(1, min(args.jobs, len(jobs)))
+    state = ViewerState.from_world(world)
     _JOB_CONTEXT.update(data=data, args=args, threads=max(1, CORES // lanes),
-                        signals=prior_signals(pcfg.generator, data.log, ViewerState.from_world(world), data.live),
+                        signals=prior_signals(pcfg.generator, data.log, state, data.live),
+                        static_signals=prior_signals(pcfg.generator, data.static_log, state, data.static_live),
                         sasrec=live_sasrec_config(world.streamers.num_rows, g.max_history, epochs=args.sasrec_epochs))
     stage(f"{len(jobs)} models to train, {lanes} at a time with {_JOB_CONTEXT['threads']} thread(s) each", t0)
     done = run_jobs(jobs, lanes, t0)
-    popularity = PopularityRanker(data.live)
-    order = [*variants, with_prior, popularity.name, "SASRec (room IDs)", aware]
-    results = {n: done[n]["result"] if n in done else evaluate(popularity, data.log, data.eval_rows) for n in order}
-    best = max(order[-3:], key=lambda n: results[n]["all"]["hr@10"])
-    models = {n: load_generator(done[n]["dir"], tok.version) for n in ("OneLive", "OneLive, full-stack AR decoding")}
-    lane_rate = {n: done[n]["samples_per_s"] for n in ("OneLive", "OneLive, full-stack AR decoding")}
+    done[prior_alone] = {"ranks": done[with_prior]["prior_ranks"]}
+    repeat = data.log.is_repeat(data.eval_rows)
+    references = [PopularityRanker(data.live), RandomRanker(data.live), SimulatorRanker(world, data.live, state, "taste"),
+                  SimulatorRanker(world, data.live, state, "click")]
+    for ranker in references:
+        done[ranker.name] = {"ranks": target_ranks(ranker, data.log, data.eval_rows)}
+    stage("reference rankers evaluated", t0)
+    baselines = [references[0].name, "SASRec (room IDs)", aware]
+    order = [*variants, with_prior, prior_alone, *baselines, *(r.name for r in references[1:])]
+    results = {n: metrics(done[n]["ranks"], repeat) for n in order}
+    hits = {n: (done[n]["ranks"] > 0) & (done[n]["ranks"] <= 10) for n in order}
+    best = max(baselines, key=lambda n: results[n]["all"]["hr@10"])
+    models = {n: load_generator(done[n]["dir"], tok.version) for n in (mtp_name, ar_name)}
+    lane_rate = {n: done[n]["samples_per_s"] for n in ("OneLive", ar_name)}
 
     rows = data.eval_rows[: args.speed_requests]
-    mtp_rate, ar_rate = mtp_vs_ar(data, models["OneLive"], models["OneLive, full-stack AR decoding"], rows,
-                                  g.max_history, args.beam)
+    mtp_rate, ar_rate = mtp_vs_ar(data, models[mtp_name], models[ar_name], rows, g.max_history, args.beam)
     stage("MTP vs AR timed", t0)
     train_rate = {n: training_rate(c, data, _JOB_CONTEXT["signals"]) for n, c in
-                  (("MTP", gcfg), ("AR", dataclasses.replace(gcfg, generator=variants["OneLive, full-stack AR decoding"][0])),
-                   ("prior", pcfg))}
+                  (("MTP", gcfg), ("AR", variants[ar_name][0]), ("prior", pcfg))}
     stage(f"training samples/s, one process on {CORES} cores: " + ", ".join(f"{n} {r:,.0f}" for n, r in train_rate.items()), t0)
 
     console.print(rec_metrics_table(results, f"Next-room prediction, {len(data.eval_rows):,} targets in the held-out "
                                              f"day ({args.world_config}); candidates: rooms live at the request time "
                                              f"(~{np.mean(n_live):.0f})"))
-    one, base = results["OneLive"], results[best]
-    prior = results["OneLive + live-room prior"]
-    ar = results["OneLive, full-stack AR decoding"]
+    one, base, pop = results["OneLive"], results[best], results[references[0].name]
+    prior, alone = results[with_prior], results[prior_alone]
+    gain_lo, gain_hi = paired_interval(hits[with_prior], hits[prior_alone])
+    gain = prior["all"]["hr@10"] - alone["all"]["hr@10"]
+    mtp_change = results[mtp_name]["all"]["hr@10"] / results[ar_name]["all"]["hr@10"] - 1
     t2 = Table(title="Bars")
     for col in ("what", "bar", "measured"):
         t2.add_column(col)
-    t2.add_row("OneLive HR@10 / best baseline", ">= 1.10", f"{one['all']['hr@10'] / base['all']['hr@10']:.3f} (best: {best})")
-    t2.add_row("  with the live-room prior", ">= 1.10", f"{prior['all']['hr@10'] / base['all']['hr@10']:.3f}")
-    t2.add_row("HR@10 on new rooms, OneLive vs best baseline", "ahead", f"{one['new']['hr@10']:.3f} vs {base['new']['hr@10']:.3f} "
-               f"(n={one['new']['n']})")
-    t2.add_row("  with the live-room prior", "ahead", f"{prior['new']['hr@10']:.3f} vs {base['new']['hr@10']:.3f}")
+    t2.add_row("OneLive alone vs popularity, HR@10", ">=", f"{one['all']['hr@10']:.3f} vs {pop['all']['hr@10']:.3f}")
+    t2.add_row("OneLive alone vs the best baseline on new rooms", ">=",
+               f"{one['new']['hr@10']:.3f} vs {base['new']['hr@10']:.3f} ({best}, n={one['new']['n']})")
+    t2.add_row("OneLive + prior minus the prior alone (95% paired CI)", ">= 0.02, low > 0",
+               f"{gain:+.4f} [{gain_lo:+.4f}, {gain_hi:+.4f}]")
+    t2.add_row("OneLive + prior / best baseline", ">= 1.15", f"{prior['all']['hr@10'] / base['all']['hr@10']:.3f} "
+               f"({prior['all']['hr@10']:.3f} vs {base['all']['hr@10']:.3f}, {best})")
     t2.add_row("MTP vs AR requests/s", ">= 1.3x", f"{mtp_rate:.1f} vs {ar_rate:.1f} = {mtp_rate / ar_rate:.2f}x")
-    t2.add_row("MTP vs AR HR@10, relative change", "within 2%", f"{one['all']['hr@10'] / ar['all']['hr@10'] - 1:+.2%}")
-    t2.add_row(f"training samples/s, one process on {CORES} cores: OneLive MTP / AR / with the prior", "",
+    t2.add_row("MTP vs AR HR@10, relative change", ">= -2%", f"{mtp_change:+.2%}")
+    t2.add_row(f"training samples/s, one process on {CORES} cores: OneLive / AR / with the prior", "",
                f"{train_rate['MTP']:,.0f} / {train_rate['AR']:,.0f} / {train_rate['prior']:,.0f}")
     t2.add_row(f"  per lane, {lanes} lanes of {_JOB_CONTEXT['threads']} thread(s) (this run's training)", "",
-               f"{lane_rate['OneLive']:,.0f} / {lane_rate['OneLive, full-stack AR decoding']:,.0f} / "
-               f"{done[with_prior]['samples_per_s']:,.0f}")
+               f"{lane_rate['OneLive']:,.0f} / {lane_rate[ar_name]:,.0f} / {done[with_prior]['samples_per_s']:,.0f}")
     console.print(t2)
+    r4 = lambda x: round(float(x), 4)  # noqa: E731
     return {
-        "hr10_onelive": round(one["all"]["hr@10"], 4), "hr10_best_baseline": round(base["all"]["hr@10"], 4),
-        "best_baseline": best, "hr10_ratio": round(one["all"]["hr@10"] / base["all"]["hr@10"], 4),
-        "hr10_new_onelive": round(one["new"]["hr@10"], 4), "hr10_new_best_baseline": round(base["new"]["hr@10"], 4),
-        "hr10_onelive_prior": round(prior["all"]["hr@10"], 4),
-        "hr10_ratio_prior": round(prior["all"]["hr@10"] / base["all"]["hr@10"], 4),
-        "hr10_new_onelive_prior": round(prior["new"]["hr@10"], 4),
+        "hr10_onelive": r4(one["all"]["hr@10"]), "hr10_popularity": r4(pop["all"]["hr@10"]),
+        "hr10_best_baseline": r4(base["all"]["hr@10"]), "best_baseline": best,
+        "hr10_new_onelive": r4(one["new"]["hr@10"]), "hr10_new_best_baseline": r4(base["new"]["hr@10"]),
+        "hr10_onelive_prior": r4(prior["all"]["hr@10"]), "hr10_prior_alone": r4(alone["all"]["hr@10"]),
+        "gain_prior": r4(gain), "gain_ci_low": r4(gain_lo), "gain_ci_high": r4(gain_hi),
+        "hr10_ratio_prior": r4(prior["all"]["hr@10"] / base["all"]["hr@10"]),
+        "hr10_new_onelive_prior": r4(prior["new"]["hr@10"]),
+        "hr10_random": r4(results["random (live)"]["all"]["hr@10"]),
+        "hr10_simulator_taste": r4(results["simulator: true taste · content"]["all"]["hr@10"]),
+        "hr10_simulator_click": r4(results["simulator: true click probability"]["all"]["hr@10"]),
         "mtp_speedup": round(mtp_rate / ar_rate, 3), "mtp_requests_per_s": round(mtp_rate, 1),
-        "ar_requests_per_s": round(ar_rate, 1), "mtp_hr10_rel_change": round(one["all"]["hr@10"] / ar["all"]["hr@10"] - 1, 4),
+        "ar_requests_per_s": round(ar_rate, 1), "mtp_hr10_rel_change": r4(mtp_change),
         "train_samples_per_s": round(train_rate["MTP"], 1), "train_samples_per_s_ar": round(train_rate["AR"], 1),
         "train_samples_per_s_prior": round(train_rate["prior"], 1), "train_lanes": lanes,
         "train_samples_per_s_per_lane": round(lane_rate["OneLive"], 1),
-        "rows": {n: {k: round(v, 4) for k, v in r["all"].items()} | {"hr@10_new": round(r["new"]["hr@10"], 4),
-                                                                      "hr@10_repeat": round(r["repeat"]["hr@10"], 4)}
+        "lp_weight": done[with_prior]["lp_weight"],
+        "rows": {n: {k: r4(v) for k, v in r["all"].items()} | {"hr@10_new": r4(r["new"]["hr@10"]),
+                                                              "hr@10_repeat": r4(r["repeat"]["hr@10"])}
                  for n, r in results.items()},
         "n_targets": int(len(data.eval_rows)), "mean_live_rooms": round(float(np.mean(n_live)), 1),
         "tokenizer_version": tok.version,
@@ -257,8 +308,9 @@ def games(path: Path, args: argparse.Namespace, t0: float) -> dict:
     collided = len(sids) - 1 - len({tuple(s) for s in sids[1:]})
     log = sequence_log(split.train, sids, "games-sasrec-rq")
     gcfg = load_config(args.config, TrainConfig)
-    gcfg = dataclasses.replace(gcfg, epochs=args.games_generator_epochs, generator=dataclasses.replace(
-        gcfg.generator, time_features=False, max_history=cfg.max_len, code_dim=0))  # no timestamps, no content
+    gcfg = dataclasses.replace(gcfg, epochs=args.games_generator_epochs, room_loss=0.0, generator=dataclasses.replace(
+        gcfg.generator, time_features=False, max_history=cfg.max_len, code_dim=0, levels=sids.shape[1],
+        level_weights=None))  # no timestamps, no content, no live rooms: the 3-level SIDs of SASRec's embeddings
     res = train_generator(gcfg, log, log.examples(min_history=1), Path(args.out) / "gen-games", resume=False,
                           progress=None)
     stage(f"OneLive generator on games: {len(res.losses)} steps, {res.samples_per_s:,.0f} samples/s, "
@@ -288,7 +340,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the simulated world only")
     parser.add_argument("--games-only", action="store_true", help="sasrec-games only")
-    parser.add_argument("--world-config", default="configs/world/rec.yaml")
+    parser.add_argument("--world", choices=tuple(WORLDS), default="default",
+                        help="default: configs/world/rec.yaml; large: configs/world/large.yaml (~500 rooms live at the "
+                             "peak, 50,000 viewers), every key of the JSON suffixed _large")
+    parser.add_argument("--world-config", default=None, help="a world config instead of --world's")
     parser.add_argument("--tokenizer-config", default="configs/rec/tokenizer.yaml")
     parser.add_argument("--config", default="configs/rec/generator.yaml")
     parser.add_argument("--prior-config", default="configs/rec/generator-prior.yaml",
@@ -307,6 +362,10 @@ def main() -> None:
                         help="models trained at once, each in its own process with its share of the cores "
                              "(default: one per core; 1 trains them one after another in this process)")
     args = parser.parse_args()
+    if args.world_config is None:
+        args.world_config = WORLDS[args.world]
+    if args.world == "large" and args.out == parser.get_default("out"):
+        args.out = "runs/bench_rec_large"
     torch.set_num_threads(CORES)
     t0 = time.perf_counter()
     out = {} if args.games_only else simulated(args, t0)
@@ -314,6 +373,8 @@ def main() -> None:
         out |= games(Path(args.games) if args.games else shared_data_dir() / "sasrec-games" / "Video.txt",
                      args, t0)
     out["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.world == "large":
+        out = {f"{k}_large": v for k, v in out.items()}
     console.print(f"total {out['seconds']:.0f} s")
     print(json.dumps(out))
 

@@ -52,19 +52,20 @@ def demo_tokenizer(world: WorldData, out: Path, console: Console):
     from livemind.progress import StageProgress
     from livemind.rec.data.segments import SegmentFrame
     from livemind.rec.tokenizer.dynamic import DynamicTokenizer
-    from livemind.rec.tokenizer.fit import TokenizerConfig, fit_tokenizer
+    from livemind.rec.tokenizer.fit import TokenizerConfig, fit_tokenizer, laid_out
     from livemind.rec.tokenizer.report import evaluate_tokenizer, plot_report
     from livemind.world.schema import Segment
 
     split = demo_split()
     tok_dir, cache = out / "tokenizer", out / "embeddings"
+    cfg = dataclasses.replace(load_config(REPO_ROOT / "configs/rec/tokenizer.yaml", TokenizerConfig), train_until=split)
     if (tok_dir / "tokenizer.json").is_file():
-        tok = DynamicTokenizer.load(tok_dir, cache_dir=cache)
+        tok = laid_out(DynamicTokenizer.load(tok_dir, cache_dir=cache), world, cfg)  # the layout changes no weight
         console.print(f"tokenizer: cached {tok.version} at {tok_dir}")
     else:
         start = time.perf_counter()
         with progress_bar("{task.description}", console) as bar:
-            result = fit_tokenizer(world, TokenizerConfig(train_until=split), cache_dir=cache, progress=StageProgress(bar))
+            result = fit_tokenizer(world, cfg, cache_dir=cache, progress=StageProgress(bar))
         tok = result.tokenizer
         tok.save(tok_dir, {"train": {"train_until": split, "positives": result.n_positives}})
         console.print(f"tokenizer: fit {tok.version} in {time.perf_counter() - start:.0f} s on the first two days "
@@ -80,16 +81,17 @@ def demo_tokenizer(world: WorldData, out: Path, console: Console):
         rows = np.flatnonzero((frame.room == room) & (frame.start_time >= split))[:40].tolist()
         tok.reset()
         tok.start_room(room, int(frame.streamer[rows[0]]))
-        sids = tok.update_many([Segment(room, int(frame.index[i]), float(frame.start_time[i]), frame.text[i]) for i in rows])
+        sids = tok.update_many([Segment(room, int(frame.index[i]), float(frame.start_time[i]), frame.text[i],
+                                        topic=str(frame.topic[i])) for i in rows])
         table = Table(title=f"room {room}: semantic ID as the content changes (first {len(rows)} held-out segments)")
         for col in ("time", "topic", "on screen", "SID"):
             table.add_column(col)
         last = None
         for i, sid in zip(rows, sids):
-            if sid[0] != last:
+            if sid[tok.content_levels.start] != last:  # the first content code moved
                 when = datetime.fromtimestamp(frame.start_time[i], UTC).strftime("%a %H:%M:%S")
                 table.add_row(when, str(frame.topic[i]), frame.text[i].split(" | ")[0][:48], "-".join(map(str, sid)))
-                last = sid[0]
+                last = sid[tok.content_levels.start]
         console.print(table)
     tok.reset()
     return tok
@@ -116,7 +118,7 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console):
     split = demo_split()
     data = prepare(world, tok, split, n_eval=DEMO_TARGETS, seed=0)
     cfg = demo_train_config()
-    signals = prior_signals(cfg.generator, data.log, ViewerState.from_world(world), data.live)
+    signals = prior_signals(cfg.generator, data.log, ViewerState.from_world(world), data.live, cfg.room_loss)
     with progress_bar("training the generator with its live-room prior", console) as bar:
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log, data.train_rows, out / "generator",
