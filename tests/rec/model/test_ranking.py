@@ -74,6 +74,20 @@ def test_a_weight_that_is_not_positive_and_finite_is_refused():
             constrained_beam_search(TableScorer(0, 1.0), idx.snapshot(), beam=4, weight=w)
 
 
+def _twelve_live_rooms(model: OneLiveGenerator, seed: int) -> tuple:
+    """(snapshot of 12 live rooms with random 3-level SIDs, their signals (12, 4), one history, the
+    model's top 12 of them by beam search)."""
+    rng = np.random.default_rng(seed)
+    idx = LiveIndex(3, "v")
+    for room in range(12):
+        idx.upsert(room, tuple(int(c) for c in rng.integers(0, 8, 3)))
+    snap = idx.snapshot()
+    sig = rng.normal(size=(12, 4)).astype(np.float32)
+    hist = make_history(1, 6, 8)
+    recs = recommend(model, hist, snap, top_k=12, beam=12, signals=sig)
+    return snap, sig, hist, recs
+
+
 @pytest.mark.parametrize("log_scale", [-87.66, -1e6, 88.0, 1e6])
 def test_a_generator_whose_stored_weight_left_its_range_still_scores_finitely_and_in_order(log_scale):
     """The demo's refit once stored log_lp_scale = -87.66: every room scored +inf, then null."""
@@ -86,14 +100,7 @@ def test_a_generator_whose_stored_weight_left_its_range_still_scores_finitely_an
     w = model.lp_weight()[0].item()
     assert model.lp_weight().tolist() == [w] * 3
     assert w == pytest.approx(math.exp(min(max(log_scale, LOG_LP_WEIGHT_RANGE[0]), LOG_LP_WEIGHT_RANGE[1])))
-    rng = np.random.default_rng(1)
-    idx = LiveIndex(3, "v")
-    for room in range(12):
-        idx.upsert(room, tuple(int(c) for c in rng.integers(0, 8, 3)))
-    snap = idx.snapshot()
-    sig = rng.normal(size=(12, 4)).astype(np.float32)
-    hist = make_history(1, 6, 8)
-    recs = recommend(model, hist, snap, top_k=12, beam=12, signals=sig)
+    snap, sig, hist, recs = _twelve_live_rooms(model, seed=1)
     with torch.no_grad():
         exact = model.room_scores(hist, torch.from_numpy(snap.codes)[None], torch.from_numpy(sig)[None])[0].double()
     assert all(math.isfinite(s) for _, s in recs)
@@ -110,14 +117,7 @@ def test_a_weight_per_level_ranks_as_the_exact_room_scores_and_an_old_scalar_wei
     model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, room_signals=4)).eval()
     with torch.no_grad():
         model.log_lp_scale.copy_(torch.tensor([0.5, -3.0, -8.0]))
-    rng = np.random.default_rng(2)
-    idx = LiveIndex(3, "v")
-    for room in range(12):
-        idx.upsert(room, tuple(int(c) for c in rng.integers(0, 8, 3)))
-    snap = idx.snapshot()
-    sig = rng.normal(size=(12, 4)).astype(np.float32)
-    hist = make_history(1, 6, 8)
-    recs = recommend(model, hist, snap, top_k=12, beam=12, signals=sig)
+    snap, sig, hist, recs = _twelve_live_rooms(model, seed=2)
     with torch.no_grad():
         lp = model.sid_level_log_probs(hist, torch.from_numpy(snap.codes)[None])[0].double()
         exact = model.room_scores(hist, torch.from_numpy(snap.codes)[None], torch.from_numpy(sig)[None])[0].double()
