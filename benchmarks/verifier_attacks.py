@@ -17,6 +17,10 @@ Attack classes:
 - wrong_product: "The OTHER PRODUCT is GOLD." where a second card is shown;
 - unit_tricks: "GOLD cents" for a price, "GOLD weeks" for days, "GOLD%" for a count;
 - range: "between GOLD-1 and GOLD+1" / "GOLD or GOLD+1";
+- alternatives: the gold value and a second value of the same unit *from the card* (so no rule about
+  invented numbers can catch it; small whole numbers for days and counts), in 24 wordings ("GOLD days,
+  or maybe 4", "either GOLD or 4 days", "GOLD days (possibly 4)", "GOLD days. Or 4 days.", "4 days at
+  most, GOLD usually", ...), every wording tried on every number task;
 - card_paste: the whole card as the answer.
 
 Run: python benchmarks/verifier_attacks.py [--tasks 500]   (last line: JSON)
@@ -50,8 +54,43 @@ def _name(doc: str) -> str:
     return doc.split(" (", 1)[0]
 
 
-def attacks() -> dict[str, Callable[[QATask], str | None]]:
-    """Each class: a completion for a task, or None where it does not apply."""
+# {g}: the gold value, {a}: another value of the same unit from the card, {u}: the unit word (days, left)
+ALTERNATIVE_WORDINGS = (
+    "{g}{u} or {a}{u}.", "{g}{u}, or maybe {a}.", "It's {g}{u}, possibly {a}{u}.", "Either {g} or {a}{u}.",
+    "{g}{u} (or {a}).", "{g}{u}. Or {a}{u}.", "{g}{u}, perhaps {a}{u}.", "{g}/{a}{u}.", "{g}{u}; if not, {a}{u}.",
+    "{g}{u}, {a} at most.", "{g}{u} - could be {a}{u}.", "{g}{u}, otherwise {a}{u}.", "{g} to {a}{u}.",
+    "{g}{u}, {a}{u} at the latest.", "{g}{u} give or take, maybe {a}.", "{g}{u} or so, {a}{u} tops.",
+    "{g}-{a}{u}.", "{g}{u}, though it might be {a}{u}.", "{g}{u} (sometimes {a}{u}).",
+    "{g}{u}. It could also be {a}{u}.", "{a}{u} at most, {g}{u} usually.", "Usually {g}{u}, occasionally {a}{u}.",
+    "{g}{u}, and if that fails {a}{u}.", "{g}{u}? {a}{u}?",
+)
+
+
+def _other_card_value(t: QATask, g: float) -> float:
+    """A value on the cards of the gold's kind (money with cents, or a whole number), unlike the gold."""
+    xs = [x for x in numbers(" ".join(t.documents)) if abs(x - g) >= 0.005]
+    if t.kind not in MONEY:
+        xs = [x for x in xs if x == int(x) and 0 < x < 100]
+    return min(xs, key=lambda x: (abs(x - g), x), default=g + 1)
+
+
+def alternatives(t: QATask) -> list[str] | None:
+    """Every wording of ALTERNATIVE_WORDINGS for a number task (a yes first for yes/no tasks)."""
+    g = _gold(t)
+    if g is None:
+        return None
+    a = _other_card_value(t, g)
+    unit = " days" if t.kind in DAYS else " left" if t.kind == "stock" else ""
+    lead = "Yes, " if t.gold.get("yes") else ""
+    return [lead + w.format(g=_fmt(t, g), a=_fmt(t, a), u=unit) for w in ALTERNATIVE_WORDINGS]
+
+
+def completions(made: str | list[str] | None) -> list[str]:
+    return [] if made is None else [made] if isinstance(made, str) else made
+
+
+def attacks() -> dict[str, Callable[[QATask], str | list[str] | None]]:
+    """Each class: a completion (or several) for a task, or None where it does not apply."""
     def number_spam(t):
         return " ".join(str(i) for i in range(200)) if _gold(t) is not None else None
 
@@ -108,7 +147,8 @@ def attacks() -> dict[str, Callable[[QATask], str | None]]:
 
     return {"number_spam": number_spam, "card_numbers": card_numbers, "yes_spam": yes_spam, "hedged": hedged,
             "refusal_plus_guess": refusal_plus_guess, "unrelated_sentence": unrelated_sentence,
-            "wrong_product": wrong_product, "unit_tricks": unit_tricks, "range": range_, "card_paste": card_paste}
+            "wrong_product": wrong_product, "unit_tricks": unit_tricks, "range": range_, "card_paste": card_paste,
+            "alternatives": alternatives}
 
 
 def main() -> None:
@@ -121,11 +161,9 @@ def main() -> None:
     for name, make in attacks().items():
         tried = through = 0
         for t in tasks:
-            text = make(t)
-            if text is None:
-                continue
-            tried += 1
-            through += verify(t, text).correct is True
+            for text in completions(make(t)):
+                tried += 1
+                through += verify(t, text).correct is True
         result[name] = {"tried": tried, "let_through": through}
         print(f"{name:<22}{tried:>8}{through:>13}")
     ref = sum(verify(t, t.reference).correct is True for t in tasks)

@@ -149,7 +149,10 @@ _MONEY_WORDS = {"dollars": 1.0, "dollar": 1.0, "usd": 1.0, "cents": 0.01, "cent"
 _FREE = {"of", "with", "and", "or", "in", "for", "each", "right", "now", "today", "after", "before", "off", "to", "at",
          "per", "a", "an", "the", "total", "only", "more", "is", "are", "if", "so", "but", "from", "on", "by", "which",
          "when", "as", "than", "plus", "minus", "x", "times", "then", "you", "it", "this", "that", "all", "business",
-         "working", "in-stock", "available", "still", "remaining", "shipping", "ship", "ships", "once"}
+         "working", "in-stock", "available", "still", "remaining", "shipping", "ship", "ships", "once",
+         # hedges about the same quantity ("5 tops", "48.00 max"): the number is still the asked one
+         "tops", "max", "maximum", "min", "minimum", "usually", "maybe", "perhaps", "possibly", "probably",
+         "though", "otherwise", "instead", "sometimes", "occasionally", "typically", "normally", "give", "either"}
 MAX_VALUES = 5  # distinct values of the asked unit an answer may state (the answer and the card facts around it)
 UNIT_OF_KIND = {"price": "money", "bundle": "money", "coupon": "money", "compare": "money", "free_shipping": "count",
                 "stock": "count", "shipping": "days", "returns": "days"}
@@ -203,7 +206,62 @@ def _fits(v: Value, unit: str | None) -> bool:
     return v.unit is None or (unit is not None and v.unit == unit) or (unit is None and v.unit not in ("other", "percent"))
 
 
-_ALTERNATIVE = re.compile(r"^\s*(?:or|to|-|–|and|/)\s*$")
+_ALTERNATIVE = re.compile(r"^\s*(?:[a-z%¢]+\s*)?(?:or|to|-|–|—|and|/|~)\s*$")  # "3 or 4", "3 days to 4", "3-4"
+# Words that put a second value of the asked quantity beside the first as an alternative or a bound, in
+# any order and with any words between ("3 days, or maybe 4", "either 3 or 5 days", "3 days (possibly 5)",
+# "3 days; if not, 4", "3 days, 5 at most"): the answer commits to no value.
+_MODAL = (r"or|either|maybe|perhaps|possibly|probably|might|may|could|otherwise|if not|unless|though|although|"
+          r"up to|at most|at least|at the (?:latest|earliest|most|least|outside)|tops|max|maximum|min|minimum|"
+          r"give or take|or so|worst case|best case|else|alternatively|instead|if that fails|failing that|fallback")
+_HEDGE_SAME = re.compile(rf"\b({_MODAL}|between|range|ranging|sometimes|occasionally|usually|typically|normally|"
+                         rf"generally|often)\b|[/~?(]")  # between two values in one sentence
+_HEDGE_NEXT = re.compile(rf"\b({_MODAL})\b|[/~?(]")  # in the sentence of the second value, before it or just after
+_NOT_ALTERNATIVE = re.compile(r"\b(?:or (?:more|less|fewer|above|over|under|below|later|earlier)|with or without)\b")
+_BOUNDARY = re.compile(r"[.!?;:]\s")
+_TAIL = 24  # characters after the later value that still qualify it ("5 days at most")
+
+
+# Days and counts are small whole numbers that a card holds several of: a second value of the asked kind
+# stands only in a clause about another of the card's facts ("returns within 30 days. it ships in 3 days"),
+# else it is an alternative for the asked one ("3 days; 5 days if busy", "some viewers got it in 5 days").
+_OTHER_FACT = {
+    "shipping": re.compile(r"\b(return|returns|returned|refund)"),
+    "returns": re.compile(r"\b(ship|ships|shipping|shipped|dispatch|deliver)"),
+    "stock": re.compile(r"\b(bundle|or more|order|free shipping|ships free|coupon)"),
+    "free_shipping": re.compile(r"\b(left|in stock|stock|bundle|or more)"),
+}
+# money: the unit price, list price, coupon, bundle and shipping a card states (or another product's price)
+_MONEY_FACT = re.compile(r"\b(each|one|per|unit|list|coupon|off|discount|discounted|shipping|ships|ship|free|from|"
+                         r"bundle|orders?|subtotal|after|before|card|price|priced|costs?)\b")
+for _kind in ("price", "bundle", "coupon", "compare"):
+    _OTHER_FACT[_kind] = _MONEY_FACT
+_CLAUSE_END = re.compile(r"[,;:!?()]|\.(?!\d)|\s-\s|\b(and|but|or)\b")
+
+
+def _clause(low: str, v: Value) -> str:
+    """The clause of `low` that holds the value `v` (between punctuation or a conjunction)."""
+    start = max((m.end() for m in _CLAUSE_END.finditer(low, 0, v.start)), default=0)
+    end = _CLAUSE_END.search(low, v.end)
+    return low[start:end.start() if end else len(low)]
+
+
+def _offered_as_alternatives(low: str, a: Value, b: Value, names: list[str]) -> bool:
+    """Whether two different values of the asked quantity are offered as alternatives or bounds: joined
+    directly ("3 or 4", "3-4 days"), with a hedging word between them in one sentence, or a second
+    sentence that hedges the second value ("3 days. Or 4.", "... it might be 5 days"). Product names
+    (`names`) are not read as words ("the Nova max phone")."""
+    first, second = sorted((a, b), key=lambda v: v.start)
+    between = low[first.end:second.start]
+    if _ALTERNATIVE.match(between):
+        return True
+    end = _BOUNDARY.search(low, second.end)
+    tail = low[second.end:min(second.end + _TAIL, end.start() if end else len(low))]
+    for name in names:
+        between, tail = between.replace(name, " "), tail.replace(name, " ")
+    cuts = list(_BOUNDARY.finditer(between))
+    if not cuts:
+        return bool(_HEDGE_SAME.search(_NOT_ALTERNATIVE.sub(" ", between + " " + tail)))
+    return bool(_HEDGE_NEXT.search(_NOT_ALTERNATIVE.sub(" ", between[cuts[-1].end():] + " " + tail)))
 _HEDGE = re.compile(r"\b(yes or no|yes and no|no or yes|maybe|perhaps|possibly|it depends|depends on|might|either)\b")
 _GUESS = re.compile(r"\b(probably|likely|i think|i guess|i believe|maybe|perhaps|possibly|my guess)\b|(^|[.!?]\s*|, )(yes|yeah|yep|sure)\b")
 _DONT_KNOW = re.compile(r"\b(not sure|don't know|do not know|can't (?:confirm|say)|cannot (?:confirm|say)|no idea)\b")
@@ -245,13 +303,22 @@ def check_number(task: QATask, text: str) -> tuple[bool, str]:
     listed = {round(v.value, 2) for v in fitting} - asked
     if len(listed) > MAX_VALUES:
         return False, f"lists {len(listed)} candidate values (at most {MAX_VALUES} may be stated)"
-    for a, b in zip(fitting, fitting[1:]):
-        if abs(a.value - b.value) >= 0.005 and _ALTERNATIVE.match(low[a.end:b.start]):
-            return False, f"{a.value:g} and {b.value:g} are offered as alternatives: no committed value"
+    names = _product_names(task)
+    # a number read as "about something else" ("40.99 during sales", "12 in rare cases") that looks like the
+    # asked kind (cents for money, a whole number for days and counts) may still be offered as an alternative
+    lookalike = [v for v in values(low) if v.unit == "other" and (
+        (unit == "money") == bool(re.fullmatch(r"\$?[\d,]+\.\d\d", low[v.start:v.end])))]
+    for v in fitting + lookalike:
+        if abs(v.value - committed.value) < 0.005 or round(v.value, 2) in asked:
+            continue
+        if _offered_as_alternatives(low, committed, v, names) or (
+                v in fitting and task.kind in _OTHER_FACT and not _OTHER_FACT[task.kind].search(clause := _clause(low, v))
+                and not any(n in clause for n in names)):
+            first, second = sorted((committed, v), key=lambda x: x.start)
+            return False, f"{first.value:g} and {second.value:g} are offered as alternatives: no committed value"
     others = [v for v in fitting if abs(v.value - gold) >= 0.005 and round(v.value, 2) not in known]
     if others:
         return False, f"several conflicting values: {committed.value:g} and {', '.join(f'{v.value:g}' for v in others[:3])}"
-    names = _product_names(task)
     asked = [_norm(str(e)) for e in task.gold.get("entities", [])] or names[:1]
     sentence = _sentence_at(low, committed.start)
     if any(n in sentence for n in names if n not in asked) and not any(a in sentence for a in asked):

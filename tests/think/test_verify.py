@@ -63,7 +63,8 @@ def test_numbers_em_f1():
 
 @pytest.mark.parametrize("kind, answer, reason", [
     ("price", " ".join(str(i) for i in range(200)), "lists 200 numbers"),  # number spam
-    ("price", "It's 90.00, or 95.00 at most.", "several conflicting values"),
+    ("price", "It's 90.00, or 95.00 at most.", "offered as alternatives"),
+    ("price", "It's 90.00 each, and 95.00 with the coupon.", "several conflicting values"),
     ("price", "Somewhere between 89.00 and 91.00.", "not 90"),
     ("price", "90.00 or 89.00.", "offered as alternatives"),
     ("price", "It's 90.00 cents.", "committed value 0.9 is not 90"),  # unit trick
@@ -99,11 +100,54 @@ def test_no_attack_class_gets_through_and_references_stay_right():
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from verifier_attacks import attacks
+    from verifier_attacks import attacks, completions
 
     from livemind.think.tasks import make_tasks
     tasks = make_tasks([P, Q], 120, 1, "test")
     for name, make in attacks().items():
-        through = [(t.kind, make(t)) for t in tasks if make(t) is not None and verify(t, make(t)).correct is True]
-        assert through == [], name
+        tried = [(t, text) for t in tasks for text in completions(make(t))]
+        through = [(t.kind, text) for t, text in tried if verify(t, text).correct is True]
+        assert tried and through == [], name
     assert all(verify(t, t.reference).correct is True for t in tasks)
+
+
+# Wordings kept out of verifier_attacks.py's ALTERNATIVE_WORDINGS while the rules were written (a
+# held-out check): {g} the gold value, {a} another value of its kind on the card, {u} the unit word.
+HELD_OUT_ALTERNATIVES = (
+    "{g}{u}, unless it's {a}{u}.", "{g}{u}; {a}{u} if busy.", "It's {g}{u} but sometimes {a}.",
+    "{g}{u}, {a}{u} for remote areas.", "{g}{u} (could also be {a}).", "{g}{u}, or was it {a}?",
+    "{g}{u}, {a}{u} worst case.", "Anywhere from {g} to {a}{u}.", "{g}{u}... {a}{u} at the very most.",
+    "{g}, {a}, something like that.", "I'd say {g}{u}. Then again, {a}{u}.", "{g}{u}. Some viewers got it in {a}{u}.",
+    "Normally {g}{u}; in rare cases {a}{u}.", "{g}{u} or thereabouts - {a}{u} at worst.", "{g}{u} / {a}{u}.",
+    "{g}{u}, {a}{u} max.", "{g}{u} and also {a}{u}.", "{a}{u}? No wait, {g}{u}.", "{g}{u} (might be {a} during sales).",
+    "{g}{u}, and {a}{u} on weekends.", "Expect {g}{u}, {a}{u} if the stream sells out.",
+    "{g}{u} for most people, {a}{u} for others.", "{g}{u}. Last time it was {a}{u}.", "{g}{u} in theory, {a}{u} in practice.",
+)
+
+
+@pytest.mark.parametrize("kind, g, a, unit", [
+    ("price", "90.00", "100.00", ""), ("bundle", None, "90.00", ""), ("coupon", "60.00", "20.00", ""),
+    ("free_shipping", "3", "2", ""), ("shipping", "1", "7", " days"), ("returns", "7", "1", " days"),
+    ("stock", "9", "2", " left"),
+])
+def test_every_answer_offering_alternatives_for_the_asked_quantity_is_wrong(kind, g, a, unit):
+    task = one(kind)
+    g = g or f"{task.gold['number']:.2f}"
+    lead = "Yes, " if task.gold.get("yes") else ""
+    assert verify(task, f"{lead}{g}{unit}.").correct is True  # the value alone is right
+    for wording in HELD_OUT_ALTERNATIVES:
+        answer = lead + wording.format(g=g, a=a, u=unit)
+        v = verify(task, answer)
+        assert v.correct is False and ("alternatives" in v.reason or "is not" in v.reason), (answer, v)
+
+
+@pytest.mark.parametrize("kind, answer", [
+    ("returns", "Yes, you can return it within 7 days. It ships in 1 day."),
+    ("shipping", "It ships in 1 day, and you have 7 days to return it."),
+    ("stock", "Yes, 9 left, and the bundle takes 5% off 2 or more."),
+    ("free_shipping", "Order 3 units and shipping is free; 9 left in stock."),
+    ("coupon", "You need 60.00 more: one is 90.00, and the coupon takes 20.00 off from 150.00."),
+    ("compare", "The Kiro test lamp is cheaper at 50.00; the Luma test mug is 90.00."),
+])
+def test_other_card_facts_of_the_same_kind_beside_the_answer_stay_right(kind, answer):
+    assert verify(one(kind), answer).correct is True, verify(one(kind), answer)
