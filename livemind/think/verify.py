@@ -12,8 +12,9 @@ Each gold key the task has is checked:
   for stock and quantities; a bare number fits any) -- with the unit explicit if any is. It is
   wrong when it differs from the gold value, when another fitting value in the answer differs from
   it and is on neither the cards nor the question (number spam, guesses), when two values are
-  offered as alternatives ("29.99 or 31.50", "between 2 and 4"), or when its sentence names
-  another product on the cards and not the asked one;
+  offered as alternatives, in any wording ("29.99 or 31.50", "between 2 and 4", "3 days; 5 if busy":
+  a second value of the asked kind joined or hedged, or one in a clause about no other card fact),
+  or when its sentence names another product on the cards and not the asked one;
 - yes: the answer's polarity matches (a negation such as "not", "no", "sold out" reads as no); a
   hedge ("yes or no", "maybe", "it depends") or sentences that say both yes and no is wrong;
 - entities: every gold string appears (case- and space-insensitive);
@@ -359,6 +360,8 @@ def verify(task: QATask, answer: str) -> Verdict:
     >>> verify(t, "It's 9.00 today.").correct, verify(t, "0 1 2 3 4 5 6 7 8 9").reason
     (True, 'the committed value 0 is not 9')
     >>> verify(t, "It's 9.00, or 9.50 at most.").reason
+    '9 and 9.5 are offered as alternatives: no committed value'
+    >>> verify(t, "It's 9.00 each, 9.50 with the coupon.").reason
     'several conflicting values: 9 and 9.5'
     """
     text = final_answer(answer)
