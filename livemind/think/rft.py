@@ -95,7 +95,7 @@ def reference_traces(tasks: Sequence[QATask], samples: int, count_tokens: Callab
         steps = sentences(reasoning)
         for i in range(samples):
             rng = np.random.default_rng([zlib.crc32(task.id.encode()), i])
-            kept = steps if i == 0 else [s for s in steps if rng.random() < keep]
+            kept = steps if i == 0 else [s for s in steps if "[[" in s or rng.random() < keep]  # calculations stay
             text = target(" ".join(kept), answer)
             out.append(Trace(task, Completion(text, count_tokens(text)), judge(task, text)))
     return out

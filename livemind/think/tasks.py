@@ -5,7 +5,9 @@ dialogue so far (history) and the viewer's question, plus the gold facts a corre
 Gold facts are computed from the same structured `Product` the cards are written from, so they are
 right by construction; so is each task's `reference`, a worked solution (the reasoning inside
 `<think>…</think>`, then a friendly answer that adds card facts), which `rft.reference_traces` turns
-into teacher traces when no reasoning teacher is at hand.
+into teacher traces when no reasoning teacher is at hand. The arithmetic kinds' solutions use the
+host's calculator (`livemind.think.calc`): the card's numbers bound to names once, then the same
+formulas for every product, which the runtime evaluates.
 
 Kinds (`TASK_KINDS`):
 - price arithmetic: `price` (unit price after the live discount), `bundle` (n units with bundle
@@ -124,26 +126,6 @@ def _days(n: int) -> str:
     return "1 day" if n == 1 else f"{n} days"
 
 
-def _bundle_steps(p: Product, n: int) -> str:
-    """The worked arithmetic of `p.quote(n)`, in words."""
-    quote, unit = p.quote(n), p.quote(1)["unit_price"]
-    steps = [f"One is {unit:.2f} after the live discount, so {n} are {unit * n:.2f}."]
-    if n >= p.bundle_qty:
-        steps.append(f"The bundle takes {p.bundle_pct:g}% off {p.bundle_qty} or more: {quote['subtotal']:.2f}.")
-    else:
-        steps.append(f"The bundle needs {p.bundle_qty} or more, so it does not apply.")
-    if quote["coupon"]:
-        steps.append(f"That reaches {p.coupon_threshold:.2f}, so the coupon takes {p.coupon_amount:.2f} off: "
-                     f"{quote['goods_total']:.2f}.")
-    else:
-        steps.append(f"That is below the coupon's {p.coupon_threshold:.2f}, so no coupon.")
-    if quote["shipping"]:
-        steps.append(f"Below {p.free_ship_threshold:.2f} shipping adds {p.ship_fee:.2f}: {quote['total']:.2f} in total.")
-    else:
-        steps.append(f"Shipping is free, so {quote['total']:.2f} in total.")
-    return " ".join(steps)
-
-
 class _Card(NamedTuple):
     """What every kind's writer reads: the product (and the second card), the seeded generator,
     and the phrases they share."""
@@ -169,15 +151,26 @@ def _price(c: _Card) -> _Written | None:
     return q, gold, why, say, True
 
 
+def _card_values(p: Product, unit: float, shipping: bool = True) -> str:
+    """The card's prices bound to one-letter calculator names (`livemind.think.calc`): the student
+    copies each number once, after its label, and the formulas that follow are the same for every
+    product. u unit price, b bundle %, q bundle quantity, c coupon, m coupon minimum, f shipping fee,
+    F free-shipping threshold."""
+    ship = "" if not shipping else " shipping free: [[f = 0]] [[F = 0]];" if p.ship_fee == 0 else \
+        f" shipping [[f = {p.ship_fee:.2f}]] below [[F = {p.free_ship_threshold:.2f}]];"
+    return (f"One is [[u = {unit:.2f}]]; bundle [[b = {p.bundle_pct:g}]]% off [[q = {p.bundle_qty}]] or more; "
+            f"coupon [[c = {p.coupon_amount:.2f}]] off from [[m = {p.coupon_threshold:.2f}]];{ship}")
+
+
 def _bundle(c: _Card) -> _Written | None:
     p, rng, name, unit = c.p, c.rng, c.name, c.unit
     n = int(rng.integers(2, 5))
     quote = p.quote(n)
     q, gold = (f"if I take {n} of the {name}, what do I pay in total with the coupon and shipping?",
                {"number": quote["total"]})
-    why = _bundle_steps(p, n)
-    say = (f"{n} of the {name} come to {quote['total']:.2f} in total, at {unit:.2f} each after the live discount"
-           f"{f' with the {p.coupon_amount:.2f} coupon' if quote['coupon'] else ''}.")
+    why = (f"{_card_values(p, unit)} [[n = {n}]]: [[s = n*u*(1-b/100) if n >= q else n*u]], "
+           f"[[g = s-c if s >= m else s]], [[t = g+f if g < F else g]].")
+    say = f"{n} of the {name} come to [[t]] in total, at {unit:.2f} each after the live discount."
     return q, gold, why, say, True
 
 
@@ -187,10 +180,17 @@ def _coupon(c: _Card) -> _Written | None:
         return None
     gap = round(p.coupon_threshold - unit, 2)
     q, gold = f"I'm buying one {name}. how much more do I need to spend to use the coupon?", {"number": gap}
-    why = (f"One {name} is {unit:.2f} after the live discount. The coupon takes {p.coupon_amount:.2f} off orders "
-           f"of {p.coupon_threshold:.2f} or more, so {p.coupon_threshold:.2f} - {unit:.2f} = {gap:.2f} more is needed.")
-    say = f"You need {gap:.2f} more: one is {unit:.2f}, and the coupon takes {p.coupon_amount:.2f} off from {p.coupon_threshold:.2f}."
+    why = f"The coupon needs {p.coupon_threshold:.2f}; one is {unit:.2f}: [[x = {p.coupon_threshold:.2f} - {unit:.2f}]] more."
+    say = f"You need [[x]] more: one is {unit:.2f}, and the coupon takes {p.coupon_amount:.2f} off from {p.coupon_threshold:.2f}."
     return q, gold, why, say, True
+
+
+# The fewest units whose goods total (after bundle and coupon) reaches the free-shipping threshold F:
+# the units k that reach F, unless the coupon then takes the goods back below F, when it is the units
+# that reach F + c (exact on every product of the catalog: tests/think/test_tasks.py).
+_FEWEST = ("[[a = ceil(F/u)]] [[k = max(ceil(F/(u*(1-b/100))), q) if a >= q else a]] "
+           "[[s = k*u*(1-b/100) if k >= q else k*u]] [[a = ceil((F+c)/u)]] "
+           "[[n = k if s < m or s-c >= F else max(ceil((F+c)/(u*(1-b/100))), q) if a >= q else a]]")
 
 
 def _free_shipping(c: _Card) -> _Written | None:
@@ -199,10 +199,8 @@ def _free_shipping(c: _Card) -> _Written | None:
     if p.ship_fee == 0 or n is None or n == 1:
         return None
     q, gold = f"how many of the {name} do I need to order to get free shipping?", {"number": n}
-    why = (f"Shipping is {p.ship_fee:.2f}, free on orders from {p.free_ship_threshold:.2f}. {n - 1} come to "
-           f"{p.quote(n - 1)['goods_total']:.2f}, still below it, and {n} come to {p.quote(n)['goods_total']:.2f}, "
-           f"which ships free.")
-    say = f"Order {n} and shipping is free (from {p.free_ship_threshold:.2f}); one is {unit:.2f} right now."
+    why = f"{_card_values(p, unit, shipping=False)} free shipping from [[F = {p.free_ship_threshold:.2f}]]. {_FEWEST}"
+    say = f"Order [[n]] and shipping is free (from {p.free_ship_threshold:.2f}); one is {unit:.2f} right now."
     return q, gold, why, say, True
 
 

@@ -38,6 +38,7 @@ import string
 from collections import Counter
 from dataclasses import dataclass, field
 
+from livemind.think.calc import resolve
 from livemind.think.prompts import split_reasoning
 from livemind.think.tasks import QATask
 
@@ -64,8 +65,9 @@ _DECLINE = re.compile(r"\b(can't|cannot|can not|unable|not able|won't|will not|n
 
 def final_answer(text: str) -> str:
     """The part after the reasoning: text after the last `</think>`; the whole text when there is
-    no reasoning block; nothing when the reasoning never closes (the answer was cut off)."""
-    return split_reasoning(text)[1]
+    no reasoning block; nothing when the reasoning never closes (the answer was cut off). The host's
+    calculations (`[[...]]`) are worked out first, as the service does before a viewer sees them."""
+    return split_reasoning(resolve(text))[1]
 
 
 def numbers(text: str) -> list[float]:

@@ -97,14 +97,15 @@ def test_sampled_traces_cut_off_at_the_limit_are_never_accepted():
 
 
 def test_reference_teacher_varies_length_keeps_answers_and_needs_references():
-    tasks = [one("bundle", seed=1), one("spec")]
+    tasks = [one("price"), one("spec"), one("free_shipping")]
     traces = reference_traces(tasks, 3, lambda text: len(text.split()), keep=0.5)
-    assert [t.task.id for t in traces] == ["x"] * 6 and all(t.accepted for t in traces)
+    assert [t.task.id for t in traces] == ["x"] * 9 and all(t.accepted for t in traces)
     assert [t.completion.text for t in traces[::3]] == [t.reference for t in tasks]
     answers = {split(t.completion.text)[1] for t in traces[:3]}
     assert answers == {split(tasks[0].reference)[1]}  # only the reasoning is thinned
     lengths = [t.completion.tokens for t in traces[:3]]
-    assert lengths[0] > min(lengths[1:])  # 4 sentences each kept with p 0.5: some dropped at these seeds
+    assert lengths[0] > min(lengths[1:])  # 2 sentences each kept with p 0.5: some dropped at these seeds
+    assert len({t.completion.text for t in traces[6:]}) == 1  # a calculation is never dropped: the answer reads it
     assert reference_traces(tasks, 3, len, keep=0.5)[1].completion.text == traces[1].completion.text  # seeded
     with pytest.raises(ConfigError, match="task 'x' has no reference solution"):
         reference_traces([dataclasses.replace(tasks[0], reference="")], 1, len)

@@ -50,16 +50,21 @@ def test_gold_answers_by_hand():
 
 
 def test_reference_solutions_by_hand_and_all_pass_the_verifier(tiny_world):
+    from livemind.think.calc import resolve
     from livemind.think.judge import rule_judge
     from livemind.think.prompts import split_reasoning
 
     bundle = one("bundle", seed=1)  # 3 units: 270, bundle 5% -> 256.50, coupon 20 -> 236.50, ships free
     assert "take 3 of" in bundle.question
-    assert split_reasoning(bundle.reference) == (
-        "One is 90.00 after the live discount, so 3 are 270.00. The bundle takes 5% off 2 or more: 256.50. "
-        "That reaches 150.00, so the coupon takes 20.00 off: 236.50. Shipping is free, so 236.50 in total.",
-        "3 of the Luma test mug come to 236.50 in total, at 90.00 each after the live discount with the 20.00 coupon.")
-    assert split_reasoning(one("coupon").reference)[1] == \
+    assert split_reasoning(bundle.reference) == (  # the calculation is written for the host's calculator
+        "One is [[u = 90.00]]; bundle [[b = 5]]% off [[q = 2]] or more; coupon [[c = 20.00]] off from [[m = 150.00]]; "
+        "shipping [[f = 8.00]] below [[F = 200.00]]; [[n = 3]]: [[s = n*u*(1-b/100) if n >= q else n*u]], "
+        "[[g = s-c if s >= m else s]], [[t = g+f if g < F else g]].",
+        "3 of the Luma test mug come to [[t]] in total, at 90.00 each after the live discount.")
+    assert split_reasoning(resolve(bundle.reference)) == (
+        "One is 90.00; bundle 5% off 2 or more; coupon 20.00 off from 150.00; shipping 8.00 below 200.00; 3: 256.50, "
+        "236.50, 236.50.", "3 of the Luma test mug come to 236.50 in total, at 90.00 each after the live discount.")
+    assert split_reasoning(resolve(one("coupon").reference))[1] == \
         "You need 60.00 more: one is 90.00, and the coupon takes 20.00 off from 150.00."
     assert split_reasoning(one("returns", products=(Q,)).reference) == (
         "The card says no returns for this product.", "No, sorry, the Kiro test lamp has no returns. "
@@ -132,3 +137,25 @@ def test_splits_are_fixed_by_seed_disjoint_and_stored_with_the_tasks(tmp_path):
     final_split("validation", final=False)
     with pytest.raises(DataError, match="unknown split"):
         make_splits([P, Q], {"dev": 3})
+
+
+def test_the_calculator_solutions_are_exact_on_every_product_of_the_demo_catalog():
+    """The arithmetic kinds' references (the same formulas for every product) give the gold value on
+    every product the demo world sells, every bundle size the tasks ask for."""
+    from livemind.demo import demo_world_config
+    from livemind.think.calc import resolve
+    from livemind.think.verify import final_answer, verify
+    from livemind.world.simulator import LiveWorld
+
+    products = LiveWorld(demo_world_config()).products
+    wrong, made = [], Counter()
+    for p in products:
+        for kind in ("bundle", "coupon", "free_shipping"):
+            for seed in range(3 if kind == "bundle" else 1):
+                task = make_task(kind, [p], np.random.default_rng(seed), "x")
+                if task is None:
+                    continue
+                made[kind] += 1
+                if "?" in resolve(task.reference) or verify(task, task.reference).correct is not True:
+                    wrong.append((kind, p.id, task.gold, final_answer(task.reference)))
+    assert wrong == [] and min(made.values()) > 400, (wrong[:5], made)

@@ -4,7 +4,8 @@
 to the decoder, streaming (server-sent events), cancellation, the `n` choices and the timings.
 
 `/v1/host/ask` builds the prompt from the product on the room's card now (the live state) and the
-viewer's earlier turns there. The chat follows the Chat Completions API: `stream` with `[DONE]` and
+viewer's earlier turns there, and works out the host's calculations (`[[...]]`, livemind.think.calc)
+before the viewer sees them, streamed or whole; `/v1/chat/completions` returns the model's own text. The chat follows the Chat Completions API: `stream` with `[DONE]` and
 `stream_options.include_usage`, `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`,
 `stop`, `seed`, `n`, presence and frequency penalties, `logprobs` with `top_logprobs`.
 Errors are `ServiceError` (livemind's shape) and `OpenAIError` (OpenAI's), answered by their handlers.
@@ -27,6 +28,7 @@ from livemind.serve.api.metrics import Metrics
 from livemind.serve.api.protocol import AskIn, ChatIn
 from livemind.serve.host.decoder import ContextTooLong, Penalties
 from livemind.serve.host.serving import STOP, Generation, Host, HostBusy
+from livemind.think.calc import CalcStream
 
 
 def sse(payload: Any) -> bytes:
@@ -109,9 +111,13 @@ class HostServing:
                                 "total_ms": _ms(gen.seconds)}}
 
         async def deltas() -> AsyncIterator[bytes]:
+            calc = CalcStream()  # a calculation is sent as its value once its "]]" arrives
             async for piece in iterate_in_threadpool(pieces):
                 timer.see(piece)
-                yield sse({"delta": piece})
+                if text := calc.feed(piece):
+                    yield sse({"delta": text})
+            if text := calc.flush():
+                yield sse({"delta": text})
 
         if not body.stream:
             async for _ in deltas():  # the whole answer, then the reply

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from livemind.errors import ConfigError, DataError
 from livemind.serve.host.decoder import MAX_DRAFTS, BatchDecoder, Generation, HostBusy, Streams
 from livemind.serve.host.int8 import quantize_int8
+from livemind.think.calc import resolve
 from livemind.think.prompts import STOP, messages, split_reasoning
 from livemind.think.tasks import QATask, card
 from livemind.world.schema import Product
@@ -155,7 +156,8 @@ class Host:
         return self.decoder.first(self.decoder.submit(chat, gen=gen, **sampling))
 
     def answer_of(self, gen: Generation, product: int | None) -> Answer:
-        reasoning, answer = split_reasoning(gen.text)
+        """The viewer's answer (and reasoning) from the decoded text, its calculations worked out."""
+        reasoning, answer = split_reasoning(resolve(gen.text))
         return Answer(answer, None if self.cfg.reasoning == "drop" else reasoning, product, gen)
 
 
