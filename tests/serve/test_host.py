@@ -438,3 +438,35 @@ def test_turns_are_kept_per_room_and_viewer_bounded_in_count_age_and_conversatio
     assert host.conversations == 1 and host.turns_of(901, 9) == (("viewer", "new"), ("host", "one"))
     with pytest.raises(Exception, match="turns_ttl_s > 0 and conversations >= 1"):
         HostConfig("tiny", conversations=0)
+
+
+def test_host_ask_works_out_the_students_calculations_streamed_and_whole(serve_config, catalog, tmp_path):
+    """The student writes `[[name = expression]]`; /v1/host/ask sends the values (livemind.think.calc),
+    whole and streamed (the blocks arrive split across pieces), and the answer is what the offline
+    evaluation scores for the same text. The upstream is a scripted OpenAI-compatible server."""
+    from livemind.serve.host.remote import RemoteDecoder
+    from livemind.serve.rec.engine import EngineConfig
+    from livemind.think.verify import final_answer
+    from tests.think.openai_server import openai_server
+
+    said = ("<think>One is [[u = 18.89]]; [[n = 3]]: [[s = n*u*(1-15/100) if n >= 3 else n*u]], "
+            "[[t = s+9.99 if s < 59.00 else s]]</think>3 of them come to [[t]] in total; [[x = u/0]] is not a number.")
+    with openai_server({"how much are three?": said}) as (url, _):
+        cfg = HostConfig(MODEL, max_tokens=64, backend="openai", url=url)
+        front = Host(cfg, RemoteDecoder(url, MODEL, max_batch=2), catalog)
+        front_cfg = dataclasses.replace(serve_config, engine=EngineConfig(None, None, tmp_path / "calc.duckdb", cache=None),
+                                        host=cfg)
+        with Server(front_cfg, host=front) as srv:
+            srv.wait_ready()
+            assert httpx.post(srv.url + "/v1/events", json={"events": [ROOM, {**SEG, "product": 7}]}).status_code == 200
+            ask = {"room": 900, "viewer": 4, "question": "how much are three?"}
+            whole = httpx.post(srv.url + "/v1/host/ask", json=ask, timeout=60).json()
+            with httpx.stream("POST", srv.url + "/v1/host/ask", json={**ask, "viewer": 5, "stream": True}, timeout=60) as r:
+                events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        front.decoder.close()
+    assert whole["answer"] == "3 of them come to 58.16 in total; ? is not a number." == final_answer(said)
+    assert whole["reasoning"] == "One is 18.89; 3: 48.17, 58.16"  # 3 x 18.89 = 56.67, -15% = 48.17, +9.99 shipping
+    streamed = "".join(e["delta"] for e in events[:-1])
+    assert len(events) > 10 and "[[" not in streamed and "]]" not in streamed
+    assert streamed.endswith("</think>3 of them come to 58.16 in total; ? is not a number.")
+    assert events[-1]["answer"] == whole["answer"]

@@ -2,12 +2,14 @@
 
 It answers deterministically from the last user message and counts requests. Special prompts:
 "slow <k>" sleeps 1 s on the first k requests for that prompt; questions in `answers` get that reply; "malformed" returns a reply with
-no choices; "broken json" returns a body that is not JSON.
+no choices; "broken json" returns a body that is not JSON. With `stream: true` the reply comes as
+server-sent chunks of three characters (and a usage chunk when `stream_options.include_usage`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from livemind.serve.process import free_port
 
@@ -36,6 +38,8 @@ def make_app(state: dict, answers: dict[str, str]) -> FastAPI:
         if text == "broken json":
             return PlainTextResponse("{not json", media_type="application/json")
         answer = answers.get(text.removeprefix("Viewer: "), f"echo: {text} (seed {body.get('seed')})")
+        if body.get("stream"):  # server-sent chunks of 3 characters, as a streaming server sends tokens
+            return StreamingResponse(_chunks(body, answer), media_type="text/event-stream")
         return JSONResponse({
             "id": "x", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
@@ -43,6 +47,19 @@ def make_app(state: dict, answers: dict[str, str]) -> FastAPI:
         })
 
     return app
+
+
+async def _chunks(body: dict, answer: str):
+    base = {"id": "x", "object": "chat.completion.chunk", "created": int(time.time()), "model": body["model"]}
+    for i in range(0, len(answer), 3):
+        delta = {"content": answer[i:i + 3], **({"role": "assistant"} if i == 0 else {})}
+        yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}) + "\n\n"
+    yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n"
+    if (body.get("stream_options") or {}).get("include_usage"):
+        n = len(answer.split())
+        yield "data: " + json.dumps({**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": n,
+                                                                      "total_tokens": 3 + n}}) + "\n\n"
+    yield "data: [DONE]\n\n"
 
 
 @contextmanager
