@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--base", action=argparse.BooleanOptionalAction, default=True,
                         help="evaluate the base student too (--no-base: only the RFT student, e.g. for a long test read)")
-    parser.add_argument("--bf16", action="store_true", help="SFT under bfloat16 autocast (about 2x faster on AVX512-BF16)")
+    parser.add_argument("--bf16", action="store_true", help="SFT under bfloat16 autocast (here: little faster in the trainer; docs/results.md)")
     parser.add_argument("--musique", type=int, default=200, help="MuSiQue dev questions (0: skip)")
     parser.add_argument("--musique-paragraphs", default="supporting", choices=["supporting", "all"])
     parser.add_argument("--musique-path", default=MUSIQUE)
@@ -139,7 +139,8 @@ def main() -> None:
     results = {r.name: r.summary for r in evaluated}
     kinds = {r.name: r.kinds for r in evaluated}
     none = {"correct": float("nan"), "tokens": float("nan"), "helpful": float("nan"), "tokens_mean": float("nan")}
-    kinds.setdefault("base", {}), results.setdefault("base", none)  # --no-base: the base's columns read nan
+    if not args.base:  # the base's columns read "–", its JSON figures null
+        kinds["base"], results["base"] = {}, none
     for r in evaluated:
         example = next(x for x in r.scored if x.task.kind == "bundle")
         console.print(f"{r.name}, e.g. {example.task.question!r} (gold {example.task.gold}) -> {example.completion.text!r}",

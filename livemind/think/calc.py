@@ -16,8 +16,9 @@ minus, comparisons, `a if cond else b`, `and`/`or`/`not`, and the functions `rou
 within `LIMIT`. Money is rounded to cents at every assignment, as `Product.quote` rounds.
 
 A value prints with two decimals when the expression involves a decimal number, a division or a
-name bound to money, unless it rounds with `ceil` or `floor` (a count); else as a whole number. An expression that does not evaluate (a syntax error, an unknown name, a division
-by zero, a value out of bounds) prints as `?`, which no verifier reads as a number: the answer is
+name bound to money, unless it rounds with `ceil` or `floor` (a count); else as a whole number. An
+expression that does not evaluate (a syntax error, an unknown name, a division by zero, a value out of
+bounds) prints as `?`, which no verifier reads as a number: the answer is
 then wrong, never a guess. The offline evaluation, GRPO's rewards and `/v1/host/ask` (streamed or
 whole) resolve the same way (`resolve`, `CalcStream`).
 """
@@ -33,7 +34,6 @@ MAX_CHARS = 240
 MAX_NODES = 80
 LIMIT = 1e9
 UNRESOLVED = "?"
-_BLOCK = re.compile(r"\[\[(.*?)\]\]", re.S)
 _WHOLE = re.compile(r"\b(ceil|floor)\(")  # a count, printed whole
 _ASSIGN = re.compile(r"^\s*([a-z_][a-z0-9_]{0,15})\s*=(?!=)(.*)$", re.S | re.I)
 _FUNCTIONS: dict[str, Callable[..., float]] = {
@@ -123,8 +123,13 @@ def _eval(node: ast.AST, names: dict[str, float]) -> float:
     raise CalcError(f"{type(node).__name__} is not allowed")
 
 
-def _decimal(expression: str) -> bool:
-    return bool(re.search(r"\d\.\d|/", expression))
+def _money(expression: str, money_names: set[str]) -> bool:
+    """Whether a value prints with cents: a decimal number, a division or a name bound to money in the
+    expression, and no `ceil` or `floor` (a count)."""
+    if _WHOLE.search(expression):
+        return False
+    return bool(re.search(r"\d\.\d|/", expression)) or any(
+        n in money_names for n in re.findall(r"[a-z_][a-z0-9_]*", expression, re.I))
 
 
 def resolve(text: str) -> str:
@@ -180,7 +185,7 @@ class CalcStream:
             x = evaluate(expression, self.names)
         except CalcError:
             return UNRESOLVED
-        decimal = not _WHOLE.search(expression) and (_decimal(expression) or any(n in self.decimal for n in re.findall(r"[a-z_][a-z0-9_]*", expression, re.I)))
+        decimal = _money(expression, self.decimal)
         if decimal:
             x = round(x, 2)
         if name:

@@ -41,7 +41,7 @@ class SFTSettings:
     lora_r: int = 16
     lora_alpha: int = 32
     seed: int = 0
-    bf16: bool = False  # bfloat16 autocast (on a CPU with AVX512-BF16 or AMX about 2x faster here; on a GPU the usual)
+    bf16: bool = False  # bfloat16 autocast (on a GPU the usual; on these CPU cores the LoRA steps gained little)
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.lora_r < 1:

@@ -227,17 +227,16 @@ _TAIL = 24  # characters after the later value that still qualify it ("5 days at
 # Days and counts are small whole numbers that a card holds several of: a second value of the asked kind
 # stands only in a clause about another of the card's facts ("returns within 30 days. it ships in 3 days"),
 # else it is an alternative for the asked one ("3 days; 5 days if busy", "some viewers got it in 5 days").
+# For money: the unit price, list price, coupon, bundle and shipping a card states (or another product's price).
+_MONEY_FACT = re.compile(r"\b(each|one|per|unit|list|coupon|off|discount|discounted|shipping|ships|ship|free|from|"
+                         r"bundle|orders?|subtotal|after|before|card|price|priced|costs?)\b")
 _OTHER_FACT = {
     "shipping": re.compile(r"\b(return|returns|returned|refund)"),
     "returns": re.compile(r"\b(ship|ships|shipping|shipped|dispatch|deliver)"),
     "stock": re.compile(r"\b(bundle|or more|order|free shipping|ships free|coupon)"),
     "free_shipping": re.compile(r"\b(left|in stock|stock|bundle|or more)"),
+    **dict.fromkeys(("price", "bundle", "coupon", "compare"), _MONEY_FACT),
 }
-# money: the unit price, list price, coupon, bundle and shipping a card states (or another product's price)
-_MONEY_FACT = re.compile(r"\b(each|one|per|unit|list|coupon|off|discount|discounted|shipping|ships|ship|free|from|"
-                         r"bundle|orders?|subtotal|after|before|card|price|priced|costs?)\b")
-for _kind in ("price", "bundle", "coupon", "compare"):
-    _OTHER_FACT[_kind] = _MONEY_FACT
 _CLAUSE_END = re.compile(r"[,;:!?()]|\.(?!\d)|\s-\s|\b(and|but|or)\b")
 
 
@@ -265,6 +264,8 @@ def _offered_as_alternatives(low: str, a: Value, b: Value, names: list[str]) -> 
     if not cuts:
         return bool(_HEDGE_SAME.search(_NOT_ALTERNATIVE.sub(" ", between + " " + tail)))
     return bool(_HEDGE_NEXT.search(_NOT_ALTERNATIVE.sub(" ", between[cuts[-1].end():] + " " + tail)))
+
+
 _HEDGE = re.compile(r"\b(yes or no|yes and no|no or yes|maybe|perhaps|possibly|it depends|depends on|might|either)\b")
 _GUESS = re.compile(r"\b(probably|likely|i think|i guess|i believe|maybe|perhaps|possibly|my guess)\b|(^|[.!?]\s*|, )(yes|yeah|yep|sure)\b")
 _DONT_KNOW = re.compile(r"\b(not sure|don't know|do not know|can't (?:confirm|say)|cannot (?:confirm|say)|no idea)\b")

@@ -5,7 +5,8 @@ to the decoder, streaming (server-sent events), cancellation, the `n` choices an
 
 `/v1/host/ask` builds the prompt from the product on the room's card now (the live state) and the
 viewer's earlier turns there, and works out the host's calculations (`[[...]]`, livemind.think.calc)
-before the viewer sees them, streamed or whole; `/v1/chat/completions` returns the model's own text. The chat follows the Chat Completions API: `stream` with `[DONE]` and
+before the viewer sees them, streamed or whole; `/v1/chat/completions` returns the model's own text.
+The chat follows the Chat Completions API: `stream` with `[DONE]` and
 `stream_options.include_usage`, `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`,
 `stop`, `seed`, `n`, presence and frequency penalties, `logprobs` with `top_logprobs`.
 Errors are `ServiceError` (livemind's shape) and `OpenAIError` (OpenAI's), answered by their handlers.
