@@ -643,10 +643,13 @@ def serve(
                                                      "serves /v1/host/ask and /v1/chat/completions")] = None,
     catalog: Annotated[Path | None, typer.Option(help="a world folder whose products the host answers about")] = None,
     host_name: Annotated[str, typer.Option(help="the model id of the host on /v1/models")] = "livemind-host",
-    host_tokens: Annotated[int, typer.Option(help="the host's default answer budget in tokens")] = 128,
-    host_weights: Annotated[str | None, typer.Option(help="int8 (weight-only int8: ~3x faster decoding on CPU, answers "
-                                                          "within a point of fp32) or fp32; default: what livemind think "
-                                                          "export wrote, else int8 on the CPU")] = None,
+    host_tokens: Annotated[int, typer.Option(help="the host's default answer budget in tokens (a calculation for "
+                                                  "the calculator takes up to ~230)")] = 256,  # = HostConfig.max_tokens
+    host_weights: Annotated[str | None, typer.Option(help="int8 (weight-only int8: ~3x faster decoding on CPU; the GRPO "
+                                                          "student's answers within a point of fp32, the 720-trace RFT "
+                                                          "student's 19 points under: check yours with "
+                                                          "benchmarks/host_quality.py) or fp32; default: what livemind "
+                                                          "think export wrote, else int8 on the CPU")] = None,
     host_batch: Annotated[int, typer.Option(help="host requests decoded together (continuous batching)")] = 8,
     host_wait: Annotated[float, typer.Option(help="seconds a host request may wait for a batch row before a 503")] = 5.0,
     host_threads: Annotated[int, typer.Option(help="CPU threads of the local host's decoder (0: every core); the rest "
