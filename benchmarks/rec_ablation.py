@@ -38,7 +38,7 @@ from livemind.rec.data.room_signals import RoomSignals
 from livemind.rec.data.watch import History
 from livemind.rec.model.generator import LOG_LP_WEIGHT_RANGE
 from livemind.rec.model.prior import fit_room_prior
-from livemind.rec.model.train import TrainConfig, train_generator
+from livemind.rec.model.train import TrainConfig, prior_holdout, train_generator
 from livemind.rec.tokenizer.dynamic import SidLayout
 from livemind.rec.tokenizer.fit import TokenizerConfig, fit_or_load, laid_out
 from livemind.world.simulator import WorldConfig, simulate_world
@@ -149,8 +149,7 @@ def run_variant(name: str) -> dict:
            "loss": (float(np.mean(res.losses[:20])), float(np.mean(res.losses[-20:]))),
            "lp_weight": [round(w, 3) for w in res.model.lp_weight().tolist()], "seconds": time.perf_counter() - t}
     if cfg.generator.room_signals:  # the same prior refit with log P(SID) at its floor: the prior alone
-        rows = ctx["train_rows"]
-        held = rows[data.log.time[rows] >= data.log.time[rows].max() - cfg.prior_holdout_hours * 3600.0]
+        _, held = prior_holdout(cfg, data.log, ctx["train_rows"])
         with torch.no_grad():
             res.model.log_lp_scale.fill_(LOG_LP_WEIGHT_RANGE[0])
         fit_room_prior(res.model, signals, held, causal=cfg.causal_history, fit_weight=False)

@@ -64,7 +64,7 @@ from livemind.rec.model.beam import recommend
 from livemind.rec.model.checkpoint import load_generator
 from livemind.rec.model.generator import LOG_LP_WEIGHT_RANGE
 from livemind.rec.model.prior import fit_room_prior, prior_signals
-from livemind.rec.model.train import GeneratorTrainer, TrainConfig, train_generator
+from livemind.rec.model.train import GeneratorTrainer, TrainConfig, prior_holdout, train_generator
 from livemind.rec.tokenizer.fit import TokenizerConfig, fit_or_load
 from livemind.rec.tokenizer.rq import RQConfig
 from livemind.report import rec_metrics_table
@@ -137,8 +137,7 @@ def run_job(job: tuple) -> dict:
            "loss": (float(np.mean(res.losses[:20])), float(np.mean(res.losses[-20:]))), "prior_fit": res.prior_fit,
            "lp_weight": [round(w, 4) for w in res.model.lp_weight().tolist()] if cfg.generator.room_signals else None}
     if cfg.generator.room_signals:  # the same prior refit on the same held-out hours with log P(SID) at its floor
-        rows = data.train_rows
-        held = rows[log.time[rows] >= log.time[rows].max() - cfg.prior_holdout_hours * 3600.0]
+        _, held = prior_holdout(cfg, log, data.train_rows)
         with torch.no_grad():
             res.model.log_lp_scale.fill_(LOG_LP_WEIGHT_RANGE[0])
         fit_room_prior(res.model, signals, held, causal=cfg.causal_history, fit_weight=False)

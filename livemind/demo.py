@@ -110,9 +110,8 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console):
     from livemind.rec.data.prepare import prepare
     from livemind.rec.data.room_signals import SIGNALS
     from livemind.rec.eval.offline import GeneratorRanker, evaluate
-    from livemind.rec.model.checkpoint import saved_generator_config
     from livemind.rec.model.prior import generator_share, prior_signals
-    from livemind.rec.model.train import train_generator
+    from livemind.rec.model.train import prior_holdout, same_training, train_generator
     from livemind.report import rec_metrics_table
 
     split = demo_split()
@@ -122,14 +121,16 @@ def demo_generator(world: WorldData, tok, out: Path, console: Console):
     with progress_bar("training the generator with its live-room prior", console) as bar:
         task = bar.add_task("train", total=None)
         res = train_generator(cfg, data.log, data.train_rows, out / "generator",
-                              resume=saved_generator_config(out / "generator") == cfg.generator,  # retrain after a config change
+                              resume=same_training(out / "generator", cfg),  # retrain after a config change
                               progress=lambda d, n: bar.update(task, completed=d, total=n), live=data.live,
                               code_vectors=data.code_vectors, signals=signals)
     ran = "resumed from cache, nothing left to train" if res.samples == 0 else f"{res.samples_per_s:,.0f} samples/s"
-    console.print(f"generator: {len(res.losses):,} steps on the watches before the split but the last "
-                  f"{cfg.prior_holdout_hours:g} hours ({ran}); loss {np.mean(res.losses[:20]):.2f} -> "
-                  f"{np.mean(res.losses[-20:]):.2f}, curve in {out / 'generator' / 'loss.png'}")
-    console.print(f"live-room prior refit on those last hours: room cross-entropy {res.prior_fit[0]:.3f} -> "
+    kept, held = prior_holdout(cfg, data.log, data.train_rows)
+    console.print(f"generator: {len(res.losses):,} steps on {len(kept):,} watches before the split ({ran}); loss "
+                  f"{np.mean(res.losses[:20]):.2f} -> {np.mean(res.losses[-20:]):.2f}, curve in "
+                  f"{out / 'generator' / 'loss.png'}")
+    console.print(f"live-room prior refit on the {len(held):,} latest watches before the split, which the generator "
+                  f"did not train on: room cross-entropy {res.prior_fit[0]:.3f} -> "
                   f"{res.prior_fit[1]:.3f}; {generator_share(res.model)} (the prior reads {', '.join(SIGNALS)} "
                   "and the SID affinity)")
     g = cfg.generator

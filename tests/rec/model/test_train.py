@@ -234,3 +234,46 @@ def test_a_generator_without_a_prior_learns_to_rank_the_live_rooms_by_log_p_sid(
     assert room_ce(res.model) < room_ce(init) - 0.05
     with pytest.raises(ValueError, match="room_loss needs the live rooms' identity signals"):
         GeneratorTrainer(cfg, tiny_rec.log, tiny_rec.train_rows, tmp_path / "x")
+
+
+def test_the_prior_is_refit_on_the_last_hours_or_at_least_a_share_of_the_latest_targets(watch_log):
+    """A few dozen held-out targets overfit the refit (the demo world's last 6 hours held 61 of 6,216):
+    the holdout is the last `prior_holdout_hours` or the latest `prior_holdout_share`, whichever holds more."""
+    from livemind.rec.data.room_signals import SIGNALS
+    from livemind.rec.model.train import prior_holdout
+
+    log, _, _ = watch_log
+    rows = log.examples(min_history=1)
+    t = log.time[rows]
+    g = dataclasses.replace(CFG.generator, room_signals=len(SIGNALS))
+    prior = dataclasses.replace(CFG, generator=g, room_loss=1.0)
+    span = (t.max() - t.min()) / 3600.0
+    kept, held = prior_holdout(dataclasses.replace(prior, prior_holdout_hours=1e-6, prior_holdout_share=0.25), log, rows)
+    assert len(kept) + len(held) == len(rows) and not set(kept) & set(held)
+    assert len(held) == int((t >= np.quantile(t, 0.75, method="higher")).sum())
+    assert 0.2 * len(rows) <= len(held) <= 0.3 * len(rows)
+    assert t[np.isin(rows, held)].min() >= t[np.isin(rows, kept)].max()  # the latest ones, by time
+    kept, held = prior_holdout(dataclasses.replace(prior, prior_holdout_hours=span * 0.9, prior_holdout_share=0.01),
+                               log, rows)
+    assert np.array_equal(held, rows[t >= t.max() - span * 0.9 * 3600.0])  # the hours hold more: the hours
+    assert len(held) > 0.5 * len(rows)
+    kept, held = prior_holdout(dataclasses.replace(CFG, room_loss=1.0), log, rows)  # no prior: nothing held out
+    assert np.array_equal(kept, rows) and len(held) == 0
+    with pytest.raises(ValueError, match="prior_holdout_share must be in"):
+        dataclasses.replace(prior, prior_holdout_share=1.0)
+
+
+def test_a_checkpoint_is_resumed_only_under_the_same_training_settings(watch_log, tmp_path):
+    from livemind.rec.model.train import same_training
+
+    log, _, _ = watch_log
+    rows = log.examples(min_history=1)
+    cfg = dataclasses.replace(CFG, epochs=1)
+    assert not same_training(tmp_path / "g", cfg)  # nothing there
+    trainer = GeneratorTrainer(cfg, log, rows, tmp_path / "g")
+    trainer.setup(resume=False)
+    trainer.train(max_steps=1)
+    trainer.save_checkpoint()
+    assert same_training(tmp_path / "g", cfg)
+    assert not same_training(tmp_path / "g", dataclasses.replace(cfg, prior_holdout_share=0.2))
+    assert not same_training(tmp_path / "g", dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, d_model=32)))
