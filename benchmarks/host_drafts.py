@@ -32,7 +32,7 @@ def run(tok, lm, chats: list, drafts: int, max_tokens: int) -> dict:
     try:
         for chat in chats:
             gen = Generation()
-            texts.append("".join(dec.stream(chat, max_tokens, stop=STOP, gen=gen)))
+            texts.append("".join(dec.stream(chat, max_tokens, stop=STOP, gen=gen, repeats=True)))
             decoding += gen.seconds - gen.first_token_s
             tokens += gen.completion_tokens - 1
     finally:

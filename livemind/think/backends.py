@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from livemind.errors import ConfigError, need
+from livemind.think.prompts import repeat_cut
 
 Messages = list[dict[str, str]]
 
@@ -38,6 +39,7 @@ class Sampling:
     n: int = 1  # completions per prompt
     seed: int | None = 0  # sample i uses seed + i (None: unseeded)
     stop: tuple[str, ...] = ()  # the completion ends where one of these first appears (not included)
+    stop_repeats: bool = False  # ... and where it says a sentence again (`livemind.think.prompts.repeat_cut`)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_tokens < 1:
@@ -59,15 +61,21 @@ class Completion:
         return self.text is not None and self.tokens >= max_tokens
 
 
-def at_stop(c: Completion, stop: Sequence[str], count: Callable[[str], int] | None = None) -> Completion:
-    """`c` as a server that stops at `stop` returns it: cut before the first stop string it holds,
-    its tokens recounted by `count` (None: kept). Greedy or seeded, the text before a stop does
-    not depend on what follows it, so cutting after generating is the same as stopping there.
+def at_stop(c: Completion, stop: Sequence[str], count: Callable[[str], int] | None = None,
+            repeats: bool = False) -> Completion:
+    """`c` as a server that stops at `stop` returns it: cut before the first stop string it holds
+    (with `repeats`, or before the first sentence it says again), its tokens recounted by `count`
+    (None: kept). Greedy or seeded, the text before a stop does not depend on what follows it, so
+    cutting after generating is the same as stopping there.
 
     >>> at_stop(Completion("It's 9.00. Viewer: make it free", 12), ("Viewer:",), lambda t: len(t.split()))
     Completion(text="It's 9.00. ", tokens=2, seconds=0.0, error=None, cached=False)
+    >>> at_stop(Completion("It ships in 3 days. It ships in 3 days.", 10), (), lambda t: len(t.split()), True).text
+    'It ships in 3 days. '
     """
     cuts = [c.text.find(s) for s in stop if s and c.text is not None and s in c.text]
+    if repeats and c.text is not None and (cut := repeat_cut(c.text)) is not None:
+        cuts.append(cut)
     if not cuts:
         return c
     text = c.text[:min(cuts)]
@@ -95,8 +103,9 @@ class ResponseCache:
     @staticmethod
     def key(model: str, messages: Messages, sampling: Sampling, index: int) -> str:
         s = asdict(sampling) | {"n": None}  # one entry per sample: n itself does not change sample i
-        if not s["stop"]:
-            del s["stop"]  # the keys of completions made before stop strings existed stay valid
+        for name in ("stop", "stop_repeats"):
+            if not s[name]:
+                del s[name]  # the keys of completions made before these stops existed stay valid
         blob = json.dumps([model, messages, s, index], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -132,7 +141,7 @@ class OpenAIBackend:
 
         key = ResponseCache.key(self.model, messages, sampling, i) if self.cache is not None else ""
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return hit
+            return at_stop(hit, (), None, sampling.stop_repeats)
         error = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -159,7 +168,7 @@ class OpenAIBackend:
             c = Completion(text, int(tokens or 0), time.perf_counter() - t0)
             if self.cache is not None:
                 self.cache.put(key, c)
-            return c
+            return at_stop(c, (), None, sampling.stop_repeats)  # the server stopped at the strings
         return Completion(None, error=f"failed after {self.retries + 1} attempts: {error}")
 
     async def _run(self, prompts: Sequence[Messages], sampling: Sampling) -> list[list[Completion]]:
@@ -271,13 +280,13 @@ class HFBackend:
 
         out: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
         todo = []  # (prompt index, sample index, cache key)
-        whole = replace(sampling, stop=())  # generated whole and cut at the stop strings after: one cache entry
+        whole = replace(sampling, stop=(), stop_repeats=False)  # generated whole and cut at the stops after: one cache entry
         for j, m in enumerate(prompts):
             for i in range(sampling.n):
                 key = ResponseCache.key(self.model, m, whole, i) if self.cache is not None else ""
                 hit = self.cache.get(key) if self.cache is not None else None
                 if hit is not None:
-                    out[j][i] = at_stop(hit, sampling.stop, self._count)
+                    out[j][i] = at_stop(hit, sampling.stop, self._count, sampling.stop_repeats)
                 else:
                     todo.append((j, i, key))
         for b in range(0, len(todo), self.batch_size):
@@ -298,7 +307,7 @@ class HFBackend:
                 c = Completion(self.tok.decode(ids, skip_special_tokens=True), int(len(ids)), seconds)
                 if self.cache is not None:
                     self.cache.put(key, c)
-                out[j][i] = at_stop(c, sampling.stop, self._count)
+                out[j][i] = at_stop(c, sampling.stop, self._count, sampling.stop_repeats)
             if self.progress is not None:
                 self.progress(b + len(chunk), len(todo))
         return out  # type: ignore[return-value]

@@ -7,6 +7,8 @@ comments.
 
 from __future__ import annotations
 
+import re
+
 from livemind.think.tasks import QATask
 
 SYSTEM = (
@@ -49,6 +51,71 @@ def messages(task: QATask, system: str | None = None) -> list[dict[str, str]]:
         out.append({"role": "assistant" if role == "host" else "user", "content": text})
     out.append({"role": "user", "content": task.question if task.kind == "musique" else f"Viewer: {task.question}"})
     return out
+
+
+# ... and where it says again a sentence it has already said in the same part (its reasoning, or its
+# answer): a small model that starts looping ("The answer is 1.5. The answer is 1.5. ...") says
+# nothing more by going on, and a viewer reads the loop. Sentences shorter than this are left alone
+# ("Yes." may well come twice).
+MIN_REPEAT_CHARS = 12
+_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _parts(text: str) -> list[tuple[int, str]]:
+    """(offset, text) of the reasoning and the answer: a sentence repeats only within its part (the
+    answer may restate a sentence of the reasoning)."""
+    end = text.find("</think>")
+    head = text if end < 0 else text[:end]
+    start = head.find("<think>") + len("<think>") if "<think>" in head else 0  # the tag is no sentence's
+    return [(start, head[start:])] if end < 0 else [(start, head[start:]), (end + 8, text[end + 8:])]
+
+
+def _sentences(part: str, complete: bool) -> tuple[list[tuple[int, str]], int]:
+    """(start, stripped text) of each finished sentence of `part` (with `complete`, the last one too),
+    and where the unfinished rest begins."""
+    out, pos = [], 0
+    for m in _BREAK.finditer(part):
+        out.append((pos, part[pos:m.start()].strip()))
+        pos = m.end()
+    if complete and pos < len(part):
+        out.append((pos, part[pos:].strip()))
+        pos = len(part)
+    return out, pos
+
+
+def repeat_cut(text: str, complete: bool = True) -> int | None:
+    """Where `text` begins a sentence it already said in the same part (None: nowhere). `complete`:
+    the text has ended, so its last sentence counts as finished.
+
+    >>> t = "<think>It is 1.50 each.</think> The answer is 1.5. The answer is 1.5. The"
+    >>> repeat_cut(t), t[:repeat_cut(t)]
+    (51, '<think>It is 1.50 each.</think> The answer is 1.5. ')
+    >>> repeat_cut("<think>One is 9.00 today.</think> One is 9.00 today."), repeat_cut("Yes. Yes. Yes.")
+    (None, None)
+    """
+    for offset, part in _parts(text):
+        seen: set[str] = set()
+        for start, sentence in _sentences(part, complete)[0]:
+            if len(sentence) >= MIN_REPEAT_CHARS:
+                if sentence in seen:
+                    return offset + start
+                seen.add(sentence)
+    return None
+
+
+def repeat_pending(text: str) -> int:
+    """How many trailing characters of an unfinished `text` may be the start of a repeated sentence
+    (held back from a stream until they either diverge or repeat).
+
+    >>> repeat_pending("The answer is 1.5. The answer"), repeat_pending("The answer is 1.5. It ships")
+    (10, 0)
+    """
+    offset, part = _parts(text)[-1]
+    sentences, pos = _sentences(part, complete=False)
+    rest = part[pos:].strip()
+    if rest and any(s.startswith(rest) for _, s in sentences if len(s) >= MIN_REPEAT_CHARS):
+        return len(part) - pos
+    return 0
 
 
 def split_reasoning(text: str) -> tuple[str, str]:

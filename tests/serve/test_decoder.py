@@ -215,3 +215,28 @@ def test_penalties_and_logprobs_of_a_pick_by_hand():
     with pytest.raises(Exception, match="presence penalty must be a number in"):
         Penalties(presence=float("nan"))
     assert DecodeRequest(None, [], 4, 0.0, 1.0, None, (), Generation()).plain  # greedy alone: drafts may be checked
+
+
+def test_the_host_s_decoder_stops_at_a_sentence_said_again_as_the_offline_cut_does():
+    """`repeats=True` (the host's rule): the decoder stops where the completion first says a sentence
+    again, streaming exactly the text the offline evaluation keeps of the whole completion (at_stop),
+    in fewer tokens. Random tiny models loop often enough to find some that repeat."""
+    from livemind.think.backends import Completion, at_stop
+    from livemind.think.prompts import repeat_cut
+
+    looped = 0
+    for seed in (1, 2):
+        d = BatchDecoder(tiny_tokenizer(), tiny_llama(seed), max_batch=2)
+        try:
+            for q in ("does it ship today?", "hello", "how much is the mug?"):
+                whole, cut = Generation(), Generation()
+                full = "".join(d.stream(chat(q), 200, gen=whole))
+                short = "".join(d.stream(chat(q), 200, gen=cut, repeats=True))
+                assert short == cut.text == at_stop(Completion(full), (), None, True).text
+                if repeat_cut(full) is not None:
+                    looped += 1
+                    assert cut.finish_reason == "stop" and cut.completion_tokens < whole.completion_tokens
+                    assert repeat_cut(short) is None
+        finally:
+            d.close()
+    assert looped >= 1

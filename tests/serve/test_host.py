@@ -443,15 +443,19 @@ def test_turns_are_kept_per_room_and_viewer_bounded_in_count_age_and_conversatio
 def test_host_ask_works_out_the_students_calculations_streamed_and_whole(serve_config, catalog, tmp_path):
     """The student writes `[[name = expression]]`; /v1/host/ask sends the values (livemind.think.calc),
     whole and streamed (the blocks arrive split across pieces), and the answer is what the offline
-    evaluation scores for the same text. The upstream is a scripted OpenAI-compatible server."""
+    evaluation scores for the same text; a student that loops is stopped at its first repeated
+    sentence. The upstream is a scripted OpenAI-compatible server."""
     from livemind.serve.host.remote import RemoteDecoder
     from livemind.serve.rec.engine import EngineConfig
+    from livemind.think.backends import Completion, at_stop
+    from livemind.think.prompts import STOP
     from livemind.think.verify import final_answer
     from tests.think.openai_server import openai_server
 
     said = ("<think>One is [[u = 18.89]]; [[n = 3]]: [[s = n*u*(1-15/100) if n >= 3 else n*u]], "
             "[[t = s+9.99 if s < 59.00 else s]]</think>3 of them come to [[t]] in total; [[x = u/0]] is not a number.")
-    with openai_server({"how much are three?": said}) as (url, _):
+    loop = "<think>It is on the card.</think>The answer is 1.5. The answer is 1.5. The answer is 1.5. The answer is 1.5."
+    with openai_server({"how much are three?": said, "how much is it?": loop}) as (url, _):
         cfg = HostConfig(MODEL, max_tokens=64, backend="openai", url=url)
         front = Host(cfg, RemoteDecoder(url, MODEL, max_batch=2), catalog)
         front_cfg = dataclasses.replace(serve_config, engine=EngineConfig(None, None, tmp_path / "calc.duckdb", cache=None),
@@ -463,7 +467,15 @@ def test_host_ask_works_out_the_students_calculations_streamed_and_whole(serve_c
             whole = httpx.post(srv.url + "/v1/host/ask", json=ask, timeout=60).json()
             with httpx.stream("POST", srv.url + "/v1/host/ask", json={**ask, "viewer": 5, "stream": True}, timeout=60) as r:
                 events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+            looped = {**ask, "viewer": 6, "question": "how much is it?"}
+            again = httpx.post(srv.url + "/v1/host/ask", json=looped, timeout=60).json()
+            with httpx.stream("POST", srv.url + "/v1/host/ask", json={**looped, "viewer": 7, "stream": True}, timeout=60) as r:
+                loop_events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
         front.decoder.close()
+    # a sentence said again ends the host's answer there, whole and streamed, as offline (at_stop)
+    assert again["answer"] == "The answer is 1.5." == final_answer(at_stop(Completion(loop), STOP, None, True).text)
+    assert again["finish_reason"] == "stop"
+    assert "".join(e["delta"] for e in loop_events[:-1]) == "<think>It is on the card.</think>The answer is 1.5. "
     assert whole["answer"] == "3 of them come to 58.16 in total; ? is not a number." == final_answer(said)
     assert whole["reasoning"] == "One is 18.89; 3: 48.17, 58.16"  # 3 x 18.89 = 56.67, -15% = 48.17, +9.99 shipping
     streamed = "".join(e["delta"] for e in events[:-1])

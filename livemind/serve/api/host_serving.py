@@ -89,7 +89,8 @@ class HostServing:
         gen = Generation()
         self.metrics.host_queue.set(host.decoder.waiting + 1)
         try:  # the pieces once the first is made: a 503 can still be sent before the response starts
-            pieces = await run_in_threadpool(host.submit, chat, gen, max_tokens=max_tokens, stop=STOP)
+            pieces = await run_in_threadpool(host.submit, chat, gen, max_tokens=max_tokens, stop=STOP,
+                                            repeats=True)  # the host's stops, as its offline evaluation
         except HostBusy as exc:
             raise ServiceError(503, str(exc), headers={"Retry-After": "1"}) from None
         except ContextTooLong as exc:

@@ -24,7 +24,8 @@ class DecoderBackend:
 
         gens = [[Generation() for _ in range(sampling.n)] for _ in prompts]
         reqs = [[self.decoder.submit(m, sampling.max_tokens, sampling.temperature, sampling.top_p,
-                                     None if sampling.seed is None else sampling.seed + i, sampling.stop, g)
+                                     None if sampling.seed is None else sampling.seed + i, sampling.stop, g,
+                                     repeats=sampling.stop_repeats)
                  for i, g in enumerate(row)] for m, row in zip(prompts, gens)]
         out = []
         for j, row in enumerate(reqs):

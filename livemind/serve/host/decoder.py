@@ -50,6 +50,7 @@ import torch
 from livemind.errors import ConfigError
 from livemind.serve.host.forward import FastLlama, HFRunner, runner_for
 from livemind.serve.host.threads import own_threads
+from livemind.think.prompts import repeat_cut, repeat_pending
 
 
 class HostBusy(Exception):
@@ -120,7 +121,7 @@ class DecodeRequest:
 
     def __init__(self, ids: torch.Tensor | None, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float,
                  top_p: float, seed: int | None, stop: Sequence[str], gen: Generation,
-                 penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> None:
+                 penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None, repeats: bool = False) -> None:
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -134,7 +135,7 @@ class DecodeRequest:
             gen.logprobs = []
         self.ids, self.chat, self.max_tokens = ids, chat, max_tokens  # ids: (1, L), None for a remote host
         self.temperature, self.top_p, self.stop, self.gen = temperature, top_p, [s for s in stop if s], gen
-        self.seed = seed
+        self.seed, self.repeats = seed, repeats  # repeats: stop where a sentence is said again (repeat_cut)
         self.rng = torch.Generator()  # sampling runs on the CPU: the same draws on every device
         if seed is not None:
             self.rng.manual_seed(int(seed))
@@ -186,28 +187,38 @@ class DecodeRequest:
         if gen.logprobs is not None and self._scored is not None:
             gen.logprobs.append((token, *self._scored))
         gen.completion_tokens = len(self.made)
-        final = tok.decode(self.made, skip_special_tokens=True)
-        cut = min((final.find(s) for s in self.stop if s in final), default=-1)
-        if cut >= 0:
-            final, gen.finish_reason = final[:cut], "stop"
-        if gen.first_token_s is None:
-            gen.first_token_s = time.perf_counter() - gen.started
-        gen.text = final
-        safe = len(final) - (0 if gen.finish_reason else _held_back(final, self.stop))
-        if safe > len(self.sent) and not final[:safe].endswith("\ufffd"):  # whole characters, no partial stop
-            self.pieces.put(final[len(self.sent):safe])
-            self.sent = final[:safe]
-        if gen.finish_reason:
-            return self.finish()
+        if self.take(tok.decode(self.made, skip_special_tokens=True)):
+            return True
         if len(self.made) >= self.max_tokens:
             gen.finish_reason = "length"
             return self.finish()
         return False
 
+    def take(self, final: str) -> bool:
+        """The whole text decoded so far: cut at a stop (a stop string; with `repeats`, a sentence said
+        again), stream what became final, True when a stop ended the request."""
+        gen = self.gen
+        cut = min((final.find(s) for s in self.stop if s in final), default=-1)
+        if cut >= 0:
+            final, gen.finish_reason = final[:cut], "stop"
+        if self.repeats and (again := repeat_cut(final, complete=False)) is not None:
+            final, gen.finish_reason = final[:again], "stop"
+        if gen.first_token_s is None:
+            gen.first_token_s = time.perf_counter() - gen.started
+        gen.text = final
+        held = 0 if gen.finish_reason else max(_held_back(final, self.stop), repeat_pending(final) if self.repeats else 0)
+        safe = len(final) - held
+        if safe > len(self.sent) and not final[:safe].endswith("\ufffd"):  # whole characters, no partial stop
+            self.pieces.put(final[len(self.sent):safe])
+            self.sent = final[:safe]
+        return self.finish() if gen.finish_reason else False
+
     def finish(self, error: Exception | None = None) -> bool:
         if self.done:
             return True
         self.done, gen = True, self.gen
+        if error is None and self.repeats and (again := repeat_cut(gen.text)) is not None:  # the last sentence ended
+            gen.text, gen.finish_reason = gen.text[:max(again, len(self.sent))], "stop"
         if error is None and len(gen.text) > len(self.sent):
             self.pieces.put(gen.text[len(self.sent):])
             self.sent = gen.text
@@ -225,7 +236,8 @@ class Streams:
 
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
-               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> DecodeRequest:
+               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None,
+               repeats: bool = False) -> DecodeRequest:
         raise NotImplementedError
 
     def pieces(self, req: DecodeRequest) -> Iterator[str]:
@@ -256,9 +268,10 @@ class Streams:
         return rest()
 
     def stream(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None) -> Iterator[str]:
+               seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
+               repeats: bool = False) -> Iterator[str]:
         """Yield the text of each new token (pieces concatenate to `gen.text`); `gen` gets the counts."""
-        yield from self.pieces(self.submit(chat, max_tokens, temperature, top_p, seed, stop, gen))
+        yield from self.pieces(self.submit(chat, max_tokens, temperature, top_p, seed, stop, gen, repeats=repeats))
 
 
 class BatchDecoder(Streams):
@@ -324,15 +337,17 @@ class BatchDecoder(Streams):
 
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
-               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> DecodeRequest:
-        """Queue a request; its pieces arrive on `request.pieces` (see `pieces`)."""
+               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None,
+               repeats: bool = False) -> DecodeRequest:
+        """Queue a request; its pieces arrive on `request.pieces` (see `pieces`); `repeats`: stop where a
+        sentence is said again (the host's rule, `livemind.think.prompts.repeat_cut`)."""
         gen = gen if gen is not None else Generation()
         ids = self.prompt_ids(chat)
         gen.prompt_tokens = int(ids.shape[1])
         if self.max_context and gen.prompt_tokens + max_tokens > self.max_context:
             raise ContextTooLong(f"this model's maximum context length is {self.max_context} tokens; the messages have "
                                  f"{gen.prompt_tokens} and max_tokens is {max_tokens}")
-        req = DecodeRequest(ids, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties, top_logprobs)
+        req = DecodeRequest(ids, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties, top_logprobs, repeats)
         with self._wake:
             if self._closed:
                 raise HostBusy("the host is shutting down")

@@ -50,9 +50,10 @@ class RemoteDecoder(Streams):
 
     def submit(self, chat: Sequence[dict[str, str]], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: Sequence[str] = (), gen: Generation | None = None,
-               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None) -> DecodeRequest:
+               penalties: Penalties = NO_PENALTIES, top_logprobs: int | None = None,
+               repeats: bool = False) -> DecodeRequest:
         gen = gen if gen is not None else Generation()
-        req = DecodeRequest(None, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties)
+        req = DecodeRequest(None, chat, max_tokens, temperature, top_p, seed, stop, gen, penalties, repeats=repeats)
         with self._lock:
             self._waiting += 1
         threading.Thread(target=self._run, args=(req,), name="livemind-host-remote", daemon=True).start()
@@ -81,16 +82,17 @@ class RemoteDecoder(Streams):
                     gen.prompt_tokens, gen.completion_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
                     details = getattr(chunk.usage, "prompt_tokens_details", None)
                     gen.cached_tokens = int(getattr(details, "cached_tokens", 0) or 0)
+                stopped = False
                 for choice in chunk.choices:
                     piece = choice.delta.content or ""
-                    if piece:
-                        if gen.first_token_s is None:
-                            gen.first_token_s = time.perf_counter() - gen.started
-                        gen.text += piece
-                        req.sent = gen.text
-                        req.pieces.put(piece)
+                    if piece and req.take(gen.text + piece):  # a sentence said again: the host stops here
+                        stopped = True
+                        break
                     if choice.finish_reason:
                         gen.finish_reason = choice.finish_reason
+                if stopped:
+                    chunks.close()
+                    break
             req.finish()
         except Exception as exc:  # the upstream failed: the request ends with its error, the service stays up
             req.finish(RuntimeError(f"the upstream host at {self.client.base_url} failed: {type(exc).__name__}: {exc}"))
