@@ -63,9 +63,10 @@ VARIANTS: dict[str, tuple[str, dict, dict, bool]] = {
     "4 epochs": ("gen", {}, {"epochs": 4}, False),
     "dropout 0.2": ("gen", {"dropout": 0.2}, {}, False),
     "live-room softmax weight 3": ("gen", {}, {"room_loss": 3.0}, False),
-    "15 sampled live rooms (not 31)": ("gen", {}, {"room_negatives": 15}, False),
+    "31 sampled live rooms (not 15)": ("gen", {}, {"room_negatives": 31}, False),
     "OneLive + live-room prior": ("prior", {}, {}, False),
     "OneLive + live-room prior fit after": ("prior", {}, {"prior_joint": False}, False),
+    "OneLive + live-room prior, live-room softmax weight 3": ("prior", {}, {"room_loss": 3.0}, False),
 }
 
 
