@@ -62,7 +62,7 @@ VARIANTS: dict[str, tuple[str, dict, dict, bool]] = {
     "1 epoch": ("gen", {}, {"epochs": 1}, False),
     "4 epochs": ("gen", {}, {"epochs": 4}, False),
     "dropout 0.2": ("gen", {"dropout": 0.2}, {}, False),
-    "live-room softmax weight 3": ("gen", {}, {"room_loss": 3.0}, False),
+    "live-room softmax weight 1 (not 3)": ("gen", {}, {"room_loss": 1.0}, False),
     "31 sampled live rooms (not 15)": ("gen", {}, {"room_negatives": 31}, False),
     "OneLive + live-room prior": ("prior", {}, {}, False),
     "OneLive + live-room prior fit after": ("prior", {}, {"prior_joint": False}, False),
