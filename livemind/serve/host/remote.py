@@ -12,7 +12,6 @@ server, streaming its tokens back as they come. vLLM batches continuously and ca
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 
 from livemind.errors import ConfigError, need
