@@ -67,7 +67,10 @@ def _parts(text: str) -> list[tuple[int, str]]:
     end = text.find("</think>")
     head = text if end < 0 else text[:end]
     start = head.find("<think>") + len("<think>") if "<think>" in head else 0  # the tag is no sentence's
-    return [(start, head[start:])] if end < 0 else [(start, head[start:]), (end + 8, text[end + 8:])]
+    if end < 0:
+        return [(start, head[start:])]
+    answer = end + len("</think>")
+    return [(start, head[start:]), (answer, text[answer:])]
 
 
 def _sentences(part: str, complete: bool) -> tuple[list[tuple[int, str]], int]:

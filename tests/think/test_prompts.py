@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from livemind.serve.host.decoder import _END, DecodeRequest
 from livemind.serve.host.serving import Generation
 from livemind.think.backends import Completion, at_stop
-from livemind.think.prompts import MIN_REPEAT_CHARS, STOP, repeat_cut, repeat_pending
+from livemind.think.prompts import STOP, repeat_cut, repeat_pending
 
 SENTENCES = ["The answer is 1.5.", "It ships in 3 days.", "Yes.", "It is 9.00 right now!", "Viewer: free?",
              "The answer is 1.55.", "The answer", "Is it?", "[[t = 2*9.50]] in all."]
@@ -36,7 +36,6 @@ def test_an_unfinished_sentence_that_may_be_a_repeat_is_held_back():
     assert repeat_pending("The answer is 1.5. The answer is 1.5") == len("The answer is 1.5")
     assert repeat_pending("The answer is 1.5. The price") == 0
     assert repeat_pending("<think>The answer is 1.5.</think> The answer") == 0  # another part
-    assert MIN_REPEAT_CHARS == 12
 
 
 def _served(pieces: list[str]) -> tuple[str, str, str | None]:
