@@ -74,6 +74,10 @@ from livemind.world.simulator import WorldConfig, simulate_world
 console = Console()
 CORES = len(os.sched_getaffinity(0))
 WORLDS = {"default": "configs/world/rec.yaml", "large": "configs/world/large.yaml"}
+# what a world of an evening's scale trains on, to fit these 2 cores: a seeded sample of the generators'
+# training targets (as many as the default world has) and a cap on the tokenizer's steps (its ~1M positives
+# seen about once); SASRec trains on every viewer's full sequence (the baselines lose nothing)
+SAMPLED = {"large": {"train_targets": 70_000, "tokenizer_steps": 2_000}}
 
 
 
@@ -176,13 +180,16 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
     split = wcfg.start_time + wcfg.days * 86400 * 2 / 3
     stage(f"world simulated: {world.events.num_rows:,} events, {world.rooms.num_rows:,} rooms", t0)
     tcfg = load_config(args.tokenizer_config, TokenizerConfig)
-    tcfg = dataclasses.replace(tcfg, train_until=split)
+    tcfg = dataclasses.replace(tcfg, train_until=split, max_steps=args.tokenizer_steps or tcfg.max_steps)
     out = Path(args.out)
     tok = fit_or_load(world, tcfg, wcfg, out, lambda msg: stage(msg, t0))
     data = prepare(world, tok, split, n_eval=args.targets, seed=0)
     n_live = [len(data.live.rooms(float(t))) for t in data.log.time[data.eval_rows]]
-    stage(f"data: {len(data.train_rows):,} training targets, {len(data.eval_rows):,} evaluation targets, "
-          f"{np.mean(n_live):.0f} live rooms per request on average", t0)
+    every = len(data.train_rows)
+    if args.train_targets and args.train_targets < every:  # a seeded sample, in time order like the whole
+        data.train_rows = np.sort(np.random.default_rng(1).choice(data.train_rows, args.train_targets, replace=False))
+    stage(f"data: {len(data.train_rows):,} training targets (of {every:,}), {len(data.eval_rows):,} evaluation "
+          f"targets, {np.mean(n_live):.0f} live rooms per request on average", t0)
 
     gcfg = load_config(args.config, TrainConfig)
     pcfg = load_config(args.prior_config, TrainConfig)  # identity signals, joint room softmax, refit
@@ -287,6 +294,8 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
                                                               "hr@10_repeat": r4(r["repeat"]["hr@10"])}
                  for n, r in results.items()},
         "n_targets": int(len(data.eval_rows)), "mean_live_rooms": round(float(np.mean(n_live)), 1),
+        "peak_live_rooms": int(max(len(data.live.rooms(t)) for t in np.arange(split, data.log.time.max(), 900.0))),
+        "n_train_targets": int(len(data.train_rows)), "n_train_targets_all": every,
         "tokenizer_version": tok.version,
     }
 
@@ -356,6 +365,12 @@ def main() -> None:
     parser.add_argument("--games-epochs", type=int, default=40, help="SASRec epochs on games")
     parser.add_argument("--games-generator-epochs", type=int, default=3)
     parser.add_argument("--games-full-users", type=int, default=5000, help="users for full ranking (a seeded sample)")
+    parser.add_argument("--train-targets", type=int, default=None,
+                        help="train the generators on a seeded sample of this many targets (default: all; "
+                             f"--world large: {SAMPLED['large']['train_targets']:,})")
+    parser.add_argument("--tokenizer-steps", type=int, default=None,
+                        help="cap the tokenizer's training steps (default: its config's; --world large: "
+                             f"{SAMPLED['large']['tokenizer_steps']:,})")
     parser.add_argument("--out", default="runs/bench_rec")
     parser.add_argument("--jobs", type=int, default=CORES,
                         help="models trained at once, each in its own process with its share of the cores "
@@ -365,10 +380,13 @@ def main() -> None:
         args.world_config = WORLDS[args.world]
     if args.world == "large" and args.out == parser.get_default("out"):
         args.out = "runs/bench_rec_large"
+    for key, value in SAMPLED.get(args.world, {}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     torch.set_num_threads(CORES)
     t0 = time.perf_counter()
     out = {} if args.games_only else simulated(args, t0)
-    if not args.quick:
+    if not args.quick and args.world != "large":  # sasrec-games is one data set whatever the world
         out |= games(Path(args.games) if args.games else shared_data_dir() / "sasrec-games" / "Video.txt",
                      args, t0)
     out["seconds"] = round(time.perf_counter() - t0, 1)

@@ -59,6 +59,7 @@ class TokenizerConfig:
     content_key: str = "card"  # what counts as the same content: "card" (the product) or "topic" (its category)
     behaviour_weight: float = 1.0  # weight of the viewer-room two-tower loss (0 = content only)
     max_fit_vectors: int = 200_000  # segments used to fit the codebooks
+    max_steps: int = 0  # at most this many training steps (epochs end early); 0 = every epoch in full
     train_until: float | None = None  # Unix time; later events and segments are held out
     seed: int = 0
     sid: SidLayout = field(default_factory=SidLayout)  # topic and identity levels around the residual codes
@@ -68,6 +69,8 @@ class TokenizerConfig:
             raise ValueError(f"epochs must be >= 1 and batch_size >= 2, got {self.epochs}, {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 (0 = no cap), got {self.max_steps}")
         weights = {k: getattr(self, f"w_{k}") for k in ("watch", "comment", "gift", "follow", "purchase")}
         if any(w < 0 for w in weights.values()) or not any(weights.values()):
             raise ValueError(f"feedback weights must be non-negative and not all zero, got {weights}")
@@ -196,16 +199,16 @@ def fit_tokenizer(world: WorldData, cfg: TokenizerConfig, encoder: ContentEncode
     streamer_t = torch.from_numpy(frame.streamer)
     cards = CardPairs(frame, train_seg, cfg.content_key)
     steps_per_epoch = len(pos) // cfg.batch_size
-    total = steps_per_epoch * cfg.epochs
+    total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
     losses: list[float] = []
     room_tower.train()
     viewer_tower.train()
     first_seg = pos.segments(frame, None)  # the segment at the moment of the feedback
-    for epoch in range(cfg.epochs):
+    for epoch in range(-(-total // steps_per_epoch)):  # the last epoch may stop early (max_steps)
         seg = pos.segments(frame, rng)  # a fresh draw from each watched span every epoch
         seg = np.where(seg >= 0, seg, first_seg)
         order = rng.permutation(len(pos))
-        for b in range(steps_per_epoch):
+        for b in range(min(steps_per_epoch, total - epoch * steps_per_epoch)):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             s = torch.from_numpy(seg[idx])
             u = viewer_tower(torch.from_numpy(pos.viewer[idx]))
@@ -245,6 +248,19 @@ def fit_tokenizer(world: WorldData, cfg: TokenizerConfig, encoder: ContentEncode
     return FitResult(tok, losses, room_tower.fusion.lam.mean().item(), len(pos), len(fit_rows))
 
 
+def tenths(log: Callable[[str], None]) -> Progress:
+    """A Progress that logs each stage when it starts, at every tenth of its total and when it ends."""
+    shown: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        tenth = 10 * done // max(total, 1)
+        if shown.get(stage, -1) < tenth:
+            shown[stage] = tenth
+            log(f"tokenizer: {stage} {done:,}/{total:,}")
+
+    return report
+
+
 def fit_or_load(world: WorldData, cfg: TokenizerConfig, world_config: object, out: str | Path,
                 log: Callable[[str], None] = print) -> DynamicTokenizer:
     """The tokenizer fit on `world` with `cfg`, cached under `out/tokenizer-<hash of both configs>`.
@@ -259,9 +275,10 @@ def fit_or_load(world: WorldData, cfg: TokenizerConfig, world_config: object, ou
 
     out = Path(out)
     # the SID layout changes no weight: one fit serves every layout (laid out after loading), and the
-    # key leaves it out, so fits cached before layouts existed are found under the key they had
+    # key leaves it out, so fits cached before layouts existed are found under the key they had; it
+    # leaves out max_steps while it is 0 (no cap) too, so fits cached before the cap existed keep theirs
     plain = dataclasses.replace(cfg, sid=SidLayout())
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sid"}
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sid" and not (k == "max_steps" and not v)}
     key = hashlib.sha256(json.dumps([dataclasses.asdict(world_config), fields], sort_keys=True,
                                     default=str).encode()).hexdigest()[:12]
     path = out / f"tokenizer-{key}"
@@ -272,7 +289,7 @@ def fit_or_load(world: WorldData, cfg: TokenizerConfig, world_config: object, ou
             return laid_out(tok, world, cfg)
         except LivemindError as exc:
             log(f"refitting the tokenizer: {exc}")
-    fit = fit_tokenizer(world, plain, cache_dir=out / "embeddings")
+    fit = fit_tokenizer(world, plain, cache_dir=out / "embeddings", progress=tenths(log))
     fit.tokenizer.save(path)
     log(f"tokenizer fit ({fit.tokenizer.version}), saved to {path}")
     return laid_out(fit.tokenizer, world, cfg)

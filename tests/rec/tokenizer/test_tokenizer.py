@@ -5,7 +5,7 @@ import pytest
 
 from livemind.errors import DataError
 from livemind.rec.tokenizer.dynamic import DynamicTokenizer, EncoderConfig
-from livemind.rec.tokenizer.fit import TokenizerConfig, fit_tokenizer
+from livemind.rec.tokenizer.fit import TokenizerConfig, fit_or_load, fit_tokenizer, tenths
 from livemind.rec.tokenizer.fusion import FusionConfig
 from livemind.rec.tokenizer.report import evaluate_tokenizer, plot_report
 from livemind.rec.tokenizer.rq import ResidualQuantizer, RQConfig
@@ -184,6 +184,21 @@ def test_config_rejects_bad_values():
         TokenizerConfig(content_weight=0, behaviour_weight=0)
     with pytest.raises(ValueError, match="content_key must be 'card' or 'topic', got 'shop'"):
         TokenizerConfig(content_key="shop")
+    with pytest.raises(ValueError, match=r"max_steps must be >= 0 \(0 = no cap\), got -1"):
+        TokenizerConfig(max_steps=-1)
+
+
+def test_max_steps_ends_training_early_on_the_same_path(fitted, tiny_world, tmp_path):
+    world, data = tiny_world
+    full, split = fitted
+    capped = fit_tokenizer(data, dataclasses.replace(FAST, train_until=split, max_steps=7))
+    assert len(capped.losses) == 7 < len(full.losses)
+    np.testing.assert_allclose(capped.losses, full.losses[:7], rtol=1e-5)  # the same steps, stopped early
+    beyond = fit_tokenizer(data, dataclasses.replace(FAST, train_until=split, max_steps=10 ** 6))
+    assert len(beyond.losses) == len(full.losses)  # a cap above the epochs' steps changes nothing
+    for cfg in (FAST, dataclasses.replace(FAST, max_steps=7)):  # a capped fit is cached apart from a full one
+        fit_or_load(data, dataclasses.replace(cfg, train_until=split), world.config, tmp_path, log=lambda _: None)
+    assert len(list(tmp_path.glob("tokenizer-*/tokenizer.json"))) == 2
 
 
 @pytest.mark.parametrize("by", ["card", "topic"])
@@ -246,3 +261,13 @@ def test_a_sid_layout_puts_the_topic_first_and_the_streamer_last(fitted, tiny_wo
     assert (back.version, back.layout, back.topics) == (tok.version, tok.layout, tok.topics)
     with pytest.raises(ValueError, match="identity_digits must be non-negative, got -1"):
         SidLayout(identity_digits=-1)
+
+
+def test_a_long_fit_reports_each_stage_by_tenths():
+    lines: list[str] = []
+    report = tenths(lines.append)
+    for i in range(101):
+        report("training room tower", i, 100)
+    report("fitting codebooks", 1, 3)
+    assert lines == [f"tokenizer: training room tower {i}/100" for i in range(0, 101, 10)] + [
+        "tokenizer: fitting codebooks 1/3"]
