@@ -15,7 +15,7 @@ from livemind.rec.eval.offline import evaluate
 from livemind.rec.live.rooms import LiveRooms
 from livemind.rec.model.checkpoint import load_generator, saved_generator_config
 from livemind.rec.model.generator import LOG_LP_WEIGHT_RANGE, GeneratorConfig, OneLiveGenerator
-from livemind.rec.model.prior import fit_room_prior
+from livemind.rec.model.prior import fit_room_prior, refit_rows
 from livemind.rec.model.train import GeneratorTrainer, TrainConfig
 from tests.rec.tokenizer.test_tokenizer import FAST
 
@@ -186,6 +186,25 @@ def test_live_room_prior_trains_jointly_and_survives_a_checkpoint(tiny_world, ti
     assert all(LOG_LP_WEIGHT_RANGE[0] <= x <= LOG_LP_WEIGHT_RANGE[1] for x in model.log_lp_scale.tolist())
     with pytest.raises(ValueError, match="has no live-room prior"):
         fit_room_prior(OneLiveGenerator(CFG.generator), sig, tiny_rec.eval_rows)
+
+
+def test_a_refit_over_more_live_entries_than_its_cap_reads_a_seeded_sample_in_time_order(tiny_world, tiny_rec):
+    from livemind.rec.data.feedback import ViewerState
+    from livemind.rec.data.room_signals import RoomSignals
+
+    _, world = tiny_world
+    sig = RoomSignals(tiny_rec.log, ViewerState.from_world(world), tiny_rec.live)
+    rows = tiny_rec.eval_rows
+    live = {int(r): len(tiny_rec.live.rooms(float(tiny_rec.log.time[r]))) for r in rows}
+    total = sum(live.values())
+    assert list(refit_rows(sig, rows, total)) == list(rows)  # under the cap: every row
+    cap = total // 3
+    kept = refit_rows(sig, rows, cap)
+    assert 0 < len(kept) < len(rows) and set(kept.tolist()) <= set(rows.tolist())
+    assert list(kept) == sorted(kept) and sum(live[int(r)] for r in kept) <= cap
+    assert sum(live[int(r)] for r in kept) > cap - max(live.values())  # as many as fit
+    assert list(refit_rows(sig, rows, cap)) == list(kept)  # seeded
+    assert len(refit_rows(sig, rows, 1)) == 1  # never empty
 
 
 def test_a_finished_refit_checkpoint_is_reused_without_training_or_refitting(tiny_world, tiny_rec, tmp_path):
