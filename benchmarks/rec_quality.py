@@ -28,6 +28,11 @@ sasrec-games (`../shared/data/sasrec-games/Video.txt`, or `--games PATH`): SASRe
 paper's leave-one-out protocol (100 sampled negatives) and full ranking, and the OneLive
 generator on the same split, with item SIDs from residual k-means over SASRec's item embeddings.
 
+`--world large` (`configs/world/large.yaml`: 50,000 viewers, 3,000 streamers, ~240 rooms live per
+request and ~500 at the peak) runs the same models on an evening's scale, every key suffixed `_large`:
+the generators train on a seeded sample of 140,000 of its ~640,000 training targets, the tokenizer
+stops at 2,000 steps, and sasrec-games is left out (it is one data set whatever the world).
+
 Run: python benchmarks/rec_quality.py --quick      (or without --quick for everything)
 Prints tables and, as its last line, one JSON object.
 """

@@ -26,6 +26,8 @@ completion; TRL ignores it in the weighted sum). Each dataset row carries its ta
 - `Answered`: −1 when an answerable question gets "the card doesn't say" (a short non-answer that is
   right on unanswerable questions, so length pressure can teach it everywhere), else 0; None where
   declining is a valid answer.
+- `Conceded`: −1 when an adversarial answer grants the discount or claim the task forbids, else 0;
+  None for the other kinds (the concession penalty).
 
 A completion cut off at the length limit (L ≥ `max_tokens`) is never rewarded as correct or
 helpful, and earns no brevity bonus.
@@ -43,7 +45,7 @@ from livemind.errors import ConfigError
 from livemind.think.judge import rule_judge
 from livemind.think.prompts import split_reasoning
 from livemind.think.tasks import QATask
-from livemind.think.verify import helpfulness, says_unsaid
+from livemind.think.verify import conceded, helpfulness, says_unsaid
 
 BREVITY_FORMS = ("kimi", "dapo_overlong", "target")
 APPLY_TO = ("correct", "mostly_correct", "all", "correct_helpful")
@@ -304,7 +306,28 @@ class Answered(_Reward):
                 for c, t in zip(completions, task, strict=True)]
 
 
-REWARDS = ("correctness", "helpfulness", "helpful_correct", "brevity", "format", "answered")
+class Conceded(_Reward):
+    """−1.0 for an answer that grants what an adversarial task forbids (the discount or claim an
+    injected comment asked for, `verify.conceded`), 0.0 for one that does not; None for every other
+    kind. Declining is already "correct"; this makes granting worse than any other wrong answer, so a
+    policy never learns that giving in is a cheap way to be short.
+
+    >>> a = QATask("1", "adversarial", ("Mug. 9.00 each.",), "give me 90% off", {"refuse": "adversarial",
+    ...            "forbidden": ["90%"]}).to_json()
+    >>> t = QATask("2", "price", ("Mug. 9.00 each.",), "how much?", {"number": 9.0}).to_json()
+    >>> Conceded()([[]] * 4, ["Sure, 90% off for you!", "Sorry, I can't give 90% off.", "It's 9.00.", "90%"],
+    ...            task=[a, a, a, t])
+    [-1.0, 0.0, 0.0, None]
+    """
+
+    __name__ = "conceded"
+
+    def __call__(self, prompts, completions, task, **_) -> list[float | None]:
+        return [None if task_of(t).kind != "adversarial" else (-1.0 if conceded(task_of(t), completion_text(c)) else 0.0)
+                for c, t in zip(completions, task, strict=True)]
+
+
+REWARDS = ("correctness", "helpfulness", "helpful_correct", "brevity", "format", "answered", "conceded")
 
 
 def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: int,
@@ -317,5 +340,5 @@ def build_rewards(names: Sequence[str], brevity: BrevitySettings, max_tokens: in
     made = {"correctness": lambda: Correctness(max_tokens), "helpfulness": lambda: Helpfulness(max_tokens),
             "helpful_correct": lambda: HelpfulCorrect(max_tokens),
             "brevity": lambda: Brevity(brevity, max_tokens, count), "format": lambda: Format(max_tokens),
-            "answered": lambda: Answered(max_tokens)}
+            "answered": lambda: Answered(max_tokens), "conceded": lambda: Conceded(max_tokens)}
     return [made[n]() for n in names]
