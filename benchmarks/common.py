@@ -37,7 +37,12 @@ def stage(msg: str, t0: float) -> None:
 
 def bench_models(bench: Path) -> tuple:
     """(world, the held-out split time, tokenizer folder, generator + prior folder) of rec_quality.py's run
-    in `bench`: the world of configs/world/rec.yaml, held out from 2/3 of its days on."""
+    in `bench`: the world of configs/world/rec.yaml, held out from 2/3 of its days on. The tokenizer is
+    the one rec_quality.py cached, laid out as configs/rec/tokenizer.yaml says (as rec_quality.py used
+    it: the layout changes no weight but the version), saved once beside it for the service to load."""
+    from livemind.rec.tokenizer.dynamic import DynamicTokenizer
+    from livemind.rec.tokenizer.fit import TokenizerConfig, laid_out
+
     wcfg = load_config(ROOT / "configs/world/rec.yaml", WorldConfig)
     world = simulate_world(wcfg)
     split = wcfg.start_time + wcfg.days * 86400 * 2 / 3
@@ -45,7 +50,13 @@ def bench_models(bench: Path) -> tuple:
     gen_dir = bench / "gen-prior"
     if not toks or not (gen_dir / "state.json").is_file():
         raise SystemExit(f"run `python benchmarks/rec_quality.py --quick` first: no tokenizer / gen-prior in {bench}")
-    return world, split, toks[-1], gen_dir
+    tcfg = load_config(ROOT / "configs/rec/tokenizer.yaml", TokenizerConfig)
+    tok = laid_out(DynamicTokenizer.load(toks[-1], cache_dir=bench / "embeddings"), world,
+                   TokenizerConfig(sid=tcfg.sid, train_until=split))
+    served = bench / f"served-{tok.version}"
+    if not (served / "tokenizer.json").is_file():
+        tok.save(served, {"train": {"train_until": split}})
+    return world, split, served, gen_dir
 
 
 def stream_items(world, until: float) -> list[tuple[float, int, dict, tuple | None]]:
