@@ -4,6 +4,7 @@ stream as wire bodies, and this machine's facts (read bandwidth, CPU flags). A b
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def bench_models(bench: Path) -> tuple:
         raise SystemExit(f"run `python benchmarks/rec_quality.py --quick` first: no tokenizer / gen-prior in {bench}")
     tcfg = load_config(ROOT / "configs/rec/tokenizer.yaml", TokenizerConfig)
     tok = laid_out(DynamicTokenizer.load(toks[-1], cache_dir=bench / "embeddings"), world,
-                   TokenizerConfig(sid=tcfg.sid, train_until=split))
+                   dataclasses.replace(tcfg, train_until=split))
     served = bench / f"served-{tok.version}"
     if not (served / "tokenizer.json").is_file():
         tok.save(served, {"train": {"train_until": split}})

@@ -199,7 +199,9 @@ def fit_tokenizer(world: WorldData, cfg: TokenizerConfig, encoder: ContentEncode
     streamer_t = torch.from_numpy(frame.streamer)
     cards = CardPairs(frame, train_seg, cfg.content_key)
     steps_per_epoch = len(pos) // cfg.batch_size
-    total = steps_per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
     losses: list[float] = []
     room_tower.train()
     viewer_tower.train()
