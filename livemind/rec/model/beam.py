@@ -18,6 +18,9 @@ and the rooms of the finished SIDs are ranked by w x log P(SID) + their own prio
 ever divided by w: for any w in [e^-88, e^88] every score is finite (a property test checks it
 against a float64 reference).
 
+With at most `EXACT_UP_TO` rooms live, `recommend` scores every live room instead
+(`livemind.rec.model.exact`): the same score without pruning, in one batched model call per level.
+
 Scorers decouple the search from the model: `start()` gives level-1 log-probabilities (1, K);
 `extend(parents, codes)` continues beams (the i-th new beam is old beam `parents[i]` followed by
 `codes[i]`) and gives the next level's log-probabilities (N, K).
@@ -34,7 +37,13 @@ import torch
 
 from livemind.rec.data.watch import History
 from livemind.rec.live.index import SID, LiveSnapshot
-from livemind.rec.model.generator import OneLiveGenerator
+from livemind.rec.model.exact import live_room_scores, top_rooms
+from livemind.rec.model.generator import Encoding, OneLiveGenerator
+
+# With at most this many rooms live, `recommend` scores every one of them (`livemind.rec.model.exact`)
+# instead of searching: exact, and cheaper than a beam of 32 below ~70 rooms on the benchmark world
+# (a 6-level SID costs a model row per room and level either way; the beam adds its bookkeeping)
+EXACT_UP_TO = 64
 
 
 class Scorer(Protocol):
@@ -220,8 +229,9 @@ class GeneratorScorer:
 
 def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, top_k: int = 10,
               beam: int = 32, signals: np.ndarray | None = None,
-              encoded: Encoded | None = None) -> list[tuple[int, float]]:
-    """Top-k live rooms for one viewer: constrained beam search, then SIDs -> rooms.
+              encoded: Encoded | None = None, exact_up_to: int = EXACT_UP_TO) -> list[tuple[int, float]]:
+    """Top-k live rooms for one viewer: constrained beam search, then SIDs -> rooms; with at most
+    `exact_up_to` rooms live, every live room scored instead (the search without pruning).
 
     `signals` (n, S): identity signals of `snapshot.rooms` (`RoomSignals.signals`), required when
     the generator has a live-room prior. Nothing live: an empty list. A viewer with no history
@@ -240,6 +250,10 @@ def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, to
             cand = torch.from_numpy(snapshot.codes)[None].to(model.device)
             sig = torch.as_tensor(np.asarray(signals, dtype=np.float32), device=model.device)[None]
             prior = _numpy(model.live_prior(hist, cand, sig)[0])
+    if len(snapshot.rooms) <= exact_up_to:
+        enc = Encoding(encoded.h[:, None], encoded.kv, encoded.valid) if encoded is not None else None
+        return top_rooms(snapshot, live_room_scores(model, [hist], [snapshot], [prior], enc)[0], top_k)
+    if prior is not None:
         bonus = prefix_bonus(snapshot, prior)
     sids, scores = constrained_beam_search(GeneratorScorer(model, hist, encoded), snapshot, max(beam, top_k),
                                            bonus=bonus, weight=model.lp_weight().tolist())
@@ -248,16 +262,18 @@ def recommend(model: OneLiveGenerator, hist: History, snapshot: LiveSnapshot, to
 
 @torch.inference_mode()
 def recommend_batch(model: OneLiveGenerator, hists: Sequence[History], snapshots: Sequence[LiveSnapshot],
-                    top_k: int = 10, beam: int = 32, signals: Sequence[np.ndarray | None] | None = None
-                    ) -> list[list[tuple[int, float]]]:
+                    top_k: int = 10, beam: int = 32, signals: Sequence[np.ndarray | None] | None = None,
+                    exact_up_to: int = EXACT_UP_TO) -> list[list[tuple[int, float]]]:
     """`recommend` for many requests at once, the same search with every model call batched: one
     main-stack pass over all histories, one prior pass, and per SID level one MTP step over the beams
-    of every request. The answers are `recommend`'s up to float rounding (tests and the serving
-    benchmark check it). AR generators take `recommend` request by request."""
+    of every request (the requests scored exactly: one over all their rooms' prefixes). The answers
+    are `recommend`'s up to float rounding (tests and the serving benchmark check it). AR
+    generators take `recommend` request by request."""
     B = len(hists)
     signals = list(signals) if signals is not None else [None] * B
     if model.cfg.decode != "mtp" or B == 0:
-        return [recommend(model, h, s, top_k, beam, g) for h, s, g in zip(hists, snapshots, signals)]
+        return [recommend(model, h, s, top_k, beam, g, exact_up_to=exact_up_to)
+                for h, s, g in zip(hists, snapshots, signals)]
     if model.training:
         model.eval()
     dev = model.device
@@ -277,9 +293,18 @@ def recommend_batch(model: OneLiveGenerator, hists: Sequence[History], snapshots
                 sig[b, :len(snap.rooms)] = g
         prior = _numpy(model.live_prior(batch, torch.from_numpy(cand).to(dev), torch.from_numpy(sig).to(dev)))
         priors = [prior[b, :len(snap.rooms)] for b, snap in enumerate(snapshots)]
+    exact = [b for b, snap in enumerate(snapshots) if 0 < len(snap.rooms) <= exact_up_to]
+    if exact:
+        sel = torch.tensor(exact, device=dev)
+        enc = Encoding(h0[sel], (kv[0][sel], kv[1][sel]), valid[sel])
+        scores = live_room_scores(model, [hists[b] for b in exact], [snapshots[b] for b in exact],
+                                  [priors[b] for b in exact], enc)
+        scored = {b: top_rooms(snapshots[b], s, top_k) for b, s in zip(exact, scores)}
+    else:
+        scored = {}
     searches, asks, hidden = {}, {}, {}
     for b, snap in enumerate(snapshots):
-        if len(snap.rooms):
+        if len(snap.rooms) and b not in scored:
             bonus = prefix_bonus(snap, priors[b]) if priors[b] is not None else None
             searches[b] = beam_steps(snap, max(beam, top_k), bonus=bonus, weight=weight)
             asks[b] = next(searches[b])
@@ -314,6 +339,9 @@ def recommend_batch(model: OneLiveGenerator, hists: Sequence[History], snapshots
             start += len(r)
     out = []
     for b, snap in enumerate(snapshots):
+        if b in scored:
+            out.append(scored[b])
+            continue
         if b not in results:
             out.append([])
             continue

@@ -29,6 +29,7 @@ Design choices, each switchable for ablation:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -189,6 +190,7 @@ class OneLiveGenerator(nn.Module):
     def __init__(self, cfg: GeneratorConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self._fold_cache: dict[str, tuple[tuple, Tensor]] = {}
         d, K, L = cfg.d_model, cfg.codebook_size, cfg.levels
         self.code_emb = nn.ModuleList([nn.Embedding(K, d) for _ in range(L)])  # history SIDs, level by level
         self.kind_emb = nn.Embedding(cfg.n_kinds, d)
@@ -230,15 +232,39 @@ class OneLiveGenerator(nn.Module):
             raise ValueError(f"code vectors of shape {tuple(centroids.shape)}, the generator expects {shape}")
         self.code_vectors.copy_(torch.as_tensor(centroids, dtype=torch.float32, device=self.device))
 
+    def _folded(self, name: str, sources: tuple[Tensor, ...], make: Callable[[], Tensor]) -> Tensor:
+        """A product of weights that inference reads instead of recomputing it per call, remade when
+        one of `sources` changed (a new tensor, or an in-place update: training, a refit, loading)."""
+        key = tuple((id(t), t.data_ptr(), t.device, t._version) for t in sources)
+        hit = self._fold_cache.get(name)
+        if hit is None or hit[0] != key:
+            with torch.no_grad():
+                hit = (key, make())
+            self._fold_cache[name] = hit
+        return hit[1]
+
+    def _inference(self) -> bool:
+        """No gradient is asked for: the folded weights serve (training reads the weights themselves)."""
+        return not torch.is_grad_enabled() and bool(self.cfg.code_dim)
+
     def code_embed(self, level: int, codes: Tensor) -> Tensor:
         """Input embedding of codes (any shape) of a level (0-based): free part + projected centroid."""
+        if self._inference():
+            return F.embedding(codes, self._folded(f"emb{level}", (self.code_emb[level].weight, self.code_in[level].weight,
+                                                                   self.code_vectors),
+                                                   lambda: self.code_emb[level].weight + self.code_in[level](self.code_vectors[level])))
         x = self.code_emb[level](codes)
         if self.cfg.code_dim:
             x = x + self.code_in[level](self.code_vectors[level][codes])
         return x
 
     def level_logits(self, level: int, h: Tensor) -> Tensor:
-        """(..., K) logits of a level (0-based) from hidden states h (..., d)."""
+        """(..., K) logits of a level (0-based) from hidden states h (..., d); in inference one matrix
+        product, the head and the centroids' projection folded into one (K, d) weight."""
+        if self._inference():
+            return F.linear(h, self._folded(f"head{level}", (self.heads[level].weight, self.code_out[level].weight,
+                                                             self.code_vectors),
+                                            lambda: self.heads[level].weight + self.code_vectors[level] @ self.code_out[level].weight))
         logits = self.heads[level](h)
         if self.cfg.code_dim:
             logits = logits + self.code_out[level](h) @ self.code_vectors[level].T

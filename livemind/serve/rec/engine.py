@@ -6,9 +6,9 @@ metrics; the replay benchmark and the tests can drive it directly.
   one transaction, then apply it (segments re-encoded by the dynamic tokenizer in one embedding
   call). The reply comes after both: an acknowledged event is durable and already live.
 - `recommend_many(requests)`: each request's history, live snapshot and room signals from the live
-  state, decoded by `livemind.rec.model.beam.recommend_batch`: the constrained beam search of
-  `recommend` (the function the offline evaluation calls) with every model call batched over the
-  requests.
+  state, decoded by `livemind.rec.model.beam.recommend_batch`: `recommend` (the function the
+  offline evaluation calls; every live room scored when few are live, else the constrained beam
+  search) with every model call batched over the requests.
 - `open`: rebuild the state by re-applying the durable log (after a crash or a restart), so the
   restarted engine answers exactly as one that never stopped.
 - `reload`: load another generator beside the serving one and swap the reference atomically.

@@ -184,17 +184,18 @@ def test_prefix_bonus_is_the_best_prior_under_each_prefix():
 
 
 @pytest.mark.parametrize("decode", ["mtp", "ar"])
-def test_recommend_returns_only_live_rooms(decode):
+@pytest.mark.parametrize("exact_up_to", [0, 64])  # beam search; every live room scored
+def test_recommend_returns_only_live_rooms(decode, exact_up_to):
     torch.manual_seed(0)
     model = OneLiveGenerator(GeneratorConfig(d_model=16, n_heads=2, n_layers=2, codebook_size=8, decode=decode))
     rng = np.random.default_rng(0)
     snap = _snapshot([tuple(int(c) for c in rng.integers(0, 8, 3)) for _ in range(25)], 3)
-    recs = recommend(model, make_history(1, 7, 8), snap, top_k=10, beam=16)
+    recs = recommend(model, make_history(1, 7, 8), snap, top_k=10, beam=16, exact_up_to=exact_up_to)
     assert len(recs) == 10 and {r for r, _ in recs} <= set(snap.rooms.tolist())
     assert [s for _, s in recs] == sorted((s for _, s in recs), reverse=True)
-    cold = recommend(model, make_history(1, 0, 8), snap, top_k=5)  # no history: still live rooms
+    cold = recommend(model, make_history(1, 0, 8), snap, top_k=5, exact_up_to=exact_up_to)  # no history
     assert len(cold) == 5 and {r for r, _ in cold} <= set(snap.rooms.tolist())
-    assert recommend(model, make_history(1, 7, 8), _snapshot([], 3), top_k=5) == []  # nothing live
+    assert recommend(model, make_history(1, 7, 8), _snapshot([], 3), top_k=5, exact_up_to=exact_up_to) == []
 
 
 def semantic(model: OneLiveGenerator, seed: int = 1) -> OneLiveGenerator:
@@ -359,7 +360,8 @@ def test_content_affinity_is_the_cosine_of_mean_history_and_candidate_sid_vector
 
 
 @pytest.mark.parametrize("decode,code_dim", [("mtp", 0), ("ar", 0), ("mtp", 4)])
-def test_recommend_with_a_prior_ranks_rooms_by_log_p_plus_prior(decode, code_dim):
+@pytest.mark.parametrize("exact_up_to", [0, 64])
+def test_recommend_with_a_prior_ranks_rooms_by_log_p_plus_prior(decode, code_dim, exact_up_to):
     model = prior_model(decode, code_dim)
     rng = np.random.default_rng(1)
     snap = _snapshot([tuple(int(c) for c in rng.integers(0, 8, 3)) for _ in range(12)], 3)
@@ -367,7 +369,7 @@ def test_recommend_with_a_prior_ranks_rooms_by_log_p_plus_prior(decode, code_dim
     hist = make_history(1, 6, 8)
     with pytest.raises(ValueError, match="pass signals"):
         recommend(model, hist, snap, top_k=5)
-    recs = recommend(model, hist, snap, top_k=12, beam=12, signals=sig)  # beam >= live rooms: exhaustive
+    recs = recommend(model, hist, snap, top_k=12, beam=12, signals=sig, exact_up_to=exact_up_to)  # beam >= live rooms
     with torch.no_grad():
         exact = model.room_scores(hist, torch.from_numpy(snap.codes)[None], torch.from_numpy(sig)[None])[0].numpy()
     want = sorted(zip(snap.rooms.tolist(), exact.tolist()), key=lambda rs: (-rs[1], rs[0]))
@@ -384,7 +386,7 @@ def test_recommend_with_a_prior_ranks_rooms_by_log_p_plus_prior(decode, code_dim
         model.room_prior[2].weight.fill_(-1.0)
         model.room_prior[0].weight.fill_(1.0)  # prior = -sum(gelu(sum of signals)): a room with zero signals is best
     sig[np.arange(12) != fav] = 5.0
-    assert recommend(model, hist, snap, top_k=1, beam=1, signals=sig)[0][0] == snap.rooms[fav]
+    assert recommend(model, hist, snap, top_k=1, beam=1, signals=sig, exact_up_to=exact_up_to)[0][0] == snap.rooms[fav]
 
 
 def test_embeddings_start_small_and_only_matrices_decay():
@@ -408,22 +410,24 @@ def test_embeddings_start_small_and_only_matrices_decay():
 
 
 @pytest.mark.parametrize("decode", ["mtp", "ar"])
-def test_requests_encoded_in_one_batch_decode_as_they_do_alone(decode):
+@pytest.mark.parametrize("exact_up_to", [0, 64])
+def test_requests_encoded_in_one_batch_decode_as_they_do_alone(decode, exact_up_to):
     from livemind.rec.model.beam import encode_requests
 
     model = small_model(decode, 0)
     hists = [make_history(1, T, 8, seed=T) for T in (0, 3, 7)]
     snap = _snapshot([(a, b, c) for a in range(3) for b in range(2) for c in range(4)], 3)
     for hist, enc in zip(hists, encode_requests(model, hists)):
-        alone = recommend(model, hist, snap, top_k=5, beam=8)
-        batched = recommend(model, hist, snap, top_k=5, beam=8, encoded=enc)
+        alone = recommend(model, hist, snap, top_k=5, beam=8, exact_up_to=exact_up_to)
+        batched = recommend(model, hist, snap, top_k=5, beam=8, encoded=enc, exact_up_to=exact_up_to)
         assert [r for r, _ in batched] == [r for r, _ in alone]
         assert np.allclose([s for _, s in batched], [s for _, s in alone], atol=1e-5)
 
 
 
 @pytest.mark.parametrize("decode, code_dim, with_prior", [("mtp", 0, False), ("mtp", 4, True), ("ar", 0, True)])
-def test_a_batch_of_requests_decodes_as_each_does_alone(decode, code_dim, with_prior):
+@pytest.mark.parametrize("exact_up_to", [0, 10, 64])  # beam search; 9 rooms or fewer scored, the rest searched; all scored
+def test_a_batch_of_requests_decodes_as_each_does_alone(decode, code_dim, with_prior, exact_up_to):
     from livemind.rec.model.beam import recommend_batch
 
     model = prior_model(decode, code_dim) if with_prior else small_model(decode, code_dim)
@@ -434,9 +438,42 @@ def test_a_batch_of_requests_decodes_as_each_does_alone(decode, code_dim, with_p
              _snapshot([(1, 2, 3)], 3)]
     hists = [make_history(1, T, 8, seed=T) for T in (0, 5, 3, 9)]
     sigs = [rng.random((len(s.rooms), 4)).astype(np.float32) if with_prior else None for s in snaps]
-    batched = recommend_batch(model, hists, snaps, top_k=6, beam=5, signals=sigs)
+    batched = recommend_batch(model, hists, snaps, top_k=6, beam=5, signals=sigs, exact_up_to=exact_up_to)
     for h, snap, sig, got in zip(hists, snaps, sigs, batched):
-        alone = recommend(model, h, snap, top_k=6, beam=5, signals=sig)
+        alone = recommend(model, h, snap, top_k=6, beam=5, signals=sig, exact_up_to=exact_up_to)
         assert [r for r, _ in got] == [r for r, _ in alone]
         assert np.allclose([x for _, x in got], [x for _, x in alone], atol=1e-5)
     assert batched[2] == [] and len(batched[3]) == 1
+
+
+def test_inference_reads_folded_centroid_projections_that_follow_every_weight_change():
+    model = small_model("mtp", 4)
+    h, codes = torch.randn(5, 16), torch.randint(0, 8, (2, 7))
+
+    def unfolded() -> tuple[torch.Tensor, torch.Tensor]:  # the training path: gradients on, nothing folded
+        with torch.enable_grad():
+            return model.level_logits(1, h).detach(), model.code_embed(2, codes).detach()
+
+    def folded() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            return model.level_logits(1, h).clone(), model.code_embed(2, codes).clone()
+
+    def same() -> bool:
+        return all(torch.allclose(a, b, atol=1e-5) for a, b in zip(folded(), unfolded()))
+
+    assert same()
+    before = folded()
+    with torch.no_grad():  # an optimiser step: in place
+        model.heads[1].weight.add_(0.5)
+        model.code_in[2].weight.mul_(-2.0)
+    assert same() and not torch.allclose(folded()[0], before[0]) and not torch.allclose(folded()[1], before[1])
+    model.set_code_vectors(torch.randn(3, 8, 4))  # new centroids
+    assert same()
+    other = small_model("mtp", 4)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.1)
+    model.load_state_dict(other.state_dict())  # a checkpoint loaded into the serving model
+    assert same()
+    with torch.inference_mode():
+        assert torch.allclose(model.level_logits(1, h), other.level_logits(1, h), atol=1e-6)
