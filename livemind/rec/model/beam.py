@@ -41,8 +41,8 @@ from livemind.rec.model.exact import live_room_scores, top_rooms
 from livemind.rec.model.generator import Encoding, OneLiveGenerator
 
 # With at most this many rooms live, `recommend` scores every one of them (`livemind.rec.model.exact`)
-# instead of searching: exact, and cheaper than a beam of 32 below ~70 rooms on the benchmark world
-# (a 6-level SID costs a model row per room and level either way; the beam adds its bookkeeping)
+# instead of searching: no search error, and no dearer than a beam of 32 at that size, since from the
+# second SID level on a room's prefix is mostly its own (docs/history.md, the service section)
 EXACT_UP_TO = 64
 
 

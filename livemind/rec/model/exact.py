@@ -3,10 +3,11 @@
 A room's score is the beam search's (Σ_l w_l x log P(level l of its SID | the levels before) + its
 prior), computed for every live room instead of for the SIDs a beam of `beam` keeps. The rooms of
 one request share SID prefixes, so each level's log-probabilities are computed once per distinct
-prefix (on the benchmark world ~9 prefixes at level 1 and one per room from level 2 on), and the
-MTP steps of every request of a batch run as one model call per level. With as many rooms live as a
-beam holds, the two agree; with more, the beam may prune a room the exact score would rank, never
-the reverse. What it costs: a model row per distinct prefix and level, against the beam's `beam`.
+prefix, and the MTP steps of every request of a batch run as one model call per level. A beam that
+keeps every SID ranks as this does; a narrower one may prune a room this would rank, never the
+reverse. What it costs: a model row per distinct prefix and level, against the beam's `beam` rows a
+level and its bookkeeping (measured in docs/history.md, the service section). The reference twin
+is `OneLiveGenerator.room_scores`, one row per room (tests/rec/model/test_exact.py).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class ServeConfig:
     api_key: str | None = None  # LIVEMIND_API_KEY: needed on every route but health, readiness, metrics, the console page
     max_batch: int = 32  # recommendation requests per forward pass
     # how long a request that finds the model idle waits for others; 0: none, and the requests that queue
-    # while a pass runs share the next one (at 100 req/s a 2 ms wait added ~3 ms and batched 1.04 requests)
+    # while a pass runs share the next one (a wait at low rates only added latency: docs/history.md)
     max_wait_ms: float = 0.0
     max_body_bytes: int = 16 * 1024 * 1024  # an event batch
     max_request_bytes: int = 1024 * 1024  # any other body (a chat's messages are capped at 32k characters)
