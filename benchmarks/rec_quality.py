@@ -31,7 +31,9 @@ generator on the same split, with item SIDs from residual k-means over SASRec's 
 `--world large` (`configs/world/large.yaml`: 50,000 viewers, 3,000 streamers, ~240 rooms live per
 request and ~500 at the peak) runs the same models on an evening's scale, every key suffixed `_large`:
 the generators train on a seeded sample of 140,000 of its ~640,000 training targets, the tokenizer
-stops at 2,000 steps, and sasrec-games is left out (it is one data set whatever the world).
+stops at 2,000 steps, and sasrec-games is left out (it is one data set whatever the world); with
+`--quick` the generators train on 35,000 targets, a check of the pipeline at scale whose numbers are
+a smaller training's (the bars are read on the full run).
 
 Run: python benchmarks/rec_quality.py --quick      (or without --quick for everything)
 Prints tables and, as its last line, one JSON object.
@@ -84,6 +86,9 @@ WORLDS = {"default": "configs/world/rec.yaml", "large": "configs/world/large.yam
 # steps (its ~1M positives seen about once); SASRec trains on every viewer's full sequence (the baselines
 # lose nothing). With 70k targets the generator with the prior was 1.140x the best baseline (docs/results.md).
 SAMPLED = {"large": {"train_targets": 140_000, "tokenizer_steps": 2_000}}
+# --quick on the large world: a quarter of those targets, for a check within 15 minutes (its numbers are
+# a smaller training's: the bars are read on the full run)
+SAMPLED_QUICK = {"large": {"train_targets": 35_000}}
 
 
 
@@ -373,7 +378,8 @@ def main() -> None:
     parser.add_argument("--games-full-users", type=int, default=5000, help="users for full ranking (a seeded sample)")
     parser.add_argument("--train-targets", type=int, default=None,
                         help="train the generators on a seeded sample of this many targets (default: all; "
-                             f"--world large: {SAMPLED['large']['train_targets']:,})")
+                             f"--world large: {SAMPLED['large']['train_targets']:,}, with --quick "
+                             f"{SAMPLED_QUICK['large']['train_targets']:,})")
     parser.add_argument("--tokenizer-steps", type=int, default=None,
                         help="cap the tokenizer's training steps (default: its config's; --world large: "
                              f"{SAMPLED['large']['tokenizer_steps']:,})")
@@ -386,7 +392,8 @@ def main() -> None:
         args.world_config = WORLDS[args.world]
     if args.world == "large" and args.out == parser.get_default("out"):
         args.out = "runs/bench_rec_large"
-    for key, value in SAMPLED.get(args.world, {}).items():
+    for key, value in ({**SAMPLED.get(args.world, {}), **(SAMPLED_QUICK.get(args.world, {}) if args.quick else {})}
+                       ).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     torch.set_num_threads(CORES)
