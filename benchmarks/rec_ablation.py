@@ -153,7 +153,8 @@ def run_variant(name: str) -> dict:
         _, held = prior_holdout(cfg, data.log, ctx["train_rows"])
         with torch.no_grad():
             res.model.log_lp_scale.fill_(LOG_LP_WEIGHT_RANGE[0])
-        fit_room_prior(res.model, signals, held, causal=cfg.causal_history, fit_weight=False)
+        fit_room_prior(res.model, signals, held, causal=cfg.causal_history, fit_weight=False,
+                       max_entries=cfg.prior_refit_entries)
         out["prior_ranks"] = exact_hits(res.model, view, signals, ctx["val_rows"])
     return out
 

@@ -86,9 +86,10 @@ WORLDS = {"default": "configs/world/rec.yaml", "large": "configs/world/large.yam
 # steps (its ~1M positives seen about once); SASRec trains on every viewer's full sequence (the baselines
 # lose nothing). With 70k targets the generator with the prior was 1.140x the best baseline (docs/results.md).
 SAMPLED = {"large": {"train_targets": 140_000, "tokenizer_steps": 2_000}}
-# --quick on the large world: a quarter of those targets, for a check within 15 minutes (its numbers are
-# a smaller training's: the bars are read on the full run)
-SAMPLED_QUICK = {"large": {"train_targets": 35_000}}
+# --quick on the large world: a quarter of those targets and a quarter of the prior refit's entries (the refit
+# and the prior's two evaluations took 640 of the prior job's 731 s with 2M), for a check within 15 minutes
+# (its numbers are a smaller training's: the bars are read on the full run)
+SAMPLED_QUICK = {"large": {"train_targets": 35_000, "refit_entries": 500_000}}
 
 
 
@@ -155,7 +156,8 @@ def run_job(job: tuple) -> dict:
         _, held = prior_holdout(cfg, log, data.train_rows)
         with torch.no_grad():
             res.model.log_lp_scale.fill_(LOG_LP_WEIGHT_RANGE[0])
-        fit_room_prior(res.model, signals, held, causal=cfg.causal_history, fit_weight=False)
+        fit_room_prior(res.model, signals, held, causal=cfg.causal_history, fit_weight=False,
+                       max_entries=cfg.prior_refit_entries)
         alone = GeneratorRanker(res.model, live, cfg.generator.max_history, beam=args.beam, signals=signals)
         out["prior_ranks"] = target_ranks(alone, log, data.eval_rows)
     return out | {"seconds": time.perf_counter() - t}
@@ -206,6 +208,8 @@ def simulated(args: argparse.Namespace, t0: float) -> dict:
     pcfg = load_config(args.prior_config, TrainConfig)  # identity signals, joint room softmax, refit
     if args.epochs:
         gcfg, pcfg = (dataclasses.replace(c, epochs=args.epochs) for c in (gcfg, pcfg))
+    if args.refit_entries:
+        pcfg = dataclasses.replace(pcfg, prior_refit_entries=args.refit_entries)
     g = gcfg.generator
     plain = dataclasses.replace(gcfg, room_loss=0.0)  # the MTP / AR pair trains alike, without the room softmax
     variants = {  # name: (train config, static SIDs, directory)
@@ -380,6 +384,9 @@ def main() -> None:
                         help="train the generators on a seeded sample of this many targets (default: all; "
                              f"--world large: {SAMPLED['large']['train_targets']:,}, with --quick "
                              f"{SAMPLED_QUICK['large']['train_targets']:,})")
+    parser.add_argument("--refit-entries", type=int, default=None,
+                        help="(request, live room) entries the prior's refit reads at most (default: the config's "
+                             f"prior_refit_entries; --world large --quick: {SAMPLED_QUICK['large']['refit_entries']:,})")
     parser.add_argument("--tokenizer-steps", type=int, default=None,
                         help="cap the tokenizer's training steps (default: its config's; --world large: "
                              f"{SAMPLED['large']['tokenizer_steps']:,})")

@@ -33,7 +33,7 @@ from livemind.rec.data.watch import History, WatchLog
 from livemind.rec.live.rooms import LiveRooms
 from livemind.rec.model.checkpoint import load_tensors, read_state, save_generator, save_tensors, saved_generator_config
 from livemind.rec.model.generator import GeneratorConfig, OneLiveGenerator
-from livemind.rec.model.prior import fit_room_prior
+from livemind.rec.model.prior import MAX_REFIT_ENTRIES, fit_room_prior
 from livemind.report import figure
 
 
@@ -51,6 +51,7 @@ class TrainConfig:
     room_negatives: int = 31  # other live rooms sampled per target for that softmax
     prior_holdout_hours: float = 6.0  # latest training targets held out to refit the prior on (fit_room_prior)
     prior_holdout_share: float = 0.1  # ... and at least this share of them (the latest), when those hours hold fewer
+    prior_refit_entries: int = MAX_REFIT_ENTRIES  # (request, live room) entries the refit reads at most (refit_rows)
     causal_history: bool = False  # histories and signals read only watches strictly before the target's time
     prior_joint: bool = True  # train the live-room prior with the generator; False: the generator alone, then the fit
     device: str = "cpu"  # cpu, cuda or cuda:N; under torchrun, "cuda" puts each rank on cuda:LOCAL_RANK
@@ -63,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.prior_holdout_hours < 0:
             raise ValueError(f"prior_holdout_hours must be non-negative, got {self.prior_holdout_hours}")
+        if self.prior_refit_entries < 1:
+            raise ValueError(f"prior_refit_entries must be >= 1, got {self.prior_refit_entries}")
         if not 0 <= self.prior_holdout_share < 1:
             raise ValueError(f"prior_holdout_share must be in [0, 1), got {self.prior_holdout_share}")
         if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
@@ -305,7 +308,8 @@ def train_generator(cfg: TrainConfig, log: WatchLog, rows: np.ndarray, out: str 
     if trainer.global_step != before:
         trainer.prior_fit = None  # trained further: the refit is stale
     if len(held) and trainer.rank == 0 and trainer.prior_fit is None:
-        trainer.prior_fit = fit_room_prior(trainer.model, signals, held, causal=cfg.causal_history)
+        trainer.prior_fit = fit_room_prior(trainer.model, signals, held, causal=cfg.causal_history,
+                                           max_entries=cfg.prior_refit_entries)
         trainer.save_checkpoint()
     if trainer.rank == 0:
         write_loss_curve(Path(out), losses, title=f"generator ({cfg.generator.decode}) training loss",

@@ -280,6 +280,8 @@ def test_the_prior_is_refit_on_the_last_hours_or_at_least_a_share_of_the_latest_
     assert np.array_equal(kept, rows) and len(held) == 0
     with pytest.raises(ValueError, match="prior_holdout_share must be in"):
         dataclasses.replace(prior, prior_holdout_share=1.0)
+    with pytest.raises(ValueError, match="prior_refit_entries must be >= 1, got 0"):
+        dataclasses.replace(prior, prior_refit_entries=0)
 
 
 def test_a_checkpoint_is_resumed_only_under_the_same_training_settings(watch_log, tmp_path):
@@ -295,4 +297,5 @@ def test_a_checkpoint_is_resumed_only_under_the_same_training_settings(watch_log
     trainer.save_checkpoint()
     assert same_training(tmp_path / "g", cfg)
     assert not same_training(tmp_path / "g", dataclasses.replace(cfg, prior_holdout_share=0.2))
+    assert not same_training(tmp_path / "g", dataclasses.replace(cfg, prior_refit_entries=1000))
     assert not same_training(tmp_path / "g", dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, d_model=32)))
