@@ -40,7 +40,7 @@ from livemind.think.distill import DistillConfig, ModelSource, run_distill
 from livemind.think.evaluate import kind_figures, wilson
 from livemind.think.report import ModelSpec, evaluate_models
 from livemind.think.rft import SFTSettings
-from livemind.think.tasks import TASK_KINDS, final_split, make_splits, write_tasks
+from livemind.think.tasks import TASK_KINDS, final_split, make_splits, mix_kinds, parse_mix, write_tasks
 from livemind.world.simulator import LiveWorld
 
 MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=120)
     parser.add_argument("--split", default="validation", choices=["validation", "test"], help="the split to evaluate on")
     parser.add_argument("--final", action="store_true", help="this config is final: allow --split test (read once)")
+    parser.add_argument("--train-mix", default="",
+                        help="train tasks a kind, e.g. spec=100,compare=80 (kinds not named keep theirs; new tasks top "
+                             "a kind up, never repeating a validation or test question, which stay as they were)")
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--selection", default="all")
     parser.add_argument("--teacher-max-tokens", type=int, default=96)
@@ -106,6 +109,12 @@ def main() -> None:
 
     products = LiveWorld(demo_world_config()).products
     splits = make_splits(products, {"train": args.train, "validation": args.validation, "test": args.test})
+    try:
+        mix = parse_mix(args.train_mix)
+    except DataError as exc:
+        sys.exit(f"error: --train-mix: {exc}")
+    if mix:
+        splits["train"] = mix_kinds(splits["train"], mix, products, exclude=[*splits["validation"], *splits["test"]])
     for name, tasks in splits.items():
         write_tasks(tasks, out / f"tasks/{name}.jsonl")
     train, test = splits["train"], splits[args.split]  # "test": the evaluated split (validation unless --final)
@@ -117,7 +126,8 @@ def main() -> None:
                         sft=SFTSettings(epochs=args.epochs, lr=args.lr, batch_size=8, lora=args.lora, bf16=args.bf16))
     rft_dir = out / "rft"
     stamp = rft_dir / "benchmark_config.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(asdict(cfg))) \
+    config = asdict(cfg) | ({"train_mix": mix} if mix else {})  # the student is reused only for the same config
+    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(config)) \
             and (rft_dir / "student/config.json").is_file():
         res = json.loads((rft_dir / "result.json").read_text())
         console.print(f"reusing the RFT student in {rft_dir / 'student'} (same config)")
@@ -126,7 +136,7 @@ def main() -> None:
         res = run_distill(cfg, rft_dir, lambda m: console.print(m, markup=False))
         res["seconds"] = time.perf_counter() - t
         (rft_dir / "result.json").write_text(json.dumps(res))
-        stamp.write_text(json.dumps(asdict(cfg)))
+        stamp.write_text(json.dumps(config))
     rft_seconds = res["seconds"]
 
     greedy = Sampling(temperature=0.0, max_tokens=args.max_tokens)

@@ -443,6 +443,9 @@ def think_tasks(
     validation: Annotated[int, typer.Option(help="validation tasks: every choice of config, stage or checkpoint")] = 500,
     test: Annotated[int, typer.Option(help="test tasks: read once per final model")] = 500,
     seed: Annotated[int, typer.Option(help="train uses seed, test seed + 1, validation seed + 2")] = 0,
+    mix: Annotated[str, typer.Option(help="train tasks a kind, e.g. spec=100,compare=80: kinds named get that many "
+                                          "(topped up with new tasks), the rest keep theirs; validation and test "
+                                          "stay as without it")] = "",
 ) -> None:
     """Generate live-commerce QA tasks (documents, dialogue, question, gold facts) as JSON lines, in
     train / validation / test splits that share no question."""
@@ -451,13 +454,19 @@ def think_tasks(
     from rich.table import Table
 
     from livemind.errors import DataError
-    from livemind.think.tasks import TASK_KINDS, make_splits, products_of, write_tasks
+    from livemind.think.tasks import TASK_KINDS, make_splits, mix_kinds, parse_mix, products_of, write_tasks
     from livemind.world.tables import WorldData
 
     if train < 1 or validation < 1 or test < 1:
         raise DataError(f"--train, --validation and --test must be at least 1, got {train}, {validation} and {test}")
+    try:
+        wanted = parse_mix(mix)
+    except DataError as exc:
+        raise DataError(f"--mix: {exc}") from None
     products = products_of(WorldData.load(world))
     splits = make_splits(products, {"train": train, "validation": validation, "test": test}, seed)
+    if wanted:
+        splits["train"] = mix_kinds(splits["train"], wanted, products, exclude=[*splits["validation"], *splits["test"]])
     table = Table(title=f"tasks from {len(products):,} products")
     table.add_column("kind")
     for name in splits:

@@ -225,6 +225,16 @@ def test_think_tasks(tmp_path):
     assert all(t.split == k for k, v in splits.items() for t in v)
     res = runner.invoke(app, ["think", "tasks", "--world", str(world), "--out", str(out), "--train", "0"])
     assert res.exit_code == 2 and "--train, --validation and --test must be at least 1, got 0" in text(res)
+    mixed = tmp_path / "mixed"
+    res = runner.invoke(app, ["think", "tasks", "--world", str(world), "--out", str(mixed), "--train", "60",
+                              "--validation", "12", "--test", "24", "--mix", "spec=10,price=2"])
+    assert res.exit_code == 0, res.output
+    train = read_tasks(mixed / "train.jsonl")
+    kinds = [t.kind for t in train]
+    assert len(train) == 60 - 5 + 10 - 5 + 2 and kinds.count("spec") == 10 and kinds.count("price") == 2
+    assert all(read_tasks(mixed / f"{k}.jsonl") == splits[k] for k in ("validation", "test"))  # held out as before
+    res = runner.invoke(app, ["think", "tasks", "--world", str(world), "--out", str(mixed), "--mix", "spec=many"])
+    assert res.exit_code == 2 and "--mix: mix entry 'spec=many': expected KIND=COUNT" in text(res)
 
 
 def think_tasks_and_tiny_student(tmp_path, kinds, student_dir="student0"):

@@ -11,9 +11,15 @@ so that later expressions can use earlier names:
 The language is a small, closed subset of Python's expression grammar, walked node by node from
 `ast.parse(mode="eval")`: numbers, names bound earlier in the same completion, `+ - * /`, unary
 minus, comparisons, `a if cond else b`, `and`/`or`/`not`, and the functions `round`, `min`, `max`,
-`ceil`, `floor`, `abs`. No attribute, subscript, call of anything else, power or string; at most
+`ceil`, `floor`, `abs`. No attribute, subscript, call of anything else or power; at most
 `MAX_CHARS` characters and `MAX_NODES` nodes per expression, every constant and result finite and
 within `LIMIT`. Money is rounded to cents at every assignment, as `Product.quote` rounds.
+
+Text enters only as the branches of a choice, `[["Red Mug" if a < b else "Blue Mug"]]`: which of
+two products is cheaper is a comparison the student gets wrong about half the time when it writes the
+name itself, and the runtime gets right. A text value is printed as written; text in arithmetic, a
+comparison or a function is an error, and a text constant holds at most `MAX_TEXT` characters of
+letters, digits, spaces and `- ' & + . , %` (nothing that could open a block or a markup).
 
 A value prints with two decimals when the expression involves a decimal number, a division or a
 name bound to money, unless it rounds with `ceil` or `floor` (a count); else as a whole number. An
@@ -31,6 +37,8 @@ import re
 from collections.abc import Callable
 
 MAX_CHARS = 240
+MAX_TEXT = 80
+_TEXT = re.compile(r"[A-Za-z0-9 \-'&+.,%]*")
 MAX_NODES = 80
 LIMIT = 1e9
 UNRESOLVED = "?"
@@ -50,7 +58,14 @@ class CalcError(ValueError):
     """An expression the calculator does not evaluate, and why."""
 
 
-def _finite(x: float) -> float:
+def _number(x: float | str) -> float:
+    if isinstance(x, str):
+        raise CalcError(f"text {x!r} where a number is needed: text is only a choice's result")
+    return x
+
+
+def _finite(x: float | str) -> float:
+    x = _number(x)
     if isinstance(x, bool):
         return float(x)
     if not isinstance(x, int | float) or not math.isfinite(x) or abs(x) > LIMIT:
@@ -58,13 +73,15 @@ def _finite(x: float) -> float:
     return float(x)
 
 
-def evaluate(expression: str, names: dict[str, float] | None = None) -> float:
+def evaluate(expression: str, names: dict[str, float | str] | None = None) -> float | str:
     """The value of one expression (see the module docstring), with `names` bound.
 
     >>> evaluate("4 * 80.09 * (1 - 10/100) if 4 >= 2 else 4 * 80.09")
     288.324
     >>> evaluate("s - 27.00 if s >= 270.00 else s", {"s": 288.32})
     261.32
+    >>> evaluate("'Blue Mug' if 9.5 < 12 else 'Red Mug'")
+    'Blue Mug'
     >>> evaluate("__import__('os')")
     Traceback (most recent call last):
     ...
@@ -78,44 +95,50 @@ def evaluate(expression: str, names: dict[str, float] | None = None) -> float:
         raise CalcError(f"not an expression: {exc.msg}") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
         raise CalcError(f"expression of more than {MAX_NODES} nodes")
-    return _finite(_eval(tree.body, names or {}))
+    value = _eval(tree.body, names or {})
+    return value if isinstance(value, str) else _finite(value)
 
 
-def _eval(node: ast.AST, names: dict[str, float]) -> float:
+def _eval(node: ast.AST, names: dict[str, float | str]) -> float | str:
     if isinstance(node, ast.Constant):
+        if isinstance(node.value, str):
+            if len(node.value) > MAX_TEXT or not _TEXT.fullmatch(node.value):
+                raise CalcError(f"text {node.value[:MAX_TEXT]!r}: at most {MAX_TEXT} letters, digits, spaces "
+                                "and - ' & + . , %")
+            return node.value
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
-            raise CalcError(f"constant {node.value!r}: only numbers")
+            raise CalcError(f"constant {node.value!r}: only numbers and text")
         return _finite(node.value)
     if isinstance(node, ast.Name):
         if node.id not in names:
             raise CalcError(f"unknown name {node.id!r}")
         return names[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        a, b = _eval(node.left, names), _eval(node.right, names)
+        a, b = _number(_eval(node.left, names)), _number(_eval(node.right, names))
         if isinstance(node.op, ast.Div) and b == 0:
             raise CalcError("division by zero")
         return _finite(_BINARY[type(node.op)](a, b))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd | ast.Not):
-        x = _eval(node.operand, names)
+        x = _number(_eval(node.operand, names))
         return float(not x) if isinstance(node.op, ast.Not) else -x if isinstance(node.op, ast.USub) else x
     if isinstance(node, ast.Compare):
-        left, ok = _eval(node.left, names), True
+        left, ok = _number(_eval(node.left, names)), True
         for op, right_node in zip(node.ops, node.comparators):
             if type(op) not in _COMPARE:
                 raise CalcError(f"comparison {type(op).__name__}: only < <= > >= == !=")
-            right = _eval(right_node, names)
+            right = _number(_eval(right_node, names))
             ok, left = ok and _COMPARE[type(op)](left, right), right
         return float(ok)
     if isinstance(node, ast.BoolOp):
-        vals = [_eval(v, names) for v in node.values]
+        vals = [_number(_eval(v, names)) for v in node.values]
         return float(all(vals) if isinstance(node.op, ast.And) else any(vals))
     if isinstance(node, ast.IfExp):
-        return _eval(node.body if _eval(node.test, names) else node.orelse, names)
+        return _eval(node.body if _number(_eval(node.test, names)) else node.orelse, names)
     if isinstance(node, ast.Call):
         name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
         if name not in _FUNCTIONS or node.keywords:
             raise CalcError(f"call of {name}: only {', '.join(_FUNCTIONS)}")
-        args = [_eval(a, names) for a in node.args]
+        args = [_number(_eval(a, names)) for a in node.args]
         try:
             return _finite(_FUNCTIONS[name](*args))
         except TypeError:
@@ -147,7 +170,7 @@ class CalcStream:
     once; a block is held until its `]]` and then replaced by its value."""
 
     def __init__(self) -> None:
-        self.names: dict[str, float] = {}
+        self.names: dict[str, float | str] = {}
         self.decimal: set[str] = set()  # names bound to money (printed with cents)
         self.held = ""
 
@@ -185,6 +208,10 @@ class CalcStream:
             x = evaluate(expression, self.names)
         except CalcError:
             return UNRESOLVED
+        if isinstance(x, str):
+            if name:
+                self.names[name] = x
+            return x
         decimal = _money(expression, self.decimal)
         if decimal:
             x = round(x, 2)

@@ -222,7 +222,10 @@ def _spec(c: _Card) -> _Written | None:
     p, rng, name, now = c.p, c.rng, c.name, c.now
     spec = str(rng.choice(sorted(p.specs)))
     q, gold = f"what's the {spec} of the {name}?", {"entities": [p.specs[spec]]}
-    why = f"The viewer asks about the {spec}. The card's details for the {name} list {spec}: {p.specs[spec]}."
+    # the details copied first, then the asked one read from that short list nearby: a 135M student that
+    # answered from the whole card copied the wrong detail or made one up
+    details = "; ".join(f"{k}: {v}" for k, v in sorted(p.specs.items()))
+    why = f"The viewer asks about the {spec}. The card's details for the {name}: {details}. So {spec}: {p.specs[spec]}."
     say = f"The {spec} of the {name} is {p.specs[spec]}. {now}"
     return q, gold, why, say, True
 
@@ -237,9 +240,11 @@ def _compare(c: _Card) -> _Written | None:
         return None
     q = f"which is cheaper right now, the {a.name} or the {b.name}?"
     gold = {"entities": [a.name if ua < ub else b.name], "number": min(ua, ub)}
-    (low, lo), (high, hi) = sorted([(a.name, ua), (b.name, ub)], key=lambda x: x[1])
-    why = f"After the live discounts the {a.name} is {ua:.2f} and the {b.name} is {ub:.2f}; {lo:.2f} is lower."
-    say = f"The {low} is cheaper at {lo:.2f}; the {high} is {hi:.2f}."
+    # which is lower is the calculator's choice (`livemind.think.calc`): the student copies both prices and
+    # both names, in the question's order, and never has to compare two numbers itself
+    why = f"After the live discounts the {a.name} is [[a = {ua:.2f}]] and the {b.name} is [[b = {ub:.2f}]]."
+    say = (f'The [["{a.name}" if a < b else "{b.name}"]] is cheaper at [[min(a, b)]]; '
+           f'the [["{b.name}" if a < b else "{a.name}"]] is [[max(a, b)]].')
     return q, gold, why, say, True
 
 
@@ -380,6 +385,50 @@ def make_splits(products: Sequence[Product], sizes: dict[str, int], seed: int = 
         seen.update((t.documents, t.question) for t in tasks)
         out[split] = tasks
     return out
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """"spec=100,compare=80" -> {"spec": 100, "compare": 80}: tasks a kind (`mix_kinds`).
+
+    >>> parse_mix("spec=100, compare=80")
+    {'spec': 100, 'compare': 80}
+    """
+    out: dict[str, int] = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        kind, _, n = part.partition("=")
+        kind = kind.strip()
+        if kind not in TASK_KINDS or not n.strip().isdigit():
+            raise DataError(f"mix entry {part!r}: expected KIND=COUNT with KIND one of {list(TASK_KINDS)} and COUNT "
+                            "a whole number >= 0")
+        out[kind] = int(n)
+    return out
+
+
+def mix_kinds(tasks: Sequence[QATask], counts: dict[str, int], products: Sequence[Product],
+              exclude: Iterable[QATask] = (), seed: int = 7) -> list[QATask]:
+    """`tasks` with `counts[kind]` tasks of each kind named there (kinds not named keep all theirs): the
+    first ones of that kind, topped up from new seeded tasks whose documents and question appear neither
+    in `tasks` nor in `exclude` (the held-out splits, which therefore stay as they were). The training
+    split's balance across kinds, without changing validation or test."""
+    seen = {(t.documents, t.question) for t in (*tasks, *exclude)}
+    split, prefix = (tasks[0].split, tasks[0].id.rstrip("0123456789")) if tasks else ("", "t")
+    by_kind: dict[str, list[QATask]] = {}
+    for t in tasks:
+        by_kind.setdefault(t.kind, []).append(t)
+    want = {k: n - len(by_kind.get(k, [])) for k, n in counts.items()}
+    n_new = 0
+    while any(v > 0 for v in want.values()):
+        n_new = 2 * n_new + 12 * max(want.values())
+        if n_new > 1000 * (sum(counts.values()) + 1):
+            raise DataError(f"could not make {want} new tasks unlike the given ones from {len(products)} products")
+        for t in make_tasks(products, n_new, seed, prefix="mix"):
+            if want.get(t.kind, 0) > 0 and (t.documents, t.question) not in seen:
+                seen.add((t.documents, t.question))
+                by_kind.setdefault(t.kind, []).append(t)
+                want[t.kind] -= 1
+    kept = [by_kind.get(k, [])[:counts.get(k, len(by_kind.get(k, [])))] for k in TASK_KINDS]
+    out = [row[i] for i in range(max(map(len, kept), default=0)) for row in kept if i < len(row)]  # kinds in turn
+    return [dataclasses.replace(t, id=f"{prefix}{i:05d}", split=split) for i, t in enumerate(out)]
 
 
 def final_split(split: str, final: bool) -> None:

@@ -21,7 +21,14 @@ def test_the_calculator_evaluates_arithmetic(expression, value):
     ("__import__('os').system('true')", "call of __import__"),
     ("().__class__", "Attribute is not allowed"),
     ("9 ** 9 ** 9", "BinOp is not allowed"),  # power: no way to a huge number
-    ("'a' * 3", "only numbers"),
+    ("'a' * 3", "text 'a' where a number is needed"),
+    ("'a' < 'b'", "text 'a' where a number is needed"),
+    ("min('a', 2)", "text 'a' where a number is needed"),
+    ("1 if 'a' else 2", "text 'a' where a number is needed"),
+    ("b'x'", "only numbers and text"),
+    ("'[[x]]' if 1 else 'y'", "at most 80 letters"),
+    ("'<think>' if 1 else 'y'", "at most 80 letters"),
+    ("'" + "a" * 81 + "' if 1 else 'y'", "at most 80 letters"),
     ("[1, 2][0]", "is not allowed"),
     ("x + 1", "unknown name 'x'"),
     ("1 / 0", "division by zero"),
@@ -45,6 +52,14 @@ def test_a_completion_resolves_in_order_with_names_money_to_cents_counts_whole()
     assert resolve(text) == ("<think>One is 18.89; 2: 37.78, 4</think>2 come to 37.78; order 4. "
                              f"{UNRESOLVED} and {UNRESOLVED}")
     assert resolve("no calculation here [not one] ]] [[") == "no calculation here [not one] ]] [["
+
+
+def test_a_choice_prints_the_chosen_text_and_a_name_can_hold_it():
+    text = ("[[a = 112.99]] [[b = 49.99]] The [['Luma mug' if a < b else 'Kiro lamp']] is cheaper at "
+            "[[min(a, b)]]; the [[w = 'Kiro lamp' if a < b else 'Luma mug']] is [[max(a, b)]]. [[w]] [[w + 1]]")
+    assert resolve(text) == ("112.99 49.99 The Kiro lamp is cheaper at 49.99; the Luma mug is 112.99. "
+                             f"Luma mug {UNRESOLVED}")
+    assert evaluate("'A' if 2 < 1 else 'B' if 1 < 2 else 'C'") == "B"  # nested choices
 
 
 def test_money_rounds_to_cents_at_every_assignment_as_the_quote_does():

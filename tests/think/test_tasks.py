@@ -159,3 +159,32 @@ def test_the_calculator_solutions_are_exact_on_every_product_of_the_demo_catalog
                 if "?" in resolve(task.reference) or verify(task, task.reference).correct is not True:
                     wrong.append((kind, p.id, task.gold, final_answer(task.reference)))
     assert wrong == [] and min(made.values()) > 400, (wrong[:5], made)
+
+
+def test_a_comparison_is_the_calculators_choice_and_names_the_cheaper_product():
+    from livemind.think.calc import resolve
+    from livemind.think.prompts import split_reasoning
+
+    for first, second in ((P, Q), (Q, P)):  # the question's order either way: the Kiro lamp (50.00) is cheaper
+        task = one("compare", products=(first, second))
+        assert "[[" in split_reasoning(task.reference)[1]  # the student writes the choice, not the name
+        assert split_reasoning(resolve(task.reference))[1] == \
+            "The Kiro test lamp is cheaper at 50.00; the Luma test mug is 90.00."
+
+
+def test_the_training_mix_sets_tasks_a_kind_and_never_repeats_a_held_out_question():
+    from livemind.think.tasks import make_splits, mix_kinds, parse_mix
+
+    s = make_splits([P, Q], {"train": 48, "validation": 24, "test": 24})
+    before = Counter(t.kind for t in s["train"])
+    mixed = mix_kinds(s["train"], parse_mix("spec=6, price=1"), [P, Q], exclude=[*s["validation"], *s["test"]])
+    counts = Counter(t.kind for t in mixed)
+    assert counts["spec"] == 6 and counts["price"] == 1 and before["spec"] == 4
+    assert all(counts[k] == before[k] for k in TASK_KINDS if k not in ("spec", "price"))  # the rest as they were
+    held = {(t.documents, t.question) for t in (*s["validation"], *s["test"])}
+    assert not held & {(t.documents, t.question) for t in mixed}
+    assert [t.id for t in mixed] == [f"train{i:05d}" for i in range(len(mixed))] and {t.split for t in mixed} == {"train"}
+    assert mixed == mix_kinds(s["train"], {"spec": 6, "price": 1}, [P, Q], exclude=[*s["validation"], *s["test"]])
+    for bad in ("spec=x", "nope=3", "spec=-1", "spec"):
+        with pytest.raises(DataError, match="KIND=COUNT"):
+            parse_mix(bad)
