@@ -40,7 +40,7 @@ from livemind.think.distill import DistillConfig, ModelSource, run_distill
 from livemind.think.evaluate import kind_figures, wilson
 from livemind.think.report import ModelSpec, evaluate_models
 from livemind.think.rft import SFTSettings
-from livemind.think.tasks import TASK_KINDS, final_split, make_splits, mix_kinds, parse_mix, write_tasks
+from livemind.think.tasks import TASK_KINDS, final_split, make_splits, parse_mix, write_tasks
 from livemind.world.simulator import LiveWorld
 
 MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
@@ -108,13 +108,11 @@ def main() -> None:
     t0 = time.perf_counter()
 
     products = LiveWorld(demo_world_config()).products
-    splits = make_splits(products, {"train": args.train, "validation": args.validation, "test": args.test})
     try:
         mix = parse_mix(args.train_mix)
     except DataError as exc:
         sys.exit(f"error: --train-mix: {exc}")
-    if mix:
-        splits["train"] = mix_kinds(splits["train"], mix, products, exclude=[*splits["validation"], *splits["test"]])
+    splits = make_splits(products, {"train": args.train, "validation": args.validation, "test": args.test}, mix=mix)
     for name, tasks in splits.items():
         write_tasks(tasks, out / f"tasks/{name}.jsonl")
     train, test = splits["train"], splits[args.split]  # "test": the evaluated split (validation unless --final)

@@ -454,7 +454,7 @@ def think_tasks(
     from rich.table import Table
 
     from livemind.errors import DataError
-    from livemind.think.tasks import TASK_KINDS, make_splits, mix_kinds, parse_mix, products_of, write_tasks
+    from livemind.think.tasks import TASK_KINDS, make_splits, parse_mix, products_of, write_tasks
     from livemind.world.tables import WorldData
 
     if train < 1 or validation < 1 or test < 1:
@@ -464,9 +464,7 @@ def think_tasks(
     except DataError as exc:
         raise DataError(f"--mix: {exc}") from None
     products = products_of(WorldData.load(world))
-    splits = make_splits(products, {"train": train, "validation": validation, "test": test}, seed)
-    if wanted:
-        splits["train"] = mix_kinds(splits["train"], wanted, products, exclude=[*splits["validation"], *splits["test"]])
+    splits = make_splits(products, {"train": train, "validation": validation, "test": test}, seed, wanted)
     table = Table(title=f"tasks from {len(products):,} products")
     table.add_column("kind")
     for name in splits:

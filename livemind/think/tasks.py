@@ -357,11 +357,13 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 SPLIT_SEEDS = {"train": 0, "test": 1, "validation": 2}  # added to the base seed: test keeps the set earlier runs used
 
 
-def make_splits(products: Sequence[Product], sizes: dict[str, int], seed: int = 0) -> dict[str, list[QATask]]:
+def make_splits(products: Sequence[Product], sizes: dict[str, int], seed: int = 0,
+                mix: dict[str, int] | None = None) -> dict[str, list[QATask]]:
     """Train / validation / test tasks, each fixed by its own seed, with no question shared across
     splits (a validation or test task that repeats an earlier split's documents and question is
     replaced). Every choice of config, stage or checkpoint is made on validation; test is read
-    once per final model (benchmarks/think_*.py refuse test numbers without --final).
+    once per final model (benchmarks/think_*.py refuse test numbers without --final). `mix`
+    re-balances the train split's kinds (`mix_kinds`); the held-out splits stay as without it.
 
     """
     unknown = set(sizes) - set(SPLITS)
@@ -384,6 +386,8 @@ def make_splits(products: Sequence[Product], sizes: dict[str, int], seed: int = 
         tasks = [dataclasses.replace(t, id=f"{split}{i:05d}", split=split) for i, t in enumerate(tasks)]
         seen.update((t.documents, t.question) for t in tasks)
         out[split] = tasks
+    if mix and "train" in out:
+        out["train"] = mix_kinds(out["train"], mix, products, [t for k, v in out.items() if k != "train" for t in v])
     return out
 
 

@@ -185,6 +185,8 @@ def test_the_training_mix_sets_tasks_a_kind_and_never_repeats_a_held_out_questio
     assert not held & {(t.documents, t.question) for t in mixed}
     assert [t.id for t in mixed] == [f"train{i:05d}" for i in range(len(mixed))] and {t.split for t in mixed} == {"train"}
     assert mixed == mix_kinds(s["train"], {"spec": 6, "price": 1}, [P, Q], exclude=[*s["validation"], *s["test"]])
+    via_splits = make_splits([P, Q], {"train": 48, "validation": 24, "test": 24}, mix={"spec": 6, "price": 1})
+    assert via_splits == {"train": mixed, "validation": s["validation"], "test": s["test"]}
     for bad in ("spec=x", "nope=3", "spec=-1", "spec"):
         with pytest.raises(DataError, match="KIND=COUNT"):
             parse_mix(bad)

@@ -13,7 +13,7 @@ Int8 weights (`livemind.serve.host.int8`): decoding (a few rows) multiplies them
 `torch._weight_int8pack_mm` (reads int8, activations in bfloat16: memory-bound); a prefill (many
 rows, compute-bound) multiplies the same int8 values, kept once as a bfloat16 copy, on the bfloat16
 GEMM. Activations stay in bfloat16 on both paths: quantising them to int8 as well (one scale per
-token, on the int8 GEMM, a third faster) cost the RFT student 13 points of validation answers
+token, on the int8 GEMM: faster on short prompts) cost the RFT student 13 points of validation answers
 (90.8% -> 77.5%; weight-only 89.2%), because the normed inputs of the q|k|v and gate|up products
 carry a few channels far larger than the rest (docs/results.md, "int8 served").
 
