@@ -29,13 +29,16 @@ def free_port() -> int:
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path | None = None,
                ready: Callable[[dict], bool] | None = None) -> float:
     """Poll `url`/readyz until a 200 (that `ready` accepts); returns the seconds it took. A process
-    that exits, or is not ready within `timeout`, is a DataError quoting the end of its log."""
+    that exits, says it cannot become ready (a 503 with `"retry": false`: its models failed to load),
+    or is not ready within `timeout`, is a DataError quoting /readyz or the end of its log."""
     t0 = time.perf_counter()
     while True:
         try:
             r = httpx.get(url + "/readyz", timeout=2)
             if r.status_code == 200 and (ready is None or ready(r.json())):
                 return time.perf_counter() - t0
+            if r.status_code == 503 and r.json().get("retry") is False:
+                raise DataError(f"the service at {url} cannot become ready: {r.json()['error'].removeprefix('not ready: ')}")
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.perf_counter() - t0 > timeout:

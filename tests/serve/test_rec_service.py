@@ -263,6 +263,7 @@ def test_readyz_says_why_the_service_cannot_load(serve_config, tmp_path):
             if "DataError" in r.text:
                 break
         assert r.status_code == 503 and f"{tmp_path / 'none'}: no such folder" in r.json()["error"]
+        assert r.json()["retry"] is False  # only a restart after a fix can make it ready
         r = httpx.post(srv.url + "/v1/recommend", json={"viewer": 1})
         assert r.status_code == 503 and r.json()["error"].startswith("the service is not ready")
 

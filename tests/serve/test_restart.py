@@ -112,3 +112,26 @@ def to_record_of(event: dict):
     from livemind.serve.api.protocol import EventBatchIn, to_record
 
     return to_record(EventBatchIn.model_validate({"events": [event]}).events[0])
+
+
+def test_a_service_whose_models_fail_to_load_ends_the_wait_at_once_with_the_reason(models, tmp_path):
+    """A generator from another tokenizer fails at load, after the CLI's checks: /readyz says so with
+    `"retry": false`, and `ServiceProcess.start` stops at once with the reason instead of waiting out
+    its timeout (a benchmark once waited 15 minutes on it)."""
+    import time
+
+    from livemind.errors import DataError
+    from livemind.rec.model.checkpoint import load_generator, save_generator
+    from livemind.rec.tokenizer.dynamic import DynamicTokenizer
+
+    root, _ = models
+    model = load_generator(root / "gen", DynamicTokenizer.load(root / "tok").version)
+    save_generator(model, tmp_path / "stale", "tok-0123456789ab")
+    srv = ServiceProcess(["--tokenizer", root / "tok", "--generator", tmp_path / "stale", "--store", tmp_path / "events.duckdb",
+                          "--cache", tmp_path / "cache"], log=tmp_path / "service.log")
+    started = time.perf_counter()
+    with pytest.raises(DataError, match="cannot become ready: DataError: generator checkpoint .* was trained on tokenizer "
+                                        "tok-0123456789ab"):
+        srv.start(timeout=600)
+    assert time.perf_counter() - started < 120
+    assert srv.proc is not None and srv.proc.poll() is not None  # killed, not left running

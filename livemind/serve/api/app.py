@@ -195,13 +195,17 @@ def add_health_routes(app: FastAPI, metrics: Metrics) -> None:
 
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        eng = request.app.state.engine
+        # "retry": false where only a restart (after a fix) can make it ready, so a waiting caller stops at once
+        eng, load_error = request.app.state.engine, request.app.state.load_error
+        if load_error is not None:
+            return livemind_error(503, "not ready: " + load_error, retry=False)
         if eng is None:
-            return livemind_error(503, "not ready: " + (request.app.state.load_error or "loading models and the live state"))
+            return livemind_error(503, "not ready: loading models and the live state", retry=True)
         if eng.apply_error is not None:
-            return livemind_error(503, "not ready: " + eng.apply_error)
+            return livemind_error(503, "not ready: " + eng.apply_error, retry=False)
         if eng.follower is not None and eng.follower.error:
-            return livemind_error(503, "not ready: the replica stopped following the broker's applied log: " + eng.follower.error)
+            return livemind_error(503, "not ready: the replica stopped following the broker's applied log: " + eng.follower.error,
+                                  retry=False)
         host = request.app.state.host
         return JSONResponse({"ready": True, "generator": eng.served.fingerprint if eng.served else None,
                              **eng.state.counts(), "offset": eng.applied_offset,

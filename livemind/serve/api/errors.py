@@ -32,8 +32,12 @@ class ServiceError(Exception):
 
 
 def livemind_error(status: int, error: str, field: str | None = None, value: Any = None, expected: str | None = None,
-                   index: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+                   index: int | None = None, headers: dict[str, str] | None = None,
+                   retry: bool | None = None) -> JSONResponse:
+    """livemind's error body; `retry` (only where given) says whether asking again can succeed."""
     body = {"error": error, "field": field, "value": short(value), "expected": expected, "index": index}
+    if retry is not None:
+        body["retry"] = retry
     return JSONResponse(body, status_code=status, headers=headers)
 
 
