@@ -209,7 +209,10 @@ def _size(c: _Card) -> _Written | None:
     scheme = next(c.sizes for c in CATEGORIES if c.name == p.category)  # offered or not, same scheme
     size = str(rng.choice(scheme))
     q, gold = f"does the {name} come in {size}?", {"yes": size in p.sizes}
-    why = f"The card lists the sizes {', '.join(p.sizes)}; {size} is{'' if size in p.sizes else ' not'} one of them."
+    # opens as spec and unanswerable do, naming what is asked: "does it come in S?" and "does it come with a gift
+    # receipt?" read alike, and a student whose size reasoning opened otherwise took the unanswerable one for it
+    why = (f"The viewer asks about the size {size}. The card lists the sizes {', '.join(p.sizes)}; "
+           f"{size} is{'' if size in p.sizes else ' not'} one of them.")
     if size in p.sizes:
         gold["entities"] = [size]
         say = f"Yes, the {name} comes in {size}. {now}"
@@ -286,8 +289,11 @@ def _unanswerable(c: _Card) -> _Written | None:
     rng, name = c.rng, c.name
     template, what = _MISSING_FACTS[int(rng.integers(len(_MISSING_FACTS)))]
     q, gold, answerable = template.format(name=name), {"refuse": "not_in_documents"}, False
-    why = (f"The viewer asks about {what}. The card gives the price, discounts, sizes, materials, details, stock, "
-           f"shipping and returns, but nothing about {what}.")
+    # the card's details copied first, as for spec: the student answered a yes/no-shaped question ("does it come
+    # with a gift receipt?") in the size or stock template without looking, or named a detail as the answer
+    details = "; ".join(f"{k}: {v}" for k, v in sorted(c.p.specs.items()))
+    why = (f"The viewer asks about {what}. The card's details for the {name}: {details}. None of them is {what}, "
+           f"and the price, sizes, stock, shipping and returns say nothing about it.")
     say = f"Sorry, the card doesn't mention {what}, so I can't confirm it."
     return q, gold, why, say, answerable
 
