@@ -37,8 +37,9 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path | Non
             r = httpx.get(url + "/readyz", timeout=2)
             if r.status_code == 200 and (ready is None or ready(r.json())):
                 return time.perf_counter() - t0
-            if r.status_code == 503 and r.json().get("retry") is False:
-                raise DataError(f"the service at {url} cannot become ready: {r.json()['error'].removeprefix('not ready: ')}")
+            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            if r.status_code == 503 and body.get("retry") is False:
+                raise DataError(f"the service at {url} cannot become ready: {body['error'].removeprefix('not ready: ')}")
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.perf_counter() - t0 > timeout:

@@ -221,14 +221,18 @@ def _size(c: _Card) -> _Written | None:
     return q, gold, why, say, True
 
 
+def _details(p: Product) -> str:
+    """The card's details as the worked solutions copy them: "care: hand wash; fit: true to size"."""
+    return "; ".join(f"{k}: {v}" for k, v in sorted(p.specs.items()))
+
+
 def _spec(c: _Card) -> _Written | None:
     p, rng, name, now = c.p, c.rng, c.name, c.now
     spec = str(rng.choice(sorted(p.specs)))
     q, gold = f"what's the {spec} of the {name}?", {"entities": [p.specs[spec]]}
     # the details copied first, then the asked one read from that short list nearby: a 135M student that
     # answered from the whole card copied the wrong detail or made one up
-    details = "; ".join(f"{k}: {v}" for k, v in sorted(p.specs.items()))
-    why = f"The viewer asks about the {spec}. The card's details for the {name}: {details}. So {spec}: {p.specs[spec]}."
+    why = f"The viewer asks about the {spec}. The card's details for the {name}: {_details(p)}. So {spec}: {p.specs[spec]}."
     say = f"The {spec} of the {name} is {p.specs[spec]}. {now}"
     return q, gold, why, say, True
 
@@ -291,8 +295,7 @@ def _unanswerable(c: _Card) -> _Written | None:
     q, gold, answerable = template.format(name=name), {"refuse": "not_in_documents"}, False
     # the card's details copied first, as for spec: the student answered a yes/no-shaped question ("does it come
     # with a gift receipt?") in the size or stock template without looking, or named a detail as the answer
-    details = "; ".join(f"{k}: {v}" for k, v in sorted(c.p.specs.items()))
-    why = (f"The viewer asks about {what}. The card's details for the {name}: {details}. None of them is {what}, "
+    why = (f"The viewer asks about {what}. The card's details for the {name}: {_details(c.p)}. None of them is {what}, "
            f"and the price, sizes, stock, shipping and returns say nothing about it.")
     say = f"Sorry, the card doesn't mention {what}, so I can't confirm it."
     return q, gold, why, say, answerable
