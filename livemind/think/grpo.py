@@ -149,8 +149,8 @@ def train_grpo(model: Any, tokenizer: Any, tasks: Sequence[QATask], cfg: GRPOSet
             if not logs or "loss" not in logs:
                 return
             if "reward" in logs:  # a step that generated (every steps_per_generation steps)
-                rewards = "  ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in logs.items()
-                                    if k.startswith("rewards/") and k.endswith("/mean"))
+                rewards = "  ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in logs.items()  # None: no answer it applies to
+                                    if k.startswith("rewards/") and k.endswith("/mean") and v is not None)
                 detail = (f"reward {logs['reward']:.3f}  {rewards}  "
                           f"length {logs.get('completions/mean_length', float('nan')):.0f}")
             else:

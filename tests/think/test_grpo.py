@@ -43,6 +43,21 @@ def test_one_grpo_step_moves_the_weights_and_logs_every_reward(tmp_path):
     assert lines and lines[0].strip().startswith("step 1/1  reward ")
 
 
+def test_a_step_with_no_answer_a_reward_applies_to_still_logs_the_others(tmp_path):
+    # `conceded` scores adversarial answers only: a generation without one has no mean for it (None)
+    cfg = tiny_settings(rewards={"correctness": 1.0, "conceded": 1.0})
+    lines = []
+
+    def letters(prompts, completions, **kw):
+        return [len(completion_text(c)) / 100 for c in completions]
+
+    funcs = [*build_rewards(list(cfg.rewards), cfg.brevity, cfg.max_tokens), letters]
+    _, history = train_grpo(tiny_llama(), tiny_tokenizer(), [one("price"), one("stock")], cfg, tmp_path, lines.append,
+                            reward_funcs=funcs, max_steps=1)
+    assert history[0]["rewards/conceded/mean"] is None
+    assert lines[0].strip().startswith("step 1/1  reward ") and "conceded" not in lines[0] and "correctness" in lines[0]
+
+
 def test_a_raising_reward_fails_the_step_with_its_name(tmp_path):
     def flaky(prompts, completions, **kw):
         raise ValueError("judge offline")
