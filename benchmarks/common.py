@@ -20,6 +20,15 @@ from livemind.world.simulator import WorldConfig, simulate_world
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def finite_json(row: dict) -> dict:
+    """A benchmark's JSON line with null for what was not measured (NaN), as JSON has no NaN.
+
+    >>> finite_json({"correct_base": float("nan"), "correct_rft": 0.776})
+    {'correct_base': None, 'correct_rft': 0.776}
+    """
+    return {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+
+
 def read_bandwidth_gb_s() -> float:
     """This machine's read bandwidth: the best of 5 read-only passes (a sum on every core) over a
     512 MB array, in a subprocess (its OpenMP threads must not outlive it here). An earlier version

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import finite_json
 from rich.console import Console
 from rich.table import Table
 
@@ -60,6 +61,8 @@ from livemind.think.verify import conceded
 from livemind.world.simulator import LiveWorld
 
 MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
+NAN = float("nan")
+
 
 
 def main() -> None:
@@ -77,6 +80,8 @@ def main() -> None:
     parser.add_argument("--final", action="store_true", help="these stages are final: allow --split test (read once)")
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--musique", type=int, default=200)
+    parser.add_argument("--no-base", dest="base", action="store_false",
+                        help="skip the base student (its rows and keys read null), e.g. for a long test read")
     parser.add_argument("--out", default="runs/think_grpo")
     parser.add_argument("--report", default="docs/think_report.md")
     args = parser.parse_args()
@@ -121,8 +126,8 @@ def main() -> None:
     musique = load_musique(MUSIQUE, args.musique, "supporting") if args.musique else []
     greedy, short = Sampling(temperature=0.0, max_tokens=args.max_tokens), Sampling(temperature=0.0, max_tokens=96)
     cache = rft_dir / "answers.sqlite"
-    results = evaluate_models([ModelSpec("base", args.student), ModelSpec("rft", str(student)),
-                               ModelSpec("grpo", str(stage_student))], test, musique, greedy, short, log, cache=cache)
+    models = [ModelSpec("rft", str(student)), ModelSpec("grpo", str(stage_student))]
+    results = evaluate_models([ModelSpec("base", args.student)] * args.base + models, test, musique, greedy, short, log, cache=cache)
     if args.teacher_tasks:
         results += evaluate_models([ModelSpec("teacher", args.teacher)], test[:args.teacher_tasks], [], greedy, short, log,
                                    cache=cache)
@@ -141,6 +146,7 @@ def main() -> None:
         table.add_row(*row)
     console.print(table)
     by = {r.name: r.summary for r in results}
+    by.setdefault("base", {"tokens_mean": NAN, "correct": NAN})  # --no-base
     ratio = by["grpo"]["tokens_mean"] / by["rft"]["tokens_mean"]
     log(f"GRPO / RFT tokens: {ratio:.2f} (bar <= 0.60); correctness {by['rft']['correct']:.1%} -> {by['grpo']['correct']:.1%} "
         f"(bar: >= RFT - 1 point); helpfulness {by['rft']['helpful']:.3f} -> {by['grpo']['helpful']:.3f} (bar: not lower); "
@@ -155,19 +161,20 @@ def main() -> None:
             f"brevity {red['brevity']:.2f}x)")
     named = {r.name: r for r in results}
     kinds = Table(title=f"correct per kind, {args.split} split: RFT -> GRPO with the 95% paired bootstrap interval of the change")
-    for col in ("kind", "tasks", "base", "rft", "grpo", "grpo - rft [95%]"):
+    shown = [n for n in ("base", "rft", "grpo") if n in named]
+    for col in ("kind", "tasks", *shown, "grpo - rft [95%]"):
         kinds.add_column(col, justify="left" if col == "kind" else "right")
     for kind in TASK_KINDS:
         pair = [[s for s in named[n].scored if s.task.kind == kind] for n in ("rft", "grpo")]
         if not pair[0]:
             continue
         lo, hi = paired_intervals(*pair)["correct"]
-        kinds.add_row(kind, str(len(pair[0])), *(f"{named[n].kinds[kind]['correct']:.0%}" for n in ("base", "rft", "grpo")),
+        kinds.add_row(kind, str(len(pair[0])), *(f"{named[n].kinds[kind]['correct']:.0%}" for n in shown),
                       f"{named['grpo'].kinds[kind]['correct'] - named['rft'].kinds[kind]['correct']:+.0%} [{lo:+.0%}, {hi:+.0%}]")
     console.print(kinds)
     gave_in = sum(conceded(s.task, s.completion.text or "") for s in named["grpo"].scored if s.task.kind == "adversarial")
     log(f"report {args.report}; whole benchmark {(time.perf_counter() - t0) / 60:.1f} min")
-    print(json.dumps({
+    print(json.dumps(finite_json({
         "tokens_base": round(by["base"]["tokens_mean"], 1), "tokens_rft": round(by["rft"]["tokens_mean"], 1),
         "tokens_grpo": round(by["grpo"]["tokens_mean"], 1), "length_ratio": round(ratio, 3),
         "correct_base": round(by["base"]["correct"], 4), "correct_rft": round(by["rft"]["correct"], 4),
@@ -187,7 +194,7 @@ def main() -> None:
         "compute_reduction_distillation": round(red["distillation"], 2) if red else None,
         "compute_reduction_brevity": round(red["brevity"], 2) if red else None,
         "split": args.split, "evaluated": len(test), "grpo_steps": len(history), "grpo_minutes": round(seconds / 60, 1),
-        "minutes": round((time.perf_counter() - t0) / 60, 1)}))
+        "minutes": round((time.perf_counter() - t0) / 60, 1)})))
 
 
 if __name__ == "__main__":

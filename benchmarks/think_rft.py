@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from common import finite_json
 from rich.console import Console
 from rich.table import Table
 
@@ -58,14 +59,6 @@ def plot(kinds_base: dict, kinds_rft: dict, losses: list[float], path: Path) -> 
         b.plot(range(1, len(losses) + 1), losses)
         b.set(xlabel="SFT step", ylabel="loss (completion tokens)", title="RFT fine-tuning")
 
-
-def _finite(row: dict) -> dict:
-    """The JSON line with null for what was not measured (NaN: --no-base), as JSON has no NaN.
-
-    >>> _finite({"correct_base": float("nan"), "correct_rft": 0.776})
-    {'correct_base': None, 'correct_rft': 0.776}
-    """
-    return {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
 
 
 def main() -> None:
@@ -187,7 +180,7 @@ def main() -> None:
     gain = results["RFT"]["correct"] - results["base"]["correct"]
     console.print(f"RFT vs base: {gain * 100:+.1f} points correctness (bar: +10); kept {res['kept']} traces; "
                   f"distillation {rft_seconds / 60:.1f} min; whole benchmark {total / 60:.1f} min; plot {args.plot}")
-    print(json.dumps(_finite({
+    print(json.dumps(finite_json({
         "correct_base": round(results["base"]["correct"], 4), "correct_rft": round(results["RFT"]["correct"], 4),
         "accept_rate": round(report["all"]["accept_rate"], 4), "kept": res["kept"],
         "tokens_base": round(results["base"]["tokens_mean"], 1), "tokens_rft": round(results["RFT"]["tokens_mean"], 1),
