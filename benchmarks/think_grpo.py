@@ -64,7 +64,6 @@ MUSIQUE = "../shared/data/musique/migres_musique_dev200.jsonl"
 NAN = float("nan")
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rft", default="runs/bench_think_rft_ref", help="the output folder of benchmarks/think_rft.py")

