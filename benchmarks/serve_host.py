@@ -44,7 +44,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-from common import read_bandwidth_gb_s  # noqa: E402
+from common import bench_models, read_bandwidth_gb_s  # noqa: E402
 
 from livemind.demo import demo_world_config  # noqa: E402
 from livemind.serve.process import ServiceProcess  # noqa: E402
@@ -145,8 +145,10 @@ def drafts(url: str) -> tuple[float, float]:
 
 def start_service(student: str, weights: str, max_tokens: int, batch: int, bench: Path, world_dir: Path
                   ) -> ServiceProcess:
-    """`livemind serve` on the rec benchmark's models with the host, once the host is loaded too."""
-    tok = sorted(bench.glob("tokenizer-*"))[-1]
+    """`livemind serve` on the rec benchmark's models with the host, once the host is loaded too. The
+    tokenizer is `bench_models`' laid-out copy: the cached fit in bench/tokenizer-* has the plain layout,
+    whose version the generator (trained on the laid-out one) refuses."""
+    _, _, tok, _ = bench_models(bench)  # the tokenizer laid out as the generator was trained on it (its version)
     store = ROOT / "runs/bench_host/events.duckdb"
     store.parent.mkdir(parents=True, exist_ok=True)
     store.unlink(missing_ok=True)
