@@ -126,7 +126,7 @@ def main() -> None:
     greedy, short = Sampling(temperature=0.0, max_tokens=args.max_tokens), Sampling(temperature=0.0, max_tokens=96)
     cache = rft_dir / "answers.sqlite"
     models = [ModelSpec("rft", str(student)), ModelSpec("grpo", str(stage_student))]
-    results = evaluate_models([ModelSpec("base", args.student)] * args.base + models, test, musique, greedy, short, log, cache=cache)
+    results = evaluate_models(([ModelSpec("base", args.student)] if args.base else []) + models, test, musique, greedy, short, log, cache=cache)
     if args.teacher_tasks:
         results += evaluate_models([ModelSpec("teacher", args.teacher)], test[:args.teacher_tasks], [], greedy, short, log,
                                    cache=cache)

@@ -12,6 +12,10 @@ from tests.think.tiny_lm import tiny_llama, tiny_tokenizer
 TASKS = [one("price"), one("stock"), one("spec"), one("adversarial")]
 
 
+def letters(prompts, completions, **kw):  # a random tiny model earns nothing from the host rewards: add spread
+    return [len(completion_text(c)) / 100 for c in completions]
+
+
 def tiny_settings(**kw):
     base = dict(rewards={"correctness": 1.0, "helpfulness": 0.5, "brevity": 0.5, "format": 0.2}, num_generations=4,
                 prompts_per_step=2, steps_per_generation=1, max_tokens=12, lr=5e-2, lora=False,
@@ -25,9 +29,6 @@ def test_one_grpo_step_moves_the_weights_and_logs_every_reward(tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     lines = []
     cfg = tiny_settings()
-
-    def letters(prompts, completions, **kw):  # a random tiny model earns nothing from the host rewards: add spread
-        return [len(completion_text(c)) / 100 for c in completions]
 
     count = token_counter(tok)
     assert count("<think>") == len(tok("<think>", add_special_tokens=False)["input_ids"]) > 0
@@ -47,9 +48,6 @@ def test_a_step_with_no_answer_a_reward_applies_to_still_logs_the_others(tmp_pat
     # `conceded` scores adversarial answers only: a generation without one has no mean for it (None)
     cfg = tiny_settings(rewards={"correctness": 1.0, "conceded": 1.0})
     lines = []
-
-    def letters(prompts, completions, **kw):
-        return [len(completion_text(c)) / 100 for c in completions]
 
     funcs = [*build_rewards(list(cfg.rewards), cfg.brevity, cfg.max_tokens), letters]
     _, history = train_grpo(tiny_llama(), tiny_tokenizer(), [one("price"), one("stock")], cfg, tmp_path, lines.append,
