@@ -654,7 +654,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="working directory; what the demo trains is cached here")] = Path("runs/demo"),
     serve: Annotated[bool, typer.Option("--serve", help="leave the service and its console running at the end")] = False,
     students: Annotated[Path | None, typer.Option(help="a folder with rft/ and grpo/ students to show (e.g. full-size "
-                                                       "ones from livemind think export); default: demo-sized ones")] = None,
+                                                       "ones from livemind think export); default: the shipped RFT student, models/host-rft")] = None,
 ) -> None:
     """Show every capability built so far on a small simulated world, ending with the live service."""
     from livemind.demo import run_demo
