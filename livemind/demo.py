@@ -258,7 +258,7 @@ def demo_thinking(world: WorldData, out: Path, console: Console, students: Path 
 
     from livemind.think.backends import HFBackend, ResponseCache, Sampling
     from livemind.think.calc import resolve
-    from livemind.think.prompts import STOP, messages
+    from livemind.think.prompts import STOP, messages, split_reasoning
     from livemind.think.tasks import TASK_KINDS, make_splits, products_of
     from livemind.think.verify import verify
 
@@ -279,7 +279,8 @@ def demo_thinking(world: WorldData, out: Path, console: Console, students: Path 
         backend = HFBackend(model, cache=ResponseCache(out / "think_cache.sqlite"), float_cache=out / "models")
         answers[name] = [row[0] for row in backend.generate([messages(t) for t in shown], sampling)]
     trained = [name for name in models if name != "base"]
-    console.print(f"the students answer four viewers (greedy, [[calculations]] worked out as the host does; "
+    console.print(f"the students answer four viewers (greedy; the answer a viewer reads, after the reasoning, its "
+                  f"[[calculations]] worked out as the host does; "
                   f"SmolLM2-135M base; {' and '.join(trained)} "
                   f"{'student' if len(trained) == 1 else 'students'}: {origin}):", markup=False)
     for i, t in enumerate(shown):
@@ -287,7 +288,10 @@ def demo_thinking(world: WorldData, out: Path, console: Console, students: Path 
         for name, replies in answers.items():
             c = replies[i]
             verdict = {True: "correct", False: "wrong", None: "unknown"}[verify(t, c.text or "").correct]
-            text = " ".join((resolve(c.text) if c.text else f"(failed: {c.error})").split())  # as the host says it
+            # what the viewer reads: the answer after the reasoning, its calculations worked out
+            said = (split_reasoning(resolve(c.text))[1] or "(no answer: its reasoning never closed)") if c.text \
+                else f"(failed: {c.error})"
+            text = " ".join(said.split())
             timing = "cached" if c.cached else f"{c.seconds:.1f} s"
             console.print(f"    {name:>4} ({c.tokens} tokens, {timing}, {verdict}): {text[:200]}"
                           f"{'...' if len(text) > 200 else ''}", markup=False)

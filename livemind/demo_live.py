@@ -25,7 +25,9 @@ from livemind.serve.process import ServiceProcess
 from livemind.world.tables import WorldData
 
 LIVE_TARGETS = 60  # held-out watches in the hour asked for recommendations
-QUESTIONS = ("how much is it right now?", "does it ship today?", "can I return it if it doesn't fit?")
+# kinds the host was trained on (livemind.think.tasks); "does it ship today?", which no task asks, got
+# "Yes, it ships today. ... ships in 5 days." from the shipped student (docs/results.md, "The demo's host")
+QUESTIONS = ("how much is it right now?", "how soon does it ship?", "can I return it if it doesn't fit?")
 
 
 def demo_host(out: Path) -> tuple[str, str]:
