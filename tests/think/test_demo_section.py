@@ -44,3 +44,5 @@ def test_the_demo_serves_the_student_it_trained_and_says_so(tmp_path):
     (tmp_path / "think/rft/student/config.json").write_text("{}")
     assert demo_host(tmp_path) == (str(tmp_path / "think/rft/student"),
                                    "the shipped RFT student (models/host-rft on SmolLM2-135M), int8")
+    given = tmp_path / "students"  # livemind demo --students DIR: shown in section 5, served in section 6
+    assert demo_host(tmp_path, given) == (str(given / "rft"), f"the RFT student of {given}, int8")
