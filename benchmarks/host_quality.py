@@ -17,6 +17,7 @@ as the task's own chat asks them (with its earlier turns; serve_host.py asks the
 /v1/host/ask).
 
 Run: python benchmarks/host_quality.py [--tasks 500] [--engine served-int8] [--split validation] [--adversarial]
+     [--answers FILE.jsonl]
 (last line: JSON)
 """
 
@@ -31,7 +32,7 @@ import torch
 from livemind.demo import demo_world_config
 from livemind.serve.host.backend import engine_backends
 from livemind.think.backends import Sampling
-from livemind.think.evaluate import paired_intervals
+from livemind.think.evaluate import by_kind, paired_intervals
 from livemind.think.prompts import STOP
 from livemind.think.report import ModelSpec, evaluate_models
 from livemind.think.tasks import make_splits, make_tasks
@@ -48,6 +49,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16, help="answers decoded together, both sides")
     ap.add_argument("--split", choices=("test", "validation"), default="test")
     ap.add_argument("--adversarial", action="store_true", help="only the adversarial tasks of the first 2,000")
+    ap.add_argument("--answers", default=None, help="write each task's two answers and verdicts here (JSONL), "
+                                                    "to read where the sides differ")
     args = ap.parse_args()
     torch.set_num_threads(2)
     products = LiveWorld(demo_world_config()).products
@@ -75,6 +78,19 @@ def main() -> None:
               "adversarial_n": len(adversarial), "conceded_offline": gave["offline"], "conceded_served": gave["served"],
               "within_2_points": all(abs(s[key] - o[key]) <= 0.02 for key in rows),
               "seconds": round(time.perf_counter() - t0)}
+    kinds = {side: by_kind(run.scored) for side, run in (("offline", offline), ("served", served))}
+    result["kinds"] = {k: {"n": v["n"], "offline": round(v["correct"], 4), "served": round(kinds["served"][k]["correct"], 4)}
+                       for k, v in kinds["offline"].items()}
+    if args.answers:
+        with open(args.answers, "w") as f:
+            for a, b in zip(offline.scored, served.scored, strict=True):
+                f.write(json.dumps({"id": a.task.id, "kind": a.task.kind, "question": a.task.question,
+                                    "offline": a.completion.text, "offline_correct": a.correct,
+                                    "served": b.completion.text, "served_correct": b.correct}) + "\n")
+    print()
+    print(f"{'kind':<14}{'tasks':>6}{'offline':>10}{'served':>10}")
+    for k, v in result["kinds"].items():
+        print(f"{k:<14}{v['n']:>6}{v['offline']:>10.3f}{v['served']:>10.3f}")
     print()
     print(f"{'':<14}{'offline (fp32)':>16}{f'served ({args.engine})':>22}  difference [95% paired interval]")
     for key in rows:
