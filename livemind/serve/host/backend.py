@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from livemind.serve.host.decoder import BatchDecoder, Generation
+from livemind.serve.host.int8 import SMOOTH_ALPHA, calibration_ids, quantize_int8
 
 
 class DecoderBackend:
@@ -40,10 +41,11 @@ class DecoderBackend:
         self.decoder.close()
 
 
-def engine_backends(device: str = "cpu", float_cache: str | None = "runs/cache/models") -> dict[str, Any]:
+def engine_backends(device: str = "cpu", float_cache: str | None = "runs/cache/models",
+                    smooth: float = SMOOTH_ALPHA) -> dict[str, Any]:
     """`think eval`'s serving engines: "served" (fp32) and "served-int8" (`livemind serve
-    --host-weights int8`), each the service's own decoder over the spec's model."""
-    from livemind.serve.host.int8 import quantize_int8
+    --host-weights int8`: smoothed with alpha `smooth`, 0 for none), each the service's own decoder
+    over the spec's model."""
     from livemind.think.backends import load_causal_lm
     from livemind.think.evaluate import active_parameters
 
@@ -51,7 +53,9 @@ def engine_backends(device: str = "cpu", float_cache: str | None = "runs/cache/m
         def make(spec: Any, batch_size: int, progress: Any) -> DecoderBackend:
             tok, lm = load_causal_lm(spec.model, spec.gguf_file, float_cache)
             params = active_parameters(lm)
-            return DecoderBackend(f"{spec.model}@{spec.engine}", tok, quantize_int8(lm) if int8 else lm, params, device,
+            if int8:
+                lm = quantize_int8(lm, calibration_ids(tok), smooth)
+            return DecoderBackend(f"{spec.model}@{spec.engine}", tok, lm, params, device,
                                   batch_size, progress)
         return make
 

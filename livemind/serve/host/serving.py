@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from livemind.errors import ConfigError, DataError
 from livemind.serve.host.decoder import MAX_DRAFTS, BatchDecoder, Generation, HostBusy, Streams
-from livemind.serve.host.int8 import quantize_int8
+from livemind.serve.host.int8 import SMOOTH_ALPHA, calibration_ids, quantize_int8
 from livemind.think.calc import resolve
 from livemind.think.prompts import STOP, messages, split_reasoning
 from livemind.think.tasks import QATask, card
@@ -50,6 +50,7 @@ class HostConfig:
     # int8: weight-only int8 of every Linear (CPU; livemind.serve.host.int8): a quarter of the bytes to read per
     # token, judged by its answers against fp32's; auto: int8 on the CPU, fp32 elsewhere
     weights: Literal["auto", "fp32", "int8"] = "auto"
+    smooth: float = SMOOTH_ALPHA  # int8 only: activation-aware smoothing before rounding (livemind.serve.host.int8), 0: none
     backend: Literal["local", "openai"] = "local"  # openai: `student` is served by the server at `url` (vLLM)
     url: str | None = None  # the OpenAI-compatible API of the remote backend, e.g. http://gpu:8001/v1
     threads: int | None = None  # CPU threads of the decoder (None: every core)
@@ -73,6 +74,8 @@ class HostConfig:
             raise ConfigError(f"speculate must be 0 (off) to {MAX_DRAFTS} draft tokens, got {self.speculate}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (or None: every core), got {self.threads}")
+        if not 0.0 <= self.smooth <= 1.0:  # also refuses NaN
+            raise ConfigError(f"smooth must be in [0, 1] (0: no smoothing before int8), got {self.smooth!r}")
         if self.weights not in ("auto", "fp32", "int8"):
             raise ConfigError(f"weights must be 'auto', 'fp32' or 'int8', got {self.weights!r}")
         if self.backend not in ("local", "openai"):
@@ -184,6 +187,6 @@ def load_host(cfg: HostConfig, catalog: Path | None) -> Host:
 def make_host(cfg: HostConfig, tokenizer: Any, module: Any, catalog: dict[int, Product]) -> Host:
     """The host over a loaded student: int8 weights when configured, its batch decoder."""
     if cfg.served_weights == "int8":
-        module = quantize_int8(module)
+        module = quantize_int8(module, calibration_ids(tokenizer), cfg.smooth)
     return Host(cfg, BatchDecoder(tokenizer, module, cfg.device, cfg.max_batch, cfg.max_wait_s, threads=cfg.threads,
                                        speculate=cfg.speculate), catalog)
