@@ -28,10 +28,10 @@ DEMO_ALIGN_STEPS = 60  # GRPO steps of 32 viewer states (the benchmark: 300 of 6
 DEMO_AB_VISITS = 800
 DEMO_SPLITS = {"train": 720, "validation": 120, "test": 500}  # as benchmarks/think_rft.py made the shipped student's
 DEMO_HOST_TOKENS = 256  # the shipped student's evaluated limit: its bundle and free-shipping programs run past 96
-HOST_ADAPTER = REPO_ROOT / "models/host-rft"  # the third-round RFT student as a LoRA adapter (test 89.8%)
+HOST_ADAPTER = REPO_ROOT / "models/host-rft"  # the fifth-round RFT student as a rank-32 LoRA adapter (test 92.6%)
 HOST_STUDENT = "think/rft/student"  # where under the demo's folder the adapter is made a student again
-DEMO_NO_TRAINING = ("no host is trained here: RFT takes ~50 min on 2 cores (python benchmarks/think_rft.py; the "
-                    "shipped student's command is in models/host-rft/adapter.json), and GRPO has not yet beaten "
+DEMO_NO_TRAINING = ("no host is trained here: its two RFT rounds take ~50 + ~12 min on 2 cores (python "
+                    "benchmarks/think_rft.py; the shipped student's commands are in models/host-rft/adapter.json), and GRPO has not yet beaten "
                     "its RFT student on validation (docs/results.md)")
 
 
