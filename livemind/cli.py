@@ -686,8 +686,8 @@ def serve(
     host_tokens: Annotated[int, typer.Option(help="the host's default answer budget in tokens (a calculation for "
                                                   "the calculator takes up to ~230)")] = 256,  # = HostConfig.max_tokens
     host_weights: Annotated[str | None, typer.Option(help="int8 (weight-only int8: ~3x faster decoding on CPU; the shipped "
-                                                          "RFT student's answers 2.8 points under fp32's on 500 test tasks, "
-                                                          "the second round's 0.6: check yours with "
+                                                          "RFT student's answers 2.8 points under fp32's on 500 test tasks "
+                                                          "(free shipping and bundle programs): check yours with "
                                                           "benchmarks/host_quality.py) or fp32; default: what livemind "
                                                           "think export wrote, else int8 on the CPU")] = None,
     host_batch: Annotated[int, typer.Option(help="host requests decoded together (continuous batching)")] = 8,
