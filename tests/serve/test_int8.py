@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livemind.errors import ConfigError
-from livemind.serve.host.int8 import SMOOTH_BOUND, calibration_ids, quantize_int8, smooth, smoothing_groups
+from livemind.serve.host.int8 import (
+    SMOOTH_BOUND,
+    calibration_ids,
+    quantize_for_host,
+    quantize_int8,
+    smooth,
+    smoothing_groups,
+)
 from livemind.serve.host.serving import HostConfig
 from tests.serve.test_fastlm import gqa_llama
 from tests.think.tiny_lm import tiny_moe, tiny_tokenizer
@@ -95,3 +102,16 @@ def test_scales_stay_bounded_and_finite_for_extreme_channels(size, alpha):
     s = (after / before)[0]  # channel j's scale, read from a row of q_proj
     assert torch.isfinite(after).all() and all(torch.isfinite(p).all() for p in lm.parameters())
     assert s.min() >= 1 / SMOOTH_BOUND * (1 - 1e-5) and s.max() <= SMOOTH_BOUND * (1 + 1e-5)
+
+
+def test_the_host_s_int8_is_plain_at_alpha_zero_and_smoothed_above(monkeypatch):
+    from livemind.serve.host import int8
+
+    lm, tok = gqa_llama(), tiny_tokenizer()
+    plain = quantize_int8(copy.deepcopy(lm)).model.layers[0].self_attn.q_proj.weight_int8
+    calls = []
+    monkeypatch.setattr(int8, "calibration_ids", lambda t: calls.append(t) or calibration_ids(t))
+    off = quantize_for_host(copy.deepcopy(lm), tok, 0.0).model.layers[0].self_attn.q_proj.weight_int8
+    assert torch.equal(off, plain) and calls == []  # no calibration made when smoothing is off
+    on = quantize_for_host(copy.deepcopy(lm), tok, 0.5).model.layers[0].self_attn.q_proj.weight_int8
+    assert not torch.equal(on, plain) and calls == [tok]

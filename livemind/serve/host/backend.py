@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from livemind.serve.host.decoder import BatchDecoder, Generation
-from livemind.serve.host.int8 import SMOOTH_ALPHA, calibration_ids, quantize_int8
+from livemind.serve.host.int8 import SMOOTH_ALPHA, quantize_for_host
 
 
 class DecoderBackend:
@@ -54,7 +54,7 @@ def engine_backends(device: str = "cpu", float_cache: str | None = "runs/cache/m
             tok, lm = load_causal_lm(spec.model, spec.gguf_file, float_cache)
             params = active_parameters(lm)
             if int8:
-                lm = quantize_int8(lm, calibration_ids(tok), smooth)
+                lm = quantize_for_host(lm, tok, smooth)
             return DecoderBackend(f"{spec.model}@{spec.engine}", tok, lm, params, device,
                                   batch_size, progress)
         return make

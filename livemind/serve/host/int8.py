@@ -126,6 +126,12 @@ def calibration_ids(tokenizer: Any, n: int = 16) -> list[torch.Tensor]:
     return out
 
 
+def quantize_for_host(module: Any, tokenizer: Any, alpha: float = SMOOTH_ALPHA) -> Any:
+    """`quantize_int8` as the host serves it: smoothed with `alpha` over `calibration_ids(tokenizer)`
+    (made only when alpha > 0)."""
+    return quantize_int8(module, calibration_ids(tokenizer) if alpha else (), alpha)
+
+
 def quantize_int8(module: Any, calibration: Sequence[torch.Tensor] = (), alpha: float = SMOOTH_ALPHA) -> Any:
     """Every nn.Linear of `module` (in place) as an `Int8Linear`, after `smooth` over `calibration`
     (token ids, e.g. `calibration_ids(tokenizer)`; none: no smoothing); returned in eval mode.

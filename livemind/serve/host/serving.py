@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from livemind.errors import ConfigError, DataError
 from livemind.serve.host.decoder import MAX_DRAFTS, BatchDecoder, Generation, HostBusy, Streams
-from livemind.serve.host.int8 import SMOOTH_ALPHA, calibration_ids, quantize_int8
+from livemind.serve.host.int8 import SMOOTH_ALPHA, quantize_for_host, quantize_int8
 from livemind.think.calc import resolve
 from livemind.think.prompts import STOP, messages, split_reasoning
 from livemind.think.tasks import QATask, card
@@ -187,6 +187,6 @@ def load_host(cfg: HostConfig, catalog: Path | None) -> Host:
 def make_host(cfg: HostConfig, tokenizer: Any, module: Any, catalog: dict[int, Product]) -> Host:
     """The host over a loaded student: int8 weights when configured, its batch decoder."""
     if cfg.served_weights == "int8":
-        module = quantize_int8(module, calibration_ids(tokenizer), cfg.smooth)
+        module = quantize_for_host(module, tokenizer, cfg.smooth)
     return Host(cfg, BatchDecoder(tokenizer, module, cfg.device, cfg.max_batch, cfg.max_wait_s, threads=cfg.threads,
                                        speculate=cfg.speculate), catalog)
